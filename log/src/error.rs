@@ -1,0 +1,82 @@
+//! The log's one error type. Callers match on the variant; the gateway maps each to an HTTP status.
+
+/// Everything that can go wrong in the log.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// No topic of that name exists.
+    #[error("topic '{0}' does not exist")]
+    TopicNotFound(String),
+    /// A topic of that name already exists.
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    /// The partition is not one of the topic's.
+    #[error("topic '{topic}' has no partition {partition} (it has {partitions})")]
+    PartitionNotFound {
+        /// Topic name.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// How many partitions the topic has.
+        partitions: u32,
+    },
+    /// The offset is outside the retained range `[start, end]`.
+    #[error("offset {offset} is outside the retained range [{start}, {end}]")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        offset: u64,
+        /// First retained offset.
+        start: u64,
+        /// Next offset to be written.
+        end: u64,
+    },
+    /// A request argument the log cannot accept (bad name, zero partitions, ...).
+    #[error("{0}")]
+    Invalid(String),
+    /// An earlier durable commit failed; the log refuses writes until it is reopened,
+    /// because what reached the disk is no longer known.
+    #[error("the log refuses writes after a failed commit; restart to recover")]
+    Poisoned,
+    /// The durable commit that carried this write failed; the write is not stored.
+    #[error("commit failed: {0}")]
+    CommitFailed(String),
+    /// The writer has shut down.
+    #[error("the log is shut down")]
+    Closed,
+    /// Stored bytes do not decode.
+    #[error("corrupted record in partition key {pkey} at offset {offset}")]
+    Corrupted {
+        /// Internal partition key.
+        pkey: u64,
+        /// Offset of the record.
+        offset: u64,
+    },
+    /// The storage engine failed.
+    #[error("storage: {0}")]
+    Storage(#[from] redb::Error),
+    /// The file system failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Storage(e.into())
+            }
+        }
+    )*};
+}
+from_redb!(
+    redb::DatabaseError,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    redb::CursorError,
+    redb::SetDurabilityError
+);
+
+/// The log's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,33 @@
+//! The storage engine of Sluice: a durable partitioned log in one redb file.
+//!
+//! It owns topics and their partitions, dense per-partition offsets, the stored
+//! record format, Kafka's murmur2 key placement, group commit (one transaction and
+//! one fsync for everything queued while the previous commit ran), idempotent
+//! appends, retention and the purge of deleted topics.
+//!
+//! It must not depend on HTTP, async runtimes or auth: it is a synchronous library
+//! with a callback-style write API, so any front end (the gateway, the table engine,
+//! tests) drives it the same way, and another backend can stand behind the same
+//! operations.
+
+mod error;
+mod log;
+mod maintenance;
+mod murmur2;
+mod record;
+mod schema;
+mod topic;
+mod writer;
+
+pub use crate::error::{Error, Result};
+pub use crate::log::{
+    AppendHook, AppendRequest, AppendUnit, CommitHook, CommitStats, Log, LogOptions, NewRecord,
+    ReadOutcome, now_ms, valid_name,
+};
+pub use crate::murmur2::{murmur2, partition_for_key};
+pub use crate::record::{RecordParts, RecordView, ValueKind};
+pub use crate::schema::MAX_PARTITIONS;
+pub use crate::topic::{PartitionInfo, Topic, TopicConfig};
+
+/// Answers a write once its commit is known; see [`Log::append`].
+pub type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;

@@ -1,0 +1,520 @@
+//! [`Log`]: opening a data directory, reading partitions, and handing writes to the
+//! writer thread.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{Sender, channel, sync_channel};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use redb::{Database, ReadableDatabase, ReadableTable};
+
+use crate::error::{Error, Result};
+use crate::maintenance;
+use crate::record::RecordView;
+use crate::schema::{
+    DEDUPE, DEDUPE_EXPIRY, FORMAT_VERSION, MAX_PARTITIONS, META, PARTITIONS, PURGE, RECORDS,
+    TOPICS, TopicMeta, pkey, record_key,
+};
+use crate::topic::{Topic, TopicConfig};
+use crate::writer::{Command, Reply, Writer};
+
+/// Called after each durable commit with every partition it advanced:
+/// `(topic id, partition, new end offset)`.
+pub type AppendHook = Arc<dyn Fn(u64, u32, u64) + Send + Sync>;
+
+/// Called after each group commit with its size and duration.
+pub type CommitHook = Arc<dyn Fn(&CommitStats) + Send + Sync>;
+
+/// What one group commit did.
+#[derive(Debug, Clone, Copy)]
+pub struct CommitStats {
+    /// Records written.
+    pub records: usize,
+    /// Time from taking the group to the end of its fsync.
+    pub duration: Duration,
+}
+
+/// How to open a log.
+#[derive(Clone)]
+pub struct LogOptions {
+    /// Use redb's two-phase commit: two fsyncs per commit instead of one, so that a
+    /// torn write can never be mistaken for a valid commit, whatever the records hold.
+    pub two_phase_commit: bool,
+    /// How long an idempotency key or CloudEvent `source`+`id` is remembered.
+    pub dedupe_window: Duration,
+    /// How often retention, dedupe expiry and purges of deleted topics run.
+    pub maintenance_interval: Duration,
+    /// Called after each commit that appended records.
+    pub on_append: Option<AppendHook>,
+    /// Called after each group commit.
+    pub on_commit: Option<CommitHook>,
+}
+
+impl Default for LogOptions {
+    fn default() -> Self {
+        LogOptions {
+            two_phase_commit: true,
+            dedupe_window: Duration::from_secs(3600),
+            maintenance_interval: Duration::from_secs(1),
+            on_append: None,
+            on_commit: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for LogOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogOptions")
+            .field("two_phase_commit", &self.two_phase_commit)
+            .field("dedupe_window", &self.dedupe_window)
+            .field("maintenance_interval", &self.maintenance_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A record ready to append: its partition chosen and its bytes encoded
+/// (see [`crate::RecordParts::encode`]).
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    /// Target partition.
+    pub partition: u32,
+    /// Stored form of the record.
+    pub bytes: Vec<u8>,
+}
+
+/// Records that are written together or not at all, and remembered under a dedupe
+/// key when one is given: a unit whose key was seen within the dedupe window is not
+/// written again, and its original offsets are returned instead.
+#[derive(Debug, Clone, Default)]
+pub struct AppendUnit {
+    /// Idempotency key, unique per topic.
+    pub dedupe_key: Option<Vec<u8>>,
+    /// The unit's records.
+    pub records: Vec<NewRecord>,
+}
+
+/// One append: units of records for one topic, answered with one `(partition,
+/// offset)` per record in request order.
+#[derive(Debug, Clone)]
+pub struct AppendRequest {
+    /// Topic name.
+    pub topic: String,
+    /// Id of the topic the partitions were chosen for; if the topic was deleted and
+    /// re-created since, the append is refused rather than misplaced.
+    pub topic_id: u64,
+    /// The units, in order.
+    pub units: Vec<AppendUnit>,
+}
+
+/// The outcome of a read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadOutcome {
+    /// Offset after the last record visited (the next one to read).
+    pub next_offset: u64,
+    /// The partition's end offset when the read started.
+    pub high_watermark: u64,
+    /// The partition's first retained offset.
+    pub start_offset: u64,
+    /// Records visited.
+    pub records: usize,
+}
+
+pub(crate) struct Shared {
+    pub db: Database,
+    pub topics: RwLock<HashMap<String, Arc<Topic>>>,
+    pub poisoned: AtomicBool,
+    pub on_append: Option<AppendHook>,
+    pub on_commit: Option<CommitHook>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    tx: Sender<Command>,
+    epoch: String,
+    path: PathBuf,
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        let _ = self.tx.send(Command::Shutdown);
+        {
+            let (flag, cv) = &*self.stop;
+            *flag.lock().expect("stop lock") = true;
+            cv.notify_all();
+        }
+        for t in self.threads.lock().expect("threads lock").drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A durable partitioned log in one redb file. Cheap to clone; the last clone to be
+/// dropped stops the writer and closes the file.
+#[derive(Clone)]
+pub struct Log {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Log {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Log")
+            .field("path", &self.inner.path)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Checks a topic, group, table or consumer name: `[A-Za-z0-9._-]{1,249}`.
+pub fn valid_name(name: &str) -> bool {
+    (1..=249).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+impl Log {
+    /// Opens (or creates) the log in `dir`. Start-up reads one row per topic and
+    /// per partition, never the records.
+    pub fn open(dir: &Path, options: LogOptions) -> Result<Log> {
+        std::fs::create_dir_all(dir)?;
+        let path = dir.join("sluice.redb");
+        let db = Database::builder().create(&path)?;
+        let txn = db.begin_write()?;
+        let epoch;
+        let next_topic_id;
+        let mut topics = HashMap::new();
+        {
+            let mut meta = txn.open_table(META)?;
+            let stored = meta
+                .get("epoch")?
+                .map(|v| String::from_utf8_lossy(v.value()).into_owned());
+            epoch = match stored {
+                Some(e) => e,
+                None => {
+                    let e = format!("{:016x}", rand::random::<u64>());
+                    meta.insert("epoch", e.as_bytes())?;
+                    meta.insert("format", FORMAT_VERSION.to_le_bytes().as_slice())?;
+                    e
+                }
+            };
+            let format = meta
+                .get("format")?
+                .map(|v| u64::from_le_bytes(v.value().try_into().unwrap_or([0; 8])));
+            if let Some(f) = format {
+                if f != FORMAT_VERSION {
+                    return Err(Error::Invalid(format!(
+                        "data directory has format {f}; this build reads format {FORMAT_VERSION}"
+                    )));
+                }
+            }
+            next_topic_id = meta
+                .get("next_topic_id")?
+                .map(|v| u64::from_le_bytes(v.value().try_into().unwrap_or([0; 8])))
+                .unwrap_or(1);
+            // Create every table so readers never meet a missing one.
+            txn.open_table(RECORDS)?;
+            txn.open_table(DEDUPE)?;
+            txn.open_table(DEDUPE_EXPIRY)?;
+            txn.open_table(PURGE)?;
+            let parts = txn.open_table(PARTITIONS)?;
+            let table = txn.open_table(TOPICS)?;
+            for item in table.iter()? {
+                let (name, v) = item?;
+                let meta: TopicMeta = serde_json::from_slice(v.value())
+                    .map_err(|e| Error::Invalid(format!("topic row does not decode: {e}")))?;
+                let topic = Topic::new(name.value().to_string(), &meta);
+                for p in 0..meta.partitions {
+                    if let Some(s) = parts.get(pkey(meta.id, p))? {
+                        topic.parts[p as usize].store(s.value());
+                    }
+                }
+                topics.insert(name.value().to_string(), Arc::new(topic));
+            }
+        }
+        txn.commit()?;
+
+        let shared = Arc::new(Shared {
+            db,
+            topics: RwLock::new(topics),
+            poisoned: AtomicBool::new(false),
+            on_append: options.on_append.clone(),
+            on_commit: options.on_commit.clone(),
+        });
+        let (tx, rx) = channel();
+        let writer = Writer {
+            shared: shared.clone(),
+            rx,
+            next_topic_id,
+            two_phase_commit: options.two_phase_commit,
+            poisoned: false,
+        };
+        let mut threads = vec![
+            std::thread::Builder::new()
+                .name("sluice-writer".into())
+                .spawn(move || writer.run())?,
+        ];
+        let stop = Arc::new((Mutex::new(false), Condvar::new()));
+        let log = Log {
+            inner: Arc::new(Inner {
+                shared,
+                tx,
+                epoch,
+                path,
+                stop: stop.clone(),
+                threads: Mutex::new(Vec::new()),
+            }),
+        };
+        let weak = Arc::downgrade(&log.inner);
+        let interval = options.maintenance_interval;
+        let window = options.dedupe_window;
+        threads.push(
+            std::thread::Builder::new()
+                .name("sluice-maintenance".into())
+                .spawn(move || {
+                    maintenance::run(interval, window, &stop, || {
+                        weak.upgrade().map(|inner| Log { inner })
+                    })
+                })?,
+        );
+        *log.inner.threads.lock().expect("threads lock") = threads;
+        Ok(log)
+    }
+
+    /// The data directory's random epoch: it changes when the data is wiped.
+    pub fn epoch(&self) -> &str {
+        &self.inner.epoch
+    }
+
+    /// Path of the redb file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Whether a failed commit has stopped all writes.
+    pub fn is_poisoned(&self) -> bool {
+        self.inner.shared.poisoned.load(Ordering::Acquire)
+    }
+
+    /// A topic by name.
+    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.inner
+            .shared
+            .topics
+            .read()
+            .expect("topics lock")
+            .get(name)
+            .cloned()
+    }
+
+    /// All topics, sorted by name.
+    pub fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut v: Vec<_> = self
+            .inner
+            .shared
+            .topics
+            .read()
+            .expect("topics lock")
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    pub(crate) fn send(&self, cmd: Command) {
+        if let Err(e) = self.inner.tx.send(cmd) {
+            // The writer is gone: answer the command here.
+            crate::writer::reject_closed(e.0);
+        }
+    }
+
+    /// Creates a topic; `reply` is called once the topic is durable.
+    pub fn create_topic(&self, name: &str, config: TopicConfig, reply: Reply<Arc<Topic>>) {
+        if let Err(e) = check_topic(name, &config) {
+            return reply(Err(e));
+        }
+        self.send(Command::CreateTopic {
+            name: name.to_string(),
+            config,
+            reply,
+        });
+    }
+
+    /// Deletes a topic; its records are purged in the background.
+    pub fn delete_topic(&self, name: &str, reply: Reply<()>) {
+        self.send(Command::DeleteTopic {
+            name: name.to_string(),
+            reply,
+        });
+    }
+
+    /// Appends records; `reply` gets one `(partition, offset)` per record, in order,
+    /// once they are durable.
+    pub fn append(&self, request: AppendRequest, reply: Reply<Vec<(u32, u64)>>) {
+        self.send(Command::Append { request, reply });
+    }
+
+    /// [`Log::create_topic`], waiting for the answer.
+    pub fn create_topic_blocking(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>> {
+        blocking(|r| self.create_topic(name, config, r))
+    }
+
+    /// [`Log::delete_topic`], waiting for the answer.
+    pub fn delete_topic_blocking(&self, name: &str) -> Result<()> {
+        blocking(|r| self.delete_topic(name, r))
+    }
+
+    /// [`Log::append`], waiting for the answer.
+    pub fn append_blocking(&self, request: AppendRequest) -> Result<Vec<(u32, u64)>> {
+        blocking(|r| self.append(request, r))
+    }
+
+    /// Reads records of one partition from `from`, at most `max_records` and about
+    /// `max_bytes` (the first record is always read, however large, so a reader makes
+    /// progress). Each record is handed to `visit` with its offset, straight from the
+    /// storage page.
+    pub fn read(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        mut visit: impl FnMut(u64, RecordView<'_>),
+    ) -> Result<ReadOutcome> {
+        let Some(state) = topic.parts.get(partition as usize) else {
+            return Err(Error::PartitionNotFound {
+                topic: topic.name.clone(),
+                partition,
+                partitions: topic.partition_count(),
+            });
+        };
+        let (start, end, _) = state.load();
+        if from < start || from > end {
+            return Err(Error::OffsetOutOfRange {
+                offset: from,
+                start,
+                end,
+            });
+        }
+        let mut outcome = ReadOutcome {
+            next_offset: from,
+            high_watermark: end,
+            start_offset: start,
+            records: 0,
+        };
+        if from == end || max_records == 0 {
+            return Ok(outcome);
+        }
+        let pk = pkey(topic.id, partition);
+        let txn = self.inner.shared.db.begin_read()?;
+        let table = txn.open_table(RECORDS)?;
+        let mut bytes = 0usize;
+        for item in table.range(record_key(pk, from)..record_key(pk, end))? {
+            let (k, v) = item?;
+            let offset = k.value() as u64;
+            if offset != outcome.next_offset {
+                // Retention removed the records asked for after `start` was read.
+                let start = state.start.load(Ordering::Acquire);
+                return Err(Error::OffsetOutOfRange {
+                    offset: from,
+                    start,
+                    end: state.end.load(Ordering::Acquire),
+                });
+            }
+            let value = v.value();
+            if outcome.records > 0 && bytes + value.len() > max_bytes {
+                break;
+            }
+            let view = RecordView::decode(value).ok_or(Error::Corrupted { pkey: pk, offset })?;
+            visit(offset, view);
+            bytes += value.len();
+            outcome.records += 1;
+            outcome.next_offset = offset + 1;
+            if outcome.records >= max_records {
+                break;
+            }
+        }
+        Ok(outcome)
+    }
+
+    /// The offset of the first record whose timestamp is at or after `timestamp_ms`,
+    /// or the end offset if there is none. Scans forward from the start; meant for
+    /// rare administrative seeks, not the fetch path.
+    pub fn offset_for_timestamp(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        timestamp_ms: u64,
+    ) -> Result<u64> {
+        let Some(state) = topic.parts.get(partition as usize) else {
+            return Err(Error::PartitionNotFound {
+                topic: topic.name.clone(),
+                partition,
+                partitions: topic.partition_count(),
+            });
+        };
+        let (start, end, _) = state.load();
+        let pk = pkey(topic.id, partition);
+        let txn = self.inner.shared.db.begin_read()?;
+        let table = txn.open_table(RECORDS)?;
+        for item in table.range(record_key(pk, start)..record_key(pk, end))? {
+            let (k, v) = item?;
+            let offset = k.value() as u64;
+            let view =
+                RecordView::decode(v.value()).ok_or(Error::Corrupted { pkey: pk, offset })?;
+            if view.timestamp >= timestamp_ms {
+                return Ok(offset);
+            }
+        }
+        Ok(end)
+    }
+
+    /// The timestamp of a partition's first retained record, if it has one.
+    pub(crate) fn first_timestamp(&self, topic: &Topic, partition: u32) -> Result<Option<u64>> {
+        let (start, end, _) = topic.parts[partition as usize].load();
+        if start == end {
+            return Ok(None);
+        }
+        let pk = pkey(topic.id, partition);
+        let txn = self.inner.shared.db.begin_read()?;
+        let table = txn.open_table(RECORDS)?;
+        let v = table.get(record_key(pk, start))?;
+        Ok(v.and_then(|v| RecordView::decode(v.value()).map(|r| r.timestamp)))
+    }
+}
+
+fn check_topic(name: &str, config: &TopicConfig) -> Result<()> {
+    if !valid_name(name) {
+        return Err(Error::Invalid(
+            "topic names are 1 to 249 characters of [A-Za-z0-9._-]".into(),
+        ));
+    }
+    if config.partitions == 0 || config.partitions > MAX_PARTITIONS {
+        return Err(Error::Invalid(format!(
+            "partitions must be between 1 and {MAX_PARTITIONS}"
+        )));
+    }
+    Ok(())
+}
+
+/// Runs a callback-style call and waits for its answer.
+pub(crate) fn blocking<T: Send + 'static>(call: impl FnOnce(Reply<T>)) -> Result<T> {
+    let (tx, rx) = sync_channel(1);
+    call(Box::new(move |r| {
+        let _ = tx.send(r);
+    }));
+    rx.recv().unwrap_or(Err(Error::Closed))
+}

@@ -1,0 +1,114 @@
+//! The background maintenance thread: retention by time and size, expiry of dedupe
+//! rows, and purging the records of deleted topics. Each job goes through the writer
+//! in chunks, so appends queued behind a chunk wait for at most one chunk.
+
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use crate::log::{Log, blocking, now_ms};
+use crate::writer::Command;
+
+/// Records deleted per commit by one maintenance step.
+const CHUNK: usize = 10_000;
+
+pub(crate) fn run(
+    interval: Duration,
+    dedupe_window: Duration,
+    stop: &(Mutex<bool>, Condvar),
+    log: impl Fn() -> Option<Log>,
+) {
+    loop {
+        {
+            let (flag, cv) = stop;
+            let guard = flag.lock().expect("stop lock");
+            let (guard, _) = cv
+                .wait_timeout_while(guard, interval, |stopped| !*stopped)
+                .expect("stop lock");
+            if *guard {
+                return;
+            }
+        }
+        let Some(log) = log() else { return };
+        if log.is_poisoned() {
+            continue;
+        }
+        if let Err(e) = tick(&log, dedupe_window, stop) {
+            tracing::warn!(error = %e, "maintenance step failed");
+        }
+    }
+}
+
+fn stopped(stop: &(Mutex<bool>, Condvar)) -> bool {
+    *stop.0.lock().expect("stop lock")
+}
+
+/// One pass over every job; repeats a job while it fills whole chunks.
+pub(crate) fn tick(
+    log: &Log,
+    dedupe_window: Duration,
+    stop: &(Mutex<bool>, Condvar),
+) -> crate::Result<()> {
+    let now = now_ms();
+    for topic in log.topics() {
+        let cfg = topic.config().clone();
+        if cfg.retention_ms.is_none() && cfg.retention_bytes.is_none() {
+            continue;
+        }
+        let before_ms = cfg.retention_ms.map(|r| now.saturating_sub(r));
+        for p in 0..topic.partition_count() {
+            loop {
+                if stopped(stop) {
+                    return Ok(());
+                }
+                let info = topic.partition(p).expect("partition in range");
+                let over = cfg.retention_bytes.is_some_and(|max| info.bytes > max);
+                let old = match before_ms {
+                    Some(cut) => log.first_timestamp(&topic, p)?.is_some_and(|t| t < cut),
+                    None => false,
+                };
+                if !(over || old) {
+                    break;
+                }
+                let topic = topic.clone();
+                let removed = blocking(|reply| {
+                    log.send(Command::Trim {
+                        topic,
+                        partition: p,
+                        before_ms,
+                        max_bytes: cfg.retention_bytes,
+                        limit: CHUNK,
+                        reply,
+                    })
+                })?;
+                if removed < CHUNK {
+                    break;
+                }
+            }
+        }
+    }
+    let before_ms = now.saturating_sub(dedupe_window.as_millis() as u64);
+    while !stopped(stop) {
+        let n = blocking(|reply| {
+            log.send(Command::ExpireDedupe {
+                before_ms,
+                limit: CHUNK,
+                reply,
+            })
+        })?;
+        if n < CHUNK {
+            break;
+        }
+    }
+    while !stopped(stop) {
+        let n = blocking(|reply| {
+            log.send(Command::Purge {
+                limit: CHUNK,
+                reply,
+            })
+        })?;
+        if n == 0 {
+            break;
+        }
+    }
+    Ok(())
+}

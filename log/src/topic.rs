@@ -1,0 +1,137 @@
+//! A topic's in-memory state: its configuration and, per partition, the offsets and
+//! size that the last durable commit left. Readers take these without a transaction;
+//! only the writer thread changes them, and only after the commit that made them true.
+
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use crate::murmur2::partition_for_key;
+use crate::schema::TopicMeta;
+
+/// A topic's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicConfig {
+    /// Number of partitions, fixed at creation.
+    pub partitions: u32,
+    /// Records older than this many milliseconds are deleted in the background.
+    pub retention_ms: Option<u64>,
+    /// Oldest records are deleted while a partition holds more than this many bytes.
+    pub retention_bytes: Option<u64>,
+}
+
+/// One partition's committed state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Partition number.
+    pub partition: u32,
+    /// First retained offset.
+    pub start_offset: u64,
+    /// Next offset to be written.
+    pub end_offset: u64,
+    /// Stored bytes of the retained records.
+    pub bytes: u64,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct PartitionState {
+    pub start: AtomicU64,
+    pub end: AtomicU64,
+    pub bytes: AtomicU64,
+}
+
+impl PartitionState {
+    pub(crate) fn load(&self) -> (u64, u64, u64) {
+        (
+            self.start.load(Ordering::Acquire),
+            self.end.load(Ordering::Acquire),
+            self.bytes.load(Ordering::Acquire),
+        )
+    }
+    pub(crate) fn store(&self, (start, end, bytes): (u64, u64, u64)) {
+        self.start.store(start, Ordering::Release);
+        self.bytes.store(bytes, Ordering::Release);
+        self.end.store(end, Ordering::Release);
+    }
+}
+
+/// A topic. Handles stay valid after the topic is deleted, but the log refuses
+/// appends to a deleted topic (a re-created topic of the same name has a new id).
+#[derive(Debug)]
+pub struct Topic {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) config: TopicConfig,
+    pub(crate) created_ms: u64,
+    pub(crate) parts: Box<[PartitionState]>,
+    round_robin: AtomicU32,
+}
+
+impl Topic {
+    pub(crate) fn new(name: String, meta: &TopicMeta) -> Topic {
+        Topic {
+            id: meta.id,
+            name,
+            config: TopicConfig {
+                partitions: meta.partitions,
+                retention_ms: meta.retention_ms,
+                retention_bytes: meta.retention_bytes,
+            },
+            created_ms: meta.created_ms,
+            parts: (0..meta.partitions)
+                .map(|_| PartitionState::default())
+                .collect(),
+            round_robin: AtomicU32::new(0),
+        }
+    }
+
+    /// The topic's unique id; never reused, even after deletion.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// The topic's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The topic's settings.
+    pub fn config(&self) -> &TopicConfig {
+        &self.config
+    }
+
+    /// Creation time in milliseconds since the Unix epoch.
+    pub fn created_ms(&self) -> u64 {
+        self.created_ms
+    }
+
+    /// Number of partitions.
+    pub fn partition_count(&self) -> u32 {
+        self.config.partitions
+    }
+
+    /// Where a record goes: Kafka's murmur2 placement for a key, round-robin without.
+    pub fn pick_partition(&self, key: Option<&str>) -> u32 {
+        let n = self.config.partitions;
+        match key {
+            Some(k) => partition_for_key(k.as_bytes(), n),
+            None => self.round_robin.fetch_add(1, Ordering::Relaxed) % n,
+        }
+    }
+
+    /// One partition's committed state, if the partition exists.
+    pub fn partition(&self, partition: u32) -> Option<PartitionInfo> {
+        let (start, end, bytes) = self.parts.get(partition as usize)?.load();
+        Some(PartitionInfo {
+            partition,
+            start_offset: start,
+            end_offset: end,
+            bytes,
+        })
+    }
+
+    /// Every partition's committed state.
+    pub fn partitions(&self) -> Vec<PartitionInfo> {
+        (0..self.config.partitions)
+            .filter_map(|p| self.partition(p))
+            .collect()
+    }
+}

@@ -1,0 +1,534 @@
+//! The single writer thread and its group commit.
+//!
+//! Every change to the log is a [`Command`] on one channel. The writer takes the
+//! first command, then everything that queued behind it (while the previous fsync
+//! ran), applies them all in ONE redb write transaction and commits it durably: one
+//! fsync for the whole group, across all topics and partitions, idempotency rows
+//! included. Only after that commit does it publish the new offsets to readers and
+//! answer each command. A failed commit poisons the log: what reached the disk is
+//! unknown, so every later write is refused until the process reopens the log.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ops::Bound;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::Receiver;
+
+use redb::{Durability, ReadableTable, WriteTransaction};
+
+use crate::error::{Error, Result};
+use crate::log::Shared;
+use crate::record::RecordView;
+use crate::schema::{
+    DEDUPE, DEDUPE_EXPIRY, META, PARTITIONS, PURGE, RECORDS, TOPICS, TopicMeta, decode_dedupe,
+    dedupe_key, encode_dedupe, pkey, record_key,
+};
+use crate::topic::{Topic, TopicConfig};
+use crate::{AppendRequest, now_ms};
+
+pub(crate) use crate::Reply;
+
+/// The most commands one group commit takes, so a flood of small requests still
+/// gets answered in bounded time.
+const MAX_GROUP: usize = 4096;
+
+pub(crate) enum Command {
+    CreateTopic {
+        name: String,
+        config: TopicConfig,
+        reply: Reply<Arc<Topic>>,
+    },
+    DeleteTopic {
+        name: String,
+        reply: Reply<()>,
+    },
+    Append {
+        request: AppendRequest,
+        reply: Reply<Vec<(u32, u64)>>,
+    },
+    /// Retention: delete up to `limit` records from the start of a partition while
+    /// they are older than `before_ms` or the partition holds more than `max_bytes`.
+    Trim {
+        topic: Arc<Topic>,
+        partition: u32,
+        before_ms: Option<u64>,
+        max_bytes: Option<u64>,
+        limit: usize,
+        reply: Reply<usize>,
+    },
+    /// Forget dedupe rows created before `before_ms`, up to `limit` of them.
+    ExpireDedupe {
+        before_ms: u64,
+        limit: usize,
+        reply: Reply<usize>,
+    },
+    /// Delete up to `limit` records of deleted topics.
+    Purge { limit: usize, reply: Reply<usize> },
+    Shutdown,
+}
+
+/// What one command of a group leaves to do after the commit: publish its state and
+/// answer its caller.
+type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
+
+fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T>) -> Finish {
+    Box::new(move |commit_error| match commit_error {
+        None => reply(result),
+        Some(e) => reply(Err(Error::CommitFailed(e.to_string()))),
+    })
+}
+
+/// Partition state as this group sees it, before it is published.
+struct Scratch {
+    topic: Arc<Topic>,
+    partition: u32,
+    state: (u64, u64, u64),
+}
+
+struct Group {
+    /// Topics created (`Some`) or deleted (`None`) by earlier commands of this group.
+    topics: HashMap<String, Option<Arc<Topic>>>,
+    parts: BTreeMap<u64, Scratch>,
+    /// Records to insert, per partition key, in offset order.
+    inserts: BTreeMap<u64, Vec<(u64, Vec<u8>)>>,
+    finishes: Vec<Finish>,
+    now: u64,
+}
+
+impl Group {
+    fn topic(&self, shared: &Shared, name: &str) -> Option<Arc<Topic>> {
+        match self.topics.get(name) {
+            Some(t) => t.clone(),
+            None => shared.topics.read().expect("topics lock").get(name).cloned(),
+        }
+    }
+
+    fn part(&mut self, topic: &Arc<Topic>, partition: u32) -> &mut Scratch {
+        self.parts
+            .entry(pkey(topic.id, partition))
+            .or_insert_with(|| Scratch {
+                topic: topic.clone(),
+                partition,
+                state: topic.parts[partition as usize].load(),
+            })
+    }
+}
+
+pub(crate) struct Writer {
+    pub shared: Arc<Shared>,
+    pub rx: Receiver<Command>,
+    pub next_topic_id: u64,
+    pub two_phase_commit: bool,
+    pub poisoned: bool,
+}
+
+impl Writer {
+    pub(crate) fn run(mut self) {
+        while let Ok(first) = self.rx.recv() {
+            let mut cmds = vec![first];
+            while cmds.len() < MAX_GROUP {
+                match self.rx.try_recv() {
+                    Ok(c) => cmds.push(c),
+                    Err(_) => break,
+                }
+            }
+            let stop = cmds.iter().any(|c| matches!(c, Command::Shutdown));
+            self.group_commit(cmds);
+            if stop {
+                // Commands queued after a shutdown are dropped unanswered; their
+                // callers see the log as closed.
+                return;
+            }
+        }
+    }
+
+    fn group_commit(&mut self, cmds: Vec<Command>) {
+        let started = std::time::Instant::now();
+        if self.poisoned {
+            for c in cmds {
+                reject(c, || Error::Poisoned);
+            }
+            return;
+        }
+        let mut group = Group {
+            topics: HashMap::new(),
+            parts: BTreeMap::new(),
+            inserts: BTreeMap::new(),
+            finishes: Vec::with_capacity(cmds.len()),
+            now: now_ms(),
+        };
+        let next_topic_id = self.next_topic_id;
+        let outcome = self.apply(&mut group, cmds);
+        let commit_error = match outcome {
+            Ok(()) => None,
+            Err(e) => {
+                tracing::error!(error = %e, "group commit failed; refusing further writes");
+                self.poisoned = true;
+                self.shared.poisoned.store(true, Ordering::Release);
+                self.next_topic_id = next_topic_id;
+                Some(e.to_string())
+            }
+        };
+        if commit_error.is_none() {
+            self.publish(&group);
+        }
+        let records: usize = group.inserts.values().map(Vec::len).sum();
+        for f in group.finishes {
+            f(commit_error.as_deref());
+        }
+        if let Some(hook) = &self.shared.on_commit {
+            hook(&crate::CommitStats {
+                records,
+                duration: started.elapsed(),
+            });
+        }
+    }
+
+    /// Applies a group to one transaction and commits it durably.
+    fn apply(&mut self, group: &mut Group, cmds: Vec<Command>) -> Result<()> {
+        let mut txn = self.shared.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        txn.set_two_phase_commit(self.two_phase_commit);
+        for cmd in cmds {
+            match cmd {
+                Command::CreateTopic {
+                    name,
+                    config,
+                    reply,
+                } => {
+                    let r = self.create_topic(&txn, group, name, config);
+                    group.finishes.push(finish(reply, r));
+                }
+                Command::DeleteTopic { name, reply } => {
+                    let r = delete_topic(&self.shared, &txn, group, &name);
+                    group.finishes.push(finish(reply, r));
+                }
+                Command::Append { request, reply } => {
+                    let r = append(&self.shared, &txn, group, request);
+                    group.finishes.push(finish(reply, r));
+                }
+                Command::Trim {
+                    topic,
+                    partition,
+                    before_ms,
+                    max_bytes,
+                    limit,
+                    reply,
+                } => {
+                    let r = trim(
+                        &self.shared,
+                        &txn,
+                        group,
+                        &topic,
+                        partition,
+                        before_ms,
+                        max_bytes,
+                        limit,
+                    );
+                    group.finishes.push(finish(reply, r));
+                }
+                Command::ExpireDedupe {
+                    before_ms,
+                    limit,
+                    reply,
+                } => {
+                    let r = expire_dedupe(&txn, before_ms, limit);
+                    group.finishes.push(finish(reply, r));
+                }
+                Command::Purge { limit, reply } => {
+                    let r = purge(&txn, limit);
+                    group.finishes.push(finish(reply, r));
+                }
+                Command::Shutdown => {}
+            }
+        }
+        flush_inserts(&txn, group)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn create_topic(
+        &mut self,
+        txn: &WriteTransaction,
+        group: &mut Group,
+        name: String,
+        config: TopicConfig,
+    ) -> Result<Arc<Topic>> {
+        if group.topic(&self.shared, &name).is_some() {
+            return Err(Error::TopicExists(name));
+        }
+        let meta = TopicMeta {
+            id: self.next_topic_id,
+            partitions: config.partitions,
+            retention_ms: config.retention_ms,
+            retention_bytes: config.retention_bytes,
+            created_ms: group.now,
+        };
+        self.next_topic_id += 1;
+        let json = serde_json::to_vec(&meta).expect("topic meta serializes");
+        txn.open_table(TOPICS)?.insert(name.as_str(), json.as_slice())?;
+        txn.open_table(META)?
+            .insert("next_topic_id", self.next_topic_id.to_le_bytes().as_slice())?;
+        let mut parts = txn.open_table(PARTITIONS)?;
+        for p in 0..meta.partitions {
+            parts.insert(pkey(meta.id, p), (0, 0, 0))?;
+        }
+        let topic = Arc::new(Topic::new(name.clone(), &meta));
+        group.topics.insert(name, Some(topic.clone()));
+        Ok(topic)
+    }
+
+    /// Makes the committed group visible: partition offsets first, then the topic map.
+    fn publish(&self, group: &Group) {
+        for s in group.parts.values() {
+            s.topic.parts[s.partition as usize].store(s.state);
+        }
+        if !group.topics.is_empty() {
+            let mut topics = self.shared.topics.write().expect("topics lock");
+            for (name, t) in &group.topics {
+                match t {
+                    Some(t) => {
+                        topics.insert(name.clone(), t.clone());
+                    }
+                    None => {
+                        topics.remove(name);
+                    }
+                }
+            }
+        }
+        if let Some(hook) = &self.shared.on_append {
+            for s in group.parts.values() {
+                hook(s.topic.id, s.partition, s.state.1);
+            }
+        }
+    }
+}
+
+pub(crate) fn reject_closed(cmd: Command) {
+    reject(cmd, || Error::Closed)
+}
+
+fn reject(cmd: Command, err: impl Fn() -> Error) {
+    match cmd {
+        Command::CreateTopic { reply, .. } => reply(Err(err())),
+        Command::DeleteTopic { reply, .. } => reply(Err(err())),
+        Command::Append { reply, .. } => reply(Err(err())),
+        Command::Trim { reply, .. } => reply(Err(err())),
+        Command::ExpireDedupe { reply, .. } => reply(Err(err())),
+        Command::Purge { reply, .. } => reply(Err(err())),
+        Command::Shutdown => {}
+    }
+}
+
+fn delete_topic(
+    shared: &Shared,
+    txn: &WriteTransaction,
+    group: &mut Group,
+    name: &str,
+) -> Result<()> {
+    let Some(topic) = group.topic(shared, name) else {
+        return Err(Error::TopicNotFound(name.to_string()));
+    };
+    txn.open_table(TOPICS)?.remove(name)?;
+    let mut parts = txn.open_table(PARTITIONS)?;
+    let mut purge = txn.open_table(PURGE)?;
+    for p in 0..topic.partition_count() {
+        let k = pkey(topic.id, p);
+        parts.remove(k)?;
+        purge.insert(k, ())?;
+        // Records of this group not yet inserted must not outlive the topic.
+        group.inserts.remove(&k);
+        group.parts.remove(&k);
+    }
+    group.topics.insert(name.to_string(), None);
+    Ok(())
+}
+
+fn append(
+    shared: &Shared,
+    txn: &WriteTransaction,
+    group: &mut Group,
+    request: AppendRequest,
+) -> Result<Vec<(u32, u64)>> {
+    let topic = match group.topic(shared, &request.topic) {
+        Some(t) if t.id == request.topic_id => t,
+        _ => return Err(Error::TopicNotFound(request.topic)),
+    };
+    let n = topic.partition_count();
+    for unit in &request.units {
+        for r in &unit.records {
+            if r.partition >= n {
+                return Err(Error::PartitionNotFound {
+                    topic: request.topic.clone(),
+                    partition: r.partition,
+                    partitions: n,
+                });
+            }
+        }
+    }
+    let total: usize = request.units.iter().map(|u| u.records.len()).sum();
+    let mut out = Vec::with_capacity(total);
+    let mut dedupe = None;
+    for unit in request.units {
+        let key = match &unit.dedupe_key {
+            Some(k) => {
+                let table = dedupe.get_or_insert(txn.open_table(DEDUPE)?);
+                let key = dedupe_key(topic.id, k);
+                if let Some(v) = table.get(key.as_slice())? {
+                    let earlier = decode_dedupe(v.value()).ok_or(Error::Corrupted {
+                        pkey: 0,
+                        offset: 0,
+                    })?;
+                    out.extend(earlier);
+                    continue;
+                }
+                Some(key)
+            }
+            None => None,
+        };
+        let first = out.len();
+        for r in unit.records {
+            let s = group.part(&topic, r.partition);
+            let offset = s.state.1;
+            s.state.1 += 1;
+            s.state.2 += r.bytes.len() as u64;
+            out.push((r.partition, offset));
+            group
+                .inserts
+                .entry(pkey(topic.id, r.partition))
+                .or_default()
+                .push((offset, r.bytes));
+        }
+        if let Some(key) = key {
+            let table = dedupe.get_or_insert(txn.open_table(DEDUPE)?);
+            table.insert(
+                key.as_slice(),
+                encode_dedupe(group.now, &out[first..]).as_slice(),
+            )?;
+            txn.open_table(DEDUPE_EXPIRY)?
+                .insert((group.now, key.as_slice()), ())?;
+        }
+    }
+    Ok(out)
+}
+
+/// Writes the group's records with one cursor per partition, and each touched
+/// partition's state row.
+fn flush_inserts(txn: &WriteTransaction, group: &Group) -> Result<()> {
+    if !group.inserts.is_empty() {
+        let mut records = txn.open_table(RECORDS)?;
+        for (&pk, rows) in &group.inserts {
+            let Some((first, _)) = rows.first() else {
+                continue;
+            };
+            let mut cursor = records.upper_bound_mut(Bound::Excluded(record_key(pk, *first)))?;
+            for (offset, bytes) in rows {
+                cursor.insert_before(record_key(pk, *offset), bytes.as_slice())?;
+            }
+            cursor.close()?;
+        }
+    }
+    if !group.parts.is_empty() {
+        let mut parts = txn.open_table(PARTITIONS)?;
+        for (&pk, s) in &group.parts {
+            parts.insert(pk, s.state)?;
+        }
+    }
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn trim(
+    shared: &Shared,
+    txn: &WriteTransaction,
+    group: &mut Group,
+    topic: &Arc<Topic>,
+    partition: u32,
+    before_ms: Option<u64>,
+    max_bytes: Option<u64>,
+    limit: usize,
+) -> Result<usize> {
+    match group.topic(shared, &topic.name) {
+        Some(t) if t.id == topic.id => {}
+        _ => return Ok(0),
+    }
+    let pk = pkey(topic.id, partition);
+    // Records this group is about to insert sit above the end; trimming reads only
+    // what is already in the table.
+    let (start, _, bytes) = group.part(topic, partition).state;
+    let stored_end = topic.parts[partition as usize].end.load(Ordering::Acquire);
+    let mut records = txn.open_table(RECORDS)?;
+    let mut removed = 0usize;
+    let mut freed = 0u64;
+    for item in records.range(record_key(pk, start)..record_key(pk, stored_end))? {
+        if removed >= limit {
+            break;
+        }
+        let (_, v) = item?;
+        let value = v.value();
+        let old = before_ms.is_some_and(|cut| {
+            RecordView::decode(value).is_none_or(|r| r.timestamp < cut)
+        });
+        let over = max_bytes.is_some_and(|max| bytes - freed > max);
+        if !(old || over) {
+            break;
+        }
+        removed += 1;
+        freed += value.len() as u64;
+    }
+    if removed > 0 {
+        let lo = record_key(pk, start);
+        let hi = record_key(pk, start + removed as u64);
+        records.retain_in(lo..hi, |_, _| false)?;
+        let s = group.part(topic, partition);
+        s.state.0 += removed as u64;
+        s.state.2 -= freed;
+    }
+    Ok(removed)
+}
+
+fn expire_dedupe(txn: &WriteTransaction, before_ms: u64, limit: usize) -> Result<usize> {
+    let mut expiry = txn.open_table(DEDUPE_EXPIRY)?;
+    let mut doomed: Vec<(u64, Vec<u8>)> = Vec::new();
+    for item in expiry.range((0u64, &[][..])..(before_ms, &[][..]))? {
+        if doomed.len() >= limit {
+            break;
+        }
+        let (k, _) = item?;
+        let (ts, key) = k.value();
+        doomed.push((ts, key.to_vec()));
+    }
+    let mut dedupe = txn.open_table(DEDUPE)?;
+    for (ts, key) in &doomed {
+        expiry.remove((*ts, key.as_slice()))?;
+        dedupe.remove(key.as_slice())?;
+    }
+    Ok(doomed.len())
+}
+
+fn purge(txn: &WriteTransaction, limit: usize) -> Result<usize> {
+    let mut purge = txn.open_table(PURGE)?;
+    let Some(pk) = purge.first()?.map(|(k, _)| k.value()) else {
+        return Ok(0);
+    };
+    let mut records = txn.open_table(RECORDS)?;
+    let lo = record_key(pk, 0);
+    let hi = record_key(pk + 1, 0);
+    let mut upto = None;
+    let mut n = 0usize;
+    for item in records.range(lo..hi)? {
+        let (k, _) = item?;
+        n += 1;
+        upto = Some(k.value());
+        if n >= limit {
+            break;
+        }
+    }
+    match upto {
+        Some(last) => records.retain_in(lo..=last, |_, _| false)?,
+        None => {
+            purge.remove(pk)?;
+        }
+    }
+    Ok(n)
+}
