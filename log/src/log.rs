@@ -212,12 +212,10 @@ impl Log {
             let format = meta
                 .get("format")?
                 .map(|v| u64::from_le_bytes(v.value().try_into().unwrap_or([0; 8])));
-            if let Some(f) = format {
-                if f != FORMAT_VERSION {
-                    return Err(Error::Invalid(format!(
-                        "data directory has format {f}; this build reads format {FORMAT_VERSION}"
-                    )));
-                }
+            if let Some(f) = format.filter(|f| *f != FORMAT_VERSION) {
+                return Err(Error::Invalid(format!(
+                    "data directory has format {f}; this build reads format {FORMAT_VERSION}"
+                )));
             }
             next_topic_id = meta
                 .get("next_topic_id")?

@@ -63,7 +63,10 @@ pub(crate) enum Command {
         reply: Reply<usize>,
     },
     /// Delete up to `limit` records of deleted topics.
-    Purge { limit: usize, reply: Reply<usize> },
+    Purge {
+        limit: usize,
+        reply: Reply<usize>,
+    },
     Shutdown,
 }
 
@@ -99,7 +102,12 @@ impl Group {
     fn topic(&self, shared: &Shared, name: &str) -> Option<Arc<Topic>> {
         match self.topics.get(name) {
             Some(t) => t.clone(),
-            None => shared.topics.read().expect("topics lock").get(name).cloned(),
+            None => shared
+                .topics
+                .read()
+                .expect("topics lock")
+                .get(name)
+                .cloned(),
         }
     }
 
@@ -196,15 +204,15 @@ impl Writer {
                     config,
                     reply,
                 } => {
-                    let r = self.create_topic(&txn, group, name, config);
+                    let r = self.create_topic(&txn, group, name, config)?;
                     group.finishes.push(finish(reply, r));
                 }
                 Command::DeleteTopic { name, reply } => {
-                    let r = delete_topic(&self.shared, &txn, group, &name);
+                    let r = delete_topic(&self.shared, &txn, group, &name)?;
                     group.finishes.push(finish(reply, r));
                 }
                 Command::Append { request, reply } => {
-                    let r = append(&self.shared, &txn, group, request);
+                    let r = append(&self.shared, &txn, group, request)?;
                     group.finishes.push(finish(reply, r));
                 }
                 Command::Trim {
@@ -215,7 +223,7 @@ impl Writer {
                     limit,
                     reply,
                 } => {
-                    let r = trim(
+                    let r = Ok(trim(
                         &self.shared,
                         &txn,
                         group,
@@ -224,7 +232,7 @@ impl Writer {
                         before_ms,
                         max_bytes,
                         limit,
-                    );
+                    )?);
                     group.finishes.push(finish(reply, r));
                 }
                 Command::ExpireDedupe {
@@ -232,11 +240,11 @@ impl Writer {
                     limit,
                     reply,
                 } => {
-                    let r = expire_dedupe(&txn, before_ms, limit);
+                    let r = Ok(expire_dedupe(&txn, before_ms, limit)?);
                     group.finishes.push(finish(reply, r));
                 }
                 Command::Purge { limit, reply } => {
-                    let r = purge(&txn, limit);
+                    let r = Ok(purge(&txn, limit)?);
                     group.finishes.push(finish(reply, r));
                 }
                 Command::Shutdown => {}
@@ -253,9 +261,9 @@ impl Writer {
         group: &mut Group,
         name: String,
         config: TopicConfig,
-    ) -> Result<Arc<Topic>> {
+    ) -> Result<Result<Arc<Topic>>> {
         if group.topic(&self.shared, &name).is_some() {
-            return Err(Error::TopicExists(name));
+            return Ok(Err(Error::TopicExists(name)));
         }
         let meta = TopicMeta {
             id: self.next_topic_id,
@@ -266,7 +274,8 @@ impl Writer {
         };
         self.next_topic_id += 1;
         let json = serde_json::to_vec(&meta).expect("topic meta serializes");
-        txn.open_table(TOPICS)?.insert(name.as_str(), json.as_slice())?;
+        txn.open_table(TOPICS)?
+            .insert(name.as_str(), json.as_slice())?;
         txn.open_table(META)?
             .insert("next_topic_id", self.next_topic_id.to_le_bytes().as_slice())?;
         let mut parts = txn.open_table(PARTITIONS)?;
@@ -275,7 +284,7 @@ impl Writer {
         }
         let topic = Arc::new(Topic::new(name.clone(), &meta));
         group.topics.insert(name, Some(topic.clone()));
-        Ok(topic)
+        Ok(Ok(topic))
     }
 
     /// Makes the committed group visible: partition offsets first, then the topic map.
@@ -325,9 +334,9 @@ fn delete_topic(
     txn: &WriteTransaction,
     group: &mut Group,
     name: &str,
-) -> Result<()> {
+) -> Result<Result<()>> {
     let Some(topic) = group.topic(shared, name) else {
-        return Err(Error::TopicNotFound(name.to_string()));
+        return Ok(Err(Error::TopicNotFound(name.to_string())));
     };
     txn.open_table(TOPICS)?.remove(name)?;
     let mut parts = txn.open_table(PARTITIONS)?;
@@ -341,50 +350,54 @@ fn delete_topic(
         group.parts.remove(&k);
     }
     group.topics.insert(name.to_string(), None);
-    Ok(())
+    Ok(Ok(()))
 }
 
+/// Applies one append to the group. The outer error is a storage failure that
+/// sinks the whole group; the inner one refuses this request alone, and is only
+/// ever returned before the request changed anything.
 fn append(
     shared: &Shared,
     txn: &WriteTransaction,
     group: &mut Group,
     request: AppendRequest,
-) -> Result<Vec<(u32, u64)>> {
+) -> Result<Result<Vec<(u32, u64)>>> {
     let topic = match group.topic(shared, &request.topic) {
         Some(t) if t.id == request.topic_id => t,
-        _ => return Err(Error::TopicNotFound(request.topic)),
+        _ => return Ok(Err(Error::TopicNotFound(request.topic))),
     };
     let n = topic.partition_count();
     for unit in &request.units {
         for r in &unit.records {
             if r.partition >= n {
-                return Err(Error::PartitionNotFound {
+                return Ok(Err(Error::PartitionNotFound {
                     topic: request.topic.clone(),
                     partition: r.partition,
                     partitions: n,
-                });
+                }));
             }
         }
     }
     let total: usize = request.units.iter().map(|u| u.records.len()).sum();
     let mut out = Vec::with_capacity(total);
-    let mut dedupe = None;
+    let deduped = request.units.iter().any(|u| u.dedupe_key.is_some());
+    let mut tables = if deduped {
+        Some((txn.open_table(DEDUPE)?, txn.open_table(DEDUPE_EXPIRY)?))
+    } else {
+        None
+    };
     for unit in request.units {
-        let key = match &unit.dedupe_key {
-            Some(k) => {
-                let table = dedupe.get_or_insert(txn.open_table(DEDUPE)?);
+        let key = match (&unit.dedupe_key, &tables) {
+            (Some(k), Some((dedupe, _))) => {
                 let key = dedupe_key(topic.id, k);
-                if let Some(v) = table.get(key.as_slice())? {
-                    let earlier = decode_dedupe(v.value()).ok_or(Error::Corrupted {
-                        pkey: 0,
-                        offset: 0,
-                    })?;
-                    out.extend(earlier);
+                if let Some(v) = dedupe.get(key.as_slice())? {
+                    // A dedupe row always decodes: it is written only here.
+                    out.extend(decode_dedupe(v.value()).unwrap_or_default());
                     continue;
                 }
                 Some(key)
             }
-            None => None,
+            _ => None,
         };
         let first = out.len();
         for r in unit.records {
@@ -399,17 +412,15 @@ fn append(
                 .or_default()
                 .push((offset, r.bytes));
         }
-        if let Some(key) = key {
-            let table = dedupe.get_or_insert(txn.open_table(DEDUPE)?);
-            table.insert(
+        if let (Some(key), Some((dedupe, expiry))) = (key, tables.as_mut()) {
+            dedupe.insert(
                 key.as_slice(),
                 encode_dedupe(group.now, &out[first..]).as_slice(),
             )?;
-            txn.open_table(DEDUPE_EXPIRY)?
-                .insert((group.now, key.as_slice()), ())?;
+            expiry.insert((group.now, key.as_slice()), ())?;
         }
     }
-    Ok(out)
+    Ok(Ok(out))
 }
 
 /// Writes the group's records with one cursor per partition, and each touched
@@ -466,9 +477,8 @@ fn trim(
         }
         let (_, v) = item?;
         let value = v.value();
-        let old = before_ms.is_some_and(|cut| {
-            RecordView::decode(value).is_none_or(|r| r.timestamp < cut)
-        });
+        let old = before_ms
+            .is_some_and(|cut| RecordView::decode(value).is_none_or(|r| r.timestamp < cut));
         let over = max_bytes.is_some_and(|max| bytes - freed > max);
         if !(old || over) {
             break;

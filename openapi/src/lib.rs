@@ -1,1 +1,12 @@
-//! placeholder
+//! Sluice's wire types and its OpenAPI schemas.
+//!
+//! Every JSON body the gateway reads or writes is defined here with serde and
+//! `utoipa::ToSchema`, so the OpenAPI document is generated from the same types the
+//! handlers use and cannot drift from them. This crate must not depend on axum, on
+//! the storage crates or on anything async.
+
+mod produce;
+mod types;
+
+pub use crate::produce::{HeaderList, ProduceBatch, ProduceBody, ProduceRecord};
+pub use crate::types::*;

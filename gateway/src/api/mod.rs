@@ -1,0 +1,32 @@
+//! The HTTP routes, each annotated for the OpenAPI document.
+
+pub mod fetch;
+pub mod produce;
+pub mod topics;
+
+use std::sync::Arc;
+
+use sluice_log::Topic;
+use tokio::sync::oneshot;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Runs a callback-style log call and awaits its answer.
+pub async fn call<T: Send + 'static>(f: impl FnOnce(sluice_log::Reply<T>)) -> Result<T, ApiError> {
+    let (tx, rx) = oneshot::channel();
+    f(Box::new(move |r| {
+        let _ = tx.send(r);
+    }));
+    match rx.await {
+        Ok(r) => r.map_err(ApiError::from),
+        Err(_) => Err(ApiError::from(sluice_log::Error::Closed)),
+    }
+}
+
+pub fn topic(state: &AppState, name: &str) -> Result<Arc<Topic>, ApiError> {
+    state
+        .log
+        .topic(name)
+        .ok_or_else(|| ApiError::topic_not_found(name))
+}

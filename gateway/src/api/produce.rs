@@ -1,0 +1,225 @@
+//! Produce: JSON records (one or a batch), NDJSON bulk loads and CloudEvents in
+//! structured, batched and binary mode, all on `POST /v1/topics/{topic}/records`.
+//!
+//! The handler turns the body into encoded records with their partitions chosen,
+//! then hands them to the log's group commit and answers once they are durable.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use sluice_log::{AppendRequest, AppendUnit, NewRecord, RecordParts, Topic, ValueKind, now_ms};
+use sluice_openapi::{
+    Problem, ProduceBatch, ProduceBody, ProduceRecord, ProduceResponse, RecordOffset,
+};
+
+use crate::api::{call, topic};
+use crate::cloudevents;
+use crate::error::{ApiError, Body, Path, json_error};
+use crate::state::AppState;
+
+/// The longest `Idempotency-Key` accepted.
+const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+/// Produce records.
+///
+/// The body is one record, `{"records": [...]}`, NDJSON (`application/x-ndjson`, one
+/// record per line) or a CloudEvent (`application/cloudevents+json`,
+/// `application/cloudevents-batch+json`, or binary mode with `ce-*` headers). The
+/// answer comes once every record is durable, with one offset per record in order.
+/// A repeated `Idempotency-Key` (or CloudEvent `source`+`id`) within the dedupe
+/// window returns the original offsets and writes nothing.
+#[utoipa::path(post, path = "/v1/topics/{topic}/records", tag = "produce",
+    params(
+        ("topic" = String, Path, description = "Topic name"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key within the dedupe window returns the first answer."),
+    ),
+    request_body(description = "Records to produce.", content(
+        (ProduceRecord = "application/json"),
+        (ProduceBatch = "application/json"),
+        (String = "application/x-ndjson"),
+        (Object = "application/cloudevents+json"),
+        (Vec<Object> = "application/cloudevents-batch+json"),
+    )),
+    responses(
+        (status = 200, description = "Durable.", body = ProduceResponse),
+        (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_record`, `invalid_cloudevent`, `invalid_idempotency_key`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`topic_not_found`.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`.", body = Problem, content_type = "application/problem+json"),
+        (status = 503, description = "`unavailable`: the store refused the write; nothing was written.", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn produce(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    Body(body): Body,
+) -> Result<Json<ProduceResponse>, ApiError> {
+    let topic = topic(&state, &name)?;
+    let idempotency_key = idempotency_key(&headers)?;
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let now = now_ms();
+    let mut units = if headers.contains_key("ce-specversion") {
+        vec![cloudevents::binary(
+            &topic,
+            &headers,
+            &content_type,
+            &body,
+            now,
+        )?]
+    } else {
+        match content_type.as_str() {
+            "application/cloudevents+json" => {
+                vec![cloudevents::structured(&topic, &body, now)?]
+            }
+            "application/cloudevents-batch+json" => cloudevents::batch(&topic, &body, now)?,
+            "application/x-ndjson" | "application/jsonl" | "application/json-seq" => {
+                vec![unit(ndjson(&topic, &body, now)?)]
+            }
+            _ => {
+                let parsed: ProduceBody = serde_json::from_slice(&body).map_err(json_error)?;
+                let records = parsed
+                    .into_records()
+                    .map_err(|m| ApiError::bad_request("invalid_body", m))?;
+                let mut out = Vec::with_capacity(records.len());
+                for (i, r) in records.iter().enumerate() {
+                    out.push(encode(&topic, r, now).map_err(|m| invalid_record(i, m))?);
+                }
+                vec![unit(out)]
+            }
+        }
+    };
+    if units.iter().all(|u| u.records.is_empty()) {
+        return Err(ApiError::bad_request(
+            "invalid_record",
+            "the request holds no records",
+        ));
+    }
+    if let Some(key) = idempotency_key {
+        // One key covers the whole request: merge the units into one.
+        let records = units.drain(..).flat_map(|u| u.records).collect();
+        units.push(AppendUnit {
+            dedupe_key: Some(key),
+            records,
+        });
+    }
+    let request = AppendRequest {
+        topic: name,
+        topic_id: topic.id(),
+        units,
+    };
+    let log = state.log.clone();
+    let offsets = call(|r| log.append(request, r)).await?;
+    Ok(Json(ProduceResponse {
+        offsets: offsets
+            .into_iter()
+            .map(|(partition, offset)| RecordOffset { partition, offset })
+            .collect(),
+    }))
+}
+
+fn unit(records: Vec<NewRecord>) -> AppendUnit {
+    AppendUnit {
+        dedupe_key: None,
+        records,
+    }
+}
+
+fn invalid_record(index: usize, msg: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request("invalid_record", format!("record {index}: {msg}"))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<Vec<u8>>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bytes = v.as_bytes();
+    if bytes.is_empty()
+        || bytes.len() > MAX_IDEMPOTENCY_KEY
+        || !bytes.iter().all(|b| b.is_ascii_graphic())
+    {
+        return Err(ApiError::bad_request(
+            "invalid_idempotency_key",
+            format!("Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY} visible ASCII characters"),
+        ));
+    }
+    let mut key = b"k:".to_vec();
+    key.extend_from_slice(bytes);
+    Ok(Some(key))
+}
+
+fn ndjson(topic: &Topic, body: &[u8], now: u64) -> Result<Vec<NewRecord>, ApiError> {
+    let mut out = Vec::new();
+    for (i, line) in body.split(|&b| b == b'\n').enumerate() {
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        let r: ProduceRecord = serde_json::from_slice(line)
+            .map_err(|e| ApiError::bad_request("invalid_record", format!("line {}: {e}", i + 1)))?;
+        out.push(encode(topic, &r, now).map_err(|m| {
+            ApiError::bad_request("invalid_record", format!("line {}: {m}", i + 1))
+        })?);
+    }
+    Ok(out)
+}
+
+/// Validates a wire record, chooses its partition and encodes it.
+pub fn encode(topic: &Topic, r: &ProduceRecord, now: u64) -> Result<NewRecord, String> {
+    let binary;
+    let (kind, value): (ValueKind, &[u8]) = match (&r.value, &r.value_base64) {
+        (Some(_), Some(_)) => return Err("give `value` or `value_base64`, not both".into()),
+        (None, None) => return Err("a record needs `value` or `value_base64`".into()),
+        (Some(v), None) if v.get() == "null" => (ValueKind::Null, b""),
+        (Some(v), None) => (ValueKind::Json, v.get().as_bytes()),
+        (None, Some(b)) => {
+            binary = BASE64
+                .decode(b)
+                .map_err(|e| format!("`value_base64` is not base64: {e}"))?;
+            (ValueKind::Binary, &binary)
+        }
+    };
+    let headers = r.headers.as_ref().map(|h| h.0.as_slice()).unwrap_or(&[]);
+    encode_parts(
+        topic,
+        r.partition,
+        RecordParts {
+            timestamp: r.timestamp.unwrap_or(now),
+            key: r.key.as_deref(),
+            headers,
+            kind,
+            value,
+        },
+    )
+}
+
+/// Chooses the partition (explicit, else by key, else round-robin) and encodes.
+pub fn encode_parts(
+    topic: &Topic,
+    partition: Option<u32>,
+    parts: RecordParts<'_>,
+) -> Result<NewRecord, String> {
+    parts.check()?;
+    let partition = match partition {
+        Some(p) if p >= topic.partition_count() => {
+            return Err(format!(
+                "partition {p} does not exist; topic '{}' has {} partitions",
+                topic.name(),
+                topic.partition_count()
+            ));
+        }
+        Some(p) => p,
+        None => topic.pick_partition(parts.key),
+    };
+    Ok(NewRecord {
+        partition,
+        bytes: parts.encode(),
+    })
+}

@@ -1,0 +1,112 @@
+//! Topic administration: create, list, describe, delete.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use sluice_log::TopicConfig;
+use sluice_openapi::{CreateTopic, PartitionInfo, Problem, Topic, TopicList};
+
+use crate::api::{call, topic};
+use crate::error::{ApiError, Body, Path, parse_json};
+use crate::state::AppState;
+
+pub fn describe(t: &sluice_log::Topic, epoch: &str) -> Topic {
+    let parts: Vec<PartitionInfo> = t
+        .partitions()
+        .into_iter()
+        .map(|p| PartitionInfo {
+            partition: p.partition,
+            start_offset: p.start_offset,
+            end_offset: p.end_offset,
+            bytes: p.bytes,
+        })
+        .collect();
+    let c = t.config();
+    Topic {
+        name: t.name().to_string(),
+        partition_count: c.partitions,
+        retention_ms: c.retention_ms,
+        retention_bytes: c.retention_bytes,
+        created_ms: t.created_ms(),
+        records: parts.iter().map(|p| p.end_offset - p.start_offset).sum(),
+        bytes: parts.iter().map(|p| p.bytes).sum(),
+        log_epoch: epoch.to_string(),
+        partitions: parts,
+    }
+}
+
+/// Create a topic.
+#[utoipa::path(post, path = "/v1/topics", tag = "topics",
+    request_body = CreateTopic,
+    responses(
+        (status = 201, description = "Created; durable.", body = Topic),
+        (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_request` (bad name or partition count).", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`topic_exists`.", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "`payload_too_large`.", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn create_topic(
+    State(state): State<AppState>,
+    Body(body): Body,
+) -> Result<(StatusCode, Json<Topic>), ApiError> {
+    let req: CreateTopic = parse_json(&body)?;
+    if req.retention_ms == Some(0) || req.retention_bytes == Some(0) {
+        return Err(ApiError::bad_request(
+            "invalid_request",
+            "retention_ms and retention_bytes must be positive when given",
+        ));
+    }
+    let config = TopicConfig {
+        partitions: req.partitions,
+        retention_ms: req.retention_ms,
+        retention_bytes: req.retention_bytes,
+    };
+    let log = state.log.clone();
+    let t = call(|r| log.create_topic(&req.name, config, r)).await?;
+    Ok((StatusCode::CREATED, Json(describe(&t, state.log.epoch()))))
+}
+
+/// List topics.
+#[utoipa::path(get, path = "/v1/topics", tag = "topics",
+    responses((status = 200, description = "All topics, sorted by name.", body = TopicList)))]
+pub async fn list_topics(State(state): State<AppState>) -> Json<TopicList> {
+    let epoch = state.log.epoch();
+    Json(TopicList {
+        topics: state
+            .log
+            .topics()
+            .iter()
+            .map(|t| describe(t, epoch))
+            .collect(),
+    })
+}
+
+/// Describe a topic: settings and per-partition offsets.
+#[utoipa::path(get, path = "/v1/topics/{topic}", tag = "topics",
+    params(("topic" = String, Path, description = "Topic name")),
+    responses(
+        (status = 200, description = "The topic.", body = Topic),
+        (status = 404, description = "`topic_not_found`.", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn get_topic(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<Json<Topic>, ApiError> {
+    let t = topic(&state, &name)?;
+    Ok(Json(describe(&t, state.log.epoch())))
+}
+
+/// Delete a topic and all its records.
+#[utoipa::path(delete, path = "/v1/topics/{topic}", tag = "topics",
+    params(("topic" = String, Path, description = "Topic name")),
+    responses(
+        (status = 204, description = "Deleted; its records are purged in the background."),
+        (status = 404, description = "`topic_not_found`.", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn delete_topic(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let log = state.log.clone();
+    call(|r| log.delete_topic(&name, r)).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

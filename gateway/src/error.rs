@@ -1,0 +1,167 @@
+//! [`ApiError`]: every error the HTTP layer returns, rendered once as an RFC 9457
+//! `application/problem+json` body with a stable `code`.
+
+use axum::extract::FromRequest;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use sluice_openapi::Problem;
+
+/// An error answer: status, stable code and a sentence for a person.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub detail: String,
+    /// With `offset_out_of_range`: the valid range.
+    pub range: Option<(u64, u64)>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            detail: detail.into(),
+            range: None,
+        }
+    }
+    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, code, detail)
+    }
+    pub fn topic_not_found(name: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "topic_not_found",
+            format!("topic '{name}' does not exist"),
+        )
+    }
+    pub fn internal() -> Self {
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the server failed to handle the request",
+        )
+    }
+}
+
+impl From<sluice_log::Error> for ApiError {
+    fn from(e: sluice_log::Error) -> Self {
+        use sluice_log::Error as E;
+        match e {
+            E::TopicNotFound(name) => ApiError::topic_not_found(&name),
+            E::TopicExists(_) => ApiError::new(StatusCode::CONFLICT, "topic_exists", e.to_string()),
+            E::PartitionNotFound { .. } => {
+                ApiError::new(StatusCode::NOT_FOUND, "partition_not_found", e.to_string())
+            }
+            E::OffsetOutOfRange { start, end, .. } => ApiError {
+                status: StatusCode::RANGE_NOT_SATISFIABLE,
+                code: "offset_out_of_range",
+                detail: e.to_string(),
+                range: Some((start, end)),
+            },
+            E::Invalid(msg) => ApiError::bad_request("invalid_request", msg),
+            E::Poisoned | E::Closed | E::CommitFailed(_) => {
+                tracing::error!(error = %e, "write refused");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    "the store cannot accept writes right now; nothing was written",
+                )
+            }
+            other => {
+                tracing::error!(error = %other, "storage error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = Problem {
+            type_: format!("https://sluice.dev/problems/{}", self.code),
+            title: self
+                .status
+                .canonical_reason()
+                .unwrap_or("Error")
+                .to_string(),
+            status: self.status.as_u16(),
+            detail: self.detail,
+            code: self.code.to_string(),
+            start_offset: self.range.map(|r| r.0),
+            end_offset: self.range.map(|r| r.1),
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut res = (self.status, bytes).into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        res
+    }
+}
+
+/// Parses a JSON body, answering malformed JSON and wrong shapes with a 400 that
+/// says where the problem is.
+pub fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(json_error)
+}
+
+pub fn json_error(e: serde_json::Error) -> ApiError {
+    use serde_json::error::Category;
+    match e.classify() {
+        Category::Syntax | Category::Eof | Category::Io => {
+            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
+        }
+        Category::Data => ApiError::bad_request("invalid_body", format!("{e}")),
+    }
+}
+
+impl From<axum::extract::rejection::QueryRejection> for ApiError {
+    fn from(e: axum::extract::rejection::QueryRejection) -> Self {
+        ApiError::bad_request("invalid_query", e.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::PathRejection> for ApiError {
+    fn from(e: axum::extract::rejection::PathRejection) -> Self {
+        ApiError::bad_request("invalid_path", e.body_text())
+    }
+}
+
+impl From<axum::extract::rejection::BytesRejection> for ApiError {
+    fn from(e: axum::extract::rejection::BytesRejection) -> Self {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is larger than the server accepts (--max-body-bytes)",
+            )
+        } else {
+            ApiError::bad_request("invalid_body", e.body_text())
+        }
+    }
+}
+
+/// `Query` whose rejection is a problem+json 400.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+/// `Path` whose rejection is a problem+json 400.
+#[derive(axum::extract::FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// The request body as bytes, with 413 problem+json past the body limit.
+pub struct Body(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Body {
+    type Rejection = ApiError;
+
+    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        Ok(Body(
+            <axum::body::Bytes as FromRequest<S>>::from_request(req, state).await?,
+        ))
+    }
+}

@@ -1,0 +1,153 @@
+//! Response and request bodies of the topics, produce and fetch endpoints.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// An RFC 9457 problem: the body of every error response
+/// (`Content-Type: application/problem+json`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"type": "https://sluice.dev/problems/topic_not_found",
+    "title": "Not Found", "status": 404, "detail": "topic 'orders' does not exist",
+    "code": "topic_not_found"}))]
+pub struct Problem {
+    /// A URI naming the problem type.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// The HTTP reason phrase.
+    pub title: String,
+    /// The HTTP status code.
+    pub status: u16,
+    /// What went wrong, for a person.
+    pub detail: String,
+    /// A stable machine-readable code, e.g. `topic_not_found`, `offset_out_of_range`,
+    /// `invalid_record`, `payload_too_large`.
+    pub code: String,
+    /// With `offset_out_of_range`: the first retained offset.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub start_offset: Option<u64>,
+    /// With `offset_out_of_range`: the next offset to be written.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub end_offset: Option<u64>,
+}
+
+/// `POST /v1/topics` body.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"name": "orders", "partitions": 3, "retention_ms": 604800000}))]
+pub struct CreateTopic {
+    /// Topic name: `[A-Za-z0-9._-]{1,249}`.
+    pub name: String,
+    /// Number of partitions (1 to 4096), fixed for the topic's life. Default 1.
+    #[serde(default = "one")]
+    pub partitions: u32,
+    /// Delete records older than this many milliseconds.
+    #[serde(default)]
+    pub retention_ms: Option<u64>,
+    /// Delete the oldest records while a partition holds more than this many bytes.
+    #[serde(default)]
+    pub retention_bytes: Option<u64>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One partition's offsets and size.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct PartitionInfo {
+    /// Partition number.
+    pub partition: u32,
+    /// First retained offset.
+    pub start_offset: u64,
+    /// Next offset to be written.
+    pub end_offset: u64,
+    /// Stored bytes of the retained records.
+    pub bytes: u64,
+}
+
+/// A topic.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Topic {
+    /// Topic name.
+    pub name: String,
+    /// Number of partitions.
+    pub partition_count: u32,
+    /// Retention by age, if set.
+    pub retention_ms: Option<u64>,
+    /// Retention by size per partition, if set.
+    pub retention_bytes: Option<u64>,
+    /// Creation time, milliseconds since the Unix epoch.
+    pub created_ms: u64,
+    /// Retained records over all partitions.
+    pub records: u64,
+    /// Stored bytes over all partitions.
+    pub bytes: u64,
+    /// The data directory's epoch; it changes when the store is wiped or replaced.
+    pub log_epoch: String,
+    /// Per-partition offsets.
+    pub partitions: Vec<PartitionInfo>,
+}
+
+/// `GET /v1/topics` body.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct TopicList {
+    /// All topics, sorted by name.
+    pub topics: Vec<Topic>,
+}
+
+/// Where one produced record was written.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, ToSchema, PartialEq, Eq)]
+pub struct RecordOffset {
+    /// Partition.
+    pub partition: u32,
+    /// Offset within the partition.
+    pub offset: u64,
+}
+
+/// Produce answer: one entry per record, in request order.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"offsets": [{"partition": 0, "offset": 41}]}))]
+pub struct ProduceResponse {
+    /// Offsets in request order.
+    pub offsets: Vec<RecordOffset>,
+}
+
+/// A record as fetched.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FetchedRecord {
+    /// Partition.
+    pub partition: u32,
+    /// Offset.
+    pub offset: u64,
+    /// Milliseconds since the Unix epoch: append time unless the producer set one.
+    pub timestamp: u64,
+    /// Key, if the record has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+    /// Headers, if the record has any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
+    pub headers: Option<serde_json::Map<String, serde_json::Value>>,
+    /// The JSON value (`null` for a tombstone); absent for a binary value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub value: Option<serde_json::Value>,
+    /// A binary value, base64-encoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_base64: Option<String>,
+}
+
+/// `GET /v1/topics/{topic}/partitions/{p}/records` body.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct FetchResponse {
+    /// Records from the requested offset, in offset order.
+    pub records: Vec<FetchedRecord>,
+    /// The offset to ask for next.
+    pub next_offset: u64,
+    /// The partition's end offset: the next offset to be written.
+    pub high_watermark: u64,
+    /// The partition's first retained offset.
+    pub start_offset: u64,
+    /// The data directory's epoch.
+    pub log_epoch: String,
+}
