@@ -1,1 +1,243 @@
-//! placeholder
+//! The end-to-end harness: builds the real `sluice` binary once, starts it on a free
+//! port with a temporary data directory, and hands tests its address. Tests and the
+//! benchmark talk to it only over real HTTP.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Path of the `sluice` binary, built on first use with the profile the tests run in
+/// (or taken from `SLUICE_BIN`).
+pub fn binary() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Ok(p) = std::env::var("SLUICE_BIN") {
+            return PathBuf::from(p);
+        }
+        let release = !cfg!(debug_assertions);
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = Command::new(cargo);
+        cmd.args([
+            "build",
+            "--quiet",
+            "-p",
+            "sluice-gateway",
+            "--bin",
+            "sluice",
+        ]);
+        if release {
+            cmd.arg("--release");
+        }
+        let status = cmd
+            .current_dir(workspace_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building sluice failed");
+        let target = std::env::var("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| workspace_root().join("target"));
+        target
+            .join(if release { "release" } else { "debug" })
+            .join("sluice")
+    })
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// A running `sluice` process. Killed (SIGKILL) when dropped.
+pub struct Server {
+    child: Child,
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Server {
+    /// Starts a server with a fresh temporary data directory.
+    pub fn start() -> Server {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with a fresh temporary data directory and extra flags.
+    pub fn start_with(args: &[&str]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut s = Self::start_in(tmp.path().join("data"), args);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    /// Starts a server on an existing (or new) data directory.
+    pub fn start_in(data_dir: PathBuf, args: &[&str]) -> Server {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (child, base) = spawn(&data_dir, &args);
+        Server {
+            child,
+            base,
+            data_dir,
+            args,
+            _tmp: None,
+        }
+    }
+
+    /// Full URL of a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// SIGKILL: no shutdown code runs.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL, then start again on the same data directory with the same flags.
+    pub fn restart(&mut self) {
+        self.kill();
+        let (child, base) = spawn(&self.data_dir, &self.args);
+        self.child = child;
+        self.base = base;
+    }
+
+    /// Process id, for signals and RSS readings.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the process to exit; returns whether it exited
+    /// with success.
+    pub fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        self.child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn spawn(data_dir: &Path, args: &[String]) -> (Child, String) {
+    std::fs::create_dir_all(data_dir).expect("data dir");
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.with_extension("log"))
+        .expect("server log file");
+    let mut child = Command::new(binary())
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("start sluice");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = BufReader::new(stdout).lines();
+        while let Some(Ok(line)) = lines.next() {
+            if let Some(addr) = line.strip_prefix("listening on ") {
+                let _ = tx.send(addr.to_string());
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(base) => (child, base),
+        Err(_) => {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default();
+            panic!("sluice did not report its address; its log:\n{log}");
+        }
+    }
+}
+
+/// A reqwest client for tests.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(256)
+        .build()
+        .expect("client")
+}
+
+/// Creates a topic and returns its JSON.
+pub async fn create_topic(c: &reqwest::Client, s: &Server, name: &str, partitions: u32) -> Value {
+    let r = c
+        .post(s.url("/v1/topics"))
+        .json(&serde_json::json!({"name": name, "partitions": partitions}))
+        .send()
+        .await
+        .expect("create topic");
+    assert_eq!(r.status(), 201, "create topic {name}");
+    r.json().await.expect("topic json")
+}
+
+/// Fetches records of one partition from an offset.
+pub async fn fetch(
+    c: &reqwest::Client,
+    s: &Server,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    limit: usize,
+) -> Value {
+    let r = c
+        .get(s.url(&format!(
+            "/v1/topics/{topic}/partitions/{partition}/records?offset={offset}&limit={limit}"
+        )))
+        .send()
+        .await
+        .expect("fetch");
+    assert_eq!(r.status(), 200, "fetch {topic}/{partition}@{offset}");
+    r.json().await.expect("fetch json")
+}
+
+/// Reads a whole partition from `from` to its end.
+pub async fn fetch_all(c: &reqwest::Client, s: &Server, topic: &str, partition: u32) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let body = fetch(c, s, topic, partition, offset, 10_000).await;
+        let records = body["records"].as_array().expect("records").clone();
+        offset = body["next_offset"].as_u64().expect("next_offset");
+        let done = records.is_empty() || offset >= body["high_watermark"].as_u64().unwrap();
+        out.extend(records);
+        if done {
+            return out;
+        }
+    }
+}
+
+/// Resident set size of a process in bytes (Linux).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+/// Peak resident set size of a process in bytes (Linux).
+pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
