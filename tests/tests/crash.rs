@@ -11,6 +11,9 @@ use rand::Rng;
 use serde_json::{Value, json};
 use sluice_tests::{Server, client, create_topic, fetch_all};
 
+/// A record's key and value.
+type Record = (String, Value);
+
 const PRODUCERS: usize = 6;
 const KILLS: usize = 24;
 const PARTITIONS: u32 = 4;
@@ -23,7 +26,7 @@ async fn acknowledged_records_survive_kill_9() {
     let base = Arc::new(RwLock::new(server.base.clone()));
     let stop = Arc::new(AtomicBool::new(false));
     // (partition, offset) -> (key, value) of every acknowledged record.
-    let acked: Arc<Mutex<HashMap<(u32, u64), (String, Value)>>> = Arc::default();
+    let acked: Arc<Mutex<HashMap<(u32, u64), Record>>> = Arc::default();
 
     let mut tasks = Vec::new();
     for producer in 0..PRODUCERS {
@@ -32,7 +35,7 @@ async fn acknowledged_records_survive_kill_9() {
             let mut seq = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let batch = if producer % 2 == 0 { 1 } else { 1 + (seq % 20) as usize };
-                let records: Vec<(String, Value)> = (0..batch)
+                let records: Vec<Record> = (0..batch)
                     .map(|i| {
                         (
                             format!("p{producer}-k{}", (seq + i as u64) % 13),
@@ -88,7 +91,7 @@ async fn acknowledged_records_survive_kill_9() {
         "the test acknowledged too little to mean anything: {}",
         acked.len()
     );
-    let mut by_partition: BTreeMap<u32, Vec<(u64, (String, Value))>> = BTreeMap::new();
+    let mut by_partition: BTreeMap<u32, Vec<(u64, Record)>> = BTreeMap::new();
     for ((p, o), kv) in acked {
         by_partition.entry(p).or_default().push((o, kv));
     }
