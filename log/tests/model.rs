@@ -1,6 +1,7 @@
 //! Property test: random sequences of log operations, with restarts among them,
 //! checked against a plain in-memory model of topics, partitions and dedupe keys.
 
+use std::collections::btree_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 
 use proptest::prelude::*;
@@ -8,6 +9,11 @@ use sluice_log::{
     AppendRequest, AppendUnit, Error, Log, LogOptions, NewRecord, RecordParts, TopicConfig,
     ValueKind,
 };
+
+/// A generated record: explicit partition, key number, value length.
+type GenRecord = (Option<u32>, Option<u8>, u16);
+/// A generated unit: dedupe key number and records.
+type GenUnit = (Option<u8>, Vec<GenRecord>);
 
 #[derive(Debug, Clone)]
 enum Op {
@@ -20,7 +26,7 @@ enum Op {
     },
     Append {
         topic: u8,
-        units: Vec<(Option<u8>, Vec<(Option<u32>, Option<u8>, u16)>)>,
+        units: Vec<GenUnit>,
     },
     Read {
         topic: u8,
@@ -86,17 +92,15 @@ fn run(ops: Vec<Op>) {
                         retention_bytes: None,
                     },
                 );
-                if model.contains_key(&name) {
-                    assert!(matches!(r, Err(Error::TopicExists(_))));
-                } else {
-                    r.expect("create");
-                    model.insert(
-                        name,
-                        ModelTopic {
+                match model.entry(name) {
+                    Entry::Occupied(_) => assert!(matches!(r, Err(Error::TopicExists(_)))),
+                    Entry::Vacant(v) => {
+                        r.expect("create");
+                        v.insert(ModelTopic {
                             partitions: vec![Vec::new(); partitions as usize],
                             dedupe: HashMap::new(),
-                        },
-                    );
+                        });
+                    }
                 }
             }
             Op::Delete { topic } => {
