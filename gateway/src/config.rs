@@ -29,11 +29,16 @@ pub struct Config {
     #[arg(long, env = "SLUICE_DEDUPE_WINDOW_SECS", default_value_t = 3600)]
     pub dedupe_window_secs: u64,
 
-    /// Commit in two phases (two fsyncs per group commit) so that a torn write can
-    /// never pass for a valid commit. Turning it off trades that protection for
-    /// commit latency.
-    #[arg(long, env = "SLUICE_TWO_PHASE_COMMIT", default_value_t = true, action = clap::ArgAction::Set)]
+    /// Commit in two phases: two fsyncs per group commit instead of one, so that even
+    /// a deliberately crafted torn write can never pass for a valid commit. Off, a
+    /// commit is still durable before it is acknowledged and a torn one is detected
+    /// by its checksum and rolled back; on, small-record produce is slower.
+    #[arg(long, env = "SLUICE_TWO_PHASE_COMMIT", default_value_t = false, action = clap::ArgAction::Set)]
     pub two_phase_commit: bool,
+
+    /// Size of the storage page cache in MiB; most of the server's memory.
+    #[arg(long, env = "SLUICE_CACHE_MB", default_value_t = 64)]
+    pub cache_mb: usize,
 
     /// Close a connection whose request headers take longer than this to arrive, in
     /// milliseconds (slow-client protection).

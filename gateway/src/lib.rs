@@ -44,6 +44,7 @@ pub fn open_log(config: &Config, waiters: Arc<Waiters>) -> sluice_log::Result<Lo
     let options = LogOptions {
         two_phase_commit: config.two_phase_commit,
         dedupe_window: std::time::Duration::from_secs(config.dedupe_window_secs),
+        cache_bytes: config.cache_mb * 1024 * 1024,
         on_append: Some(Arc::new(move |topic, partition, end| {
             waiters.notify(topic, partition, end)
         })),

@@ -10,6 +10,7 @@
 //! tests) drives it the same way, and another backend can stand behind the same
 //! operations.
 
+mod batch;
 mod error;
 mod log;
 mod maintenance;

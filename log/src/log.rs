@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use redb::{Database, ReadableDatabase, ReadableTable};
 
+use crate::batch::Batch;
 use crate::error::{Error, Result};
 use crate::maintenance;
 use crate::record::RecordView;
@@ -47,6 +48,8 @@ pub struct LogOptions {
     pub dedupe_window: Duration,
     /// How often retention, dedupe expiry and purges of deleted topics run.
     pub maintenance_interval: Duration,
+    /// Size of redb's page cache in bytes: the bulk of the process's memory.
+    pub cache_bytes: usize,
     /// Called after each commit that appended records.
     pub on_append: Option<AppendHook>,
     /// Called after each group commit.
@@ -59,6 +62,7 @@ impl Default for LogOptions {
             two_phase_commit: true,
             dedupe_window: Duration::from_secs(3600),
             maintenance_interval: Duration::from_secs(1),
+            cache_bytes: 64 * 1024 * 1024,
             on_append: None,
             on_commit: None,
         }
@@ -71,6 +75,7 @@ impl std::fmt::Debug for LogOptions {
             .field("two_phase_commit", &self.two_phase_commit)
             .field("dedupe_window", &self.dedupe_window)
             .field("maintenance_interval", &self.maintenance_interval)
+            .field("cache_bytes", &self.cache_bytes)
             .finish_non_exhaustive()
     }
 }
@@ -190,7 +195,9 @@ impl Log {
     pub fn open(dir: &Path, options: LogOptions) -> Result<Log> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join("sluice.redb");
-        let db = Database::builder().create(&path)?;
+        let db = Database::builder()
+            .set_cache_size(options.cache_bytes)
+            .create(&path)?;
         let txn = db.begin_write()?;
         let epoch;
         let next_topic_id;
@@ -419,30 +426,57 @@ impl Log {
         let pk = pkey(topic.id, partition);
         let txn = self.inner.shared.db.begin_read()?;
         let table = txn.open_table(RECORDS)?;
+        // The batch holding `from` is the last one whose first offset is at or below it.
+        let base = table
+            .range(record_key(pk, 0)..=record_key(pk, from))?
+            .next_back()
+            .transpose()?
+            .map(|(k, _)| k.value() as u64);
+        let Some(base) = base else {
+            // Retention removed the records asked for after `start` was read.
+            let (start, end, _) = state.load();
+            return Err(Error::OffsetOutOfRange {
+                offset: from,
+                start,
+                end,
+            });
+        };
         let mut bytes = 0usize;
-        for item in table.range(record_key(pk, from)..record_key(pk, end))? {
+        'batches: for item in table.range(record_key(pk, base)..record_key(pk, end))? {
             let (k, v) = item?;
-            let offset = k.value() as u64;
-            if offset != outcome.next_offset {
-                // Retention removed the records asked for after `start` was read.
-                let start = state.start.load(Ordering::Acquire);
+            let base = k.value() as u64;
+            let corrupted = || Error::Corrupted {
+                pkey: pk,
+                offset: base,
+            };
+            let batch = Batch::parse(v.value()).ok_or_else(corrupted)?;
+            let skip = outcome.next_offset.saturating_sub(base) as usize;
+            if base + skip as u64 != outcome.next_offset {
+                // A gap: only possible if the batch holding `from` is gone.
+                let (start, end, _) = state.load();
                 return Err(Error::OffsetOutOfRange {
                     offset: from,
                     start,
-                    end: state.end.load(Ordering::Acquire),
+                    end,
                 });
             }
-            let value = v.value();
-            if outcome.records > 0 && bytes + value.len() > max_bytes {
-                break;
-            }
-            let view = RecordView::decode(value).ok_or(Error::Corrupted { pkey: pk, offset })?;
-            visit(offset, view);
-            bytes += value.len();
-            outcome.records += 1;
-            outcome.next_offset = offset + 1;
-            if outcome.records >= max_records {
-                break;
+            for i in skip..batch.len() {
+                let offset = base + i as u64;
+                if offset >= end {
+                    break 'batches;
+                }
+                let value = batch.get(i).ok_or_else(corrupted)?;
+                if outcome.records > 0 && bytes + value.len() > max_bytes {
+                    break 'batches;
+                }
+                let view = RecordView::decode(value).ok_or_else(corrupted)?;
+                visit(offset, view);
+                bytes += value.len();
+                outcome.records += 1;
+                outcome.next_offset = offset + 1;
+                if outcome.records >= max_records {
+                    break 'batches;
+                }
             }
         }
         Ok(outcome)
@@ -470,11 +504,20 @@ impl Log {
         let table = txn.open_table(RECORDS)?;
         for item in table.range(record_key(pk, start)..record_key(pk, end))? {
             let (k, v) = item?;
-            let offset = k.value() as u64;
-            let view =
-                RecordView::decode(v.value()).ok_or(Error::Corrupted { pkey: pk, offset })?;
-            if view.timestamp >= timestamp_ms {
-                return Ok(offset);
+            let base = k.value() as u64;
+            let corrupted = || Error::Corrupted {
+                pkey: pk,
+                offset: base,
+            };
+            let batch = Batch::parse(v.value()).ok_or_else(corrupted)?;
+            for i in 0..batch.len() {
+                let r = batch
+                    .get(i)
+                    .and_then(RecordView::decode)
+                    .ok_or_else(corrupted)?;
+                if r.timestamp >= timestamp_ms && base + i as u64 >= start {
+                    return Ok((base + i as u64).min(end));
+                }
             }
         }
         Ok(end)
@@ -490,7 +533,10 @@ impl Log {
         let txn = self.inner.shared.db.begin_read()?;
         let table = txn.open_table(RECORDS)?;
         let v = table.get(record_key(pk, start))?;
-        Ok(v.and_then(|v| RecordView::decode(v.value()).map(|r| r.timestamp)))
+        Ok(v.and_then(|v| {
+            let b = Batch::parse(v.value())?;
+            RecordView::decode(b.get(0)?).map(|r| r.timestamp)
+        }))
     }
 }
 

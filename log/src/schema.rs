@@ -5,12 +5,12 @@
 //! | `meta`          | name (`epoch`, `next_topic_id`, `format`) | bytes                              |
 //! | `topics`        | topic name                            | JSON [`TopicMeta`]                     |
 //! | `partitions`    | partition key (`topic_id << 16 \| p`) | `(start_offset, end_offset, bytes)`    |
-//! | `records`       | `partition_key << 64 \| offset`       | a record, see [`crate::record`]        |
+//! | `records`       | `partition_key << 64 \| first offset` | a batch of records, see [`crate::batch`] |
 //! | `dedupe`        | topic id (8 bytes BE) + dedupe key    | created ms (8) + `(partition u32, offset u64)` per record |
 //! | `dedupe_expiry` | `(created ms, dedupe row key)`        | `()`                                   |
 //! | `purge`         | partition key of a deleted topic      | `()`                                   |
 //!
-//! One `u128` key per record keeps a partition's records contiguous and ordered by
+//! One `u128` key per batch keeps a partition's records contiguous and ordered by
 //! offset, so a fetch is one range scan from the requested offset, never a rescan.
 //! The `partitions` row is rewritten in every commit that touches the partition, so
 //! opening the log reads one row per partition, not one per record.

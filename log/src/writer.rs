@@ -16,6 +16,7 @@ use std::sync::mpsc::Receiver;
 
 use redb::{Durability, ReadableTable, WriteTransaction};
 
+use crate::batch::{self, Batch};
 use crate::error::{Error, Result};
 use crate::log::Shared;
 use crate::record::RecordView;
@@ -250,7 +251,7 @@ impl Writer {
                 Command::Shutdown => {}
             }
         }
-        flush_inserts(&txn, group)?;
+        flush_inserts(&txn, &mut *group)?;
         txn.commit()?;
         Ok(())
     }
@@ -404,7 +405,6 @@ fn append(
             let s = group.part(&topic, r.partition);
             let offset = s.state.1;
             s.state.1 += 1;
-            s.state.2 += r.bytes.len() as u64;
             out.push((r.partition, offset));
             group
                 .inserts
@@ -423,31 +423,55 @@ fn append(
     Ok(Ok(out))
 }
 
-/// Writes the group's records with one cursor per partition, and each touched
-/// partition's state row.
-fn flush_inserts(txn: &WriteTransaction, group: &Group) -> Result<()> {
-    if !group.inserts.is_empty() {
+/// Writes the group's records as batches, one cursor per partition, and each
+/// touched partition's state row. A partition's stored bytes grow by the size of the
+/// batches written, so retention by size measures what is really on disk.
+fn flush_inserts(txn: &WriteTransaction, group: &mut Group) -> Result<()> {
+    let Group { inserts, parts, .. } = group;
+    if !inserts.is_empty() {
         let mut records = txn.open_table(RECORDS)?;
-        for (&pk, rows) in &group.inserts {
+        for (&pk, rows) in inserts.iter() {
             let Some((first, _)) = rows.first() else {
                 continue;
             };
             let mut cursor = records.upper_bound_mut(Bound::Excluded(record_key(pk, *first)))?;
-            for (offset, bytes) in rows {
-                cursor.insert_before(record_key(pk, *offset), bytes.as_slice())?;
+            let mut added = 0u64;
+            let mut rest = rows.as_slice();
+            while !rest.is_empty() {
+                let mut bytes = 0;
+                let n = rest
+                    .iter()
+                    .take_while(|(_, b)| {
+                        bytes += b.len();
+                        bytes <= batch::TARGET_BATCH_BYTES
+                    })
+                    .count()
+                    .max(1);
+                let (chunk, tail) = rest.split_at(n);
+                let value = batch::encode(chunk.iter().map(|(_, b)| b.as_slice()));
+                added += value.len() as u64;
+                cursor.insert_before(record_key(pk, chunk[0].0), value.as_slice())?;
+                rest = tail;
             }
             cursor.close()?;
+            if let Some(s) = parts.get_mut(&pk) {
+                s.state.2 += added;
+            }
         }
     }
-    if !group.parts.is_empty() {
-        let mut parts = txn.open_table(PARTITIONS)?;
-        for (&pk, s) in &group.parts {
-            parts.insert(pk, s.state)?;
+    if !parts.is_empty() {
+        let mut table = txn.open_table(PARTITIONS)?;
+        for (&pk, s) in parts.iter() {
+            table.insert(pk, s.state)?;
         }
     }
     Ok(())
 }
 
+/// Retention: deletes whole batches from the start of a partition while every record
+/// of the batch is older than `before_ms`, or while the partition holds more than
+/// `max_bytes`; at least `limit` records when that many qualify. Returns the number
+/// of records deleted.
 #[allow(clippy::too_many_arguments)]
 fn trim(
     shared: &Shared,
@@ -464,8 +488,8 @@ fn trim(
         _ => return Ok(0),
     }
     let pk = pkey(topic.id, partition);
-    // Records this group is about to insert sit above the end; trimming reads only
-    // what is already in the table.
+    // Records this group is about to insert are not in the table yet; trimming
+    // reads only what is.
     let (start, _, bytes) = group.part(topic, partition).state;
     let stored_end = topic.parts[partition as usize].end.load(Ordering::Acquire);
     let mut records = txn.open_table(RECORDS)?;
@@ -475,15 +499,32 @@ fn trim(
         if removed >= limit {
             break;
         }
-        let (_, v) = item?;
+        let (k, v) = item?;
         let value = v.value();
-        let old = before_ms
-            .is_some_and(|cut| RecordView::decode(value).is_none_or(|r| r.timestamp < cut));
+        let corrupted = || Error::Corrupted {
+            pkey: pk,
+            offset: k.value() as u64,
+        };
+        let b = Batch::parse(value).ok_or_else(corrupted)?;
+        let old = match before_ms {
+            Some(cut) => {
+                let mut newest = 0;
+                for i in 0..b.len() {
+                    let r = b
+                        .get(i)
+                        .and_then(RecordView::decode)
+                        .ok_or_else(corrupted)?;
+                    newest = newest.max(r.timestamp);
+                }
+                newest < cut
+            }
+            None => false,
+        };
         let over = max_bytes.is_some_and(|max| bytes - freed > max);
         if !(old || over) {
             break;
         }
-        removed += 1;
+        removed += b.len();
         freed += value.len() as u64;
     }
     if removed > 0 {
