@@ -13,9 +13,17 @@
 //! small records a few large page writes instead of one B-tree entry each, and lets
 //! a fetch find its starting record with one lookup and then read contiguous pages.
 
-/// Largest batch the writer builds, in bytes of records; bigger groups are split.
-/// Small enough that a fetch starting mid-batch reads little it does not return.
-pub(crate) const TARGET_BATCH_BYTES: usize = 64 * 1024;
+/// Largest batch value the writer builds; bigger groups are split. redb stores a
+/// large value in a leaf of a power-of-two number of pages, so a batch stops short
+/// of 64 KiB by room for the leaf's header and key: a batch of 64 KiB and a byte
+/// would take a 128 KiB leaf. Small enough that a fetch starting mid-batch reads
+/// little it does not return.
+pub(crate) const TARGET_BATCH_BYTES: usize = 16 * 1024 - 256;
+
+/// Bytes a record adds to a batch value: itself and its index entry.
+pub(crate) fn cost(record_len: usize) -> usize {
+    record_len + 4
+}
 
 /// Encodes records (already in the record format) into one batch value.
 pub(crate) fn encode<'a>(records: impl ExactSizeIterator<Item = &'a [u8]> + Clone) -> Vec<u8> {

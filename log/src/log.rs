@@ -41,8 +41,9 @@ pub struct CommitStats {
 /// How to open a log.
 #[derive(Clone)]
 pub struct LogOptions {
-    /// Use redb's two-phase commit: two fsyncs per commit instead of one, so that a
-    /// torn write can never be mistaken for a valid commit, whatever the records hold.
+    /// Use redb's two-phase commit: two fsyncs per commit instead of one, so that even
+    /// a deliberately crafted torn write can never be mistaken for a valid commit.
+    /// Off (the default), a torn commit is detected by its checksum and rolled back.
     pub two_phase_commit: bool,
     /// How long an idempotency key or CloudEvent `source`+`id` is remembered.
     pub dedupe_window: Duration,
@@ -59,7 +60,7 @@ pub struct LogOptions {
 impl Default for LogOptions {
     fn default() -> Self {
         LogOptions {
-            two_phase_commit: true,
+            two_phase_commit: false,
             dedupe_window: Duration::from_secs(3600),
             maintenance_interval: Duration::from_secs(1),
             cache_bytes: 64 * 1024 * 1024,

@@ -438,11 +438,11 @@ fn flush_inserts(txn: &WriteTransaction, group: &mut Group) -> Result<()> {
             let mut added = 0u64;
             let mut rest = rows.as_slice();
             while !rest.is_empty() {
-                let mut bytes = 0;
+                let mut bytes = 4;
                 let n = rest
                     .iter()
                     .take_while(|(_, b)| {
-                        bytes += b.len();
+                        bytes += batch::cost(b.len());
                         bytes <= batch::TARGET_BATCH_BYTES
                     })
                     .count()
