@@ -8,15 +8,27 @@ use std::collections::BTreeMap;
 
 use axum::http::HeaderMap;
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use sluice_log::{AppendUnit, RecordParts, Topic, ValueKind};
 
+use crate::api::BASE64_IN;
 use crate::api::produce::encode_parts;
 use crate::error::{ApiError, json_error};
 
 type Event = BTreeMap<String, Box<RawValue>>;
+
+/// Context attributes whose type is string in the CloudEvents spec.
+const CORE_STRINGS: [&str; 8] = [
+    "specversion",
+    "id",
+    "source",
+    "type",
+    "subject",
+    "time",
+    "datacontenttype",
+    "dataschema",
+];
 
 fn invalid(msg: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_cloudevent", msg)
@@ -44,9 +56,17 @@ pub fn batch(topic: &Topic, body: &[u8], now: u64) -> Result<Vec<AppendUnit>, Ap
 fn from_structured(topic: &Topic, mut event: Event, now: u64) -> Result<AppendUnit, String> {
     let data = event.remove("data");
     let data_base64 = event.remove("data_base64");
+    if data.is_some() && data_base64.is_some() {
+        return Err("an event has `data` or `data_base64`, not both".into());
+    }
+    let data_base64 = data_base64.filter(|d| d.get() != "null");
     let mut attrs = Attributes::default();
     for (name, raw) in event {
         let value: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+        if CORE_STRINGS.contains(&name.as_str()) && !matches!(value, Value::String(_) | Value::Null)
+        {
+            return Err(format!("attribute `{name}` must be a string"));
+        }
         let text = match value {
             Value::String(s) => s,
             Value::Number(n) => n.to_string(),
@@ -68,7 +88,7 @@ fn from_structured(topic: &Topic, mut event: Event, now: u64) -> Result<AppendUn
         (None, Some(b)) => {
             let s: String = serde_json::from_str(b.get())
                 .map_err(|_| "`data_base64` must be a string".to_string())?;
-            binary = BASE64
+            binary = BASE64_IN
                 .decode(s)
                 .map_err(|e| format!("`data_base64` is not base64: {e}"))?;
             (ValueKind::Binary, &binary)
@@ -168,6 +188,13 @@ impl Attributes {
                 return Err(format!("the event has no `{required}`"));
             }
         }
+        if self
+            .headers
+            .iter()
+            .any(|(n, v)| n == "ce_type" && v.is_empty())
+        {
+            return Err("the event's `type` is empty".into());
+        }
         let id = self
             .id
             .filter(|s| !s.is_empty())
@@ -187,7 +214,8 @@ impl Attributes {
                 kind,
                 value,
             },
-        )?;
+        )
+        .map_err(|e| e.message)?;
         let mut dedupe = Vec::with_capacity(4 + source.len() + id.len());
         dedupe.extend_from_slice(b"ce:");
         dedupe.extend_from_slice(source.as_bytes());

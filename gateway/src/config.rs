@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -45,10 +44,6 @@ pub struct Config {
     #[arg(long, env = "SLUICE_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
     pub header_timeout_ms: u64,
 
-    /// Longest `wait_ms` a fetch may ask for, in milliseconds.
-    #[arg(long, env = "SLUICE_MAX_WAIT_MS", default_value_t = 60_000)]
-    pub max_wait_ms: u64,
-
     /// Log output format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -64,14 +59,12 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_body_bytes: usize,
-    pub max_wait: Duration,
 }
 
 impl Config {
     pub fn limits(&self) -> Limits {
         Limits {
             max_body_bytes: self.max_body_bytes,
-            max_wait: Duration::from_millis(self.max_wait_ms),
         }
     }
 }

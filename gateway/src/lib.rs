@@ -21,6 +21,7 @@ use sluice_log::{Log, LogOptions};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
 
 pub use crate::config::Config;
 use crate::error::ApiError;
@@ -53,31 +54,42 @@ pub fn open_log(config: &Config, waiters: Arc<Waiters>) -> sluice_log::Result<Lo
     Log::open(&config.data_dir, options)
 }
 
-/// The router and the OpenAPI document it serves, generated from the same handlers.
-pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
-    let body_limit = state.limits.max_body_bytes;
-    let (router, mut doc) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+/// Every documented route, with its OpenAPI operation.
+fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(api::topics::create_topic, api::topics::list_topics))
         .routes(routes!(api::topics::get_topic, api::topics::delete_topic))
         .routes(routes!(api::produce::produce))
         .routes(routes!(api::fetch::fetch))
-        .with_state(state)
-        .split_for_parts();
+}
+
+/// The OpenAPI document, generated from the handlers' annotations and wire types.
+pub fn api_doc() -> serde_json::Value {
+    finish_doc(api_routes().split_for_parts().1)
+}
+
+/// Sets the version and adds what utoipa's derives cannot say of a CloudEvent:
+/// which extension attribute names it may carry, that their values are scalars, and
+/// that `data` and `data_base64` exclude each other.
+fn finish_doc(mut doc: utoipa::openapi::OpenApi) -> serde_json::Value {
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
-    let json = Arc::new(doc.to_pretty_json().unwrap_or_default());
-    let router = router
-        .route(
-            "/openapi.json",
-            axum::routing::get(move || {
-                let json = json.clone();
-                async move {
-                    (
-                        [("content-type", "application/json")],
-                        json.as_ref().clone(),
-                    )
-                }
-            }),
-        )
+    let mut json = serde_json::to_value(&doc).unwrap_or_default();
+    if let Some(ce) = json.pointer_mut("/components/schemas/CloudEvent") {
+        ce["propertyNames"] = serde_json::json!({"pattern": "^([a-z0-9]{1,20}|data_base64)$"});
+        ce["additionalProperties"] =
+            serde_json::json!({"type": ["string", "number", "boolean", "null"]});
+        ce["not"] = serde_json::json!({"required": ["data", "data_base64"]});
+    }
+    json
+}
+
+/// The router: the API, `/openapi.json`, the `/docs` page (assets embedded, so it
+/// works offline), health, and problem+json answers for unknown routes and methods.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.limits.max_body_bytes;
+    let (router, doc) = api_routes().with_state(state).split_for_parts();
+    router
+        .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", finish_doc(doc)))
         .route("/livez", axum::routing::get(|| async { "ok" }))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
@@ -88,8 +100,7 @@ pub fn router(state: AppState) -> (Router, utoipa::openapi::OpenApi) {
             )
             .into_response()
         })
-        .layer(DefaultBodyLimit::max(body_limit));
-    (router, doc)
+        .layer(DefaultBodyLimit::max(body_limit))
 }
 
 /// Builds the application state and router over an open log.
@@ -99,5 +110,5 @@ pub fn app(config: &Config, log: Log, waiters: Arc<Waiters>) -> Router {
         limits: Arc::new(config.limits()),
         waiters,
     };
-    router(state).0
+    router(state)
 }

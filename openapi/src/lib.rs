@@ -5,8 +5,11 @@
 //! handlers use and cannot drift from them. This crate must not depend on axum, on
 //! the storage crates or on anything async.
 
+pub mod num;
 mod produce;
 mod types;
 
-pub use crate::produce::{HeaderList, ProduceBatch, ProduceBody, ProduceRecord};
+pub use crate::produce::{
+    HeaderList, MapOnly, ProduceBatch, ProduceBody, ProduceRecord, ProduceRecordSchema,
+};
 pub use crate::types::*;

@@ -5,35 +5,45 @@
 
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use serde_json::value::RawValue;
 use utoipa::ToSchema;
+use utoipa::openapi::schema::{AllOfBuilder, ObjectBuilder, OneOfBuilder, Schema};
+use utoipa::openapi::{Ref, RefOr};
 
 /// A record to produce. Give `value` (any JSON; `null` is a tombstone) or
-/// `value_base64` (binary), not both.
+/// `value_base64` (binary), not both. Its schema is [`ProduceRecordSchema`]: these
+/// fields plus that rule.
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-#[schema(example = json!({"key": "c-42", "value": {"amount": 12.5}, "headers": {"source": "web"}}))]
+#[schema(as = ProduceRecordFields)]
 pub struct ProduceRecord {
     /// Key: records with the same key go to the same partition (Kafka's murmur2).
     #[serde(default)]
     pub key: Option<String>,
     /// The JSON value; `null` deletes the key in projection tables.
     #[serde(default, deserialize_with = "some_raw")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub value: Option<Box<RawValue>>,
     /// A binary value, base64-encoded (standard alphabet, padded).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "some_string")]
+    #[schema(value_type = String, pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub value_base64: Option<String>,
     /// String headers.
     #[serde(default)]
     #[schema(value_type = Option<std::collections::BTreeMap<String, String>>)]
     pub headers: Option<HeaderList>,
     /// Explicit partition; overrides key placement.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::num::opt_u32")]
     pub partition: Option<u32>,
     /// Milliseconds since the Unix epoch; default: append time.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::num::opt_u64")]
     pub timestamp: Option<u64>,
+}
+
+/// Present means a string: `null` is refused rather than read as absent.
+fn some_string<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    String::deserialize(d).map(Some)
 }
 
 /// `value: null` must arrive as `Some("null")`, not as a missing value.
@@ -78,18 +88,18 @@ impl<'de> Deserialize<'de> for HeaderList {
 pub struct ProduceBody {
     /// The batch form.
     #[serde(default)]
-    pub records: Option<Vec<ProduceRecord>>,
+    pub records: Option<Vec<MapOnly<ProduceRecord>>>,
     #[serde(default)]
     key: Option<String>,
     #[serde(default, deserialize_with = "some_raw")]
     value: Option<Box<RawValue>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "some_string")]
     value_base64: Option<String>,
     #[serde(default)]
     headers: Option<HeaderList>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::num::opt_u32")]
     partition: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::num::opt_u64")]
     timestamp: Option<u64>,
 }
 
@@ -114,7 +124,7 @@ impl ProduceBody {
             Some(_) if has_single => {
                 Err("a body has either `records` or the fields of one record, not both")
             }
-            Some(r) => Ok(r),
+            Some(r) => Ok(r.into_iter().map(|r| r.0).collect()),
             None => Ok(vec![single]),
         }
     }
@@ -122,9 +132,44 @@ impl ProduceBody {
 
 /// `{"records": [...]}`: a batch of records, written atomically.
 #[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ProduceBatch {
     /// Records in order.
+    #[schema(value_type = Vec<ProduceRecordSchema>)]
     pub records: Vec<ProduceRecord>,
+}
+
+/// The schema of a record to produce: [`ProduceRecord`]'s fields, with exactly one
+/// of `value` and `value_base64`.
+pub struct ProduceRecordSchema;
+
+impl utoipa::PartialSchema for ProduceRecordSchema {
+    fn schema() -> RefOr<Schema> {
+        let one_of = OneOfBuilder::new()
+            .item(ObjectBuilder::new().required("value"))
+            .item(ObjectBuilder::new().required("value_base64"));
+        AllOfBuilder::new()
+            .item(Ref::from_schema_name("ProduceRecordFields"))
+            .item(one_of)
+            .description(Some(
+                "A record to produce: `value` (any JSON; `null` is a tombstone) or `value_base64` (binary), not both.",
+            ))
+            .examples([json!({"key": "c-42", "value": {"amount": 12.5}, "headers": {"source": "web"}})])
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ProduceRecordSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "ProduceRecord".into()
+    }
+    fn schemas(out: &mut Vec<(String, RefOr<Schema>)>) {
+        out.push((
+            "ProduceRecordFields".into(),
+            <ProduceRecord as utoipa::PartialSchema>::schema(),
+        ));
+        <ProduceRecord as utoipa::ToSchema>::schemas(out);
+    }
 }
 
 #[cfg(test)]
@@ -138,6 +183,21 @@ mod tests {
         assert_eq!(r[0].value.as_ref().map(|v| v.get()), Some("null"));
         let b: ProduceBody = serde_json::from_str(r#"{"key":"k"}"#).unwrap();
         assert!(b.into_records().unwrap()[0].value.is_none());
+    }
+
+    #[test]
+    fn arrays_do_not_pass_for_records() {
+        assert!(
+            serde_json::from_str::<MapOnly<ProduceBody>>(r#"{"records":[[null,null]]}"#).is_err()
+        );
+        assert!(serde_json::from_str::<MapOnly<ProduceBody>>(r#"[null,"k",1]"#).is_err());
+        let b =
+            serde_json::from_str::<MapOnly<ProduceBody>>(r#"{"records":[{"value":{"a":[1]}}]}"#)
+                .unwrap();
+        assert_eq!(
+            b.0.into_records().unwrap()[0].value.as_ref().unwrap().get(),
+            r#"{"a":[1]}"#
+        );
     }
 
     #[test]
@@ -155,5 +215,26 @@ mod tests {
             vec![("b".into(), "2".into()), ("a".into(), "1".into())]
         );
         assert!(serde_json::from_str::<ProduceRecord>(r#"{"value":1,"headers":{"a":1}}"#).is_err());
+    }
+}
+
+/// Deserializes `T` only from a JSON object. serde's derived structs also accept a
+/// JSON array of field values in order, which no client means to send.
+#[derive(Debug)]
+pub struct MapOnly<T>(pub T);
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for MapOnly<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<T>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for V<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<T, A::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(V(std::marker::PhantomData)).map(MapOnly)
     }
 }

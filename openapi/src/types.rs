@@ -36,15 +36,19 @@ pub struct Problem {
 #[schema(example = json!({"name": "orders", "partitions": 3, "retention_ms": 604800000}))]
 pub struct CreateTopic {
     /// Topic name: `[A-Za-z0-9._-]{1,249}`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,249}$", min_length = 1, max_length = 249)]
     pub name: String,
     /// Number of partitions (1 to 4096), fixed for the topic's life. Default 1.
-    #[serde(default = "one")]
+    #[serde(default = "one", deserialize_with = "crate::num::u32")]
+    #[schema(minimum = 1, maximum = 4096)]
     pub partitions: u32,
     /// Delete records older than this many milliseconds.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::num::opt_u64")]
+    #[schema(minimum = 1)]
     pub retention_ms: Option<u64>,
     /// Delete the oldest records while a partition holds more than this many bytes.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::num::opt_u64")]
+    #[schema(minimum = 1)]
     pub retention_bytes: Option<u64>,
 }
 
@@ -130,7 +134,7 @@ pub struct FetchedRecord {
     pub headers: Option<serde_json::Map<String, serde_json::Value>>,
     /// The JSON value (`null` for a tombstone); absent for a binary value.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<serde_json::Value>)]
     pub value: Option<serde_json::Value>,
     /// A binary value, base64-encoded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -150,4 +154,42 @@ pub struct FetchResponse {
     pub start_offset: u64,
     /// The data directory's epoch.
     pub log_epoch: String,
+}
+
+/// A CloudEvent 1.0 in structured mode (`application/cloudevents+json`). Extension
+/// attributes (lowercase letters and digits, at most 20) become `ce_<name>` headers.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[schema(example = json!({"specversion": "1.0", "id": "e-1", "source": "/shop",
+    "type": "order.created", "subject": "c-42", "data": {"amount": 9}}))]
+pub struct CloudEvent {
+    /// Must be `1.0`.
+    #[schema(pattern = "^1\\.0$")]
+    pub specversion: String,
+    /// Event id; with `source`, the dedupe key.
+    #[schema(min_length = 1)]
+    pub id: String,
+    /// Event source.
+    #[schema(min_length = 1)]
+    pub source: String,
+    /// Event type.
+    #[serde(rename = "type")]
+    #[schema(min_length = 1)]
+    pub type_: String,
+    /// The record key; the `id` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    /// Event time (kept as the `ce_time` header).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// Media type of `data`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub datacontenttype: Option<String>,
+    /// The payload, stored as the record's JSON value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<serde_json::Value>)]
+    pub data: Option<serde_json::Value>,
+    /// A binary payload, base64-encoded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
+    pub data_base64: Option<String>,
 }

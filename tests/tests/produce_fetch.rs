@@ -71,6 +71,24 @@ async fn produce_and_fetch_every_field() {
         json!([{"partition": 0, "offset": 1}, {"partition": 0, "offset": 2}, {"partition": 0, "offset": 3}])
     );
 
+    // An empty batch, in any form, writes nothing and answers no offsets.
+    for (ct, body) in [
+        ("application/json", r#"{"records":[]}"#),
+        ("application/x-ndjson", "\n\n"),
+        ("application/cloudevents-batch+json", "[]"),
+    ] {
+        let r: Value = c
+            .post(s.url("/v1/topics/t/records"))
+            .header("content-type", ct)
+            .body(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(r, json!({"offsets": []}), "{ct}");
+    }
     let body = fetch(&c, &s, "t", 0, 0, 100).await;
     let recs = body["records"].as_array().unwrap();
     assert_eq!(recs.len(), 4);

@@ -26,6 +26,8 @@ pub const MAX_LIMIT: usize = 10_000;
 pub const DEFAULT_LIMIT: usize = 100;
 /// Default byte budget of a fetch.
 pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024;
+/// Longest long-poll of a fetch, in milliseconds.
+pub const MAX_WAIT_MS: u64 = 60_000;
 /// Largest byte budget of a fetch.
 pub const MAX_MAX_BYTES: usize = 64 * 1024 * 1024;
 
@@ -33,20 +35,25 @@ pub const MAX_MAX_BYTES: usize = 64 * 1024 * 1024;
 #[into_params(parameter_in = Query)]
 pub struct FetchParams {
     /// First offset to read; default: the partition's first retained offset.
+    #[param(minimum = 0, maximum = 9223372036854775807i64)]
     offset: Option<u64>,
     /// Most records to return (1 to 10000, default 100).
+    #[param(minimum = 1, maximum = 10000)]
     limit: Option<usize>,
-    /// Byte budget of the records returned (default 1 MiB); the first record is
-    /// returned whatever its size.
+    /// Byte budget of the records returned (default 1 MiB, at most 64 MiB); the first
+    /// record is returned whatever its size.
+    #[param(minimum = 1, maximum = 67108864)]
     max_bytes: Option<usize>,
-    /// Wait up to this many milliseconds for a record when there is none yet.
+    /// Wait up to this many milliseconds (at most 60000) for a record when there is
+    /// none yet.
+    #[param(minimum = 0, maximum = 60000)]
     wait_ms: Option<u64>,
 }
 
 /// Fetch records of one partition from an offset.
 #[utoipa::path(get, path = "/v1/topics/{topic}/partitions/{partition}/records", tag = "fetch",
     params(
-        ("topic" = String, Path, description = "Topic name"),
+        ("topic" = String, Path, description = "Topic name", pattern = "^[A-Za-z0-9._-]{1,249}$"),
         ("partition" = u32, Path, description = "Partition number"),
         FetchParams,
     ),
@@ -84,17 +91,21 @@ pub async fn fetch(
             format!("max_bytes must be between 1 and {MAX_MAX_BYTES}"),
         ));
     }
-    let wait = Duration::from_millis(params.wait_ms.unwrap_or(0));
-    if wait > state.limits.max_wait {
+    let wait_ms = params.wait_ms.unwrap_or(0);
+    if wait_ms > MAX_WAIT_MS {
         return Err(ApiError::bad_request(
             "invalid_query",
-            format!(
-                "wait_ms may be at most {}",
-                state.limits.max_wait.as_millis()
-            ),
+            format!("wait_ms may be at most {MAX_WAIT_MS}"),
         ));
     }
+    let wait = Duration::from_millis(wait_ms);
     let offset = params.offset.unwrap_or(info.start_offset);
+    if offset > i64::MAX as u64 {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "offset must be at most 2^63 - 1",
+        ));
+    }
     let deadline = tokio::time::Instant::now() + wait;
     // Subscribe before reading, so a commit between the read and the wait still wakes us.
     let mut waiter = (!wait.is_zero()).then(|| state.waiters.subscribe(topic.id(), partition));

@@ -9,7 +9,19 @@ use std::sync::Arc;
 use sluice_log::Topic;
 use tokio::sync::oneshot;
 
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+
 use crate::error::ApiError;
+
+/// Base64 as producers send it: the standard alphabet, padding optional, and unused
+/// bits of the last character not required to be zero.
+pub const BASE64_IN: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
 use crate::state::AppState;
 
 /// Runs a callback-style log call and awaits its answer.

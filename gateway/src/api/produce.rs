@@ -6,15 +6,15 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use sluice_log::{AppendRequest, AppendUnit, NewRecord, RecordParts, Topic, ValueKind, now_ms};
 use sluice_openapi::{
-    Problem, ProduceBatch, ProduceBody, ProduceRecord, ProduceResponse, RecordOffset,
+    CloudEvent, MapOnly, Problem, ProduceBatch, ProduceBody, ProduceRecord, ProduceRecordSchema,
+    ProduceResponse, RecordOffset,
 };
 
-use crate::api::{call, topic};
+use crate::api::{BASE64_IN, call, topic};
 use crate::cloudevents;
 use crate::error::{ApiError, Body, Path, json_error};
 use crate::state::AppState;
@@ -32,20 +32,20 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
 /// window returns the original offsets and writes nothing.
 #[utoipa::path(post, path = "/v1/topics/{topic}/records", tag = "produce",
     params(
-        ("topic" = String, Path, description = "Topic name"),
-        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key within the dedupe window returns the first answer."),
+        ("topic" = String, Path, description = "Topic name", pattern = "^[A-Za-z0-9._-]{1,249}$"),
+        ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: the same key within the dedupe window returns the first answer.", pattern = "^[!-~]{1,255}$"),
     ),
     request_body(description = "Records to produce.", content(
-        (ProduceRecord = "application/json"),
+        (ProduceRecordSchema = "application/json"),
         (ProduceBatch = "application/json"),
         (String = "application/x-ndjson"),
-        (Object = "application/cloudevents+json"),
-        (Vec<Object> = "application/cloudevents-batch+json"),
+        (CloudEvent = "application/cloudevents+json"),
+        (Vec<CloudEvent> = "application/cloudevents-batch+json"),
     )),
     responses(
         (status = 200, description = "Durable.", body = ProduceResponse),
         (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_record`, `invalid_cloudevent`, `invalid_idempotency_key`.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`topic_not_found`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`topic_not_found`, `partition_not_found` (a record names a partition the topic does not have).", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the store refused the write; nothing was written.", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -85,23 +85,22 @@ pub async fn produce(
                 vec![unit(ndjson(&topic, &body, now)?)]
             }
             _ => {
-                let parsed: ProduceBody = serde_json::from_slice(&body).map_err(json_error)?;
+                let MapOnly(parsed): MapOnly<ProduceBody> =
+                    serde_json::from_slice(&body).map_err(json_error)?;
                 let records = parsed
                     .into_records()
                     .map_err(|m| ApiError::bad_request("invalid_body", m))?;
                 let mut out = Vec::with_capacity(records.len());
                 for (i, r) in records.iter().enumerate() {
-                    out.push(encode(&topic, r, now).map_err(|m| invalid_record(i, m))?);
+                    out.push(encode(&topic, r, now).map_err(|e| e.at(format!("record {i}")))?);
                 }
                 vec![unit(out)]
             }
         }
     };
     if units.iter().all(|u| u.records.is_empty()) {
-        return Err(ApiError::bad_request(
-            "invalid_record",
-            "the request holds no records",
-        ));
+        // An empty batch is nothing to do, not a mistake.
+        return Ok(Json(ProduceResponse { offsets: vec![] }));
     }
     if let Some(key) = idempotency_key {
         // One key covers the whole request: merge the units into one.
@@ -133,8 +132,39 @@ fn unit(records: Vec<NewRecord>) -> AppendUnit {
     }
 }
 
-fn invalid_record(index: usize, msg: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_request("invalid_record", format!("record {index}: {msg}"))
+/// Why a record cannot be written.
+#[derive(Debug)]
+pub struct RecordError {
+    /// The record names a partition the topic does not have.
+    pub missing_partition: bool,
+    pub message: String,
+}
+
+impl From<String> for RecordError {
+    fn from(message: String) -> Self {
+        RecordError {
+            missing_partition: false,
+            message,
+        }
+    }
+}
+
+impl From<&str> for RecordError {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
+
+impl RecordError {
+    /// The answer for this error at `place` ("record 3", "line 7").
+    pub fn at(self, place: impl std::fmt::Display) -> ApiError {
+        let detail = format!("{place}: {}", self.message);
+        if self.missing_partition {
+            ApiError::new(StatusCode::NOT_FOUND, "partition_not_found", detail)
+        } else {
+            ApiError::bad_request("invalid_record", detail)
+        }
+    }
 }
 
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<Vec<u8>>, ApiError> {
@@ -162,17 +192,15 @@ fn ndjson(topic: &Topic, body: &[u8], now: u64) -> Result<Vec<NewRecord>, ApiErr
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        let r: ProduceRecord = serde_json::from_slice(line)
+        let MapOnly(r): MapOnly<ProduceRecord> = serde_json::from_slice(line)
             .map_err(|e| ApiError::bad_request("invalid_record", format!("line {}: {e}", i + 1)))?;
-        out.push(encode(topic, &r, now).map_err(|m| {
-            ApiError::bad_request("invalid_record", format!("line {}: {m}", i + 1))
-        })?);
+        out.push(encode(topic, &r, now).map_err(|e| e.at(format!("line {}", i + 1)))?);
     }
     Ok(out)
 }
 
 /// Validates a wire record, chooses its partition and encodes it.
-pub fn encode(topic: &Topic, r: &ProduceRecord, now: u64) -> Result<NewRecord, String> {
+pub fn encode(topic: &Topic, r: &ProduceRecord, now: u64) -> Result<NewRecord, RecordError> {
     let binary;
     let (kind, value): (ValueKind, &[u8]) = match (&r.value, &r.value_base64) {
         (Some(_), Some(_)) => return Err("give `value` or `value_base64`, not both".into()),
@@ -180,12 +208,15 @@ pub fn encode(topic: &Topic, r: &ProduceRecord, now: u64) -> Result<NewRecord, S
         (Some(v), None) if v.get() == "null" => (ValueKind::Null, b""),
         (Some(v), None) => (ValueKind::Json, v.get().as_bytes()),
         (None, Some(b)) => {
-            binary = BASE64
+            binary = BASE64_IN
                 .decode(b)
-                .map_err(|e| format!("`value_base64` is not base64: {e}"))?;
+                .map_err(|e| RecordError::from(format!("`value_base64` is not base64: {e}")))?;
             (ValueKind::Binary, &binary)
         }
     };
+    if r.timestamp.is_some_and(|t| t > i64::MAX as u64) {
+        return Err("`timestamp` must be at most 2^63 - 1".into());
+    }
     let headers = r.headers.as_ref().map(|h| h.0.as_slice()).unwrap_or(&[]);
     encode_parts(
         topic,
@@ -205,15 +236,18 @@ pub fn encode_parts(
     topic: &Topic,
     partition: Option<u32>,
     parts: RecordParts<'_>,
-) -> Result<NewRecord, String> {
+) -> Result<NewRecord, RecordError> {
     parts.check()?;
     let partition = match partition {
         Some(p) if p >= topic.partition_count() => {
-            return Err(format!(
-                "partition {p} does not exist; topic '{}' has {} partitions",
-                topic.name(),
-                topic.partition_count()
-            ));
+            return Err(RecordError {
+                missing_partition: true,
+                message: format!(
+                    "partition {p} does not exist; topic '{}' has {} partitions",
+                    topic.name(),
+                    topic.partition_count()
+                ),
+            });
         }
         Some(p) => p,
         None => topic.pick_partition(parts.key),

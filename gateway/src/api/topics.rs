@@ -4,7 +4,7 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use sluice_log::TopicConfig;
-use sluice_openapi::{CreateTopic, PartitionInfo, Problem, Topic, TopicList};
+use sluice_openapi::{CreateTopic, MapOnly, PartitionInfo, Problem, Topic, TopicList};
 
 use crate::api::{call, topic};
 use crate::error::{ApiError, Body, Path, parse_json};
@@ -48,11 +48,12 @@ pub async fn create_topic(
     State(state): State<AppState>,
     Body(body): Body,
 ) -> Result<(StatusCode, Json<Topic>), ApiError> {
-    let req: CreateTopic = parse_json(&body)?;
-    if req.retention_ms == Some(0) || req.retention_bytes == Some(0) {
+    let MapOnly(req): MapOnly<CreateTopic> = parse_json(&body)?;
+    let in_range = |v: Option<u64>| v.is_none_or(|v| (1..=i64::MAX as u64).contains(&v));
+    if !in_range(req.retention_ms) || !in_range(req.retention_bytes) {
         return Err(ApiError::bad_request(
             "invalid_request",
-            "retention_ms and retention_bytes must be positive when given",
+            "retention_ms and retention_bytes must be between 1 and 2^63 - 1 when given",
         ));
     }
     let config = TopicConfig {
@@ -82,7 +83,7 @@ pub async fn list_topics(State(state): State<AppState>) -> Json<TopicList> {
 
 /// Describe a topic: settings and per-partition offsets.
 #[utoipa::path(get, path = "/v1/topics/{topic}", tag = "topics",
-    params(("topic" = String, Path, description = "Topic name")),
+    params(("topic" = String, Path, description = "Topic name", pattern = "^[A-Za-z0-9._-]{1,249}$")),
     responses(
         (status = 200, description = "The topic.", body = Topic),
         (status = 404, description = "`topic_not_found`.", body = Problem, content_type = "application/problem+json"),
@@ -97,7 +98,7 @@ pub async fn get_topic(
 
 /// Delete a topic and all its records.
 #[utoipa::path(delete, path = "/v1/topics/{topic}", tag = "topics",
-    params(("topic" = String, Path, description = "Topic name")),
+    params(("topic" = String, Path, description = "Topic name", pattern = "^[A-Za-z0-9._-]{1,249}$")),
     responses(
         (status = 204, description = "Deleted; its records are purged in the background."),
         (status = 404, description = "`topic_not_found`.", body = Problem, content_type = "application/problem+json"),
