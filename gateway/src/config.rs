@@ -1,17 +1,68 @@
-//! Command-line and environment configuration.
+//! Command-line and environment configuration. Every option has a `SLUICE_*`
+//! environment variable; a flag given on the command line wins over the variable.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Parser, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 
 /// Sluice: a durable partitioned log, consumer groups and tables over HTTP and
 /// WebSocket, in one binary.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "sluice", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub serve: Config,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Command {
+    /// Print a signed token (HS256, from --jwt-secret) with the given permissions.
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The shared secret the server verifies with.
+    #[arg(long, env = "SLUICE_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: String,
+    /// Subject (`sub`): who the token is for.
+    #[arg(long, default_value = "cli")]
+    pub sub: String,
+    /// Topics (or `*` patterns) it may produce to; repeatable.
+    #[arg(long)]
+    pub produce: Vec<String>,
+    /// Topics (or patterns) it may read; repeatable.
+    #[arg(long)]
+    pub consume: Vec<String>,
+    /// Tables (or patterns) it may query; repeatable.
+    #[arg(long)]
+    pub tables: Vec<String>,
+    /// Consumer groups (or patterns) it may use; repeatable. Default: any.
+    #[arg(long)]
+    pub groups: Vec<String>,
+    /// Administer topics, tables and groups.
+    #[arg(long)]
+    pub admin: bool,
+    /// Lifetime in seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub ttl_secs: u64,
+    /// `iss` claim, when the server requires one.
+    #[arg(long, env = "SLUICE_JWT_ISSUER")]
+    pub issuer: Option<String>,
+    /// `aud` claim, when the server requires one.
+    #[arg(long, env = "SLUICE_JWT_AUDIENCE")]
+    pub audience: Option<String>,
+}
+
+/// The server's options.
+#[derive(Debug, Clone, Args)]
 pub struct Config {
     /// Address to listen on; port 0 picks a free port. The bound address is printed
-    /// as `listening on http://ADDR`.
+    /// as `listening on http://ADDR`. Without auth, only loopback addresses are
+    /// allowed unless --insecure-no-auth is given.
     #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
@@ -19,9 +70,74 @@ pub struct Config {
     #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
     pub data_dir: PathBuf,
 
+    /// Verify bearer tokens with this HS256 shared secret (at least 32 bytes).
+    #[arg(
+        long,
+        env = "SLUICE_JWT_SECRET",
+        hide_env_values = true,
+        group = "jwt_key"
+    )]
+    pub jwt_secret: Option<String>,
+
+    /// Verify bearer tokens with this PEM public key (RSA, EC P-256/P-384 or Ed25519).
+    #[arg(long, env = "SLUICE_JWT_PUBLIC_KEY", group = "jwt_key")]
+    pub jwt_public_key: Option<PathBuf>,
+
+    /// Verify bearer tokens with the keys of this JWKS file, chosen by `kid`.
+    #[arg(long, env = "SLUICE_JWKS_FILE", group = "jwt_key")]
+    pub jwks_file: Option<PathBuf>,
+
+    /// Require this `iss` claim.
+    #[arg(long, env = "SLUICE_JWT_ISSUER")]
+    pub jwt_issuer: Option<String>,
+
+    /// Require this `aud` claim.
+    #[arg(long, env = "SLUICE_JWT_AUDIENCE")]
+    pub jwt_audience: Option<String>,
+
+    /// Clock skew allowed when checking `exp` and `nbf`, in seconds.
+    #[arg(long, env = "SLUICE_JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub jwt_leeway_secs: u64,
+
+    /// Serve without auth on a non-loopback address. Everyone who can reach the port
+    /// can read, write and delete everything.
+    #[arg(long, env = "SLUICE_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+
+    /// Browser origins allowed to call the REST API (CORS); repeatable. `*` allows any.
+    #[arg(
+        long = "cors-origin",
+        env = "SLUICE_CORS_ORIGINS",
+        value_delimiter = ','
+    )]
+    pub cors_origins: Vec<String>,
+
     /// Largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, env = "SLUICE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Requests per second allowed per principal (token subject, or client address
+    /// without auth); 0 turns the limit off. Over it: 429 with Retry-After.
+    #[arg(long, env = "SLUICE_RATE_LIMIT_REQUESTS", default_value_t = 2_000)]
+    pub rate_limit_requests: u32,
+
+    /// Produced records per second allowed per principal; 0 turns the limit off.
+    #[arg(long, env = "SLUICE_RATE_LIMIT_RECORDS", default_value_t = 200_000)]
+    pub rate_limit_records: u32,
+
+    /// Most connections served at once; further clients wait in the listen backlog.
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Close a connection whose request headers take longer than this to arrive, in
+    /// milliseconds (slow-client protection).
+    #[arg(long, env = "SLUICE_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    pub header_timeout_ms: u64,
+
+    /// Answer 408 to a request not finished in this many seconds (a slow body
+    /// upload, say); long-polls are bounded below it.
+    #[arg(long, env = "SLUICE_REQUEST_TIMEOUT_SECS", default_value_t = 90)]
+    pub request_timeout_secs: u64,
 
     /// How long an `Idempotency-Key` or a CloudEvent's `source`+`id` is remembered, in
     /// seconds.
@@ -39,11 +155,6 @@ pub struct Config {
     #[arg(long, env = "SLUICE_CACHE_MB", default_value_t = 64)]
     pub cache_mb: usize,
 
-    /// Close a connection whose request headers take longer than this to arrive, in
-    /// milliseconds (slow-client protection).
-    #[arg(long, env = "SLUICE_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
-    pub header_timeout_ms: u64,
-
     /// Log output format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,
@@ -55,16 +166,27 @@ pub enum LogFormat {
     Json,
 }
 
-/// The limits request handlers check, taken from [`Config`].
-#[derive(Debug, Clone)]
-pub struct Limits {
-    pub max_body_bytes: usize,
-}
-
 impl Config {
-    pub fn limits(&self) -> Limits {
-        Limits {
-            max_body_bytes: self.max_body_bytes,
+    /// Whether any token verification key is configured.
+    pub fn auth_configured(&self) -> bool {
+        self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwks_file.is_some()
+    }
+
+    /// Refuses settings that would expose an unprotected server.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.auth_configured() && !self.listen.ip().is_loopback() && !self.insecure_no_auth {
+            return Err(format!(
+                "refusing to listen on {} without auth: configure --jwt-secret, --jwt-public-key \
+                 or --jwks-file, or pass --insecure-no-auth to serve everyone everything",
+                self.listen
+            ));
         }
+        if self.request_timeout_secs * 1000 <= crate::api::fetch::MAX_WAIT_MS {
+            return Err(format!(
+                "--request-timeout-secs must exceed the longest long-poll ({} s)",
+                crate::api::fetch::MAX_WAIT_MS / 1000
+            ));
+        }
+        Ok(())
     }
 }

@@ -14,6 +14,8 @@ pub struct ApiError {
     pub detail: String,
     /// With `offset_out_of_range`: the valid range.
     pub range: Option<(u64, u64)>,
+    /// With `rate_limited`: seconds to wait (`Retry-After`).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -23,6 +25,7 @@ impl ApiError {
             code,
             detail: detail.into(),
             range: None,
+            retry_after: None,
         }
     }
     pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
@@ -58,6 +61,7 @@ impl From<sluice_log::Error> for ApiError {
                 code: "offset_out_of_range",
                 detail: e.to_string(),
                 range: Some((start, end)),
+                retry_after: None,
             },
             E::Invalid(msg) => ApiError::bad_request("invalid_request", msg),
             E::Poisoned | E::Closed | E::CommitFailed(_) => {
@@ -93,10 +97,20 @@ impl IntoResponse for ApiError {
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
         let mut res = (self.status, bytes).into_response();
-        res.headers_mut().insert(
+        let h = res.headers_mut();
+        h.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(secs) = self.retry_after {
+            h.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if self.status == StatusCode::UNAUTHORIZED {
+            h.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"sluice\""),
+            );
+        }
         res
     }
 }

@@ -5,9 +5,11 @@
 //! the `sluice-log` crate's operations; this crate never touches redb directly.
 
 pub mod api;
+pub mod auth;
 pub mod cloudevents;
 pub mod config;
 pub mod error;
+pub mod limits;
 pub mod server;
 pub mod state;
 
@@ -25,6 +27,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use crate::config::Config;
 use crate::error::ApiError;
+use crate::limits::Limits;
 use crate::state::{AppState, Waiters};
 
 /// The OpenAPI document's static part; paths are added by the router.
@@ -36,9 +39,34 @@ use crate::state::{AppState, Waiters};
         (name = "produce", description = "Writing records"),
         (name = "fetch", description = "Reading records by partition and offset"),
     ),
-    components(schemas(sluice_openapi::Problem, sluice_openapi::FetchedRecord))
+    components(schemas(sluice_openapi::Problem, sluice_openapi::FetchedRecord)),
+    modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
+
+/// Declares the bearer JWT scheme the operations name.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = doc.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .description(Some(
+                        "A JWT whose `sluice` claim lists the topics it may produce to and \
+                         consume, the tables it may query and whether it may administer. \
+                         Not needed when the server runs without auth.",
+                    ))
+                    .build(),
+            ),
+        );
+    }
+}
 
 /// Opens the log in the configured data directory, wired to wake long polls.
 pub fn open_log(config: &Config, waiters: Arc<Waiters>) -> sluice_log::Result<Log> {
@@ -103,12 +131,75 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
 }
 
-/// Builds the application state and router over an open log.
-pub fn app(config: &Config, log: Log, waiters: Arc<Waiters>) -> Router {
-    let state = AppState {
-        log,
-        limits: Arc::new(config.limits()),
-        waiters,
+/// Builds the application state over an open log: loads the token keys and sets
+/// up the rate limits.
+pub fn build_state(config: &Config, log: Log, waiters: Arc<Waiters>) -> anyhow::Result<AppState> {
+    use crate::auth::{Auth, KeyConfig};
+    let key = if let Some(s) = &config.jwt_secret {
+        Some(KeyConfig::Secret(s.as_bytes()))
+    } else if let Some(p) = &config.jwt_public_key {
+        Some(KeyConfig::PublicKeyPem(p))
+    } else {
+        config.jwks_file.as_deref().map(KeyConfig::Jwks)
     };
-    router(state)
+    let auth = key
+        .map(|k| {
+            Auth::new(
+                k,
+                config.jwt_issuer.clone(),
+                config.jwt_audience.clone(),
+                config.jwt_leeway_secs,
+            )
+        })
+        .transpose()?
+        .map(Arc::new);
+    Ok(AppState {
+        log,
+        limits: Arc::new(Limits::new(
+            config.max_body_bytes,
+            config.rate_limit_requests,
+            config.rate_limit_records,
+        )),
+        waiters,
+        auth,
+    })
+}
+
+/// The router with the server-wide layers: request timeout and CORS.
+pub fn app(config: &Config, state: AppState) -> Router {
+    let timeout = std::time::Duration::from_secs(config.request_timeout_secs);
+    let mut app = router(state).layer(axum::middleware::from_fn(
+        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+            match tokio::time::timeout(timeout, next.run(req)).await {
+                Ok(res) => res,
+                Err(_) => ApiError::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request took too long to arrive or to answer",
+                )
+                .into_response(),
+            }
+        },
+    ));
+    if !config.cors_origins.is_empty() {
+        use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+        let origins = if config.cors_origins.iter().any(|o| o == "*") {
+            AllowOrigin::any()
+        } else {
+            AllowOrigin::list(
+                config
+                    .cors_origins
+                    .iter()
+                    .filter_map(|o| o.parse::<axum::http::HeaderValue>().ok()),
+            )
+        };
+        app = app.layer(
+            CorsLayer::new()
+                .allow_origin(origins)
+                .allow_methods(Any)
+                .allow_headers(Any)
+                .expose_headers(Any),
+        );
+    }
+    app
 }

@@ -1,22 +1,67 @@
-//! The `sluice` binary: parse the configuration, open the data directory, serve.
+//! The `sluice` binary: parse the configuration, open the data directory, serve;
+//! or mint a token (`sluice token`).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use sluice_gateway::config::LogFormat;
+use sluice_gateway::auth::Permissions;
+use sluice_gateway::config::{Cli, Command, LogFormat, TokenArgs};
+use sluice_gateway::server::{self, ServeLimits};
 use sluice_gateway::state::Waiters;
-use sluice_gateway::{Config, app, open_log, server};
+use sluice_gateway::{Config, app, build_state, open_log};
 use tokio::net::TcpListener;
 
 fn main() -> anyhow::Result<()> {
-    let config = Config::parse();
+    let cli = Cli::parse();
+    if let Some(Command::Token(args)) = cli.command {
+        println!("{}", mint(&args)?);
+        return Ok(());
+    }
+    let config = cli.serve;
     init_tracing(config.log_format);
+    if let Err(e) = config.check() {
+        anyhow::bail!(e);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(serve(config))
+}
+
+fn mint(args: &TokenArgs) -> anyhow::Result<String> {
+    #[derive(serde::Serialize)]
+    struct Claims<'a> {
+        sub: &'a str,
+        iat: u64,
+        exp: u64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        iss: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        aud: Option<&'a str>,
+        sluice: Permissions,
+    }
+    let now = sluice_log::now_ms() / 1000;
+    let claims = Claims {
+        sub: &args.sub,
+        iat: now,
+        exp: now + args.ttl_secs,
+        iss: args.issuer.as_deref(),
+        aud: args.audience.as_deref(),
+        sluice: Permissions {
+            produce: args.produce.clone(),
+            consume: args.consume.clone(),
+            tables: args.tables.clone(),
+            groups: (!args.groups.is_empty()).then(|| args.groups.clone()),
+            admin: args.admin,
+        },
+    };
+    Ok(jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(args.jwt_secret.as_bytes()),
+    )?)
 }
 
 fn init_tracing(format: LogFormat) {
@@ -35,18 +80,35 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let waiters = Arc::new(Waiters::default());
     let log = open_log(&config, waiters.clone())
         .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+    let state = build_state(&config, log.clone(), waiters)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(data_dir = %config.data_dir.display(), log_epoch = log.epoch(), "data directory open");
+    if state.auth.is_none() {
+        tracing::warn!(
+            "auth is off: anyone who can reach {addr} can read, write and delete everything"
+        );
+    }
+    let limits = state.limits.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tick.tick().await;
+            limits.forget_idle();
+        }
+    });
     println!("listening on http://{addr}");
-    let router = app(&config, log.clone(), waiters);
+    let router = app(&config, state);
     server::run(
         listener,
         router,
-        Duration::from_millis(config.header_timeout_ms),
-        Duration::from_secs(10),
+        ServeLimits {
+            header_timeout: Duration::from_millis(config.header_timeout_ms),
+            drain: Duration::from_secs(10),
+            max_connections: config.max_connections,
+        },
         shutdown_signal(),
     )
     .await?;

@@ -4,20 +4,42 @@
 use std::future::Future;
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use axum::Router;
+use tokio::sync::Semaphore;
+use tower::ServiceExt;
+
+use crate::auth::PeerAddr;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+
+/// Connection-level limits.
+#[derive(Debug, Clone, Copy)]
+pub struct ServeLimits {
+    /// Longest time a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// How long in-flight requests may take to finish at shutdown.
+    pub drain: Duration,
+    /// Most connections served at once.
+    pub max_connections: usize,
+}
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight
 /// requests finish for up to `drain`.
 pub async fn run(
     listener: TcpListener,
     router: Router,
-    header_timeout: Duration,
-    drain: Duration,
+    limits: ServeLimits,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let ServeLimits {
+        header_timeout,
+        drain,
+        max_connections,
+    } = limits;
+    let permits = Arc::new(Semaphore::new(max_connections));
     // Each connection task holds a clone of `alive`; when all are gone, `drained`
     // yields None.
     let (alive, mut drained) = tokio::sync::mpsc::channel::<()>(1);
@@ -29,7 +51,12 @@ pub async fn run(
         .keep_alive(true);
     tokio::pin!(shutdown);
     loop {
-        let (stream, _peer) = tokio::select! {
+        // At the connection limit, stop accepting: new clients wait in the backlog.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("semaphore never closed"),
+            () = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(a) => a,
                 Err(e) => {
@@ -42,7 +69,12 @@ pub async fn run(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(router.clone().map_request(
+            move |mut req: axum::extract::Request<hyper::body::Incoming>| {
+                req.extensions_mut().insert(PeerAddr(peer));
+                req
+            },
+        ));
         let conn = builder
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
@@ -58,6 +90,7 @@ pub async fn run(
                 }
             }
             drop(alive);
+            drop(permit);
         });
     }
     drop(listener);

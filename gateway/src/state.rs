@@ -7,13 +7,16 @@ use std::sync::{Arc, Mutex};
 use sluice_log::Log;
 use tokio::sync::watch;
 
-use crate::config::Limits;
+use crate::auth::Auth;
+use crate::limits::Limits;
 
 #[derive(Clone)]
 pub struct AppState {
     pub log: Log,
     pub limits: Arc<Limits>,
     pub waiters: Arc<Waiters>,
+    /// Token verification; `None` when auth is off.
+    pub auth: Option<Arc<Auth>>,
 }
 
 /// One watch channel per partition that someone waits on, carrying its end offset.

@@ -241,3 +241,33 @@ pub fn peak_rss_bytes(pid: u32) -> Option<u64> {
     let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb * 1024)
 }
+
+/// A test fixture file's path.
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(name)
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// Signs `claims` with `alg` and the key in `key` (a secret, or a private key PEM).
+pub fn sign(alg: jsonwebtoken::Algorithm, kid: Option<&str>, key: &[u8], claims: &Value) -> String {
+    use jsonwebtoken::{Algorithm as A, EncodingKey, Header};
+    let k = match alg {
+        A::HS256 | A::HS384 | A::HS512 => EncodingKey::from_secret(key),
+        A::RS256 | A::RS384 | A::RS512 => EncodingKey::from_rsa_pem(key).expect("rsa key"),
+        A::ES256 | A::ES384 => EncodingKey::from_ec_pem(key).expect("ec key"),
+        A::EdDSA => EncodingKey::from_ed_pem(key).expect("ed key"),
+        other => panic!("unsupported {other:?}"),
+    };
+    let mut h = Header::new(alg);
+    h.kid = kid.map(str::to_string);
+    jsonwebtoken::encode(&h, claims, &k).expect("sign")
+}

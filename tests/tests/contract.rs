@@ -1,7 +1,7 @@
 //! The OpenAPI document against independent tools: an OpenAPI 3.1 validator, and a
-//! property-based contract test (schemathesis) of the running binary. Both are
-//! Python tools that `.ci/run` installs; on a machine without them these tests say
-//! so and pass, except under CI, where they fail.
+//! property-based contract test (schemathesis) of the running binary with auth on.
+//! Both are Python tools that `.ci/run` installs; on a machine without them these
+//! tests say so and pass, except under CI, where they fail.
 
 use std::process::Command;
 
@@ -101,18 +101,23 @@ fn schemathesis_finds_no_contract_violation() {
     if tool_missing("schemathesis") {
         return;
     }
-    let s = Server::start();
+    let secret = "contract-test-secret-long-enough-for-hs256";
+    let s = Server::start_with(&["--jwt-secret", secret, "--rate-limit-requests", "0"]);
+    let claims = serde_json::json!({
+        "sub": "contract",
+        "exp": sluice_tests::now_secs() + 3600,
+        "sluice": {"admin": true},
+    });
+    let token = sluice_tests::sign(
+        jsonwebtoken::Algorithm::HS256,
+        None,
+        secret.as_bytes(),
+        &claims,
+    );
     let out = Command::new("st")
-        .args([
-            "run",
-            &s.url("/openapi.json"),
-            "--checks",
-            "all",
-            "--max-examples",
-            "60",
-            "--seed",
-            "7",
-        ])
+        .args(["run", &s.url("/openapi.json"), "--checks", "all"])
+        .args(["--max-examples", "60", "--seed", "7"])
+        .args(["--header", &format!("Authorization: Bearer {token}")])
         .current_dir(workspace_root())
         .env("NO_COLOR", "1")
         .output()

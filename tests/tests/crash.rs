@@ -20,7 +20,8 @@ const PARTITIONS: u32 = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_kill_9() {
-    let mut server = Server::start();
+    let mut server =
+        Server::start_with(&["--rate-limit-requests", "0", "--rate-limit-records", "0"]);
     let c = client();
     create_topic(&c, &server, "crash", PARTITIONS).await;
     let base = Arc::new(RwLock::new(server.base.clone()));

@@ -17,6 +17,7 @@ use sluice_openapi::{FetchResponse, Problem};
 use utoipa::IntoParams;
 
 use crate::api::topic;
+use crate::auth::{Object, Principal};
 use crate::error::{ApiError, Path, Query};
 use crate::state::AppState;
 
@@ -57,17 +58,23 @@ pub struct FetchParams {
         ("partition" = u32, Path, description = "Partition number"),
         FetchParams,
     ),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "Records in offset order (possibly none).", body = FetchResponse),
         (status = 400, description = "`invalid_query`, `invalid_path`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`topic_not_found`, `partition_not_found`.", body = Problem, content_type = "application/problem+json"),
         (status = 416, description = "`offset_out_of_range`: the body carries `start_offset` and `end_offset`.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no valid bearer token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token does not cover this object.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn fetch(
     State(state): State<AppState>,
+    principal: Principal,
     Path((name, partition)): Path<(String, u32)>,
     Query(params): Query<FetchParams>,
 ) -> Result<Response, ApiError> {
+    principal.require(Object::Consume(&name))?;
     let topic = topic(&state, &name)?;
     let Some(info) = topic.partition(partition) else {
         return Err(sluice_log::Error::PartitionNotFound {

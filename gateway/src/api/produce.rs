@@ -15,6 +15,7 @@ use sluice_openapi::{
 };
 
 use crate::api::{BASE64_IN, call, topic};
+use crate::auth::{Object, Principal};
 use crate::cloudevents;
 use crate::error::{ApiError, Body, Path, json_error};
 use crate::state::AppState;
@@ -42,19 +43,25 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
         (CloudEvent = "application/cloudevents+json"),
         (Vec<CloudEvent> = "application/cloudevents-batch+json"),
     )),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "Durable.", body = ProduceResponse),
         (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_record`, `invalid_cloudevent`, `invalid_idempotency_key`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`topic_not_found`, `partition_not_found` (a record names a partition the topic does not have).", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the store refused the write; nothing was written.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no valid bearer token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token does not cover this object.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn produce(
     State(state): State<AppState>,
+    principal: Principal,
     Path(name): Path<String>,
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<Json<ProduceResponse>, ApiError> {
+    principal.require(Object::Produce(&name))?;
     let topic = topic(&state, &name)?;
     let idempotency_key = idempotency_key(&headers)?;
     let content_type = headers
@@ -102,6 +109,8 @@ pub async fn produce(
         // An empty batch is nothing to do, not a mistake.
         return Ok(Json(ProduceResponse { offsets: vec![] }));
     }
+    let count = units.iter().map(|u| u.records.len()).sum();
+    state.limits.check_records(&principal.rate_key, count)?;
     if let Some(key) = idempotency_key {
         // One key covers the whole request: merge the units into one.
         let records = units.drain(..).flat_map(|u| u.records).collect();

@@ -7,6 +7,7 @@ use sluice_log::TopicConfig;
 use sluice_openapi::{CreateTopic, MapOnly, PartitionInfo, Problem, Topic, TopicList};
 
 use crate::api::{call, topic};
+use crate::auth::{Object, Principal};
 use crate::error::{ApiError, Body, Path, parse_json};
 use crate::state::AppState;
 
@@ -38,16 +39,22 @@ pub fn describe(t: &sluice_log::Topic, epoch: &str) -> Topic {
 /// Create a topic.
 #[utoipa::path(post, path = "/v1/topics", tag = "topics",
     request_body = CreateTopic,
+    security(("bearer" = [])),
     responses(
         (status = 201, description = "Created; durable.", body = Topic),
         (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_request` (bad name or partition count).", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`topic_exists`.", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no valid bearer token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token does not cover this object.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_topic(
     State(state): State<AppState>,
+    principal: Principal,
     Body(body): Body,
 ) -> Result<(StatusCode, Json<Topic>), ApiError> {
+    principal.require(Object::Admin)?;
     let MapOnly(req): MapOnly<CreateTopic> = parse_json(&body)?;
     let in_range = |v: Option<u64>| v.is_none_or(|v| (1..=i64::MAX as u64).contains(&v));
     if !in_range(req.retention_ms) || !in_range(req.retention_bytes) {
@@ -68,30 +75,50 @@ pub async fn create_topic(
 
 /// List topics.
 #[utoipa::path(get, path = "/v1/topics", tag = "topics",
-    responses((status = 200, description = "All topics, sorted by name.", body = TopicList)))]
-pub async fn list_topics(State(state): State<AppState>) -> Json<TopicList> {
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The topics the token may produce to or read, sorted by name.", body = TopicList),
+        (status = 401, description = "`unauthorized`: no valid bearer token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token does not cover this object.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn list_topics(State(state): State<AppState>, principal: Principal) -> Json<TopicList> {
     let epoch = state.log.epoch();
     Json(TopicList {
         topics: state
             .log
             .topics()
             .iter()
+            .filter(|t| may_see(&principal, t.name()))
             .map(|t| describe(t, epoch))
             .collect(),
     })
 }
 
+/// A topic is visible to whoever may produce to it or read it.
+fn may_see(principal: &Principal, topic: &str) -> bool {
+    principal.may(Object::Produce(topic)) || principal.may(Object::Consume(topic))
+}
+
 /// Describe a topic: settings and per-partition offsets.
 #[utoipa::path(get, path = "/v1/topics/{topic}", tag = "topics",
     params(("topic" = String, Path, description = "Topic name", pattern = "^[A-Za-z0-9._-]{1,249}$")),
+    security(("bearer" = [])),
     responses(
         (status = 200, description = "The topic.", body = Topic),
         (status = 404, description = "`topic_not_found`.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no valid bearer token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token does not cover this object.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn get_topic(
     State(state): State<AppState>,
+    principal: Principal,
     Path(name): Path<String>,
 ) -> Result<Json<Topic>, ApiError> {
+    if !may_see(&principal, &name) {
+        principal.require(Object::Consume(&name))?;
+    }
     let t = topic(&state, &name)?;
     Ok(Json(describe(&t, state.log.epoch())))
 }
@@ -99,14 +126,20 @@ pub async fn get_topic(
 /// Delete a topic and all its records.
 #[utoipa::path(delete, path = "/v1/topics/{topic}", tag = "topics",
     params(("topic" = String, Path, description = "Topic name", pattern = "^[A-Za-z0-9._-]{1,249}$")),
+    security(("bearer" = [])),
     responses(
         (status = 204, description = "Deleted; its records are purged in the background."),
         (status = 404, description = "`topic_not_found`.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`: no valid bearer token.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token does not cover this object.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`: see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn delete_topic(
     State(state): State<AppState>,
+    principal: Principal,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
+    principal.require(Object::Admin)?;
     let log = state.log.clone();
     call(|r| log.delete_topic(&name, r)).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -334,7 +334,7 @@ async fn run(duration: Duration, only: Option<u32>) -> Result<()> {
         (0.0, 0.0)
     };
 
-    let server = Server::start();
+    let server = Server::start_with(&["--rate-limit-requests", "0", "--rate-limit-records", "0"]);
     let c = http_client();
     for (name, partitions) in [("single", 8), ("batch", 8), ("scan", 1)] {
         let r = c
