@@ -139,6 +139,17 @@ pub struct Config {
     #[arg(long, env = "SLUICE_REQUEST_TIMEOUT_SECS", default_value_t = 90)]
     pub request_timeout_secs: u64,
 
+    /// Session timeout of a consumer-group member that names none, in milliseconds:
+    /// a member that does not poll for this long loses its partitions.
+    #[arg(long, env = "SLUICE_GROUP_SESSION_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(1_000..=300_000))]
+    pub group_session_timeout_ms: u64,
+
+    /// Bind each consumer id to the token subject that first polled with it, so one
+    /// client cannot commit for, or evict, another's member.
+    #[arg(long, env = "SLUICE_BIND_CONSUMERS_TO_SUBJECT")]
+    pub bind_consumers_to_subject: bool,
+
     /// How long an `Idempotency-Key` or a CloudEvent's `source`+`id` is remembered, in
     /// seconds.
     #[arg(long, env = "SLUICE_DEDUPE_WINDOW_SECS", default_value_t = 3600)]

@@ -9,6 +9,7 @@ pub mod auth;
 pub mod cloudevents;
 pub mod config;
 pub mod error;
+pub mod groups;
 pub mod limits;
 pub mod server;
 pub mod state;
@@ -38,6 +39,7 @@ use crate::state::{AppState, Waiters};
         (name = "topics", description = "Topic administration"),
         (name = "produce", description = "Writing records"),
         (name = "fetch", description = "Reading records by partition and offset"),
+        (name = "groups", description = "Server-managed consumer groups"),
     ),
     components(schemas(sluice_openapi::Problem, sluice_openapi::FetchedRecord)),
     modifiers(&BearerAuth)
@@ -74,8 +76,8 @@ pub fn open_log(config: &Config, waiters: Arc<Waiters>) -> sluice_log::Result<Lo
         two_phase_commit: config.two_phase_commit,
         dedupe_window: std::time::Duration::from_secs(config.dedupe_window_secs),
         cache_bytes: config.cache_mb * 1024 * 1024,
-        on_append: Some(Arc::new(move |topic, partition, end| {
-            waiters.notify(topic, partition, end)
+        on_append: Some(Arc::new(move |topic, partition, _end| {
+            waiters.notify(topic, partition)
         })),
         ..LogOptions::default()
     };
@@ -89,6 +91,15 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::topics::get_topic, api::topics::delete_topic))
         .routes(routes!(api::produce::produce))
         .routes(routes!(api::fetch::fetch))
+        .routes(routes!(api::groups::poll))
+        .routes(routes!(api::groups::commit))
+        .routes(routes!(api::groups::list_groups))
+        .routes(routes!(
+            api::groups::describe_group,
+            api::groups::delete_group
+        ))
+        .routes(routes!(api::groups::leave))
+        .routes(routes!(api::groups::reset_offsets))
 }
 
 /// The OpenAPI document, generated from the handlers' annotations and wire types.
@@ -162,6 +173,11 @@ pub fn build_state(config: &Config, log: Log, waiters: Arc<Waiters>) -> anyhow::
         )),
         waiters,
         auth,
+        groups: Arc::new(crate::groups::Coordinator::default()),
+        group_config: crate::state::GroupConfig {
+            session_timeout: std::time::Duration::from_millis(config.group_session_timeout_ms),
+            bind_subject: config.bind_consumers_to_subject,
+        },
     })
 }
 

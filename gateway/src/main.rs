@@ -91,6 +91,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "auth is off: anyone who can reach {addr} can read, write and delete everything"
         );
     }
+    let groups = state.groups.clone();
+    tokio::spawn(async move {
+        // Sessions end on time even when nobody polls the group.
+        let mut tick = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            tick.tick().await;
+            groups.expire_all();
+        }
+    });
     let limits = state.limits.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(60));

@@ -8,6 +8,7 @@ use sluice_log::Log;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
+use crate::groups::Coordinator;
 use crate::limits::Limits;
 
 #[derive(Clone)]
@@ -17,11 +18,27 @@ pub struct AppState {
     pub waiters: Arc<Waiters>,
     /// Token verification; `None` when auth is off.
     pub auth: Option<Arc<Auth>>,
+    /// Consumer-group membership and positions.
+    pub groups: Arc<Coordinator>,
+    /// Consumer-group settings.
+    pub group_config: GroupConfig,
 }
 
-/// One watch channel per partition that someone waits on, carrying its end offset.
-/// The log's commit hook publishes into it, so a long poll wakes on the commit that
-/// brings it data instead of polling.
+/// Consumer-group settings.
+#[derive(Debug, Clone, Copy)]
+pub struct GroupConfig {
+    /// Session timeout of a member that names none.
+    pub session_timeout: std::time::Duration,
+    /// Whether a consumer id belongs to the token subject that first used it.
+    pub bind_subject: bool,
+}
+
+/// The key of a topic-wide channel.
+const ANY_PARTITION: u32 = u32::MAX;
+
+/// One watch channel per partition that someone waits on (and one per topic), each a
+/// counter the log's commit hook bumps, so a long poll wakes on the commit that brings
+/// it data instead of polling.
 #[derive(Default)]
 pub struct Waiters {
     channels: Mutex<HashMap<(u64, u32), watch::Sender<u64>>>,
@@ -35,13 +52,20 @@ impl Waiters {
             .subscribe()
     }
 
-    pub fn notify(&self, topic_id: u64, partition: u32, end: u64) {
+    /// A receiver that changes whenever any partition of the topic grows.
+    pub fn subscribe_topic(&self, topic_id: u64) -> watch::Receiver<u64> {
+        self.subscribe(topic_id, ANY_PARTITION)
+    }
+
+    pub fn notify(&self, topic_id: u64, partition: u32) {
         let mut map = self.channels.lock().expect("waiters lock");
-        if let Some(tx) = map.get(&(topic_id, partition)) {
-            if tx.receiver_count() == 0 {
-                map.remove(&(topic_id, partition));
-            } else {
-                tx.send_replace(end);
+        for key in [(topic_id, partition), (topic_id, ANY_PARTITION)] {
+            if let Some(tx) = map.get(&key) {
+                if tx.receiver_count() == 0 {
+                    map.remove(&key);
+                } else {
+                    tx.send_modify(|v| *v = v.wrapping_add(1));
+                }
             }
         }
     }

@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::maintenance;
 use crate::record::RecordView;
 use crate::schema::{
-    DEDUPE, DEDUPE_EXPIRY, FORMAT_VERSION, MAX_PARTITIONS, META, PARTITIONS, PURGE, RECORDS,
-    TOPICS, TopicMeta, pkey, record_key,
+    DEDUPE, DEDUPE_EXPIRY, FORMAT_VERSION, GROUP_OFFSETS, MAX_PARTITIONS, META, PARTITIONS, PURGE,
+    RECORDS, TOPICS, TopicMeta, pkey, record_key,
 };
 use crate::topic::{Topic, TopicConfig};
 use crate::writer::{Command, Reply, Writer};
@@ -234,6 +234,7 @@ impl Log {
             txn.open_table(DEDUPE)?;
             txn.open_table(DEDUPE_EXPIRY)?;
             txn.open_table(PURGE)?;
+            txn.open_table(GROUP_OFFSETS)?;
             let parts = txn.open_table(PARTITIONS)?;
             let table = txn.open_table(TOPICS)?;
             for item in table.iter()? {
@@ -372,6 +373,70 @@ impl Log {
         self.send(Command::Append { request, reply });
     }
 
+    /// Commits a consumer group's offsets (the next offset to read per partition),
+    /// atomically; `reply` is called once they are durable.
+    pub fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<(Arc<Topic>, u32, u64)>,
+        reply: Reply<()>,
+    ) {
+        self.send(Command::CommitOffsets {
+            group: group.to_string(),
+            offsets,
+            reply,
+        });
+    }
+
+    /// Forgets a consumer group's committed offsets; answers how many there were.
+    pub fn delete_group(&self, group: &str, reply: Reply<usize>) {
+        self.send(Command::DeleteGroup {
+            group: group.to_string(),
+            reply,
+        });
+    }
+
+    /// A group's committed offsets for one topic, per partition.
+    pub fn committed_offsets(&self, group: &str, topic: &Topic) -> Result<Vec<Option<u64>>> {
+        let mut out = vec![None; topic.partition_count() as usize];
+        let txn = self.inner.shared.db.begin_read()?;
+        let table = txn.open_table(GROUP_OFFSETS)?;
+        for item in table.range((group, topic.id, 0u32)..=(group, topic.id, u32::MAX))? {
+            let (k, v) = item?;
+            let (_, _, p) = k.value();
+            if let Some(slot) = out.get_mut(p as usize) {
+                *slot = Some(v.value());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every group with committed offsets, with the topics (that still exist) it
+    /// committed for.
+    pub fn groups(&self) -> Result<Vec<(String, Vec<Arc<Topic>>)>> {
+        let by_id: HashMap<u64, Arc<Topic>> =
+            self.topics().into_iter().map(|t| (t.id, t)).collect();
+        let txn = self.inner.shared.db.begin_read()?;
+        let table = txn.open_table(GROUP_OFFSETS)?;
+        let mut out: Vec<(String, Vec<Arc<Topic>>)> = Vec::new();
+        for item in table.iter()? {
+            let (k, _) = item?;
+            let (group, topic_id, _) = k.value();
+            let Some(topic) = by_id.get(&topic_id) else {
+                continue;
+            };
+            match out.last_mut() {
+                Some((g, topics)) if g == group => {
+                    if topics.last().is_none_or(|t| t.id != topic_id) {
+                        topics.push(topic.clone());
+                    }
+                }
+                _ => out.push((group.to_string(), vec![topic.clone()])),
+            }
+        }
+        Ok(out)
+    }
+
     /// [`Log::create_topic`], waiting for the answer.
     pub fn create_topic_blocking(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>> {
         blocking(|r| self.create_topic(name, config, r))
@@ -380,6 +445,15 @@ impl Log {
     /// [`Log::delete_topic`], waiting for the answer.
     pub fn delete_topic_blocking(&self, name: &str) -> Result<()> {
         blocking(|r| self.delete_topic(name, r))
+    }
+
+    /// [`Log::commit_offsets`], waiting for the answer.
+    pub fn commit_offsets_blocking(
+        &self,
+        group: &str,
+        offsets: Vec<(Arc<Topic>, u32, u64)>,
+    ) -> Result<()> {
+        blocking(|r| self.commit_offsets(group, offsets, r))
     }
 
     /// [`Log::append`], waiting for the answer.

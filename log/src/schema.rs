@@ -9,6 +9,7 @@
 //! | `dedupe`        | topic id (8 bytes BE) + dedupe key    | created ms (8) + `(partition u32, offset u64)` per record |
 //! | `dedupe_expiry` | `(created ms, dedupe row key)`        | `()`                                   |
 //! | `purge`         | partition key of a deleted topic      | `()`                                   |
+//! | `group_offsets` | `(group, topic id, partition)`        | committed offset: the next to read     |
 //!
 //! One `u128` key per batch keeps a partition's records contiguous and ordered by
 //! offset, so a fetch is one range scan from the requested offset, never a rescan.
@@ -27,6 +28,8 @@ pub(crate) const DEDUPE: TableDefinition<&[u8], &[u8]> = TableDefinition::new("d
 pub(crate) const DEDUPE_EXPIRY: TableDefinition<(u64, &[u8]), ()> =
     TableDefinition::new("dedupe_expiry");
 pub(crate) const PURGE: TableDefinition<u64, ()> = TableDefinition::new("purge");
+pub(crate) const GROUP_OFFSETS: TableDefinition<(&str, u64, u32), u64> =
+    TableDefinition::new("group_offsets");
 
 /// Version of the on-disk format written into `meta`.
 pub(crate) const FORMAT_VERSION: u64 = 1;

@@ -21,8 +21,8 @@ use crate::error::{Error, Result};
 use crate::log::Shared;
 use crate::record::RecordView;
 use crate::schema::{
-    DEDUPE, DEDUPE_EXPIRY, META, PARTITIONS, PURGE, RECORDS, TOPICS, TopicMeta, decode_dedupe,
-    dedupe_key, encode_dedupe, pkey, record_key,
+    DEDUPE, DEDUPE_EXPIRY, GROUP_OFFSETS, META, PARTITIONS, PURGE, RECORDS, TOPICS, TopicMeta,
+    decode_dedupe, dedupe_key, encode_dedupe, pkey, record_key,
 };
 use crate::topic::{Topic, TopicConfig};
 use crate::{AppendRequest, now_ms};
@@ -66,6 +66,17 @@ pub(crate) enum Command {
     /// Delete up to `limit` records of deleted topics.
     Purge {
         limit: usize,
+        reply: Reply<usize>,
+    },
+    /// Set a consumer group's committed offsets, all or none.
+    CommitOffsets {
+        group: String,
+        offsets: Vec<(Arc<Topic>, u32, u64)>,
+        reply: Reply<()>,
+    },
+    /// Forget a consumer group's committed offsets.
+    DeleteGroup {
+        group: String,
         reply: Reply<usize>,
     },
     Shutdown,
@@ -248,6 +259,18 @@ impl Writer {
                     let r = Ok(purge(&txn, limit)?);
                     group.finishes.push(finish(reply, r));
                 }
+                Command::CommitOffsets {
+                    group: name,
+                    offsets,
+                    reply,
+                } => {
+                    let r = commit_offsets(&self.shared, &txn, group, &name, &offsets)?;
+                    group.finishes.push(finish(reply, r));
+                }
+                Command::DeleteGroup { group: name, reply } => {
+                    let r = Ok(delete_group(&txn, &name)?);
+                    group.finishes.push(finish(reply, r));
+                }
                 Command::Shutdown => {}
             }
         }
@@ -326,6 +349,8 @@ fn reject(cmd: Command, err: impl Fn() -> Error) {
         Command::Trim { reply, .. } => reply(Err(err())),
         Command::ExpireDedupe { reply, .. } => reply(Err(err())),
         Command::Purge { reply, .. } => reply(Err(err())),
+        Command::CommitOffsets { reply, .. } => reply(Err(err())),
+        Command::DeleteGroup { reply, .. } => reply(Err(err())),
         Command::Shutdown => {}
     }
 }
@@ -581,5 +606,43 @@ fn purge(txn: &WriteTransaction, limit: usize) -> Result<usize> {
             purge.remove(pk)?;
         }
     }
+    Ok(n)
+}
+
+/// Commits a group's offsets if every topic still exists; nothing otherwise.
+fn commit_offsets(
+    shared: &Shared,
+    txn: &WriteTransaction,
+    group: &mut Group,
+    name: &str,
+    offsets: &[(Arc<Topic>, u32, u64)],
+) -> Result<Result<()>> {
+    for (topic, partition, _) in offsets {
+        match group.topic(shared, &topic.name) {
+            Some(t) if t.id == topic.id && *partition < t.partition_count() => {}
+            Some(t) if t.id == topic.id => {
+                return Ok(Err(Error::PartitionNotFound {
+                    topic: topic.name.clone(),
+                    partition: *partition,
+                    partitions: t.partition_count(),
+                }));
+            }
+            _ => return Ok(Err(Error::TopicNotFound(topic.name.clone()))),
+        }
+    }
+    let mut table = txn.open_table(GROUP_OFFSETS)?;
+    for (topic, partition, offset) in offsets {
+        table.insert((name, topic.id, *partition), *offset)?;
+    }
+    Ok(Ok(()))
+}
+
+fn delete_group(txn: &WriteTransaction, name: &str) -> Result<usize> {
+    let mut table = txn.open_table(GROUP_OFFSETS)?;
+    let mut n = 0;
+    table.retain_in((name, 0u64, 0u32)..=(name, u64::MAX, u32::MAX), |_, _| {
+        n += 1;
+        false
+    })?;
     Ok(n)
 }

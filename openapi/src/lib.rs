@@ -5,10 +5,12 @@
 //! handlers use and cannot drift from them. This crate must not depend on axum, on
 //! the storage crates or on anything async.
 
+mod groups;
 pub mod num;
 mod produce;
 mod types;
 
+pub use crate::groups::*;
 pub use crate::produce::{
     HeaderList, MapOnly, ProduceBatch, ProduceBody, ProduceRecord, ProduceRecordSchema,
 };

@@ -57,6 +57,20 @@ pub fn u32<'de, D: Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
     whole(d)
 }
 
+/// A `u64` given as any whole JSON number.
+pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    whole(d)
+}
+
+/// A `u64` of at most 2^63 - 1 (JSON Schema's `int64`), given as any whole number.
+pub fn u63<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    let v: u64 = whole(d)?;
+    if v > i64::MAX as u64 {
+        return Err(D::Error::custom(format!("{v} is above 2^63 - 1")));
+    }
+    Ok(v)
+}
+
 /// An optional `u32` given as any whole JSON number or null.
 pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     d.deserialize_option(Opt(std::marker::PhantomData))

@@ -597,3 +597,93 @@ async fn cors_allow_list() {
         .unwrap();
     assert!(!r.headers().contains_key("access-control-allow-origin"));
 }
+
+#[tokio::test]
+async fn groups_are_covered_and_members_bound_to_subjects() {
+    let s = Server::start_with(&["--jwt-secret", SECRET, "--bind-consumers-to-subject"]);
+    let c = client();
+    for t in ["orders", "secret"] {
+        c.post(s.url("/v1/topics"))
+            .bearer_auth(admin())
+            .json(&json!({"name": t}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let token = |sub: &str| {
+        sign(
+            Algorithm::HS256,
+            None,
+            SECRET.as_bytes(),
+            &json!({"sub": sub, "exp": now_secs() + 600, "sluice": {"consume": ["orders"], "groups": ["billing-*"]}}),
+        )
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    let poll = |g: &str, t: &str, tok: &str| {
+        c.get(s.url(&format!("/v1/groups/{g}/topics/{t}/records?consumer=w1")))
+            .bearer_auth(tok.to_string())
+    };
+    assert_eq!(status(poll("billing-eu", "orders", &alice)).await.0, 200);
+    assert_eq!(
+        status(poll("billing-eu", "secret", &alice)).await.0,
+        403,
+        "topic not covered"
+    );
+    assert_eq!(
+        status(poll("shipping", "orders", &alice)).await.0,
+        403,
+        "group not covered"
+    );
+    // Bob may use the group, but not Alice's consumer id.
+    let (st, body) = status(poll("billing-eu", "orders", &bob)).await;
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let commit = json!({"consumer": "w1", "generation": 1, "offsets": [{"topic": "orders", "partition": 0, "offset": 0}]});
+    assert_eq!(
+        status(
+            c.post(s.url("/v1/groups/billing-eu/offsets"))
+                .bearer_auth(&bob)
+                .json(&commit)
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        status(
+            c.delete(s.url("/v1/groups/billing-eu/consumers/w1"))
+                .bearer_auth(&bob)
+        )
+        .await
+        .0,
+        403
+    );
+    // Group administration needs admin.
+    let reset = json!({"topic": "orders", "to": "earliest", "force": true});
+    assert_eq!(
+        status(
+            c.post(s.url("/v1/groups/billing-eu/offsets/reset"))
+                .bearer_auth(&alice)
+                .json(&reset)
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        status(c.delete(s.url("/v1/groups/billing-eu")).bearer_auth(&alice))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        status(c.get(s.url("/v1/groups/shipping")).bearer_auth(&alice))
+            .await
+            .0,
+        403
+    );
+    let (_, list) = status(c.get(s.url("/v1/groups")).bearer_auth(&alice)).await;
+    assert_eq!(list["groups"].as_array().unwrap().len(), 1);
+}

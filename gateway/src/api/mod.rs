@@ -1,6 +1,7 @@
 //! The HTTP routes, each annotated for the OpenAPI document.
 
 pub mod fetch;
+pub mod groups;
 pub mod produce;
 pub mod topics;
 

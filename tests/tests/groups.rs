@@ -1,0 +1,650 @@
+//! Server-managed consumer groups over plain HTTP, against the real binary.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use serde_json::{Value, json};
+use sluice_tests::{Server, client, create_topic};
+
+async fn poll(c: &reqwest::Client, s: &Server, group: &str, topic: &str, query: &str) -> Value {
+    let r = c
+        .get(s.url(&format!(
+            "/v1/groups/{group}/topics/{topic}/records?{query}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "poll {group}/{topic}?{query}");
+    r.json().await.unwrap()
+}
+
+async fn produce(c: &reqwest::Client, s: &Server, topic: &str, n: usize) {
+    let records: Vec<Value> = (0..n).map(|i| json!({"value": i})).collect();
+    let r = c
+        .post(s.url(&format!("/v1/topics/{topic}/records")))
+        .json(&json!({"records": records}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+fn assignment(v: &Value) -> Vec<u64> {
+    v["assignment"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn three_consumers_split_six_partitions() {
+    let s = Server::start();
+    let c = client();
+    create_topic(&c, &s, "t", 6).await;
+    for id in ["a", "b", "c"] {
+        poll(&c, &s, "g", "t", &format!("consumer={id}")).await;
+    }
+    let mut all = Vec::new();
+    let mut generation = None;
+    for id in ["a", "b", "c"] {
+        let v = poll(&c, &s, "g", "t", &format!("consumer={id}")).await;
+        let a = assignment(&v);
+        assert_eq!(a.len(), 2, "{id}: {a:?}");
+        all.extend(a);
+        let g = v["generation"].as_u64().unwrap();
+        assert!(generation.is_none_or(|x| x == g), "one generation for all");
+        generation = Some(g);
+    }
+    all.sort();
+    assert_eq!(all, vec![0, 1, 2, 3, 4, 5]);
+    let d: Value = c
+        .get(s.url("/v1/groups/g"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d["members"].as_array().unwrap().len(), 3);
+    assert_eq!(d["topics"][0]["partitions"].as_array().unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn partitions_move_on_session_expiry_and_at_once_on_leave() {
+    let s = Server::start();
+    let c = client();
+    create_topic(&c, &s, "t", 4).await;
+    let q = |id: &str| format!("consumer={id}&session_timeout_ms=1000");
+    poll(&c, &s, "g", "t", &q("a")).await;
+    poll(&c, &s, "g", "t", &q("b")).await;
+    assert_eq!(assignment(&poll(&c, &s, "g", "t", &q("a")).await).len(), 2);
+    // b stops polling; within a few session timeouts a owns everything.
+    let mut owned = 0;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        owned = assignment(&poll(&c, &s, "g", "t", &q("a")).await).len();
+        if owned == 4 {
+            break;
+        }
+    }
+    assert_eq!(owned, 4, "b's partitions never moved to a");
+
+    // A leave moves them at once, without waiting for a timeout.
+    let long = "session_timeout_ms=60000";
+    poll(&c, &s, "g", "t", &format!("consumer=b&{long}")).await;
+    let before = poll(&c, &s, "g", "t", &format!("consumer=a&{long}")).await;
+    assert_eq!(assignment(&before).len(), 2);
+    let r = c
+        .delete(s.url("/v1/groups/g/consumers/b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let after = poll(&c, &s, "g", "t", &format!("consumer=a&{long}")).await;
+    assert_eq!(assignment(&after), vec![0, 1, 2, 3]);
+    assert!(after["generation"].as_u64() > before["generation"].as_u64());
+    let r = c
+        .delete(s.url("/v1/groups/g/consumers/b"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+#[tokio::test]
+async fn commits_are_fenced_durable_and_lag_is_exact() {
+    let mut s = Server::start();
+    let c = client();
+    create_topic(&c, &s, "t", 2).await;
+    produce(&c, &s, "t", 10).await; // 5 per partition, round-robin
+    let v = poll(&c, &s, "g", "t", "consumer=a&limit=100").await;
+    assert_eq!(v["records"].as_array().unwrap().len(), 10);
+    let generation = v["generation"].as_u64().unwrap();
+    // Polling again returns nothing new: the position moved on.
+    let again = poll(&c, &s, "g", "t", "consumer=a").await;
+    assert_eq!(again["records"], json!([]));
+    let commit = |generation: u64, offsets: Value| {
+        c.post(s.url("/v1/groups/g/offsets"))
+            .json(&json!({"consumer": "a", "generation": generation, "offsets": offsets}))
+    };
+    let r = commit(generation, json!([{"topic": "t", "partition": 0, "offset": 3}, {"topic": "t", "partition": 1, "offset": 5}])).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    // Beyond the end.
+    let r = commit(
+        generation,
+        json!([{"topic": "t", "partition": 0, "offset": 6}]),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 416);
+    assert_eq!(
+        r.json::<Value>().await.unwrap()["code"],
+        "offset_out_of_range"
+    );
+    // A stale generation, and a partition not owned, are refused.
+    poll(&c, &s, "g", "t", "consumer=b").await;
+    let r = commit(
+        generation,
+        json!([{"topic": "t", "partition": 0, "offset": 4}]),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "stale_generation");
+    let v = poll(&c, &s, "g", "t", "consumer=a").await;
+    let generation = v["generation"].as_u64().unwrap();
+    let mine = assignment(&v)[0];
+    let theirs = 1 - mine;
+    let r = commit(
+        generation,
+        json!([{"topic": "t", "partition": theirs, "offset": 1}]),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 409);
+
+    let lag = |d: &Value| -> Vec<(Option<u64>, u64)> {
+        d["topics"][0]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| (p["committed"].as_u64(), p["lag"].as_u64().unwrap()))
+            .collect()
+    };
+    let d: Value = c
+        .get(s.url("/v1/groups/g"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(lag(&d), vec![(Some(3), 2), (Some(5), 0)]);
+    s.restart();
+    let d: Value = c
+        .get(s.url("/v1/groups/g"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        lag(&d),
+        vec![(Some(3), 2), (Some(5), 0)],
+        "committed offsets survive kill -9"
+    );
+    assert_eq!(d["members"], json!([]), "membership does not");
+    // A new member resumes from the committed offsets: the 2 uncommitted come again.
+    let v = poll(&c, &s, "g", "t", "consumer=z&limit=100").await;
+    let offsets: Vec<(u64, u64)> = v["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["partition"].as_u64().unwrap(),
+                r["offset"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(offsets, vec![(0, 3), (0, 4)]);
+}
+
+#[tokio::test]
+async fn auto_commit_reset_and_delete() {
+    let s = Server::start();
+    let c = client();
+    create_topic(&c, &s, "t", 1).await;
+    produce(&c, &s, "t", 5).await;
+    // A `latest` group starts at the end and skips what was there.
+    let v = poll(&c, &s, "late", "t", "consumer=x&reset=latest").await;
+    assert_eq!(v["records"], json!([]));
+    produce(&c, &s, "t", 1).await;
+    let v = poll(&c, &s, "late", "t", "consumer=x&reset=latest").await;
+    assert_eq!(v["records"][0]["offset"], 5);
+
+    let v = poll(&c, &s, "g", "t", "consumer=a&limit=2&auto_commit=true").await;
+    assert_eq!(v["records"].as_array().unwrap().len(), 2);
+    poll(&c, &s, "g", "t", "consumer=a&limit=2&auto_commit=true").await;
+    let d: Value = c
+        .get(s.url("/v1/groups/g"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        d["topics"][0]["partitions"][0]["committed"], 2,
+        "the first poll's records were committed by the second"
+    );
+
+    // Reset is refused while members are live, unless forced.
+    let reset = |to: Value, force: bool| {
+        c.post(s.url("/v1/groups/g/offsets/reset"))
+            .json(&json!({"topic": "t", "to": to, "force": force}))
+    };
+    let r = reset(json!("earliest"), false).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "group_active");
+    let r: Value = reset(json!("earliest"), true)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        r["offsets"],
+        json!([{"topic": "t", "partition": 0, "offset": 0}])
+    );
+    let v = poll(&c, &s, "g", "t", "consumer=a&limit=1").await;
+    assert_eq!(
+        v["records"][0]["offset"], 0,
+        "members read from the reset offset"
+    );
+    let r: Value = reset(json!({"offset": 3}), true)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["offsets"][0]["offset"], 3);
+    let r: Value = reset(json!({"offset": 999}), true)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["offsets"][0]["offset"], 6, "clamped to the end");
+    let r: Value = reset(json!("latest"), true)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["offsets"][0]["offset"], 6);
+    let r: Value = reset(json!({"timestamp": 0}), true)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["offsets"][0]["offset"], 0);
+    let r: Value = reset(json!({"timestamp": 9_000_000_000_000u64}), true)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["offsets"][0]["offset"], 6);
+
+    let list: Value = c
+        .get(s.url("/v1/groups"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = list["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, vec!["g", "late"]);
+    assert_eq!(
+        c.delete(s.url("/v1/groups/g"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        409
+    );
+    assert_eq!(
+        c.delete(s.url("/v1/groups/g?force=true"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        204
+    );
+    assert_eq!(
+        c.get(s.url("/v1/groups/g")).send().await.unwrap().status(),
+        404
+    );
+    assert_eq!(
+        c.delete(s.url("/v1/groups/g"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
+
+#[tokio::test]
+async fn group_errors() {
+    let s = Server::start();
+    let c = client();
+    create_topic(&c, &s, "t", 1).await;
+    let code = |r: reqwest::Response| async move {
+        let st = r.status().as_u16();
+        (
+            st,
+            r.json::<Value>().await.unwrap()["code"]
+                .as_str()
+                .unwrap()
+                .to_string(),
+        )
+    };
+    let get = |p: &str| c.get(s.url(p)).send();
+    assert_eq!(
+        code(get("/v1/groups/nope").await.unwrap()).await,
+        (404, "group_not_found".into())
+    );
+    assert_eq!(
+        code(
+            get("/v1/groups/g/topics/t/records?consumer=bad%20id")
+                .await
+                .unwrap()
+        )
+        .await,
+        (400, "invalid_consumer".into())
+    );
+    assert_eq!(
+        code(get("/v1/groups/g/topics/t/records").await.unwrap()).await,
+        (400, "invalid_query".into())
+    );
+    assert_eq!(
+        code(
+            get("/v1/groups/g/topics/t/records?consumer=a&session_timeout_ms=5")
+                .await
+                .unwrap()
+        )
+        .await,
+        (400, "invalid_query".into())
+    );
+    assert_eq!(
+        code(
+            get("/v1/groups/g/topics/nope/records?consumer=a")
+                .await
+                .unwrap()
+        )
+        .await,
+        (404, "topic_not_found".into())
+    );
+    assert_eq!(
+        code(
+            get("/v1/groups/g/topics/t/records?consumer=a&reset=middle")
+                .await
+                .unwrap()
+        )
+        .await,
+        (400, "invalid_query".into())
+    );
+    let commit = |body: Value| c.post(s.url("/v1/groups/g/offsets")).json(&body).send();
+    assert_eq!(code(commit(json!({"consumer": "a", "generation": 1, "offsets": [{"topic": "t", "partition": 0, "offset": 0}]})).await.unwrap()).await, (409, "stale_generation".into()));
+    assert_eq!(code(commit(json!({"consumer": "a", "generation": 1, "offsets": [{"topic": "t", "partition": 3, "offset": 0}]})).await.unwrap()).await, (404, "partition_not_found".into()));
+    assert_eq!(code(commit(json!({"consumer": "a", "generation": 1, "offsets": [{"topic": "x", "partition": 0, "offset": 0}]})).await.unwrap()).await, (404, "topic_not_found".into()));
+    assert_eq!(
+        code(
+            commit(json!({"consumer": "a", "offsets": []}))
+                .await
+                .unwrap()
+        )
+        .await,
+        (400, "invalid_body".into())
+    );
+    assert_eq!(
+        code(
+            commit(json!({"consumer": "a", "generation": -1, "offsets": []}))
+                .await
+                .unwrap()
+        )
+        .await,
+        (400, "invalid_body".into())
+    );
+    assert_eq!(
+        code(
+            c.post(s.url("/v1/groups/g/offsets/reset"))
+                .json(&json!({"topic": "t", "to": "sideways"}))
+                .send()
+                .await
+                .unwrap()
+        )
+        .await,
+        (400, "invalid_body".into())
+    );
+    assert_eq!(
+        code(
+            c.post(s.url("/v1/groups/g/offsets/reset"))
+                .json(&json!({"topic": "x", "to": "earliest"}))
+                .send()
+                .await
+                .unwrap()
+        )
+        .await,
+        (404, "topic_not_found".into())
+    );
+}
+
+#[tokio::test]
+async fn long_poll_wakes_on_produce() {
+    let s = Server::start();
+    let c = client();
+    create_topic(&c, &s, "t", 3).await;
+    poll(&c, &s, "g", "t", "consumer=a").await;
+    let (c2, url) = (
+        c.clone(),
+        s.url("/v1/groups/g/topics/t/records?consumer=a&wait_ms=30000"),
+    );
+    let waiting = tokio::spawn(async move {
+        c2.get(url)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    produce(&c, &s, "t", 1).await;
+    let v = waiting.await.unwrap();
+    assert_eq!(v["records"].as_array().unwrap().len(), 1);
+}
+
+/// Consumers join, leave and die while producers write; each consumer commits after
+/// processing. In the end every produced record was processed, and within a
+/// generation each member saw each partition's offsets in increasing order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_loses_nothing() {
+    let s = Arc::new(Server::start_with(&["--rate-limit-requests", "0"]));
+    let c = client();
+    create_topic(&c, &s, "churn", 6).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let produced: Arc<Mutex<BTreeSet<(u64, u64)>>> = Arc::default();
+    let processed: Arc<Mutex<BTreeSet<(u64, u64)>>> = Arc::default();
+
+    let mut producers = Vec::new();
+    for _ in 0..2 {
+        let (c, s, stop, produced) = (c.clone(), s.clone(), stop.clone(), produced.clone());
+        producers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let records: Vec<Value> = (0..5).map(|i| json!({"value": i})).collect();
+                let r: Value = c
+                    .post(s.url("/v1/topics/churn/records"))
+                    .json(&json!({"records": records}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                {
+                    let mut p = produced.lock().unwrap();
+                    for o in r["offsets"].as_array().unwrap() {
+                        p.insert((
+                            o["partition"].as_u64().unwrap(),
+                            o["offset"].as_u64().unwrap(),
+                        ));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+
+    async fn consume(
+        c: reqwest::Client,
+        s: Arc<Server>,
+        id: String,
+        polls: usize,
+        processed: Arc<Mutex<BTreeSet<(u64, u64)>>>,
+        leave: bool,
+    ) {
+        // (generation, partition) -> last offset seen, for the ordering check.
+        let mut last: HashMap<(u64, u64), u64> = HashMap::new();
+        for _ in 0..polls {
+            let v: Value = c
+                .get(s.url(&format!("/v1/groups/g/topics/churn/records?consumer={id}&limit=20&session_timeout_ms=1000&wait_ms=100")))
+                .send().await.unwrap().json().await.unwrap();
+            let generation = v["generation"].as_u64().unwrap();
+            let mut next: HashMap<u64, u64> = HashMap::new();
+            for r in v["records"].as_array().unwrap() {
+                let (p, o) = (
+                    r["partition"].as_u64().unwrap(),
+                    r["offset"].as_u64().unwrap(),
+                );
+                if let Some(prev) = last.insert((generation, p), o) {
+                    assert!(
+                        o > prev,
+                        "{id}: partition {p} went from {prev} to {o} in generation {generation}"
+                    );
+                }
+                processed.lock().unwrap().insert((p, o));
+                next.insert(p, o + 1);
+            }
+            if !next.is_empty() {
+                let offsets: Vec<Value> = next
+                    .iter()
+                    .map(|(p, o)| json!({"topic": "churn", "partition": p, "offset": o}))
+                    .collect();
+                let r = c
+                    .post(s.url("/v1/groups/g/offsets"))
+                    .json(&json!({"consumer": id, "generation": generation, "offsets": offsets}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(
+                    r.status() == 204 || r.status() == 409,
+                    "commit: {}",
+                    r.status()
+                );
+            }
+        }
+        if leave {
+            c.delete(s.url(&format!("/v1/groups/g/consumers/{id}")))
+                .send()
+                .await
+                .unwrap();
+        }
+        // Otherwise it just stops: killed, as far as the group can tell.
+    }
+
+    let mut consumers = Vec::new();
+    for round in 0..6 {
+        for k in 0..3 {
+            let id = format!("c{round}-{k}");
+            let polls = rand::rng().random_range(3..15);
+            let leave = rand::rng().random_bool(0.5);
+            consumers.push(tokio::spawn(consume(
+                c.clone(),
+                s.clone(),
+                id,
+                polls,
+                processed.clone(),
+                leave,
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        p.await.unwrap();
+    }
+    for t in consumers {
+        t.await.unwrap();
+    }
+    // A last, steady consumer drains what is left once the dead sessions expire.
+    for _ in 0..200 {
+        consume(
+            c.clone(),
+            s.clone(),
+            "final".into(),
+            1,
+            processed.clone(),
+            false,
+        )
+        .await;
+        let d: Value = c
+            .get(s.url("/v1/groups/g"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let lag = d["topics"][0]["lag"].as_u64().unwrap();
+        if lag == 0 && d["members"].as_array().unwrap().len() == 1 {
+            break;
+        }
+    }
+    let produced = produced.lock().unwrap();
+    let processed = processed.lock().unwrap();
+    assert!(
+        produced.len() > 100,
+        "too little was produced to mean anything"
+    );
+    let missing: Vec<_> = produced.difference(&processed).collect();
+    assert!(
+        missing.is_empty(),
+        "never processed: {:?}",
+        &missing[..missing.len().min(10)]
+    );
+}
