@@ -20,6 +20,9 @@ pub struct MemberView {
     pub generation: u64,
     /// The partitions of the topic this member owns, ascending.
     pub assignment: Vec<u32>,
+    /// Whether the member's last answer already carried this generation; if not, it
+    /// should be told the new assignment at once.
+    pub informed: bool,
 }
 
 /// One partition's state within a group's topic.
@@ -33,6 +36,8 @@ struct PartitionState {
 #[derive(Debug)]
 struct Member {
     last_seen: Instant,
+    /// The generation of the last answer the member was given.
+    answered: Option<u64>,
     session_timeout: Duration,
     /// Token subject that created the member, when members are bound to subjects.
     subject: Option<String>,
@@ -139,6 +144,7 @@ impl Coordinator {
                     consumer.to_string(),
                     Member {
                         last_seen: now,
+                        answered: None,
                         session_timeout,
                         subject: subject.map(str::to_string),
                     },
@@ -156,7 +162,20 @@ impl Coordinator {
         Ok(MemberView {
             generation: g.generation,
             assignment: owned(t, consumer),
+            informed: t.members[consumer].answered == Some(g.generation),
         })
+    }
+
+    /// Records that the member was answered with `generation`.
+    pub fn answered(&self, group: &str, topic: &str, consumer: &str, generation: u64) {
+        let mut groups = self.groups.lock().expect("groups lock");
+        if let Some(m) = groups
+            .get_mut(group)
+            .and_then(|g| g.topics.get_mut(topic))
+            .and_then(|t| t.members.get_mut(consumer))
+        {
+            m.answered = Some(generation);
+        }
     }
 
     /// Removes a member from every topic of the group at once.

@@ -183,7 +183,10 @@ pub async fn poll(
         let (body, read) = read_assigned(&state, &topic, positions, limit, max_bytes).await?;
         let got = read.iter().any(|(_, from, next)| next > from);
         let out_of_time = tokio::time::Instant::now() >= deadline;
-        if got || out_of_time || data_watch.is_none() {
+        // A member not yet told of the current generation (a rebalance before or
+        // during this poll) is answered at once, so it learns its assignment
+        // without waiting out the poll.
+        if got || out_of_time || !view.informed || data_watch.is_none() {
             if got
                 && !state
                     .groups
@@ -192,6 +195,9 @@ pub async fn poll(
                 // A rebalance happened while reading: hand nothing out, poll again.
                 continue;
             }
+            state
+                .groups
+                .answered(&group, &name, &consumer, view.generation);
             return Ok(poll_response(view.generation, &view.assignment, body));
         }
         let data = data_watch.as_mut().expect("waiting");

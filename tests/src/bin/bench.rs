@@ -185,6 +185,149 @@ async fn produce_load(
     .await
 }
 
+/// Produces `total` records of 200 bytes to `url`, 10,000 per request, 4 at a time.
+async fn load(c: &reqwest::Client, url: &str, total: u64) -> Result<()> {
+    let records: Vec<Value> = (0..10_000u64)
+        .map(|i| json!({"value": value_200(i)}))
+        .collect();
+    let body: bytes::Bytes = serde_json::to_vec(&json!({ "records": records }))?.into();
+    let loaded = Arc::new(AtomicU64::new(0));
+    let mut loaders = Vec::new();
+    for _ in 0..4 {
+        let (c, url, body, loaded) = (c.clone(), url.to_string(), body.clone(), loaded.clone());
+        loaders.push(tokio::spawn(async move {
+            while loaded.fetch_add(10_000, Ordering::Relaxed) < total {
+                let r = c
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(body.clone())
+                    .send()
+                    .await
+                    .expect("load");
+                assert!(r.status().is_success(), "load: {}", r.status());
+            }
+        }));
+    }
+    for l in loaders {
+        l.await?;
+    }
+    Ok(())
+}
+
+/// Scenario 4: four members of one group drain `total` records from an 8-partition
+/// topic with `limit=1000` and a commit per poll (`auto_commit`). Returns records/s.
+async fn drain_group(c: &reqwest::Client, base: &str, total: u64) -> Result<f64> {
+    let consumed = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut members = Vec::new();
+    for m in 0..4 {
+        let (c, consumed) = (c.clone(), consumed.clone());
+        let url = format!(
+            "{base}/v1/groups/drainers/topics/drain/records?consumer=m{m}&limit=1000&max_bytes=10000000&auto_commit=true&wait_ms=200"
+        );
+        members.push(tokio::spawn(async move {
+            while consumed.load(Ordering::Relaxed) < total {
+                let v: Value = c
+                    .get(&url)
+                    .send()
+                    .await
+                    .expect("poll")
+                    .json()
+                    .await
+                    .expect("poll body");
+                let n = v["records"].as_array().map_or(0, Vec::len) as u64;
+                consumed.fetch_add(n, Ordering::Relaxed);
+            }
+        }));
+    }
+    for m in members {
+        m.await?;
+    }
+    Ok(consumed.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64())
+}
+
+/// Scenario 4b: with four members long-polling, one leaves; the time until the other
+/// three's answers cover all 8 partitions. Returns the settle times in ms.
+async fn rebalance_settle(c: &reqwest::Client, base: &str, rounds: usize) -> Result<Vec<f64>> {
+    use std::sync::Mutex;
+    let mut times = Vec::new();
+    for round in 0..rounds {
+        let group = format!("settle{round}");
+        let latest: Arc<Mutex<Vec<(Instant, Vec<u64>)>>> =
+            Arc::new(Mutex::new(vec![(Instant::now(), Vec::new()); 4]));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for m in 0..4usize {
+            let (c, latest, stop) = (c.clone(), latest.clone(), stop.clone());
+            let url = format!(
+                "{base}/v1/groups/{group}/topics/drain/records?consumer=m{m}&limit=1&reset=latest&wait_ms=2000"
+            );
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(r) = c.get(&url).send().await else {
+                        break;
+                    };
+                    let Ok(v) = r.json::<Value>().await else {
+                        break;
+                    };
+                    let a: Vec<u64> = v["assignment"]
+                        .as_array()
+                        .map(|a| a.iter().filter_map(Value::as_u64).collect())
+                        .unwrap_or_default();
+                    latest.lock().unwrap()[m] = (Instant::now(), a);
+                    if m == 3 {
+                        // The leaver polls until it has seen the full group once.
+                        if latest.lock().unwrap().iter().all(|(_, a)| a.len() == 2) {
+                            break;
+                        }
+                    }
+                }
+            }));
+        }
+        // Wait until the four hold two partitions each.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !latest.lock().unwrap().iter().all(|(_, a)| a.len() == 2) {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "group never settled at four members"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tasks.pop().expect("leaver").await?;
+        let t0 = Instant::now();
+        let r = c
+            .delete(format!("{base}/v1/groups/{group}/consumers/m3"))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 204, "leave: {}", r.status());
+        loop {
+            {
+                let l = latest.lock().unwrap();
+                let mut all: Vec<u64> = l[..3]
+                    .iter()
+                    .filter(|(t, _)| *t > t0)
+                    .flat_map(|(_, a)| a.iter().copied())
+                    .collect();
+                all.sort_unstable();
+                if l[..3].iter().all(|(t, _)| *t > t0) && all == (0..8).collect::<Vec<u64>>() {
+                    times.push(t0.elapsed().as_secs_f64() * 1000.0);
+                    break;
+                }
+            }
+            anyhow::ensure!(
+                t0.elapsed() < Duration::from_secs(20),
+                "rebalance never settled"
+            );
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+        stop.store(true, Ordering::Relaxed);
+        for t in tasks {
+            t.abort();
+        }
+    }
+    Ok(times)
+}
+
 /// The bare HTTP ceiling: reads the body, answers 200 with a produce-sized answer.
 fn ceiling_http_server() -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -408,32 +551,12 @@ async fn run(duration: Duration, only: Option<u32>) -> Result<()> {
     // Scenario 3: fetch 1,000 records per request from a 1M-record partition.
     if want(3) {
         eprintln!("loading 1M records into one partition ...");
-        let body: bytes::Bytes = serde_json::to_vec(&json!({"records": (0..10_000u64).map(|i| json!({"value": value_200(i)})).collect::<Vec<_>>()}))?.into();
-        let url = server.url("/v1/topics/scan/records");
-        let loaded = Arc::new(AtomicU64::new(0));
-        let mut loaders = Vec::new();
-        for _ in 0..4 {
-            let (c, url, body, loaded) = (c.clone(), url.clone(), body.clone(), loaded.clone());
-            loaders.push(tokio::spawn(async move {
-                while loaded.fetch_add(10_000, Ordering::Relaxed) < total {
-                    let r = c
-                        .post(&url)
-                        .header("content-type", "application/json")
-                        .body(body.clone())
-                        .send()
-                        .await
-                        .expect("load");
-                    assert!(r.status().is_success());
-                }
-            }));
-        }
-        for l in loaders {
-            l.await?;
-        }
+        load(&c, &server.url("/v1/topics/scan/records"), total).await?;
         sample(server.pid());
         let fetch_base = server.url("/v1/topics/scan/partitions/0/records");
+        let fc = c.clone();
         let mut s = drive(4, duration, 1000, 0, move |i| {
-            let c = c.clone();
+            let c = fc.clone();
             let url = format!(
                 "{fetch_base}?offset={}&limit=1000&max_bytes=10000000",
                 (i * 1000) % (total - 1000)
@@ -457,6 +580,31 @@ async fn run(duration: Duration, only: Option<u32>) -> Result<()> {
             ceiling: scan,
             target: 0.4,
         });
+    }
+    // Scenario 4: a consumer group draining 1M records, and rebalance settle time.
+    let mut group_lines = Vec::new();
+    if want(4) {
+        let r = c
+            .post(server.url("/v1/topics"))
+            .json(&json!({"name": "drain", "partitions": 8}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 201, "create drain topic");
+        eprintln!("loading 1M records into 8 partitions ...");
+        load(&c, &server.url("/v1/topics/drain/records"), total).await?;
+        let rate = drain_group(&c, &server.base, total).await?;
+        sample(server.pid());
+        group_lines.push(format!(
+            "4. group of 4 draining 1M records (8 partitions, limit=1000, commit per poll): {rate:.0} records/s (target ≥ 500000)"
+        ));
+        let mut settle = rebalance_settle(&c, &server.base, 5).await?;
+        settle.sort_by(f64::total_cmp);
+        group_lines.push(format!(
+            "   rebalance settle after a leave, 5 rounds: median {:.1} ms, max {:.1} ms (target < 100 ms)",
+            settle[settle.len() / 2],
+            settle[settle.len() - 1]
+        ));
+        sample(server.pid());
     }
     let peak = peak_rss_bytes(server.pid()).unwrap_or(peak);
 
@@ -482,6 +630,9 @@ async fn run(duration: Duration, only: Option<u32>) -> Result<()> {
             },
             r.target * 100.0
         );
+    }
+    for l in &group_lines {
+        println!("{l}");
     }
     println!(
         "\nserver peak RSS: {:.0} MiB (target < 256 MiB)",
