@@ -253,8 +253,9 @@ async fn rebalance_settle(c: &reqwest::Client, base: &str, rounds: usize) -> Res
     let mut times = Vec::new();
     for round in 0..rounds {
         let group = format!("settle{round}");
-        let latest: Arc<Mutex<Vec<(Instant, Vec<u64>)>>> =
-            Arc::new(Mutex::new(vec![(Instant::now(), Vec::new()); 4]));
+        // Per member: when its last poll answered, and the assignment it carried.
+        type Seen = Vec<(Instant, Vec<u64>)>;
+        let latest: Arc<Mutex<Seen>> = Arc::new(Mutex::new(vec![(Instant::now(), Vec::new()); 4]));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = Vec::new();
         for m in 0..4usize {
