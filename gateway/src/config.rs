@@ -112,6 +112,31 @@ pub struct Config {
     )]
     pub cors_origins: Vec<String>,
 
+    /// Browser origins allowed to open a WebSocket; repeatable. Default: any.
+    #[arg(long = "ws-origin", env = "SLUICE_WS_ORIGINS", value_delimiter = ',')]
+    pub ws_origins: Vec<String>,
+
+    /// Largest WebSocket message a client may send, in bytes.
+    #[arg(long, env = "SLUICE_WS_MAX_MESSAGE_BYTES", default_value_t = 1024 * 1024)]
+    pub ws_max_message_bytes: usize,
+
+    /// Most subscriptions on one WebSocket.
+    #[arg(long, env = "SLUICE_WS_MAX_SUBSCRIPTIONS", default_value_t = 100)]
+    pub ws_max_subscriptions: usize,
+
+    /// Seconds between the server's WebSocket pings.
+    #[arg(long, env = "SLUICE_WS_PING_INTERVAL_SECS", default_value_t = 20)]
+    pub ws_ping_interval_secs: u64,
+
+    /// Close a WebSocket the client has sent nothing on (not even a pong) for this
+    /// many seconds.
+    #[arg(long, env = "SLUICE_WS_IDLE_TIMEOUT_SECS", default_value_t = 60)]
+    pub ws_idle_timeout_secs: u64,
+
+    /// Memory for recently read records shared by subscribers, in MiB.
+    #[arg(long, env = "SLUICE_TAIL_CACHE_MB", default_value_t = 16)]
+    pub tail_cache_mb: usize,
+
     /// Largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, env = "SLUICE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,

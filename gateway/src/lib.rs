@@ -13,6 +13,8 @@ pub mod groups;
 pub mod limits;
 pub mod server;
 pub mod state;
+pub mod tail;
+pub mod ws;
 
 use std::sync::Arc;
 
@@ -40,6 +42,7 @@ use crate::state::{AppState, Waiters};
         (name = "produce", description = "Writing records"),
         (name = "fetch", description = "Reading records by partition and offset"),
         (name = "groups", description = "Server-managed consumer groups"),
+        (name = "streaming", description = "WebSocket and Server-Sent Events"),
     ),
     components(schemas(sluice_openapi::Problem, sluice_openapi::FetchedRecord)),
     modifiers(&BearerAuth)
@@ -100,6 +103,8 @@ fn api_routes() -> OpenApiRouter<AppState> {
         ))
         .routes(routes!(api::groups::leave))
         .routes(routes!(api::groups::reset_offsets))
+        .routes(routes!(api::events::events))
+        .routes(routes!(ws::upgrade))
 }
 
 /// The OpenAPI document, generated from the handlers' annotations and wire types.
@@ -144,7 +149,12 @@ pub fn router(state: AppState) -> Router {
 
 /// Builds the application state over an open log: loads the token keys and sets
 /// up the rate limits.
-pub fn build_state(config: &Config, log: Log, waiters: Arc<Waiters>) -> anyhow::Result<AppState> {
+pub fn build_state(
+    config: &Config,
+    log: Log,
+    waiters: Arc<Waiters>,
+    shutdown: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<AppState> {
     use crate::auth::{Auth, KeyConfig};
     let key = if let Some(s) = &config.jwt_secret {
         Some(KeyConfig::Secret(s.as_bytes()))
@@ -178,6 +188,17 @@ pub fn build_state(config: &Config, log: Log, waiters: Arc<Waiters>) -> anyhow::
             session_timeout: std::time::Duration::from_millis(config.group_session_timeout_ms),
             bind_subject: config.bind_consumers_to_subject,
         },
+        tail: Arc::new(crate::tail::TailCache::new(
+            config.tail_cache_mb * 1024 * 1024,
+        )),
+        ws: Arc::new(crate::ws::WsConfig {
+            max_message_bytes: config.ws_max_message_bytes,
+            max_subscriptions: config.ws_max_subscriptions,
+            ping_interval: std::time::Duration::from_secs(config.ws_ping_interval_secs),
+            idle_timeout: std::time::Duration::from_secs(config.ws_idle_timeout_secs),
+            allowed_origins: config.ws_origins.clone(),
+        }),
+        shutdown,
     })
 }
 

@@ -80,7 +80,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let waiters = Arc::new(Waiters::default());
     let log = open_log(&config, waiters.clone())
         .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
-    let state = build_state(&config, log.clone(), waiters)?;
+    let (stopping, shutdown) = tokio::sync::watch::channel(false);
+    let state = build_state(&config, log.clone(), waiters, shutdown)?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
@@ -118,7 +119,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             drain: Duration::from_secs(10),
             max_connections: config.max_connections,
         },
-        shutdown_signal(),
+        async move {
+            shutdown_signal().await;
+            // WebSockets and event streams close themselves on this.
+            let _ = stopping.send(true);
+        },
     )
     .await?;
     tracing::info!("stopped serving; closing the log");

@@ -10,6 +10,8 @@ use tokio::sync::watch;
 use crate::auth::Auth;
 use crate::groups::Coordinator;
 use crate::limits::Limits;
+use crate::tail::TailCache;
+use crate::ws::WsConfig;
 
 #[derive(Clone)]
 pub struct AppState {
@@ -22,6 +24,12 @@ pub struct AppState {
     pub groups: Arc<Coordinator>,
     /// Consumer-group settings.
     pub group_config: GroupConfig,
+    /// Recently encoded record chunks, shared by subscribers.
+    pub tail: Arc<TailCache>,
+    /// WebSocket settings.
+    pub ws: Arc<WsConfig>,
+    /// Becomes true when the server starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
 }
 
 /// Consumer-group settings.

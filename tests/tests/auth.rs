@@ -687,3 +687,88 @@ async fn groups_are_covered_and_members_bound_to_subjects() {
     let (_, list) = status(c.get(s.url("/v1/groups")).bearer_auth(&alice)).await;
     assert_eq!(list["groups"].as_array().unwrap().len(), 1);
 }
+
+#[tokio::test]
+async fn websocket_and_sse_check_each_topic() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let s = Server::start_with(&["--jwt-secret", SECRET]);
+    let c = client();
+    for t in ["orders", "secret"] {
+        c.post(s.url("/v1/topics"))
+            .bearer_auth(admin())
+            .json(&json!({"name": t}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let user = sign(
+        Algorithm::HS256,
+        None,
+        SECRET.as_bytes(),
+        &claims(json!({"consume": ["orders"]})),
+    );
+    let ws_url = format!("{}/v1/ws", s.base.replace("http://", "ws://"));
+    // No token: the upgrade is refused with 401.
+    let err = tokio_tungstenite::connect_async(ws_url.clone())
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("401"), "{err}");
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("{ws_url}?access_token={user}"))
+        .await
+        .unwrap();
+    for (topic, want) in [("secret", "error"), ("orders", "subscribed")] {
+        ws.send(Message::Text(
+            json!({"op": "subscribe", "id": topic, "topic": topic})
+                .to_string()
+                .into(),
+        ))
+        .await
+        .unwrap();
+        let f: Value = loop {
+            if let Some(Ok(Message::Text(t))) = ws.next().await {
+                break serde_json::from_str(&t).unwrap();
+            }
+        };
+        assert_eq!(f["type"], want, "{topic}: {f}");
+        if want == "error" {
+            assert_eq!(f["code"], "forbidden");
+        }
+    }
+    ws.send(Message::Text(
+        json!({"op": "produce", "ref": 1, "topic": "orders", "records": [{"value": 1}]})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let f: Value = loop {
+        if let Some(Ok(Message::Text(t))) = ws.next().await {
+            break serde_json::from_str(&t).unwrap();
+        }
+    };
+    assert_eq!(
+        (f["type"].as_str(), f["code"].as_str()),
+        (Some("error"), Some("forbidden"))
+    );
+    // SSE: the query token works there too; a forbidden topic is 403.
+    let r = c
+        .get(s.url(&format!("/v1/topics/secret/events?access_token={user}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .get(s.url(&format!("/v1/topics/orders/events?access_token={user}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    // A query token is not accepted on ordinary endpoints.
+    let r = c
+        .get(s.url(&format!("/v1/topics?access_token={user}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}

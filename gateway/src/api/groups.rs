@@ -220,7 +220,7 @@ pub async fn poll(
 /// The committed offsets of a topic's partitions; the owned partitions that have
 /// none get one now, from the reset policy, durably, so a `latest` group does not
 /// skip what is produced before its first commit.
-async fn ensure_committed(
+pub(crate) async fn ensure_committed(
     state: &AppState,
     group: &str,
     topic: &Arc<Topic>,

@@ -74,7 +74,7 @@ pub async fn produce(
         .trim()
         .to_ascii_lowercase();
     let now = now_ms();
-    let mut units = if headers.contains_key("ce-specversion") {
+    let units = if headers.contains_key("ce-specversion") {
         vec![cloudevents::binary(
             &topic,
             &headers,
@@ -97,17 +97,26 @@ pub async fn produce(
                 let records = parsed
                     .into_records()
                     .map_err(|m| ApiError::bad_request("invalid_body", m))?;
-                let mut out = Vec::with_capacity(records.len());
-                for (i, r) in records.iter().enumerate() {
-                    out.push(encode(&topic, r, now).map_err(|e| e.at(format!("record {i}")))?);
-                }
-                vec![unit(out)]
+                vec![unit(encode_all(&topic, &records, now)?)]
             }
         }
     };
+    let offsets = write(&state, &principal, &topic, units, idempotency_key).await?;
+    Ok(Json(ProduceResponse { offsets }))
+}
+
+/// Appends encoded units for `principal`, after the record rate limit; with an
+/// idempotency key the whole request is one unit. Answers once durable.
+pub async fn write(
+    state: &AppState,
+    principal: &Principal,
+    topic: &Topic,
+    mut units: Vec<AppendUnit>,
+    idempotency_key: Option<Vec<u8>>,
+) -> Result<Vec<RecordOffset>, ApiError> {
     if units.iter().all(|u| u.records.is_empty()) {
         // An empty batch is nothing to do, not a mistake.
-        return Ok(Json(ProduceResponse { offsets: vec![] }));
+        return Ok(Vec::new());
     }
     let count = units.iter().map(|u| u.records.len()).sum();
     state.limits.check_records(&principal.rate_key, count)?;
@@ -120,18 +129,29 @@ pub async fn produce(
         });
     }
     let request = AppendRequest {
-        topic: name,
+        topic: topic.name().to_string(),
         topic_id: topic.id(),
         units,
     };
     let log = state.log.clone();
     let offsets = call(|r| log.append(request, r)).await?;
-    Ok(Json(ProduceResponse {
-        offsets: offsets
-            .into_iter()
-            .map(|(partition, offset)| RecordOffset { partition, offset })
-            .collect(),
-    }))
+    Ok(offsets
+        .into_iter()
+        .map(|(partition, offset)| RecordOffset { partition, offset })
+        .collect())
+}
+
+/// Validates and encodes wire records; errors name the record's index.
+pub fn encode_all(
+    topic: &Topic,
+    records: &[ProduceRecord],
+    now: u64,
+) -> Result<Vec<NewRecord>, ApiError> {
+    records
+        .iter()
+        .enumerate()
+        .map(|(i, r)| encode(topic, r, now).map_err(|e| e.at(format!("record {i}"))))
+        .collect()
 }
 
 fn unit(records: Vec<NewRecord>) -> AppendUnit {
