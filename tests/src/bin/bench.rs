@@ -12,6 +12,7 @@
 //! Run: `cargo run --release -p sluice-tests --bin bench` (add `-- --seconds 3`
 //! for a shorter run).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -30,6 +31,9 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("ceiling-http") {
         return ceiling_http_server();
+    }
+    if args.get(1).map(String::as_str) == Some("ceiling-ws") {
+        return ceiling_ws_server();
     }
     let seconds: u64 = args
         .iter()
@@ -354,6 +358,211 @@ fn ceiling_http_server() -> Result<()> {
     })
 }
 
+/// The bare WebSocket ceiling: every connection is sent `FRAMES` copies of a
+/// `records` frame of 500 records, shaped like Sluice's, as fast as it takes them,
+/// each batch flushed once.
+fn ceiling_ws_server() -> Result<()> {
+    use axum::extract::ws::{Message, WebSocketUpgrade};
+    use futures_util::SinkExt;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        let frame = Arc::new(records_frame_like(500));
+        let app = axum::Router::new().route(
+            "/v1/ws",
+            axum::routing::get(move |ws: WebSocketUpgrade| {
+                let frame = frame.clone();
+                async move {
+                    ws.on_upgrade(move |mut socket| async move {
+                        for i in 0..FAN_FRAMES {
+                            let m = Message::Text(frame.as_str().into());
+                            let sent = if i % 8 == 7 {
+                                socket.send(m).await
+                            } else {
+                                socket.feed(m).await
+                            };
+                            if sent.is_err() {
+                                return;
+                            }
+                        }
+                        let _ = socket.flush().await;
+                        let _ = socket.close().await;
+                    })
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        println!("listening on http://{}", listener.local_addr()?);
+        axum::serve(listener, app).await?;
+        Ok(())
+    })
+}
+
+/// Frames a ceiling connection sends; times 500 records each.
+const FAN_FRAMES: usize = 200;
+
+/// A `records` frame of `n` records of the benchmark's 200-byte values.
+fn records_frame_like(n: usize) -> String {
+    let records: Vec<Value> = (0..n as u64)
+        .map(|i| json!({"partition": 0, "offset": i, "timestamp": 1_764_000_000_000u64, "value": value_200(i)}))
+        .collect();
+    json!({"type": "records", "id": "s", "topic": "fan", "partition": 0, "next_offset": n, "records": records}).to_string()
+}
+
+/// Counts the records in a `records` frame without parsing it.
+fn count_records(frame: &str) -> usize {
+    frame.matches("\"offset\":").count()
+}
+
+/// Scenario 5a: `subs` WebSocket subscribers of one topic while a producer writes
+/// `rate` records/s for `duration`; returns (delivered, expected, p50 ms, p99 ms).
+async fn ws_fanout(
+    base: &str,
+    subs: usize,
+    rate: u64,
+    duration: Duration,
+) -> Result<(u64, u64, f64, f64)> {
+    use futures_util::{SinkExt, StreamExt};
+    use std::sync::Mutex;
+    use tokio_tungstenite::tungstenite::Message;
+    let ws_url = format!("{}/v1/ws", base.replace("http://", "ws://"));
+    let acks: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let delivered = Arc::new(AtomicU64::new(0));
+    let latencies: Arc<Mutex<Vec<u32>>> = Arc::default();
+    let mut sockets = Vec::new();
+    for i in 0..subs {
+        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.clone()).await?;
+        ws.send(Message::Text(
+            json!({"op": "subscribe", "id": "s", "topic": "fan", "from": "latest"})
+                .to_string()
+                .into(),
+        ))
+        .await?;
+        // Wait for `subscribed`.
+        while let Some(m) = ws.next().await {
+            if matches!(m?, Message::Text(_)) {
+                break;
+            }
+        }
+        let (delivered, acks, latencies) = (delivered.clone(), acks.clone(), latencies.clone());
+        // One subscriber in fifty parses its frames to time them; the rest count.
+        let timed = i % 50 == 0;
+        sockets.push(tokio::spawn(async move {
+            while let Some(Ok(m)) = ws.next().await {
+                let Message::Text(t) = m else { continue };
+                let now = Instant::now();
+                if timed {
+                    let v: Value = serde_json::from_str(&t).unwrap_or_default();
+                    let acks = acks.lock().unwrap();
+                    let mut lat = latencies.lock().unwrap();
+                    for r in v["records"].as_array().into_iter().flatten() {
+                        let o = r["offset"].as_u64().unwrap_or(0);
+                        // A record can arrive before its producer saw the answer.
+                        let ms = acks
+                            .get(&o)
+                            .map_or(0, |a| now.saturating_duration_since(*a).as_micros() as u32);
+                        lat.push(ms);
+                    }
+                }
+                delivered.fetch_add(count_records(&t) as u64, Ordering::Relaxed);
+            }
+        }));
+    }
+    // The producer: `rate` records/s as 10-record requests, offsets known from answers.
+    let c = http_client();
+    let url = format!("{base}/v1/topics/fan/records");
+    let per_request = 10u64;
+    let body: bytes::Bytes = serde_json::to_vec(&json!({"records": (0..per_request).map(|i| json!({"value": value_200(i)})).collect::<Vec<_>>()}))?.into();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 * per_request / rate));
+    let start = Instant::now();
+    let mut produced = 0u64;
+    let mut requests = Vec::new();
+    // Requests go out on the clock, not one after another, so a slow answer does
+    // not lower the produce rate.
+    while start.elapsed() < duration {
+        tick.tick().await;
+        let (c, url, body, acks) = (c.clone(), url.clone(), body.clone(), acks.clone());
+        requests.push(tokio::spawn(async move {
+            let r: Value = c
+                .post(&url)
+                .header("content-type", "application/json")
+                .body(body)
+                .send()
+                .await?
+                .json()
+                .await?;
+            let now = Instant::now();
+            let mut a = acks.lock().unwrap();
+            for o in r["offsets"].as_array().into_iter().flatten() {
+                a.insert(o["offset"].as_u64().unwrap_or(0), now);
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+        produced += per_request;
+    }
+    for r in requests {
+        r.await??;
+    }
+    let expected = produced * subs as u64;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while delivered.load(Ordering::Relaxed) < expected && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for s in sockets {
+        s.abort();
+    }
+    let mut lat = std::mem::take(&mut *latencies.lock().unwrap());
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p) as usize)
+            .map_or(0.0, |v| *v as f64 / 1000.0)
+    };
+    Ok((
+        delivered.load(Ordering::Relaxed),
+        expected,
+        pct(0.5),
+        pct(0.99),
+    ))
+}
+
+/// Scenario 5b: `subs` subscribers each read `per_sub` records as fast as they can,
+/// from Sluice (a backlog read from `earliest`) or from the bare ceiling. Returns
+/// records/s delivered over all subscribers.
+async fn ws_max_rate(ws_url: &str, subs: usize, per_sub: u64, subscribe: bool) -> Result<f64> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..subs {
+        let (mut ws, _) = tokio_tungstenite::connect_async(ws_url.to_string()).await?;
+        if subscribe {
+            ws.send(Message::Text(
+                json!({"op": "subscribe", "id": "s", "topic": "backlog", "from": "earliest"})
+                    .to_string()
+                    .into(),
+            ))
+            .await?;
+        }
+        tasks.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while n < per_sub {
+                match ws.next().await {
+                    Some(Ok(Message::Text(t))) => n += count_records(&t) as u64,
+                    Some(Ok(_)) => {}
+                    _ => break,
+                }
+            }
+            n
+        }));
+    }
+    let mut total = 0;
+    for t in tasks {
+        total += t.await?;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
 struct Ceiling(std::process::Child, String);
 
 impl Drop for Ceiling {
@@ -363,10 +572,10 @@ impl Drop for Ceiling {
     }
 }
 
-fn start_ceiling_http() -> Result<Ceiling> {
+fn start_ceiling(mode: &str) -> Result<Ceiling> {
     use std::io::BufRead;
     let mut child = std::process::Command::new(std::env::current_exe()?)
-        .arg("ceiling-http")
+        .arg(mode)
         .stdout(std::process::Stdio::piped())
         .spawn()?;
     let mut line = String::new();
@@ -488,7 +697,7 @@ async fn run(duration: Duration, only: Option<u32>) -> Result<()> {
             .await?;
         anyhow::ensure!(r.status() == 201, "create topic {name}");
     }
-    let ceiling = start_ceiling_http()?;
+    let ceiling = start_ceiling("ceiling-http")?;
     let mut peak = 0u64;
     let mut sample = |pid: u32| {
         peak = peak.max(rss_bytes(pid).unwrap_or(0));
@@ -606,6 +815,45 @@ async fn run(duration: Duration, only: Option<u32>) -> Result<()> {
             settle[settle.len() - 1]
         ));
         sample(server.pid());
+    }
+    // Scenario 5: WebSocket fan-out.
+    if want(5) {
+        for (name, parts) in [("fan", 1), ("backlog", 1)] {
+            let r = c
+                .post(server.url("/v1/topics"))
+                .json(&json!({"name": name, "partitions": parts}))
+                .send()
+                .await?;
+            anyhow::ensure!(r.status() == 201, "create {name}");
+        }
+        let (delivered, expected, p50, p99) = ws_fanout(&server.base, 1000, 1000, duration).await?;
+        sample(server.pid());
+        group_lines.push(format!(
+            "5a. 1000 WebSocket subscribers, 1000 records/s produced: {delivered} of {expected} deliveries ({:.0}/s), produce-ack to receipt p50 {p50:.1} ms, p99 {p99:.1} ms (target p99 < 50 ms)",
+            delivered as f64 / duration.as_secs_f64()
+        ));
+        let per_sub = (FAN_FRAMES * 500) as u64;
+        load(&c, &server.url("/v1/topics/backlog/records"), per_sub).await?;
+        let ws_ceiling = start_ceiling("ceiling-ws")?;
+        let bare = ws_max_rate(
+            &format!("{}/v1/ws", ws_ceiling.1.replace("http://", "ws://")),
+            100,
+            per_sub,
+            false,
+        )
+        .await?;
+        let ours = ws_max_rate(
+            &format!("{}/v1/ws", server.base.replace("http://", "ws://")),
+            100,
+            per_sub,
+            true,
+        )
+        .await?;
+        sample(server.pid());
+        group_lines.push(format!(
+            "5b. max delivery to 100 WebSocket subscribers: {ours:.0} records/s vs bare axum broadcast {bare:.0} records/s = {:.0}% (target ≥ 50%)",
+            100.0 * ours / bare
+        ));
     }
     let peak = peak_rss_bytes(server.pid()).unwrap_or(peak);
 
