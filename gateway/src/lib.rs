@@ -14,6 +14,7 @@ pub mod limits;
 pub mod server;
 pub mod state;
 pub mod tail;
+pub mod telemetry;
 pub mod ws;
 
 use std::sync::Arc;
@@ -43,6 +44,7 @@ use crate::state::{AppState, Waiters};
         (name = "fetch", description = "Reading records by partition and offset"),
         (name = "groups", description = "Server-managed consumer groups"),
         (name = "streaming", description = "WebSocket and Server-Sent Events"),
+        (name = "operations", description = "Health, readiness and metrics"),
     ),
     components(schemas(sluice_openapi::Problem, sluice_openapi::FetchedRecord)),
     modifiers(&BearerAuth)
@@ -82,6 +84,11 @@ pub fn open_log(config: &Config, waiters: Arc<Waiters>) -> sluice_log::Result<Lo
         on_append: Some(Arc::new(move |topic, partition, _end| {
             waiters.notify(topic, partition)
         })),
+        on_commit: Some(Arc::new(|stats: &sluice_log::CommitStats| {
+            metrics::histogram!("sluice_commit_batch_records").record(stats.records as f64);
+            metrics::histogram!("sluice_commit_duration_seconds")
+                .record(stats.duration.as_secs_f64());
+        })),
         ..LogOptions::default()
     };
     Log::open(&config.data_dir, options)
@@ -105,6 +112,35 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::groups::reset_offsets))
         .routes(routes!(api::events::events))
         .routes(routes!(ws::upgrade))
+        .routes(routes!(crate::telemetry::render))
+        .routes(routes!(ready))
+}
+
+/// Whether the server can take writes: 503 while the store refuses them (after a
+/// failed commit) or while the server shuts down.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready.", body = String),
+        (status = 503, description = "`not_ready`.", body = sluice_openapi::Problem, content_type = "application/problem+json"),
+    ))]
+async fn ready(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> Result<&'static str, ApiError> {
+    if state.log.is_poisoned() || *state.shutdown.borrow() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "the store does not accept writes (shutting down, or a commit failed)",
+        ));
+    }
+    Ok("ready")
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/livez", tag = "operations",
+    responses((status = 200, description = "Alive.", body = String)))]
+async fn live() -> &'static str {
+    "ok"
 }
 
 /// The OpenAPI document, generated from the handlers' annotations and wire types.
@@ -134,7 +170,7 @@ pub fn router(state: AppState) -> Router {
     let (router, doc) = api_routes().with_state(state).split_for_parts();
     router
         .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", finish_doc(doc)))
-        .route("/livez", axum::routing::get(|| async { "ok" }))
+        .route("/livez", axum::routing::get(live))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -145,6 +181,7 @@ pub fn router(state: AppState) -> Router {
             .into_response()
         })
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn(crate::telemetry::track))
 }
 
 /// Builds the application state over an open log: loads the token keys and sets
@@ -154,6 +191,7 @@ pub fn build_state(
     log: Log,
     waiters: Arc<Waiters>,
     shutdown: tokio::sync::watch::Receiver<bool>,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> anyhow::Result<AppState> {
     use crate::auth::{Auth, KeyConfig};
     let key = if let Some(s) = &config.jwt_secret {
@@ -199,6 +237,7 @@ pub fn build_state(
             allowed_origins: config.ws_origins.clone(),
         }),
         shutdown,
+        metrics,
     })
 }
 

@@ -77,11 +77,20 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    let metrics = sluice_gateway::telemetry::install()?;
+    let upkeep = metrics.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            tick.tick().await;
+            upkeep.run_upkeep();
+        }
+    });
     let waiters = Arc::new(Waiters::default());
     let log = open_log(&config, waiters.clone())
         .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
     let (stopping, shutdown) = tokio::sync::watch::channel(false);
-    let state = build_state(&config, log.clone(), waiters, shutdown)?;
+    let state = build_state(&config, log.clone(), waiters, shutdown, Some(metrics))?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

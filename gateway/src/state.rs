@@ -30,6 +30,8 @@ pub struct AppState {
     pub ws: Arc<WsConfig>,
     /// Becomes true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// The Prometheus recorder's handle, when metrics are on.
+    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// Consumer-group settings.

@@ -260,6 +260,8 @@ impl Connection {
                 }
             }
         });
+        let connections = metrics::gauge!("sluice_websocket_connections");
+        connections.increment(1.0);
         let mut conn = Connection {
             state,
             principal,
@@ -312,10 +314,12 @@ impl Connection {
                 .await;
         }
         drop(conn);
+        connections.decrement(1.0);
         let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     }
 
     fn close_all(&mut self) {
+        metrics::gauge!("sluice_websocket_subscriptions").decrement(self.subs.len() as f64);
         for (_, sub) in self.subs.drain() {
             sub.task.abort();
             if let Some(g) = sub.group {
@@ -355,6 +359,7 @@ impl Connection {
             }
             ClientFrame::Unsubscribe { id } => match self.subs.remove(&id) {
                 Some(sub) => {
+                    metrics::gauge!("sluice_websocket_subscriptions").decrement(1.0);
                     sub.task.abort();
                     if let Some(g) = sub.group {
                         let _ = self.state.groups.leave(
@@ -578,6 +583,7 @@ impl Connection {
             }
         };
         self.subs.insert(id, Sub { task, group });
+        metrics::gauge!("sluice_websocket_subscriptions").increment(1.0);
         Ok(())
     }
 

@@ -120,6 +120,11 @@ pub async fn write(
     }
     let count = units.iter().map(|u| u.records.len()).sum();
     state.limits.check_records(&principal.rate_key, count)?;
+    let bytes: usize = units
+        .iter()
+        .flat_map(|u| &u.records)
+        .map(|r| r.bytes.len())
+        .sum();
     if let Some(key) = idempotency_key {
         // One key covers the whole request: merge the units into one.
         let records = units.drain(..).flat_map(|u| u.records).collect();
@@ -135,6 +140,10 @@ pub async fn write(
     };
     let log = state.log.clone();
     let offsets = call(|r| log.append(request, r)).await?;
+    let topic_label = topic.name().to_string();
+    metrics::counter!("sluice_produce_records_total", "topic" => topic_label.clone())
+        .increment(count as u64);
+    metrics::counter!("sluice_produce_bytes_total", "topic" => topic_label).increment(bytes as u64);
     Ok(offsets
         .into_iter()
         .map(|(partition, offset)| RecordOffset { partition, offset })

@@ -1,0 +1,111 @@
+//! Prometheus metrics: the recorder, the HTTP middleware that counts requests, and
+//! `GET /metrics`, which also samples the gauges that are cheaper to compute on
+//! demand (group lag, partition offsets, storage size).
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+use crate::auth::{Object, Principal};
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// Installs the process-wide recorder. Call once, before the log opens.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    let seconds = [
+        0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        5.0, 10.0, 30.0, 60.0,
+    ];
+    let records = [
+        1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0,
+        50000.0,
+    ];
+    Ok(PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &seconds)?
+        .set_buckets_for_metric(
+            Matcher::Full("sluice_commit_batch_records".into()),
+            &records,
+        )?
+        .install_recorder()?)
+}
+
+/// Counts every request by route, method and status, and times it.
+pub async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    let started = Instant::now();
+    let res = next.run(req).await;
+    let status = res.status().as_u16().to_string();
+    counter!("sluice_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    histogram!("sluice_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(started.elapsed().as_secs_f64());
+    res
+}
+
+/// Prometheus text exposition of every metric (admin when auth is on).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Prometheus text format.", content_type = "text/plain", body = String),
+        (status = 401, description = "`unauthorized`.", body = sluice_openapi::Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: needs admin.", body = sluice_openapi::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`not_found`: metrics are not enabled in this process.", body = sluice_openapi::Problem, content_type = "application/problem+json"),
+    ))]
+pub async fn render(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Response, ApiError> {
+    principal.require(Object::Admin)?;
+    let Some(handle) = state.metrics.clone() else {
+        return Err(ApiError::new(
+            axum::http::StatusCode::NOT_FOUND,
+            "not_found",
+            "metrics are not enabled in this process",
+        ));
+    };
+    let s = state.clone();
+    tokio::task::spawn_blocking(move || sample(&s))
+        .await
+        .map_err(|_| ApiError::internal())??;
+    let text = handle.render();
+    Ok(([("content-type", "text/plain; version=0.0.4")], text).into_response())
+}
+
+/// Sets the gauges that are read from the store at scrape time.
+fn sample(state: &AppState) -> Result<(), ApiError> {
+    for t in state.log.topics() {
+        for p in t.partitions() {
+            let labels = [
+                ("topic", t.name().to_string()),
+                ("partition", p.partition.to_string()),
+            ];
+            gauge!("sluice_partition_end_offset", &labels).set(p.end_offset as f64);
+            gauge!("sluice_partition_start_offset", &labels).set(p.start_offset as f64);
+            gauge!("sluice_partition_bytes", &labels).set(p.bytes as f64);
+        }
+    }
+    for (group, topics) in state.log.groups()? {
+        for t in topics {
+            let committed = state.log.committed_offsets(&group, &t)?;
+            for p in t.partitions() {
+                let c = committed[p.partition as usize].unwrap_or(p.start_offset);
+                let lag = p.end_offset.saturating_sub(c.max(p.start_offset));
+                gauge!("sluice_group_lag", "group" => group.clone(), "topic" => t.name().to_string(), "partition" => p.partition.to_string())
+                    .set(lag as f64);
+            }
+        }
+    }
+    if let Ok(meta) = std::fs::metadata(state.log.path()) {
+        gauge!("sluice_storage_bytes").set(meta.len() as f64);
+    }
+    Ok(())
+}
