@@ -44,6 +44,7 @@ use crate::state::{AppState, Waiters};
         (name = "fetch", description = "Reading records by partition and offset"),
         (name = "groups", description = "Server-managed consumer groups"),
         (name = "streaming", description = "WebSocket and Server-Sent Events"),
+        (name = "tables", description = "Declarative tables maintained from topics"),
         (name = "operations", description = "Health, readiness and metrics"),
     ),
     components(schemas(sluice_openapi::Problem, sluice_openapi::FetchedRecord)),
@@ -112,6 +113,10 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::groups::reset_offsets))
         .routes(routes!(api::events::events))
         .routes(routes!(ws::upgrade))
+        .routes(routes!(api::tables::create_table, api::tables::list_tables))
+        .routes(routes!(api::tables::get_table, api::tables::delete_table))
+        .routes(routes!(api::tables::get_row))
+        .routes(routes!(api::tables::scan_rows))
         .routes(routes!(crate::telemetry::render))
         .routes(routes!(ready))
 }
@@ -212,6 +217,13 @@ pub fn build_state(
         })
         .transpose()?
         .map(Arc::new);
+    let table_waiters = Arc::new(crate::state::TableWaiters::default());
+    let hook_waiters = table_waiters.clone();
+    let tables = Arc::new(sluice_tables::Engine::open(
+        log.clone(),
+        Some(Arc::new(move |table: &str| hook_waiters.notify(table))),
+    )?);
+    let _ = waiters.engine.set(Arc::downgrade(&tables));
     Ok(AppState {
         log,
         limits: Arc::new(Limits::new(
@@ -238,6 +250,8 @@ pub fn build_state(
         }),
         shutdown,
         metrics,
+        tables,
+        table_waiters,
     })
 }
 

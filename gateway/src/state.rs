@@ -30,6 +30,10 @@ pub struct AppState {
     pub ws: Arc<WsConfig>,
     /// Becomes true when the server starts shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// The table engine.
+    pub tables: Arc<sluice_tables::Engine>,
+    /// Long polls on table changes park here.
+    pub table_waiters: Arc<TableWaiters>,
     /// The Prometheus recorder's handle, when metrics are on.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
@@ -52,6 +56,8 @@ const ANY_PARTITION: u32 = u32::MAX;
 #[derive(Default)]
 pub struct Waiters {
     channels: Mutex<HashMap<(u64, u32), watch::Sender<u64>>>,
+    /// The table engine, woken by every append too.
+    pub engine: std::sync::OnceLock<std::sync::Weak<sluice_tables::Engine>>,
 }
 
 impl Waiters {
@@ -68,6 +74,9 @@ impl Waiters {
     }
 
     pub fn notify(&self, topic_id: u64, partition: u32) {
+        if let Some(engine) = self.engine.get().and_then(std::sync::Weak::upgrade) {
+            engine.notify();
+        }
         let mut map = self.channels.lock().expect("waiters lock");
         for key in [(topic_id, partition), (topic_id, ANY_PARTITION)] {
             if let Some(tx) = map.get(&key) {
@@ -76,6 +85,32 @@ impl Waiters {
                 } else {
                     tx.send_modify(|v| *v = v.wrapping_add(1));
                 }
+            }
+        }
+    }
+}
+
+/// One watch channel per table someone waits on; the engine's change hook bumps it.
+#[derive(Default)]
+pub struct TableWaiters {
+    channels: Mutex<HashMap<String, watch::Sender<u64>>>,
+}
+
+impl TableWaiters {
+    pub fn subscribe(&self, table: &str) -> watch::Receiver<u64> {
+        let mut map = self.channels.lock().expect("table waiters lock");
+        map.entry(table.to_string())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    pub fn notify(&self, table: &str) {
+        let mut map = self.channels.lock().expect("table waiters lock");
+        if let Some(tx) = map.get(table) {
+            if tx.receiver_count() == 0 {
+                map.remove(table);
+            } else {
+                tx.send_modify(|v| *v = v.wrapping_add(1));
             }
         }
     }

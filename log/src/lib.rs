@@ -29,6 +29,7 @@ pub use crate::murmur2::{murmur2, partition_for_key};
 pub use crate::record::{RecordParts, RecordView, ValueKind};
 pub use crate::schema::MAX_PARTITIONS;
 pub use crate::topic::{PartitionInfo, Topic, TopicConfig};
+pub use crate::writer::WriteFn;
 
 /// Answers a write once its commit is known; see [`Log::append`].
 pub type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;

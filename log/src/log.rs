@@ -396,6 +396,24 @@ impl Log {
         });
     }
 
+    /// Runs `apply` inside the next group commit's write transaction, for engines
+    /// that keep their own tables in the same file (so their state and what they
+    /// read commit together). `reply` is called once the commit is durable.
+    pub fn write(&self, apply: crate::WriteFn, reply: Reply<()>) {
+        self.send(Command::Write { apply, reply });
+    }
+
+    /// [`Log::write`], waiting for the answer.
+    pub fn write_blocking(&self, apply: crate::WriteFn) -> Result<()> {
+        blocking(|r| self.write(apply, r))
+    }
+
+    /// A read transaction over the whole file, for engines that keep their own tables
+    /// in it.
+    pub fn begin_read(&self) -> Result<redb::ReadTransaction> {
+        Ok(self.inner.shared.db.begin_read()?)
+    }
+
     /// A group's committed offsets for one topic, per partition.
     pub fn committed_offsets(&self, group: &str, topic: &Topic) -> Result<Vec<Option<u64>>> {
         let mut out = vec![None; topic.partition_count() as usize];

@@ -79,8 +79,18 @@ pub(crate) enum Command {
         group: String,
         reply: Reply<usize>,
     },
+    /// Run a caller's writes (the table engine's) in the group's transaction.
+    Write {
+        apply: WriteFn,
+        reply: Reply<()>,
+    },
     Shutdown,
 }
+
+/// A caller's writes in a group's transaction. The outer error is a storage failure
+/// that sinks the whole group; the inner one refuses this write alone and must only
+/// be returned before anything was written.
+pub type WriteFn = Box<dyn FnOnce(&WriteTransaction) -> Result<Result<()>> + Send>;
 
 /// What one command of a group leaves to do after the commit: publish its state and
 /// answer its caller.
@@ -271,6 +281,10 @@ impl Writer {
                     let r = Ok(delete_group(&txn, &name)?);
                     group.finishes.push(finish(reply, r));
                 }
+                Command::Write { apply, reply } => {
+                    let r = apply(&txn)?;
+                    group.finishes.push(finish(reply, r));
+                }
                 Command::Shutdown => {}
             }
         }
@@ -351,6 +365,7 @@ fn reject(cmd: Command, err: impl Fn() -> Error) {
         Command::Purge { reply, .. } => reply(Err(err())),
         Command::CommitOffsets { reply, .. } => reply(Err(err())),
         Command::DeleteGroup { reply, .. } => reply(Err(err())),
+        Command::Write { reply, .. } => reply(Err(err())),
         Command::Shutdown => {}
     }
 }

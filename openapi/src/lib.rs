@@ -8,10 +8,12 @@
 mod groups;
 pub mod num;
 mod produce;
+mod tables;
 mod types;
 
 pub use crate::groups::*;
 pub use crate::produce::{
     HeaderList, MapOnly, ProduceBatch, ProduceBody, ProduceRecord, ProduceRecordSchema,
 };
+pub use crate::tables::*;
 pub use crate::types::*;

@@ -1,1 +1,592 @@
-//! placeholder
+//! The table engine of Sluice: projection tables (latest row per key) and state
+//! tables (aggregates per key, optionally per tumbling window) folded from topics.
+//!
+//! It owns table definitions (JSON, or a SQL subset parsed with sqlparser), the
+//! materializer that follows each table's source partitions, and point and prefix
+//! queries. Rows and the source offsets they reflect are written in one transaction
+//! of the log's file, through the log's writer, so a crash neither loses nor counts
+//! an event twice, and a table is always rebuildable from its topic.
+//!
+//! It depends on `sluice-log` and redb, never on HTTP or an async runtime.
+
+mod def;
+mod expr;
+mod fold;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use redb::{ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use sluice_log::{Log, Topic};
+
+pub use crate::def::{Aggregate, TableDef, Window};
+use crate::def::{Compiled, Kind};
+pub use crate::expr::{Filter, Path};
+use crate::fold::{Change, Folded, StateRow, empty_state};
+
+/// Table engine errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A definition or query argument that cannot be accepted.
+    #[error("{0}")]
+    Invalid(String),
+    /// No such table.
+    #[error("table '{0}' does not exist")]
+    NotFound(String),
+    /// A table of that name exists.
+    #[error("table '{0}' already exists")]
+    Exists(String),
+    /// The source topic does not exist.
+    #[error("source topic '{0}' does not exist")]
+    NoSource(String),
+    /// The log failed.
+    #[error(transparent)]
+    Log(#[from] sluice_log::Error),
+}
+
+impl From<redb::Error> for Error {
+    fn from(e: redb::Error) -> Self {
+        Error::Log(e.into())
+    }
+}
+
+macro_rules! from_redb {
+    ($($t:ty),*) => {$(
+        impl From<$t> for Error {
+            fn from(e: $t) -> Self {
+                Error::Log(sluice_log::Error::Storage(e.into()))
+            }
+        }
+    )*};
+}
+from_redb!(redb::TableError, redb::StorageError, redb::TransactionError);
+
+/// The engine's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Definitions: name → JSON [`StoredDef`].
+const DEFS: TableDefinition<&str, &[u8]> = TableDefinition::new("table_defs");
+/// Rows: (table, key) → JSON row (projections) or JSON [`StateRow`] (state tables).
+const ROWS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("table_rows");
+/// Applied source offsets: (table, partition) → next offset to apply.
+const OFFSETS: TableDefinition<(&str, u32), u64> = TableDefinition::new("table_offsets");
+/// Counters: table → (rows, skipped records).
+const STATS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("table_stats");
+
+/// Records folded into one commit per partition.
+const BATCH: usize = 5_000;
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredDef {
+    def: TableDef,
+    /// Id of the source topic when the table was created; a re-created topic of the
+    /// same name is another topic.
+    topic_id: u64,
+    created_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    sql: Option<String>,
+}
+
+/// Where a table stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    /// Catching up with what its topic held when it started.
+    Backfilling,
+    /// Caught up; applying new records as they come.
+    Live,
+    /// Stopped (its source topic was deleted).
+    Failed,
+}
+
+/// A table's status.
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub def: TableDef,
+    pub sql: Option<String>,
+    pub state: State,
+    pub reason: Option<String>,
+    pub rows: u64,
+    pub skipped: u64,
+    pub created_ms: u64,
+    /// Per source partition: (partition, applied offset, end offset).
+    pub partitions: Vec<(u32, u64, u64)>,
+}
+
+struct Table {
+    compiled: Compiled,
+    topic: Arc<Topic>,
+    sql: Option<String>,
+    created_ms: u64,
+    applied: Mutex<Vec<u64>>,
+    state: Mutex<(State, Option<String>)>,
+    /// Goes up with every applied batch.
+    version: AtomicU64,
+}
+
+/// Called with a table's name after each applied batch.
+pub type ChangeHook = Arc<dyn Fn(&str) + Send + Sync>;
+
+struct Shared {
+    log: Log,
+    tables: RwLock<HashMap<String, Arc<Table>>>,
+    wake: (Mutex<bool>, Condvar),
+    stop: AtomicBool,
+    on_change: Option<ChangeHook>,
+}
+
+/// The table engine. The last handle dropped stops the materializer.
+pub struct Engine {
+    shared: Arc<Shared>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.notify();
+        if let Some(t) = self.thread.lock().expect("thread lock").take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn table_of(shared: &Shared, name: &str) -> Result<Arc<Table>> {
+    shared
+        .tables
+        .read()
+        .expect("tables lock")
+        .get(name)
+        .cloned()
+        .ok_or_else(|| Error::NotFound(name.to_string()))
+}
+
+impl Engine {
+    /// Loads the table definitions kept in the log's file and starts following
+    /// their topics.
+    pub fn open(log: Log, on_change: Option<ChangeHook>) -> Result<Engine> {
+        log.write_blocking(Box::new(|txn| {
+            txn.open_table(DEFS)?;
+            txn.open_table(ROWS)?;
+            txn.open_table(OFFSETS)?;
+            txn.open_table(STATS)?;
+            Ok(Ok(()))
+        }))?;
+        let mut tables = HashMap::new();
+        {
+            let txn = log.begin_read()?;
+            let defs = txn.open_table(DEFS)?;
+            let offsets = txn.open_table(OFFSETS)?;
+            for item in defs.iter()? {
+                let (name, v) = item?;
+                let Ok(stored) = serde_json::from_slice::<StoredDef>(v.value()) else {
+                    continue;
+                };
+                let Ok(compiled) = stored.def.compile() else {
+                    continue;
+                };
+                let topic = log.topic(&stored.def.source);
+                let (topic, state) = match topic {
+                    Some(t) if t.id() == stored.topic_id => (t, (State::Backfilling, None)),
+                    _ => {
+                        tracing::warn!(table = name.value(), "source topic is gone");
+                        // Keep the table visible, failed, with a placeholder topic.
+                        continue;
+                    }
+                };
+                let mut applied = vec![0; topic.partition_count() as usize];
+                for (p, a) in applied.iter_mut().enumerate() {
+                    *a = offsets
+                        .get((name.value(), p as u32))?
+                        .map(|v| v.value())
+                        .unwrap_or(0);
+                }
+                tables.insert(
+                    name.value().to_string(),
+                    Arc::new(Table {
+                        compiled,
+                        topic,
+                        sql: stored.sql,
+                        created_ms: stored.created_ms,
+                        applied: Mutex::new(applied),
+                        state: Mutex::new(state),
+                        version: AtomicU64::new(0),
+                    }),
+                );
+            }
+        }
+        let shared = Arc::new(Shared {
+            log,
+            tables: RwLock::new(tables),
+            wake: (Mutex::new(false), Condvar::new()),
+            stop: AtomicBool::new(false),
+            on_change,
+        });
+        let s = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("sluice-tables".into())
+            .spawn(move || materialize(&s))
+            .map_err(sluice_log::Error::Io)?;
+        Ok(Engine {
+            shared,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Wakes the materializer: a topic grew.
+    pub fn notify(&self) {
+        let (flag, cv) = &self.shared.wake;
+        *flag.lock().expect("wake lock") = true;
+        cv.notify_one();
+    }
+
+    /// Creates a table; it fills from its topic's start in the background.
+    pub fn create(&self, def: TableDef, sql: Option<String>) -> Result<Status> {
+        let compiled = def.compile()?;
+        let topic = self
+            .shared
+            .log
+            .topic(&def.source)
+            .ok_or_else(|| Error::NoSource(def.source.clone()))?;
+        if self
+            .shared
+            .tables
+            .read()
+            .expect("tables lock")
+            .contains_key(&def.name)
+        {
+            return Err(Error::Exists(def.name));
+        }
+        let stored = StoredDef {
+            def: def.clone(),
+            topic_id: topic.id(),
+            created_ms: sluice_log::now_ms(),
+            sql: sql.clone(),
+        };
+        // Start at each partition's first retained record.
+        let applied: Vec<u64> = topic.partitions().iter().map(|p| p.start_offset).collect();
+        let json = serde_json::to_vec(&stored).expect("definition serializes");
+        let name = def.name.clone();
+        let offsets = applied.clone();
+        self.shared
+            .log
+            .write_blocking(Box::new(move |txn| {
+                let mut defs = txn.open_table(DEFS)?;
+                if defs.get(name.as_str())?.is_some() {
+                    return Ok(Err(sluice_log::Error::Invalid(format!(
+                        "table '{name}' already exists"
+                    ))));
+                }
+                defs.insert(name.as_str(), json.as_slice())?;
+                let mut o = txn.open_table(OFFSETS)?;
+                for (p, a) in offsets.iter().enumerate() {
+                    o.insert((name.as_str(), p as u32), *a)?;
+                }
+                txn.open_table(STATS)?.insert(name.as_str(), (0, 0))?;
+                Ok(Ok(()))
+            }))
+            .map_err(|e| match e {
+                sluice_log::Error::Invalid(_) => Error::Exists(def.name.clone()),
+                e => e.into(),
+            })?;
+        let table = Arc::new(Table {
+            compiled,
+            topic,
+            sql,
+            created_ms: stored.created_ms,
+            applied: Mutex::new(applied),
+            state: Mutex::new((State::Backfilling, None)),
+            version: AtomicU64::new(0),
+        });
+        self.shared
+            .tables
+            .write()
+            .expect("tables lock")
+            .insert(def.name.clone(), table);
+        self.notify();
+        self.status(&def.name)
+    }
+
+    /// Deletes a table and its rows.
+    pub fn delete(&self, name: &str) -> Result<()> {
+        let removed = self
+            .shared
+            .tables
+            .write()
+            .expect("tables lock")
+            .remove(name);
+        if removed.is_none() {
+            return Err(Error::NotFound(name.to_string()));
+        }
+        let name = name.to_string();
+        self.shared.log.write_blocking(Box::new(move |txn| {
+            let n = name.as_str();
+            txn.open_table(DEFS)?.remove(n)?;
+            txn.open_table(STATS)?.remove(n)?;
+            txn.open_table(ROWS)?
+                .retain_in((n, "")..(n, "\u{10FFFF}\u{10FFFF}"), |_, _| false)?;
+            txn.open_table(OFFSETS)?
+                .retain_in((n, 0u32)..=(n, u32::MAX), |_, _| false)?;
+            Ok(Ok(()))
+        }))?;
+        Ok(())
+    }
+
+    /// Names of all tables, sorted.
+    pub fn names(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .shared
+            .tables
+            .read()
+            .expect("tables lock")
+            .keys()
+            .cloned()
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A table's definition, state, size and progress.
+    pub fn status(&self, name: &str) -> Result<Status> {
+        let t = table_of(&self.shared, name)?;
+        let txn = self.shared.log.begin_read()?;
+        let (rows, skipped) = txn
+            .open_table(STATS)?
+            .get(name)?
+            .map(|v| v.value())
+            .unwrap_or((0, 0));
+        let applied = t.applied.lock().expect("applied lock").clone();
+        let (state, reason) = t.state.lock().expect("state lock").clone();
+        Ok(Status {
+            def: t.compiled.def.clone(),
+            sql: t.sql.clone(),
+            state,
+            reason,
+            rows,
+            skipped,
+            created_ms: t.created_ms,
+            partitions: applied
+                .iter()
+                .enumerate()
+                .map(|(p, a)| {
+                    (
+                        p as u32,
+                        *a,
+                        t.topic.partition(p as u32).map_or(*a, |i| i.end_offset),
+                    )
+                })
+                .collect(),
+        })
+    }
+
+    /// The applied source offsets (next offset to apply, per partition) and the
+    /// change version of a table.
+    pub fn progress(&self, name: &str) -> Result<(Vec<u64>, u64)> {
+        let t = table_of(&self.shared, name)?;
+        let applied = t.applied.lock().expect("applied lock").clone();
+        Ok((applied, t.version.load(Ordering::Acquire)))
+    }
+
+    /// One row, with the source offsets it reflects.
+    pub fn get(&self, name: &str, key: &str) -> Result<Option<(Value, Vec<u64>)>> {
+        let t = table_of(&self.shared, name)?;
+        let txn = self.shared.log.begin_read()?;
+        let rows = txn.open_table(ROWS)?;
+        let offsets = read_offsets(&txn, name, t.topic.partition_count())?;
+        let row = rows
+            .get((name, key))?
+            .map(|v| render(&t.compiled, v.value()));
+        Ok(row.map(|r| (r, offsets)))
+    }
+
+    /// Rows whose keys start with `prefix`, after `after`, at most `limit`; and
+    /// whether more follow.
+    pub fn scan(
+        &self,
+        name: &str,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<(Vec<(String, Value)>, bool)> {
+        let t = table_of(&self.shared, name)?;
+        let txn = self.shared.log.begin_read()?;
+        let rows = txn.open_table(ROWS)?;
+        let mut out = Vec::new();
+        let start = after.map_or(prefix.to_string(), str::to_string);
+        let mut more = false;
+        for item in rows.range((name, start.as_str())..(name, "\u{10FFFF}\u{10FFFF}"))? {
+            let (k, v) = item?;
+            let (_, key) = k.value();
+            if Some(key) == after {
+                continue;
+            }
+            if !key.starts_with(prefix) {
+                break;
+            }
+            if out.len() == limit {
+                more = true;
+                break;
+            }
+            out.push((key.to_string(), render(&t.compiled, v.value())));
+        }
+        Ok((out, more))
+    }
+}
+
+fn read_offsets(txn: &redb::ReadTransaction, name: &str, partitions: u32) -> Result<Vec<u64>> {
+    let t = txn.open_table(OFFSETS)?;
+    (0..partitions)
+        .map(|p| Ok(t.get((name, p))?.map(|v| v.value()).unwrap_or(0)))
+        .collect()
+}
+
+fn render(c: &Compiled, bytes: &[u8]) -> Value {
+    match c.kind {
+        Kind::Projection { .. } => serde_json::from_slice(bytes).unwrap_or(Value::Null),
+        Kind::State { .. } => serde_json::from_slice::<StateRow>(bytes)
+            .map(|r| r.render(c))
+            .unwrap_or(Value::Null),
+    }
+}
+
+/// The materializer: for every table, folds a batch from each partition behind its
+/// topic's end and commits rows and offsets together; sleeps when all are caught up.
+fn materialize(shared: &Shared) {
+    while !shared.stop.load(Ordering::Acquire) {
+        let tables: Vec<(String, Arc<Table>)> = shared
+            .tables
+            .read()
+            .expect("tables lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let mut busy = false;
+        for (name, t) in tables {
+            match step(shared, &name, &t) {
+                Ok(did) => busy |= did,
+                Err(e) => {
+                    tracing::error!(table = %name, error = %e, "table stopped");
+                    *t.state.lock().expect("state lock") = (State::Failed, Some(e.to_string()));
+                }
+            }
+        }
+        if !busy {
+            let (flag, cv) = &shared.wake;
+            let guard = flag.lock().expect("wake lock");
+            let (mut guard, _) = cv
+                .wait_timeout_while(guard, Duration::from_millis(500), |woken| !*woken)
+                .expect("wake lock");
+            *guard = false;
+        }
+    }
+}
+
+/// Applies one batch of a table; returns whether there was anything to apply.
+fn step(shared: &Shared, name: &str, t: &Table) -> Result<bool> {
+    if t.state.lock().expect("state lock").0 == State::Failed {
+        return Ok(false);
+    }
+    match shared.log.topic(&t.compiled.def.source) {
+        Some(topic) if topic.id() == t.topic.id() => {}
+        _ => {
+            *t.state.lock().expect("state lock") = (
+                State::Failed,
+                Some(format!(
+                    "source topic '{}' was deleted",
+                    t.compiled.def.source
+                )),
+            );
+            return Ok(false);
+        }
+    }
+    let applied = t.applied.lock().expect("applied lock").clone();
+    let mut folded = Folded::default();
+    let mut next = applied.clone();
+    for (p, from) in applied.iter().enumerate() {
+        let info = t.topic.partition(p as u32).expect("partition in range");
+        let from = (*from).max(info.start_offset);
+        if from >= info.end_offset {
+            next[p] = from;
+            continue;
+        }
+        let outcome = shared
+            .log
+            .read(&t.topic, p as u32, from, BATCH, usize::MAX, |_, r| {
+                folded.add(&t.compiled, &r);
+            })?;
+        next[p] = outcome.next_offset;
+    }
+    if next == applied {
+        let mut st = t.state.lock().expect("state lock");
+        if st.0 == State::Backfilling {
+            *st = (State::Live, None);
+        }
+        return Ok(false);
+    }
+    let compiled = t.compiled.clone();
+    let (table, expect, to) = (name.to_string(), applied.clone(), next.clone());
+    shared.log.write_blocking(Box::new(move |txn| {
+        let n = table.as_str();
+        let mut offsets = txn.open_table(OFFSETS)?;
+        for (p, want) in expect.iter().enumerate() {
+            let stored = offsets.get((n, p as u32))?.map(|v| v.value()).unwrap_or(0);
+            if stored != *want {
+                return Ok(Err(sluice_log::Error::Invalid(format!(
+                    "table '{n}' partition {p}: stored offset {stored}, expected {want}"
+                ))));
+            }
+        }
+        let mut rows = txn.open_table(ROWS)?;
+        let mut stats = txn.open_table(STATS)?;
+        let (mut count, mut skipped) = stats.get(n)?.map(|v| v.value()).unwrap_or((0, 0));
+        skipped += folded.skipped;
+        for (key, change) in folded.changes {
+            let k = key.as_str();
+            match change {
+                Change::Put(v) => {
+                    let bytes = serde_json::to_vec(&v).expect("row serializes");
+                    if rows.insert((n, k), bytes.as_slice())?.is_none() {
+                        count += 1;
+                    }
+                }
+                Change::Delete => {
+                    if rows.remove((n, k))?.is_some() {
+                        count -= 1;
+                    }
+                }
+                Change::Merge(partial) => {
+                    let old: Option<StateRow> = rows
+                        .get((n, k))?
+                        .and_then(|v| serde_json::from_slice(v.value()).ok());
+                    let mut row = match old {
+                        Some(r) => r,
+                        None => {
+                            count += 1;
+                            empty_state(&compiled, &partial)
+                        }
+                    };
+                    row.merge(&partial);
+                    let bytes = serde_json::to_vec(&row).expect("row serializes");
+                    rows.insert((n, k), bytes.as_slice())?;
+                }
+            }
+        }
+        for (p, o) in to.iter().enumerate() {
+            offsets.insert((n, p as u32), *o)?;
+        }
+        stats.insert(n, (count, skipped))?;
+        Ok(Ok(()))
+    }))?;
+    *t.applied.lock().expect("applied lock") = next;
+    t.version.fetch_add(1, Ordering::AcqRel);
+    if let Some(hook) = &shared.on_change {
+        hook(name);
+    }
+    Ok(true)
+}

@@ -772,3 +772,76 @@ async fn websocket_and_sse_check_each_topic() {
         .unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test]
+async fn tables_are_covered() {
+    let s = Server::start_with(&["--jwt-secret", SECRET]);
+    let c = client();
+    c.post(s.url("/v1/topics"))
+        .bearer_auth(admin())
+        .json(&json!({"name": "ev"}))
+        .send()
+        .await
+        .unwrap();
+    for name in ["open_t", "hidden_t"] {
+        let r = c
+            .post(s.url("/v1/tables"))
+            .bearer_auth(admin())
+            .json(&json!({"name": name, "source": "ev", "key": "key"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    let user = sign(
+        Algorithm::HS256,
+        None,
+        SECRET.as_bytes(),
+        &claims(json!({"tables": ["open_*"]})),
+    );
+    assert_eq!(
+        status(c.get(s.url("/v1/tables/open_t")).bearer_auth(&user))
+            .await
+            .0,
+        200
+    );
+    assert_eq!(
+        status(c.get(s.url("/v1/tables/hidden_t")).bearer_auth(&user))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        status(
+            c.get(s.url("/v1/tables/hidden_t/rows/k"))
+                .bearer_auth(&user)
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        status(c.get(s.url("/v1/tables/hidden_t/rows")).bearer_auth(&user))
+            .await
+            .0,
+        403
+    );
+    assert_eq!(
+        status(
+            c.post(s.url("/v1/tables"))
+                .bearer_auth(&user)
+                .json(&json!({"name": "x", "source": "ev", "key": "key"}))
+        )
+        .await
+        .0,
+        403
+    );
+    assert_eq!(
+        status(c.delete(s.url("/v1/tables/open_t")).bearer_auth(&user))
+            .await
+            .0,
+        403
+    );
+    let (_, list) = status(c.get(s.url("/v1/tables")).bearer_auth(&user)).await;
+    assert_eq!(list["tables"].as_array().unwrap().len(), 1);
+}
