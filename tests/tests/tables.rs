@@ -324,18 +324,18 @@ async fn invalid_definitions_say_what_is_wrong() {
         ),
         (
             json!({"name": "x", "source": "t", "key": "id"}),
-            400,
+            422,
             "invalid_table",
         ),
-        (json!({"name": "x", "source": "t"}), 400, "invalid_table"),
+        (json!({"name": "x", "source": "t"}), 422, "invalid_table"),
         (
             json!({"name": "x", "source": "t", "key": "key", "group_by": "key"}),
-            400,
+            422,
             "invalid_table",
         ),
         (
             json!({"name": "x", "source": "t", "group_by": "$.a"}),
-            400,
+            422,
             "invalid_table",
         ),
         (
@@ -345,12 +345,12 @@ async fn invalid_definitions_say_what_is_wrong() {
         ),
         (
             json!({"name": "x", "source": "t", "key": "key", "filter": "a LIKE 'b'"}),
-            400,
+            422,
             "invalid_table",
         ),
         (
             json!({"name": "bad name", "source": "t", "key": "key"}),
-            400,
+            422,
             "invalid_table",
         ),
         (
@@ -365,10 +365,10 @@ async fn invalid_definitions_say_what_is_wrong() {
         ),
         (
             json!({"sql": "CREATE TABLE x AS SELECT a, b FROM t GROUP BY a"}),
-            400,
+            422,
             "invalid_table",
         ),
-        (json!({"sql": "DROP TABLE t"}), 400, "invalid_table"),
+        (json!({"sql": "DROP TABLE t"}), 422, "invalid_table"),
         (json!({"sql": 5}), 400, "invalid_body"),
     ] {
         let r = c.post(s.url("/v1/tables")).json(&def).send().await.unwrap();

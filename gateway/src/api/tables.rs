@@ -24,7 +24,10 @@ use crate::state::AppState;
 impl From<TableError> for ApiError {
     fn from(e: TableError) -> Self {
         match e {
-            TableError::Invalid(m) => ApiError::bad_request("invalid_table", m),
+            // Well-formed but meaningless (a bad path, unsupported SQL): 422.
+            TableError::Invalid(m) => {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_table", m)
+            }
             TableError::NotFound(_) => {
                 ApiError::new(StatusCode::NOT_FOUND, "table_not_found", e.to_string())
             }
@@ -84,11 +87,12 @@ fn info(s: Status) -> TableInfo {
     security(("bearer" = [])),
     responses(
         (status = 201, description = "Created.", body = TableInfo),
-        (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_table` (bad path, filter or unsupported SQL, with where).", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_json`, `invalid_body`.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: needs admin.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`topic_not_found`: the source topic.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`table_exists`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_table`: a bad path, filter or unsupported SQL; the detail says where.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
     ))]
 pub async fn create_table(
