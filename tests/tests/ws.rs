@@ -426,8 +426,18 @@ async fn server_sent_events_resume_with_last_event_id() {
 /// stays bounded and another subscriber keeps receiving everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_costs_bounded_memory() {
-    const TOTAL: usize = 200_000;
-    let s = Server::start_with(&["--rate-limit-requests", "0", "--rate-limit-records", "0"]);
+    const TOTAL: usize = 400_000;
+    // Small caches, so what the test measures is what a stalled socket costs.
+    let s = Server::start_with(&[
+        "--rate-limit-requests",
+        "0",
+        "--rate-limit-records",
+        "0",
+        "--cache-mb",
+        "8",
+        "--tail-cache-mb",
+        "4",
+    ]);
     let c = client();
     create_topic(&c, &s, "t", 2).await;
     // The stalled one subscribes and then never reads its socket.
@@ -467,6 +477,10 @@ async fn a_stalled_client_costs_bounded_memory() {
     producer.await.unwrap();
     let after = rss_bytes(s.pid()).unwrap();
     let grown = after.saturating_sub(before);
+    eprintln!(
+        "server RSS grew by {} MiB while a client stalled",
+        grown / (1024 * 1024)
+    );
     // 200k records of ~230 bytes are ~46 MB; a per-connection queue would hold them
     // all. The bound here is the cache and the socket buffers.
     assert!(
