@@ -563,6 +563,152 @@ async fn ws_max_rate(ws_url: &str, subs: usize, per_sub: u64, subscribe: bool) -
     Ok(total as f64 / start.elapsed().as_secs_f64())
 }
 
+/// Scenario 6: a count+sum state table over `total` events in 8 partitions:
+/// backfill rate, apply lag under steady produce, and point-get latency.
+async fn tables_bench(
+    c: &reqwest::Client,
+    base: &str,
+    total: u64,
+    duration: Duration,
+) -> Result<Vec<String>> {
+    let r = c
+        .post(format!("{base}/v1/topics"))
+        .json(&json!({"name": "pay", "partitions": 8}))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 201, "create pay");
+    // 1,000 customers; 10,000 events a request.
+    let records: Vec<Value> = (0..10_000u64)
+        .map(|i| json!({"value": {"customer_id": format!("c{}", i % 1000), "amount": i % 100}}))
+        .collect();
+    let body: bytes::Bytes = serde_json::to_vec(&json!({ "records": records }))?.into();
+    let mut loaded = 0;
+    while loaded < total {
+        let r = c
+            .post(format!("{base}/v1/topics/pay/records"))
+            .header("content-type", "application/json")
+            .body(body.clone())
+            .send()
+            .await?;
+        anyhow::ensure!(r.status().is_success(), "load pay");
+        loaded += 10_000;
+    }
+    let start = Instant::now();
+    let r = c
+        .post(format!("{base}/v1/tables"))
+        .json(&json!({"sql": "CREATE TABLE sums AS SELECT customer_id, COUNT(*) AS n, SUM(amount) AS total FROM pay GROUP BY customer_id"}))
+        .send()
+        .await?;
+    anyhow::ensure!(r.status() == 201, "create table: {}", r.text().await?);
+    loop {
+        let t: Value = c
+            .get(format!("{base}/v1/tables/sums"))
+            .send()
+            .await?
+            .json()
+            .await?;
+        if t["lag"] == 0 && t["state"] == "live" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let backfill = total as f64 / start.elapsed().as_secs_f64();
+    let mut lines = vec![format!(
+        "6. count+sum table over 1M events, 8 partitions: backfill {backfill:.0} events/s (target ≥ 300000)"
+    )];
+
+    // Apply lag: produce 100-event requests at 5,000 events/s; after each answer, ask
+    // the table for a row with `after=` those offsets (it answers once applied).
+    let mut lags = Vec::new();
+    let small: bytes::Bytes = serde_json::to_vec(&json!({"records": (0..100u64).map(|i| json!({"value": {"customer_id": format!("c{i}"), "amount": 1}})).collect::<Vec<_>>()}))?.into();
+    let mut tick = tokio::time::interval(Duration::from_millis(20));
+    let until = Instant::now() + duration;
+    let mut waits = Vec::new();
+    while Instant::now() < until {
+        tick.tick().await;
+        let (c, base, small) = (c.clone(), base.to_string(), small.clone());
+        waits.push(tokio::spawn(async move {
+            let r: Value = c
+                .post(format!("{base}/v1/topics/pay/records"))
+                .header("content-type", "application/json")
+                .body(small)
+                .send()
+                .await?
+                .json()
+                .await?;
+            let acked = Instant::now();
+            let after: Vec<String> = r["offsets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|o| format!("{}:{}", o["partition"], o["offset"]))
+                .collect();
+            // The highest offset per partition is enough.
+            let mut max: HashMap<String, u64> = HashMap::new();
+            for a in after {
+                let (p, o) = a.split_once(':').expect("p:o");
+                let o: u64 = o.parse()?;
+                let e = max.entry(p.to_string()).or_default();
+                *e = (*e).max(o);
+            }
+            let q: Vec<String> = max.iter().map(|(p, o)| format!("{p}:{o}")).collect();
+            let r = c
+                .get(format!(
+                    "{base}/v1/tables/sums/rows/c1?after={}",
+                    q.join(",")
+                ))
+                .send()
+                .await?;
+            anyhow::ensure!(r.status() == 200, "read-your-writes: {}", r.status());
+            Ok::<_, anyhow::Error>(acked.elapsed().as_secs_f64() * 1000.0)
+        }));
+    }
+    for w in waits {
+        lags.push(w.await??);
+    }
+    lags.sort_by(f64::total_cmp);
+    let p = |q: f64| lags[((lags.len() - 1) as f64 * q) as usize];
+    lines.push(format!(
+        "   apply lag at 5000 events/s (produce answer to row reflecting it): p50 {:.1} ms, p99 {:.1} ms (target p99 < 100 ms)",
+        p(0.5),
+        p(0.99)
+    ));
+
+    // Point gets at 5,000/s.
+    let mut tick = tokio::time::interval(Duration::from_micros(200));
+    let until = Instant::now() + duration;
+    let mut gets = Vec::new();
+    let mut i = 0u64;
+    while Instant::now() < until {
+        tick.tick().await;
+        let (c, url) = (
+            c.clone(),
+            format!("{base}/v1/tables/sums/rows/c{}", i % 1000),
+        );
+        i += 1;
+        gets.push(tokio::spawn(async move {
+            let t = Instant::now();
+            let r = c.get(url).send().await?;
+            anyhow::ensure!(r.status() == 200, "get: {}", r.status());
+            r.bytes().await?;
+            Ok::<_, anyhow::Error>(t.elapsed().as_secs_f64() * 1000.0)
+        }));
+    }
+    let mut lat = Vec::new();
+    for g in gets {
+        lat.push(g.await??);
+    }
+    lat.sort_by(f64::total_cmp);
+    let p = |q: f64| lat[((lat.len() - 1) as f64 * q) as usize];
+    lines.push(format!(
+        "   point gets at {:.0}/s: p50 {:.2} ms, p99 {:.2} ms (target p99 < 2 ms at 5000/s)",
+        lat.len() as f64 / duration.as_secs_f64(),
+        p(0.5),
+        p(0.99)
+    ));
+    Ok(lines)
+}
+
 struct Ceiling(std::process::Child, String);
 
 impl Drop for Ceiling {
@@ -854,6 +1000,10 @@ async fn run(duration: Duration, only: Option<u32>) -> Result<()> {
             "5b. max delivery to 100 WebSocket subscribers: {ours:.0} records/s vs bare axum broadcast {bare:.0} records/s = {:.0}% (target ≥ 50%)",
             100.0 * ours / bare
         ));
+    }
+    if want(6) {
+        group_lines.extend(tables_bench(&c, &server.base, total, duration).await?);
+        sample(server.pid());
     }
     let peak = peak_rss_bytes(server.pid()).unwrap_or(peak);
 
