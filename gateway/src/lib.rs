@@ -221,7 +221,9 @@ pub fn build_state(
     let hook_waiters = table_waiters.clone();
     let tables = Arc::new(sluice_tables::Engine::open(
         log.clone(),
-        Some(Arc::new(move |table: &str| hook_waiters.notify(table))),
+        Some(Arc::new(move |table: &str, keys: &[String]| {
+            hook_waiters.notify(table, keys)
+        })),
     )?);
     let _ = waiters.engine.set(Arc::downgrade(&tables));
     Ok(AppState {

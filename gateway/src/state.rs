@@ -90,11 +90,17 @@ impl Waiters {
     }
 }
 
-/// One watch channel per table someone waits on; the engine's change hook bumps it.
+/// Per table: a watch channel that long polls wait on, and a broadcast of changed
+/// keys for live subscribers; the engine's change hook feeds both.
 #[derive(Default)]
 pub struct TableWaiters {
     channels: Mutex<HashMap<String, watch::Sender<u64>>>,
+    feeds: Mutex<HashMap<String, tokio::sync::broadcast::Sender<Arc<[String]>>>>,
 }
+
+/// Batches of changed keys a live table subscriber may fall behind by before it is
+/// told to resynchronise.
+const FEED_DEPTH: usize = 64;
 
 impl TableWaiters {
     pub fn subscribe(&self, table: &str) -> watch::Receiver<u64> {
@@ -104,13 +110,31 @@ impl TableWaiters {
             .subscribe()
     }
 
-    pub fn notify(&self, table: &str) {
-        let mut map = self.channels.lock().expect("table waiters lock");
-        if let Some(tx) = map.get(table) {
+    /// Changed keys of a table, batch by batch.
+    pub fn feed(&self, table: &str) -> tokio::sync::broadcast::Receiver<Arc<[String]>> {
+        let mut map = self.feeds.lock().expect("table feeds lock");
+        map.entry(table.to_string())
+            .or_insert_with(|| tokio::sync::broadcast::channel(FEED_DEPTH).0)
+            .subscribe()
+    }
+
+    pub fn notify(&self, table: &str, keys: &[String]) {
+        {
+            let mut map = self.channels.lock().expect("table waiters lock");
+            if let Some(tx) = map.get(table) {
+                if tx.receiver_count() == 0 {
+                    map.remove(table);
+                } else {
+                    tx.send_modify(|v| *v = v.wrapping_add(1));
+                }
+            }
+        }
+        let mut feeds = self.feeds.lock().expect("table feeds lock");
+        if let Some(tx) = feeds.get(table) {
             if tx.receiver_count() == 0 {
-                map.remove(table);
+                feeds.remove(table);
             } else {
-                tx.send_modify(|v| *v = v.wrapping_add(1));
+                let _ = tx.send(keys.into());
             }
         }
     }

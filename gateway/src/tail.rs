@@ -25,7 +25,7 @@ pub struct Chunk {
 /// Most records in one chunk.
 pub const CHUNK_RECORDS: usize = 500;
 /// About the most bytes of records in one chunk.
-const CHUNK_BYTES: usize = 256 * 1024;
+const CHUNK_BYTES: usize = 64 * 1024;
 
 /// The cache.
 pub struct TailCache {

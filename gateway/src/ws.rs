@@ -33,7 +33,7 @@ use crate::error::ApiError;
 use crate::state::AppState;
 
 /// Frames a connection may have queued for its writer.
-const QUEUE: usize = 8;
+const QUEUE: usize = 4;
 
 /// WebSocket settings.
 #[derive(Debug, Clone)]
@@ -97,7 +97,8 @@ pub async fn upgrade(
     Ok(ws
         .max_message_size(cfg.max_message_bytes)
         .max_frame_size(cfg.max_message_bytes)
-        .write_buffer_size(64 * 1024)
+        .read_buffer_size(16 * 1024)
+        .write_buffer_size(16 * 1024)
         .max_write_buffer_size(4 * 1024 * 1024 + cfg.max_message_bytes)
         .on_upgrade(move |socket| Connection::run(socket, state, principal)))
 }
@@ -192,6 +193,8 @@ struct Subscribe {
     consumer: Option<String>,
     #[serde(default)]
     reset: Option<ResetNamed>,
+    #[serde(default)]
+    key_prefix: Option<String>,
 }
 
 #[derive(Deserialize, Clone)]
@@ -319,17 +322,23 @@ impl Connection {
     }
 
     fn close_all(&mut self) {
-        metrics::gauge!("sluice_websocket_subscriptions").decrement(self.subs.len() as f64);
-        for (_, sub) in self.subs.drain() {
-            sub.task.abort();
-            if let Some(g) = sub.group {
-                let _ = self.state.groups.leave(
-                    &g.group,
-                    &g.consumer,
-                    self.principal.sub.as_deref(),
-                    false,
-                );
-            }
+        let subs: Vec<Sub> = self.subs.drain().map(|(_, s)| s).collect();
+        for sub in subs {
+            self.end(sub);
+        }
+    }
+
+    /// Stops a subscription; a group member leaves its group at once.
+    fn end(&self, sub: Sub) {
+        metrics::gauge!("sluice_websocket_subscriptions").decrement(1.0);
+        sub.task.abort();
+        if let Some(g) = sub.group {
+            let _ = self.state.groups.leave(
+                &g.group,
+                &g.consumer,
+                self.principal.sub.as_deref(),
+                false,
+            );
         }
     }
 
@@ -359,16 +368,7 @@ impl Connection {
             }
             ClientFrame::Unsubscribe { id } => match self.subs.remove(&id) {
                 Some(sub) => {
-                    metrics::gauge!("sluice_websocket_subscriptions").decrement(1.0);
-                    sub.task.abort();
-                    if let Some(g) = sub.group {
-                        let _ = self.state.groups.leave(
-                            &g.group,
-                            &g.consumer,
-                            self.principal.sub.as_deref(),
-                            false,
-                        );
-                    }
+                    self.end(sub);
                     self.send(text(json!({"type": "unsubscribed", "id": id})))
                         .await;
                 }
@@ -435,13 +435,7 @@ impl Connection {
             let p: u32 = p.parse().map_err(|_| {
                 ApiError::bad_request("invalid_frame", format!("'{p}' is not a partition number"))
             })?;
-            let info = g.topic.partition(p).ok_or_else(|| {
-                ApiError::from(sluice_log::Error::PartitionNotFound {
-                    topic: g.topic.name().to_string(),
-                    partition: p,
-                    partitions: g.topic.partition_count(),
-                })
-            })?;
+            let info = g.topic.partition_checked(p)?;
             if *o > info.end_offset {
                 return Err(sluice_log::Error::OffsetOutOfRange {
                     offset: *o,
@@ -487,11 +481,27 @@ impl Connection {
                 ),
             ));
         }
-        if s.table.is_some() {
-            return Err(ApiError::bad_request(
-                "not_supported",
-                "table subscriptions are not available yet",
+        if let Some(table) = s.table.clone() {
+            self.principal.require(Object::Table(&table))?;
+            // Subscribe before answering, so no change after `subscribed` is missed.
+            let feed = self.state.table_waiters.feed(&table);
+            self.state.tables.progress(&table)?;
+            let prefix = s.key_prefix.clone().unwrap_or_default();
+            self.send(text(
+                json!({"type": "subscribed", "id": s.id, "table": table, "key_prefix": prefix}),
+            ))
+            .await;
+            let task = tokio::spawn(table_reader(
+                self.state.clone(),
+                s.id.clone(),
+                table,
+                prefix,
+                feed,
+                self.out.clone(),
             ));
+            self.subs.insert(s.id, Sub { task, group: None });
+            metrics::gauge!("sluice_websocket_subscriptions").increment(1.0);
+            return Ok(());
         }
         let name = s
             .topic
@@ -552,14 +562,7 @@ impl Connection {
                 let partitions = match &s.partitions {
                     Some(ps) => {
                         for p in ps {
-                            if *p >= topic.partition_count() {
-                                return Err(sluice_log::Error::PartitionNotFound {
-                                    topic: name.clone(),
-                                    partition: *p,
-                                    partitions: topic.partition_count(),
-                                }
-                                .into());
-                            }
+                            topic.partition_checked(*p)?;
                         }
                         ps.clone()
                     }
@@ -848,6 +851,58 @@ async fn group_reader(
             () = rebalance => {}
             // Keep the session alive while nothing happens.
             () = tokio::time::sleep(session / 3) => {}
+        }
+    }
+}
+
+/// Sends a `row` frame for every changed key under the prefix (`row: null` when the
+/// row is gone). A subscriber that falls more than a few batches behind is told to
+/// query the table again, rather than making the server keep the backlog.
+async fn table_reader(
+    state: AppState,
+    id: String,
+    table: String,
+    prefix: String,
+    mut feed: tokio::sync::broadcast::Receiver<Arc<[String]>>,
+    out: mpsc::Sender<Message>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        let keys = match feed.recv().await {
+            Ok(keys) => keys,
+            Err(RecvError::Lagged(_)) => {
+                let m = "changes were missed; query the table to catch up";
+                if out
+                    .send(error_frame(Some(&id), None, "lagged", m))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                continue;
+            }
+            Err(RecvError::Closed) => return,
+        };
+        for key in keys.iter().filter(|k| k.starts_with(&prefix)) {
+            let row = match state.tables.get(&table, key) {
+                Ok(r) => r.map(|(row, _)| row),
+                Err(e) => {
+                    let _ = out
+                        .send(error_frame(
+                            Some(&id),
+                            None,
+                            "table_not_found",
+                            &e.to_string(),
+                        ))
+                        .await;
+                    return;
+                }
+            };
+            let frame =
+                text(json!({"type": "row", "id": id, "table": table, "key": key, "row": row}));
+            if out.send(frame).await.is_err() {
+                return;
+            }
         }
     }
 }

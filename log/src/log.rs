@@ -492,13 +492,7 @@ impl Log {
         max_bytes: usize,
         mut visit: impl FnMut(u64, RecordView<'_>),
     ) -> Result<ReadOutcome> {
-        let Some(state) = topic.parts.get(partition as usize) else {
-            return Err(Error::PartitionNotFound {
-                topic: topic.name.clone(),
-                partition,
-                partitions: topic.partition_count(),
-            });
-        };
+        let state = topic.state(partition)?;
         let (start, end, _) = state.load();
         if from < start || from > end {
             return Err(Error::OffsetOutOfRange {
@@ -584,13 +578,7 @@ impl Log {
         partition: u32,
         timestamp_ms: u64,
     ) -> Result<u64> {
-        let Some(state) = topic.parts.get(partition as usize) else {
-            return Err(Error::PartitionNotFound {
-                topic: topic.name.clone(),
-                partition,
-                partitions: topic.partition_count(),
-            });
-        };
+        let state = topic.state(partition)?;
         let (start, end, _) = state.load();
         let pk = pkey(topic.id, partition);
         let txn = self.inner.shared.db.begin_read()?;

@@ -128,6 +128,21 @@ impl Topic {
         })
     }
 
+    /// One partition's committed state, or `PartitionNotFound`.
+    pub fn partition_checked(&self, partition: u32) -> crate::Result<PartitionInfo> {
+        self.partition(partition)
+            .ok_or_else(|| crate::Error::PartitionNotFound {
+                topic: self.name.clone(),
+                partition,
+                partitions: self.partition_count(),
+            })
+    }
+
+    pub(crate) fn state(&self, partition: u32) -> crate::Result<&PartitionState> {
+        self.partition_checked(partition)?;
+        Ok(&self.parts[partition as usize])
+    }
+
     /// Every partition's committed state.
     pub fn partitions(&self) -> Vec<PartitionInfo> {
         (0..self.config.partitions)

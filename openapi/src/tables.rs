@@ -32,9 +32,11 @@ pub struct TableDefinition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub aggregates: Option<serde_json::Map<String, serde_json::Value>>,
-    /// Tumbling windows by record time.
+    /// Tumbling windows by record time: `{"tumbling_ms": 60000, "retention_ms"?: 3600000}`;
+    /// rows are keyed `<group>@<window start, 13 digits>`, and closed windows are
+    /// deleted `retention_ms` after they close (in record time) when it is set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>, example = json!({"tumbling_ms": 60000}))]
+    #[schema(value_type = Option<Object>, example = json!({"tumbling_ms": 60000, "retention_ms": 3600000}))]
     pub window: Option<serde_json::Value>,
     /// A SQL boolean expression over the record's fields: `amount > 10 AND tier = 'gold'`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -76,6 +76,10 @@ pub enum Aggregate {
 pub struct Window {
     /// Window length in milliseconds.
     pub tumbling_ms: u64,
+    /// Delete a window's row this long after the window closed, measured in record
+    /// time (the newest record applied); absent keeps every window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
 }
 
 /// What a record is reduced to, compiled from a definition.
@@ -180,7 +184,7 @@ impl TableDef {
                     out.push((name.clone(), kind, path));
                 }
                 let window = match self.window {
-                    Some(Window { tumbling_ms: 0 }) => {
+                    Some(Window { tumbling_ms: 0, .. }) => {
                         return Err(Error::Invalid("window.tumbling_ms must be positive".into()));
                     }
                     Some(w) => Some(w.tumbling_ms),
@@ -374,14 +378,30 @@ fn strip_window(sql: &str) -> Result<(String, Option<Window>), Error> {
         .strip_prefix("WINDOWTUMBLING(SIZE")
         .and_then(|r| r.trim_end_matches(';').strip_suffix(')'))
         .ok_or_else(|| {
-            Error::Invalid("SQL: write the window as WINDOW TUMBLING (SIZE <n> <unit>)".into())
+            Error::Invalid("SQL: write the window as WINDOW TUMBLING (SIZE <n> <unit>[, RETENTION <n> <unit>])".into())
         })?;
-    let digits: String = inner.chars().take_while(char::is_ascii_digit).collect();
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| Error::Invalid("SQL: window size must be a whole number".into()))?;
-    let unit = &inner[digits.len()..];
-    let ms = match unit.trim_end_matches('S') {
+    let (size, retention) = match inner.split_once(",RETENTION") {
+        Some((s, r)) => (s, Some(r)),
+        None => (inner, None),
+    };
+    let tumbling_ms = duration_ms(size)?;
+    let retention_ms = retention.map(duration_ms).transpose()?;
+    Ok((
+        sql[..at].to_string(),
+        Some(Window {
+            tumbling_ms,
+            retention_ms,
+        }),
+    ))
+}
+
+/// `1MINUTE`, `30SECONDS`, `7DAYS` (spaces already removed) in milliseconds.
+fn duration_ms(s: &str) -> Result<u64, Error> {
+    let digits: String = s.chars().take_while(char::is_ascii_digit).collect();
+    let n: u64 = digits.parse().map_err(|_| {
+        Error::Invalid("SQL: a window duration is a whole number and a unit".into())
+    })?;
+    let ms = match s[digits.len()..].trim_end_matches('S') {
         "MILLISECOND" => 1,
         "SECOND" => 1_000,
         "MINUTE" => 60_000,
@@ -393,12 +413,8 @@ fn strip_window(sql: &str) -> Result<(String, Option<Window>), Error> {
             )));
         }
     };
-    Ok((
-        sql[..at].to_string(),
-        Some(Window {
-            tumbling_ms: n * ms,
-        }),
-    ))
+    n.checked_mul(ms)
+        .ok_or_else(|| Error::Invalid("SQL: window duration too long".into()))
 }
 
 #[cfg(test)]
@@ -420,7 +436,7 @@ mod tests {
     fn state_table_from_sql() {
         let d = TableDef::from_sql(
             "CREATE TABLE per_customer AS SELECT customer_id, COUNT(*) AS n, SUM(amount) AS total, MAX(amount) AS biggest \
-             FROM payments WHERE amount > 0 GROUP BY customer_id WINDOW TUMBLING (SIZE 1 MINUTE)",
+             FROM payments WHERE amount > 0 GROUP BY customer_id WINDOW TUMBLING (SIZE 1 MINUTE, RETENTION 2 HOURS)",
         )
         .unwrap();
         assert_eq!(d.group_by.as_deref(), Some("$.customer_id"));
@@ -430,7 +446,8 @@ mod tests {
         assert_eq!(
             d.window,
             Some(Window {
-                tumbling_ms: 60_000
+                tumbling_ms: 60_000,
+                retention_ms: Some(7_200_000)
             })
         );
     }

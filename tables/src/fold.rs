@@ -145,6 +145,8 @@ pub enum Change {
 pub struct Folded {
     pub changes: BTreeMap<String, Change>,
     pub skipped: u64,
+    /// The newest record timestamp folded.
+    pub newest: u64,
 }
 
 fn key_string(v: &Value) -> Option<String> {
@@ -159,6 +161,7 @@ fn key_string(v: &Value) -> Option<String> {
 impl Folded {
     /// Folds one record in.
     pub fn add(&mut self, c: &Compiled, r: &RecordView<'_>) {
+        self.newest = self.newest.max(r.timestamp);
         let value: Option<Value> = match r.kind {
             ValueKind::Null => None,
             ValueKind::Json => match serde_json::from_slice(r.value) {

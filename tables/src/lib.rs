@@ -82,6 +82,9 @@ const STATS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("table_sta
 /// Records folded into one commit per partition.
 const BATCH: usize = 5_000;
 
+/// How often closed windows past their retention are deleted.
+const WINDOW_SWEEP: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct StoredDef {
     def: TableDef,
@@ -128,10 +131,12 @@ struct Table {
     state: Mutex<(State, Option<String>)>,
     /// Goes up with every applied batch.
     version: AtomicU64,
+    /// The newest record timestamp applied, for closing windows.
+    stream_time: AtomicU64,
 }
 
-/// Called with a table's name after each applied batch.
-pub type ChangeHook = Arc<dyn Fn(&str) + Send + Sync>;
+/// Called after each applied batch with the table's name and the keys it changed.
+pub type ChangeHook = Arc<dyn Fn(&str, &[String]) + Send + Sync>;
 
 struct Shared {
     log: Log,
@@ -217,6 +222,7 @@ impl Engine {
                         applied: Mutex::new(applied),
                         state: Mutex::new(state),
                         version: AtomicU64::new(0),
+                        stream_time: AtomicU64::new(0),
                     }),
                 );
             }
@@ -303,6 +309,7 @@ impl Engine {
             applied: Mutex::new(applied),
             state: Mutex::new((State::Backfilling, None)),
             version: AtomicU64::new(0),
+            stream_time: AtomicU64::new(0),
         });
         self.shared
             .tables
@@ -458,6 +465,7 @@ fn render(c: &Compiled, bytes: &[u8]) -> Value {
 /// The materializer: for every table, folds a batch from each partition behind its
 /// topic's end and commits rows and offsets together; sleeps when all are caught up.
 fn materialize(shared: &Shared) {
+    let mut last_expiry = std::time::Instant::now();
     while !shared.stop.load(Ordering::Acquire) {
         let tables: Vec<(String, Arc<Table>)> = shared
             .tables
@@ -467,7 +475,14 @@ fn materialize(shared: &Shared) {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         let mut busy = false;
+        let expire = last_expiry.elapsed() >= WINDOW_SWEEP;
+        if expire {
+            last_expiry = std::time::Instant::now();
+        }
         for (name, t) in tables {
+            if expire && let Err(e) = expire_windows(shared, &name, &t) {
+                tracing::warn!(table = %name, error = %e, "window retention failed");
+            }
             match step(shared, &name, &t) {
                 Ok(did) => busy |= did,
                 Err(e) => {
@@ -530,6 +545,8 @@ fn step(shared: &Shared, name: &str, t: &Table) -> Result<bool> {
         return Ok(false);
     }
     let compiled = t.compiled.clone();
+    let changed: Vec<String> = folded.changes.keys().cloned().collect();
+    let newest = folded.newest;
     let (table, expect, to) = (name.to_string(), applied.clone(), next.clone());
     shared.log.write_blocking(Box::new(move |txn| {
         let n = table.as_str();
@@ -585,8 +602,61 @@ fn step(shared: &Shared, name: &str, t: &Table) -> Result<bool> {
     }))?;
     *t.applied.lock().expect("applied lock") = next;
     t.version.fetch_add(1, Ordering::AcqRel);
+    t.stream_time.fetch_max(newest, Ordering::AcqRel);
     if let Some(hook) = &shared.on_change {
-        hook(name);
+        hook(name, &changed);
     }
     Ok(true)
+}
+
+/// Deletes the windows of a windowed table that closed more than its retention
+/// before the newest record it has seen (its stream time). Runs now and then, not on
+/// every batch, because it reads all of the table's keys.
+fn expire_windows(shared: &Shared, name: &str, t: &Table) -> Result<()> {
+    let Some(Window {
+        retention_ms: Some(keep),
+        ..
+    }) = t.compiled.def.window
+    else {
+        return Ok(());
+    };
+    let now = t.stream_time.load(Ordering::Acquire);
+    let cutoff = now.saturating_sub(keep);
+    let mut doomed = Vec::new();
+    {
+        let txn = shared.log.begin_read()?;
+        let rows = txn.open_table(ROWS)?;
+        for item in rows.range((name, "")..(name, "\u{10FFFF}\u{10FFFF}"))? {
+            let (k, v) = item?;
+            let old = serde_json::from_slice::<StateRow>(v.value())
+                .ok()
+                .and_then(|r| r.window)
+                .is_some_and(|(_, end)| end <= cutoff);
+            if old {
+                doomed.push(k.value().1.to_string());
+            }
+        }
+    }
+    if doomed.is_empty() {
+        return Ok(());
+    }
+    let table = name.to_string();
+    let keys = doomed.clone();
+    shared.log.write_blocking(Box::new(move |txn| {
+        let n = table.as_str();
+        let mut rows = txn.open_table(ROWS)?;
+        let mut stats = txn.open_table(STATS)?;
+        let (mut count, skipped) = stats.get(n)?.map(|v| v.value()).unwrap_or((0, 0));
+        for k in &keys {
+            if rows.remove((n, k.as_str()))?.is_some() {
+                count -= 1;
+            }
+        }
+        stats.insert(n, (count, skipped))?;
+        Ok(Ok(()))
+    }))?;
+    if let Some(hook) = &shared.on_change {
+        hook(name, &doomed);
+    }
+    Ok(())
 }

@@ -438,3 +438,125 @@ async fn counts_survive_kill_9_exactly() {
         );
     }
 }
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text frame as JSON.
+async fn read_frame(ws: &mut Ws) -> Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        if let Message::Text(t) = m {
+            return serde_json::from_str(&t).unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn row_changes_stream_over_websocket() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let s = Server::start();
+    let c = client();
+    create_topic(&c, &s, "people", 2).await;
+    create_table(
+        &c,
+        &s,
+        json!({"name": "people_by_key", "source": "people", "key": "key"}),
+    )
+    .await;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("{}/v1/ws", s.base.replace("http://", "ws://")))
+            .await
+            .unwrap();
+    ws.send(Message::Text(
+        json!({"op": "subscribe", "id": "t", "table": "people_by_key", "key_prefix": "c"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(read_frame(&mut ws).await["type"], "subscribed");
+    produce(
+        &c,
+        &s,
+        "people",
+        vec![
+            json!({"key": "x1", "value": {"n": 0}}),
+            json!({"key": "c1", "value": {"n": 1}}),
+        ],
+    )
+    .await;
+    let f = read_frame(&mut ws).await;
+    assert_eq!(
+        (f["type"].as_str(), f["key"].as_str()),
+        (Some("row"), Some("c1")),
+        "{f}"
+    );
+    assert_eq!(f["row"], json!({"n": 1}));
+    produce(&c, &s, "people", vec![json!({"key": "c1", "value": null})]).await;
+    let f = read_frame(&mut ws).await;
+    assert_eq!(
+        (f["key"].as_str(), f["row"].is_null()),
+        (Some("c1"), true),
+        "{f}"
+    );
+    // A table the server does not have.
+    ws.send(Message::Text(
+        json!({"op": "subscribe", "id": "u", "table": "nope"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(read_frame(&mut ws).await["code"], "table_not_found");
+}
+
+#[tokio::test]
+async fn closed_windows_are_dropped_after_their_retention() {
+    let s = Server::start();
+    let c = client();
+    create_topic(&c, &s, "ticks", 1).await;
+    create_table(&c, &s, json!({"sql": "CREATE TABLE per_min AS SELECT k, COUNT(*) AS n FROM ticks GROUP BY k WINDOW TUMBLING (SIZE 1 MINUTE, RETENTION 1 MINUTE)"})).await;
+    // A minute boundary.
+    let t0 = 1_764_000_000_000u64;
+    produce(
+        &c,
+        &s,
+        "ticks",
+        vec![
+            json!({"value": {"k": "a"}, "timestamp": t0}),
+            json!({"value": {"k": "a"}, "timestamp": t0 + 1}),
+        ],
+    )
+    .await;
+    caught_up(&c, &s, "per_min").await;
+    let old = format!("a@{t0:013}");
+    assert_eq!(row(&c, &s, "per_min", &old).await.unwrap()["n"], 2);
+    // Record time moves five minutes on: the first window closed four minutes ago.
+    produce(
+        &c,
+        &s,
+        "ticks",
+        vec![json!({"value": {"k": "a"}, "timestamp": t0 + 300_000})],
+    )
+    .await;
+    let mut gone = false;
+    for _ in 0..200 {
+        if row(&c, &s, "per_min", &old).await.is_none() {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the closed window was never dropped");
+    let new = format!("a@{:013}", t0 + 300_000);
+    assert_eq!(row(&c, &s, "per_min", &new).await.unwrap()["n"], 1);
+    assert_eq!(caught_up(&c, &s, "per_min").await["rows"], 1);
+}

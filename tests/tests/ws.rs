@@ -426,7 +426,7 @@ async fn server_sent_events_resume_with_last_event_id() {
 /// stays bounded and another subscriber keeps receiving everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_client_costs_bounded_memory() {
-    const TOTAL: usize = 400_000;
+    const TOTAL: usize = 1_000_000;
     // Small caches, so what the test measures is what a stalled socket costs.
     let s = Server::start_with(&[
         "--rate-limit-requests",

@@ -64,15 +64,10 @@ pub async fn events(
     principal.require(Object::Consume(&name))?;
     let topic = topic(&state, &name)?;
     let partitions: Vec<u32> = match params.partition {
-        Some(p) if p >= topic.partition_count() => {
-            return Err(sluice_log::Error::PartitionNotFound {
-                topic: name,
-                partition: p,
-                partitions: topic.partition_count(),
-            }
-            .into());
+        Some(p) => {
+            topic.partition_checked(p)?;
+            vec![p]
         }
-        Some(p) => vec![p],
         None => (0..topic.partition_count()).collect(),
     };
     let mut positions = Vec::with_capacity(partitions.len());

@@ -76,14 +76,7 @@ pub async fn fetch(
 ) -> Result<Response, ApiError> {
     principal.require(Object::Consume(&name))?;
     let topic = topic(&state, &name)?;
-    let Some(info) = topic.partition(partition) else {
-        return Err(sluice_log::Error::PartitionNotFound {
-            topic: name,
-            partition,
-            partitions: topic.partition_count(),
-        }
-        .into());
-    };
+    let info = topic.partition_checked(partition)?;
     let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
         return Err(ApiError::bad_request(

@@ -356,14 +356,7 @@ pub async fn commit(
     for o in &req.offsets {
         principal.require(Object::Consume(&o.topic))?;
         let t = topic(&state, &o.topic)?;
-        let Some(info) = t.partition(o.partition) else {
-            return Err(sluice_log::Error::PartitionNotFound {
-                topic: o.topic.clone(),
-                partition: o.partition,
-                partitions: t.partition_count(),
-            }
-            .into());
-        };
+        let info = t.partition_checked(o.partition)?;
         if o.offset > info.end_offset {
             return Err(sluice_log::Error::OffsetOutOfRange {
                 offset: o.offset,
