@@ -134,12 +134,17 @@ pub struct Config {
     pub ws_idle_timeout_secs: u64,
 
     /// Memory for recently read records shared by subscribers, in MiB.
-    #[arg(long, env = "SLUICE_TAIL_CACHE_MB", default_value_t = 16)]
+    #[arg(long, env = "SLUICE_TAIL_CACHE_MB", default_value_t = 8)]
     pub tail_cache_mb: usize,
 
     /// Largest request body accepted, in bytes; larger bodies get 413.
     #[arg(long, env = "SLUICE_MAX_BODY_BYTES", default_value_t = 8 * 1024 * 1024)]
     pub max_body_bytes: usize,
+
+    /// Request bodies read or handled at once, in MiB, over all clients; further
+    /// requests wait their turn. Bounds the memory bodies take under any load.
+    #[arg(long, env = "SLUICE_MAX_INFLIGHT_BODY_MB", default_value_t = 32)]
+    pub max_inflight_body_mb: usize,
 
     /// Requests per second allowed per principal (token subject, or client address
     /// without auth); 0 turns the limit off. Over it: 429 with Retry-After.
@@ -188,7 +193,7 @@ pub struct Config {
     pub two_phase_commit: bool,
 
     /// Size of the storage page cache in MiB; most of the server's memory.
-    #[arg(long, env = "SLUICE_CACHE_MB", default_value_t = 64)]
+    #[arg(long, env = "SLUICE_CACHE_MB", default_value_t = 48)]
     pub cache_mb: usize,
 
     /// Log output format.

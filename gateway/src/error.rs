@@ -167,15 +167,30 @@ pub struct Query<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct Path<T>(pub T);
 
-/// The request body as bytes, with 413 problem+json past the body limit.
-pub struct Body(pub axum::body::Bytes);
+/// The request body as bytes, with 413 problem+json past the body limit. It holds
+/// its share of the server's in-flight body budget until the handler is done, so
+/// many large requests at once wait for each other instead of exhausting memory.
+pub struct Body(pub axum::body::Bytes, pub InFlight);
 
-impl<S: Send + Sync> FromRequest<S> for Body {
+/// A share of the in-flight body budget; released when dropped.
+pub struct InFlight(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
+
+impl FromRequest<crate::state::AppState> for Body {
     type Rejection = ApiError;
 
-    async fn from_request(req: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        Ok(Body(
-            <axum::body::Bytes as FromRequest<S>>::from_request(req, state).await?,
-        ))
+    async fn from_request(
+        req: axum::extract::Request,
+        state: &crate::state::AppState,
+    ) -> Result<Self, ApiError> {
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<usize>().ok());
+        let permit = state.limits.reserve_body(declared).await;
+        let bytes =
+            <axum::body::Bytes as FromRequest<crate::state::AppState>>::from_request(req, state)
+                .await?;
+        Ok(Body(bytes, InFlight(permit)))
     }
 }

@@ -230,6 +230,7 @@ pub fn build_state(
         log,
         limits: Arc::new(Limits::new(
             config.max_body_bytes,
+            config.max_inflight_body_mb * 1024 * 1024,
             config.rate_limit_requests,
             config.rate_limit_records,
         )),

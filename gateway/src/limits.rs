@@ -3,10 +3,12 @@
 //! 429 problem+json with `Retry-After`.
 
 use std::num::NonZeroU32;
+use std::sync::Arc;
 
 use axum::http::StatusCode;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 
@@ -14,6 +16,9 @@ use crate::error::ApiError;
 pub struct Limits {
     /// Largest request body accepted.
     pub max_body_bytes: usize,
+    /// Request bodies being read or handled at once, in KiB.
+    in_flight: Arc<Semaphore>,
+    in_flight_kib: u32,
     requests: Option<DefaultKeyedRateLimiter<String>>,
     records: Option<DefaultKeyedRateLimiter<String>>,
     clock: DefaultClock,
@@ -25,13 +30,31 @@ fn limiter(per_second: u32) -> Option<DefaultKeyedRateLimiter<String>> {
 
 impl Limits {
     /// `0` turns a rate limit off.
-    pub fn new(max_body_bytes: usize, requests_per_second: u32, records_per_second: u32) -> Self {
+    pub fn new(
+        max_body_bytes: usize,
+        in_flight_bytes: usize,
+        requests_per_second: u32,
+        records_per_second: u32,
+    ) -> Self {
+        let in_flight_kib = (in_flight_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS) as u32;
         Limits {
             max_body_bytes,
+            in_flight: Arc::new(Semaphore::new(in_flight_kib as usize)),
+            in_flight_kib,
             requests: limiter(requests_per_second),
             records: limiter(records_per_second),
             clock: DefaultClock::default(),
         }
+    }
+
+    /// Waits for room for a body of `declared` bytes (the largest allowed when the
+    /// length is not declared) within the in-flight budget.
+    pub async fn reserve_body(&self, declared: Option<usize>) -> Option<OwnedSemaphorePermit> {
+        let bytes = declared
+            .unwrap_or(self.max_body_bytes)
+            .min(self.max_body_bytes);
+        let kib = (bytes.div_ceil(1024) as u32).clamp(1, self.in_flight_kib);
+        self.in_flight.clone().acquire_many_owned(kib).await.ok()
     }
 
     /// Counts one request of `key`.

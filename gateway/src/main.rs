@@ -26,6 +26,9 @@ fn main() -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Reads run on blocking threads; a bounded pool keeps a burst of subscribers
+        // from growing hundreds of threads.
+        .max_blocking_threads(64)
         .build()?;
     runtime.block_on(serve(config))
 }

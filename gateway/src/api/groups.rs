@@ -346,7 +346,7 @@ pub async fn commit(
     State(state): State<AppState>,
     principal: Principal,
     Path(group): Path<String>,
-    Body(body): Body,
+    Body(body, _in_flight): Body,
 ) -> Result<StatusCode, ApiError> {
     principal.require(Object::Group(&group))?;
     check_name("invalid_group", &group)?;
@@ -567,7 +567,7 @@ pub async fn reset_offsets(
     State(state): State<AppState>,
     principal: Principal,
     Path(group): Path<String>,
-    Body(body): Body,
+    Body(body, _in_flight): Body,
 ) -> Result<Json<ResetResponse>, ApiError> {
     principal.require(Object::Admin)?;
     check_name("invalid_group", &group)?;

@@ -59,7 +59,7 @@ pub async fn produce(
     principal: Principal,
     Path(name): Path<String>,
     headers: HeaderMap,
-    Body(body): Body,
+    Body(body, _in_flight): Body,
 ) -> Result<Json<ProduceResponse>, ApiError> {
     principal.require(Object::Produce(&name))?;
     let topic = topic(&state, &name)?;

@@ -98,7 +98,7 @@ fn info(s: Status) -> TableInfo {
 pub async fn create_table(
     State(state): State<AppState>,
     principal: Principal,
-    Body(body): Body,
+    Body(body, _in_flight): Body,
 ) -> Result<(StatusCode, Json<TableInfo>), ApiError> {
     principal.require(Object::Admin)?;
     let value: serde_json::Value = parse_json(&body)?;

@@ -52,7 +52,7 @@ pub fn describe(t: &sluice_log::Topic, epoch: &str) -> Topic {
 pub async fn create_topic(
     State(state): State<AppState>,
     principal: Principal,
-    Body(body): Body,
+    Body(body, _in_flight): Body,
 ) -> Result<(StatusCode, Json<Topic>), ApiError> {
     principal.require(Object::Admin)?;
     let MapOnly(req): MapOnly<CreateTopic> = parse_json(&body)?;

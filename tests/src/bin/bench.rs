@@ -24,7 +24,7 @@ use sluice_tests::{Server, peak_rss_bytes, rss_bytes};
 
 const VALUE_BYTES: usize = 200;
 /// The ceilings use the page cache size the server runs with by default.
-const CACHE_BYTES: usize = 64 * 1024 * 1024;
+const CACHE_BYTES: usize = 48 * 1024 * 1024;
 const RAW: TableDefinition<u64, &[u8]> = TableDefinition::new("raw");
 
 fn main() -> Result<()> {
