@@ -37,7 +37,7 @@ use crate::state::{AppState, Waiters};
 /// The OpenAPI document's static part; paths are added by the router.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Sluice", description = "Event streaming gateway: a durable partitioned log over HTTP."),
+    info(title = "Sluice", description = "Event streaming gateway: a durable partitioned log, server-managed consumer groups, live WebSocket and SSE subscriptions and declarative tables, over HTTP."),
     tags(
         (name = "topics", description = "Topic administration"),
         (name = "produce", description = "Writing records"),
