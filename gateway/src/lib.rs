@@ -47,7 +47,15 @@ use crate::state::{AppState, Waiters};
         (name = "tables", description = "Declarative tables maintained from topics"),
         (name = "operations", description = "Health, readiness and metrics"),
     ),
-    components(schemas(sluice_openapi::Problem, sluice_openapi::FetchedRecord)),
+    components(schemas(
+        sluice_openapi::Problem,
+        sluice_openapi::FetchedRecord,
+        sluice_openapi::SubscribeFrame,
+        sluice_openapi::UnsubscribeFrame,
+        sluice_openapi::CommitFrame,
+        sluice_openapi::ProduceFrame,
+        sluice_openapi::ServerFrame,
+    )),
     modifiers(&BearerAuth)
 )]
 pub struct ApiDoc;
@@ -168,6 +176,65 @@ fn finish_doc(mut doc: utoipa::openapi::OpenApi) -> serde_json::Value {
     json
 }
 
+/// The AsyncAPI 3.0 document of the WebSocket and SSE streams, built from the same
+/// schemas as the OpenAPI document.
+pub fn asyncapi_doc() -> serde_json::Value {
+    let openapi = api_doc();
+    let schemas = openapi
+        .pointer("/components/schemas")
+        .cloned()
+        .unwrap_or_default();
+    let msg = |name: &str, schema: &str| serde_json::json!({"name": name, "payload": {"$ref": format!("#/components/schemas/{schema}")}});
+    serde_json::json!({
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Sluice streams",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "WebSocket frames on /v1/ws and Server-Sent Events on /v1/topics/{topic}/events. Authenticate with a bearer token or ?access_token=."
+        },
+        "channels": {
+            "websocket": {
+                "address": "/v1/ws",
+                "messages": {
+                    "subscribe": msg("subscribe", "SubscribeFrame"),
+                    "unsubscribe": msg("unsubscribe", "UnsubscribeFrame"),
+                    "commit": msg("commit", "CommitFrame"),
+                    "produce": msg("produce", "ProduceFrame"),
+                    "server": msg("server", "ServerFrame"),
+                }
+            },
+            "events": {
+                "address": "/v1/topics/{topic}/events",
+                "parameters": {"topic": {"description": "Topic name"}},
+                "messages": {"record": msg("record", "FetchedRecord")}
+            }
+        },
+        "operations": {
+            "sendFrames": {
+                "action": "send",
+                "channel": {"$ref": "#/channels/websocket"},
+                "messages": [
+                    {"$ref": "#/channels/websocket/messages/subscribe"},
+                    {"$ref": "#/channels/websocket/messages/unsubscribe"},
+                    {"$ref": "#/channels/websocket/messages/commit"},
+                    {"$ref": "#/channels/websocket/messages/produce"}
+                ]
+            },
+            "receiveFrames": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/websocket"},
+                "messages": [{"$ref": "#/channels/websocket/messages/server"}]
+            },
+            "receiveEvents": {
+                "action": "receive",
+                "channel": {"$ref": "#/channels/events"},
+                "messages": [{"$ref": "#/channels/events/messages/record"}]
+            }
+        },
+        "components": {"schemas": schemas}
+    })
+}
+
 /// The router: the API, `/openapi.json`, the `/docs` page (assets embedded, so it
 /// works offline), health, and problem+json answers for unknown routes and methods.
 pub fn router(state: AppState) -> Router {
@@ -176,6 +243,10 @@ pub fn router(state: AppState) -> Router {
     router
         .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", finish_doc(doc)))
         .route("/livez", axum::routing::get(live))
+        .route(
+            "/asyncapi.json",
+            axum::routing::get(|| async { axum::Json(asyncapi_doc()) }),
+        )
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

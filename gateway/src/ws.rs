@@ -10,7 +10,7 @@
 //! the channel's capacity times the chunk size. The writer sends every queued frame
 //! before one flush.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -21,9 +21,12 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use serde::Deserialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use sluice_log::{AppendUnit, Topic, now_ms, valid_name};
-use sluice_openapi::{MapOnly, ProduceRecord, ResetNamed};
+use sluice_openapi::{
+    CommitFrame, MapOnly, ProduceFrame, ProduceRecord, ResetNamed, ServerFrame, SubscribeFrame,
+    SubscribeFrom, SubscribedFrame, UnsubscribeFrame,
+};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -106,13 +109,13 @@ pub async fn upgrade(
 /// A client frame. Parsed in two steps, the `op` first, because serde's tagged
 /// enums buffer their content and cannot hand JSON values through untouched.
 enum ClientFrame {
-    Subscribe(Subscribe),
+    Subscribe(SubscribeFrame),
     Unsubscribe {
         id: String,
     },
     Commit {
         id: String,
-        offsets: HashMap<String, u64>,
+        offsets: BTreeMap<String, u64>,
     },
     Produce {
         reference: Option<Value>,
@@ -126,27 +129,6 @@ struct Op {
     op: String,
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct IdFrame {
-    #[allow(dead_code)]
-    op: String,
-    id: String,
-    #[serde(default)]
-    offsets: Option<HashMap<String, u64>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProduceFrame {
-    #[allow(dead_code)]
-    op: String,
-    #[serde(rename = "ref", default)]
-    reference: Option<Value>,
-    topic: String,
-    records: Vec<MapOnly<ProduceRecord>>,
-}
-
 impl ClientFrame {
     fn parse(raw: &str) -> Result<ClientFrame, String> {
         let op: Op = serde_json::from_str(raw).map_err(|e| e.to_string())?;
@@ -154,13 +136,15 @@ impl ClientFrame {
         Ok(match op.op.as_str() {
             "subscribe" => ClientFrame::Subscribe(serde_json::from_str(raw).map_err(e)?),
             "unsubscribe" => {
-                let f: IdFrame = serde_json::from_str(raw).map_err(e)?;
+                let f: UnsubscribeFrame = serde_json::from_str(raw).map_err(e)?;
                 ClientFrame::Unsubscribe { id: f.id }
             }
             "commit" => {
-                let f: IdFrame = serde_json::from_str(raw).map_err(e)?;
-                let offsets = f.offsets.ok_or("commit needs `offsets`")?;
-                ClientFrame::Commit { id: f.id, offsets }
+                let f: CommitFrame = serde_json::from_str(raw).map_err(e)?;
+                ClientFrame::Commit {
+                    id: f.id,
+                    offsets: f.offsets,
+                }
             }
             "produce" => {
                 let f: ProduceFrame = serde_json::from_str(raw).map_err(e)?;
@@ -173,36 +157,6 @@ impl ClientFrame {
             other => return Err(format!("unknown op '{other}'")),
         })
     }
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Subscribe {
-    #[allow(dead_code)]
-    op: String,
-    id: String,
-    topic: Option<String>,
-    table: Option<String>,
-    #[serde(default)]
-    from: Option<From>,
-    #[serde(default)]
-    partitions: Option<Vec<u32>>,
-    #[serde(default)]
-    group: Option<String>,
-    #[serde(default)]
-    consumer: Option<String>,
-    #[serde(default)]
-    reset: Option<ResetNamed>,
-    #[serde(default)]
-    key_prefix: Option<String>,
-}
-
-#[derive(Deserialize, Clone)]
-#[serde(untagged)]
-enum From {
-    Named(ResetNamed),
-    Offsets { offset: HashMap<String, u64> },
-    Timestamp { timestamp: u64 },
 }
 
 /// A live subscription: its task, and for a group member what commits need.
@@ -226,19 +180,19 @@ struct Connection {
     subs: HashMap<String, Sub>,
 }
 
-fn text(v: Value) -> Message {
-    Message::Text(Utf8Bytes::from(v.to_string()))
+fn text(v: impl serde::Serialize) -> Message {
+    Message::Text(Utf8Bytes::from(
+        serde_json::to_string(&v).unwrap_or_default(),
+    ))
 }
 
 fn error_frame(id: Option<&str>, reference: Option<&Value>, code: &str, message: &str) -> Message {
-    let mut v = json!({"type": "error", "code": code, "message": message});
-    if let Some(id) = id {
-        v["id"] = json!(id);
-    }
-    if let Some(r) = reference {
-        v["ref"] = r.clone();
-    }
-    text(v)
+    text(ServerFrame::Error {
+        id: id.map(str::to_string),
+        reference: reference.cloned(),
+        code: code.to_string(),
+        message: message.to_string(),
+    })
 }
 
 impl Connection {
@@ -369,7 +323,7 @@ impl Connection {
             ClientFrame::Unsubscribe { id } => match self.subs.remove(&id) {
                 Some(sub) => {
                     self.end(sub);
-                    self.send(text(json!({"type": "unsubscribed", "id": id})))
+                    self.send(text(ServerFrame::Unsubscribed { id: id.clone() }))
                         .await;
                 }
                 None => {
@@ -395,9 +349,10 @@ impl Connection {
                 records,
             } => {
                 let answer = match self.produce(&topic, records).await {
-                    Ok(offsets) => {
-                        text(json!({"type": "produced", "ref": reference, "offsets": offsets}))
-                    }
+                    Ok(offsets) => text(ServerFrame::Produced {
+                        reference: reference.clone(),
+                        offsets,
+                    }),
                     Err(e) => error_frame(None, reference.as_ref(), e.code, &e.detail),
                 };
                 self.send(answer).await;
@@ -422,7 +377,11 @@ impl Connection {
         write(&self.state, &self.principal, &topic, units, None).await
     }
 
-    async fn commit(&self, id: &str, offsets: HashMap<String, u64>) -> Result<Value, ApiError> {
+    async fn commit(
+        &self,
+        id: &str,
+        offsets: BTreeMap<String, u64>,
+    ) -> Result<ServerFrame, ApiError> {
         let g = self
             .subs
             .get(id)
@@ -462,10 +421,14 @@ impl Connection {
         self.state
             .groups
             .set_positions(&g.group, g.topic.name(), &moved, true);
-        Ok(json!({"type": "committed", "id": id, "generation": generation, "offsets": offsets}))
+        Ok(ServerFrame::Committed {
+            id: id.to_string(),
+            generation,
+            offsets,
+        })
     }
 
-    async fn subscribe(&mut self, s: Subscribe) -> Result<(), ApiError> {
+    async fn subscribe(&mut self, s: SubscribeFrame) -> Result<(), ApiError> {
         if self.subs.contains_key(&s.id) {
             return Err(ApiError::bad_request(
                 "duplicate_subscription",
@@ -487,9 +450,12 @@ impl Connection {
             let feed = self.state.table_waiters.feed(&table);
             self.state.tables.progress(&table)?;
             let prefix = s.key_prefix.clone().unwrap_or_default();
-            self.send(text(
-                json!({"type": "subscribed", "id": s.id, "table": table, "key_prefix": prefix}),
-            ))
+            self.send(text(ServerFrame::Subscribed(SubscribedFrame {
+                id: s.id.clone(),
+                table: Some(table.clone()),
+                key_prefix: Some(prefix.clone()),
+                ..SubscribedFrame::default()
+            })))
             .await;
             let task = tokio::spawn(table_reader(
                 self.state.clone(),
@@ -542,10 +508,15 @@ impl Connection {
                     self.principal.sub.as_deref(),
                     self.state.group_config.bind_subject,
                 )?;
-                self.send(text(json!({
-                    "type": "subscribed", "id": id, "topic": name, "group": g.group,
-                    "consumer": g.consumer, "log_epoch": self.state.log.epoch(),
-                    "generation": view.generation, "assignment": view.assignment,
+                self.send(text(ServerFrame::Subscribed(SubscribedFrame {
+                    id: id.clone(),
+                    topic: Some(name.clone()),
+                    group: Some(g.group.clone()),
+                    consumer: Some(g.consumer.clone()),
+                    log_epoch: Some(self.state.log.epoch().to_string()),
+                    generation: Some(view.generation),
+                    assignment: Some(view.assignment.clone()),
+                    ..SubscribedFrame::default()
                 })))
                 .await;
                 let task = tokio::spawn(group_reader(
@@ -569,10 +540,12 @@ impl Connection {
                     None => (0..topic.partition_count()).collect(),
                 };
                 let positions = self.resolve(&topic, &partitions, s.from.clone()).await?;
-                self.send(text(json!({
-                    "type": "subscribed", "id": id, "topic": name,
-                    "log_epoch": self.state.log.epoch(),
-                    "positions": positions.iter().map(|(p, o)| (p.to_string(), *o)).collect::<HashMap<_, _>>(),
+                self.send(text(ServerFrame::Subscribed(SubscribedFrame {
+                    id: id.clone(),
+                    topic: Some(name.clone()),
+                    log_epoch: Some(self.state.log.epoch().to_string()),
+                    positions: Some(positions.iter().map(|(p, o)| (p.to_string(), *o)).collect()),
+                    ..SubscribedFrame::default()
                 })))
                 .await;
                 let task = tokio::spawn(topic_reader(
@@ -595,15 +568,15 @@ impl Connection {
         &self,
         topic: &Arc<Topic>,
         partitions: &[u32],
-        from: Option<From>,
+        from: Option<SubscribeFrom>,
     ) -> Result<Vec<(u32, u64)>, ApiError> {
         let mut out = Vec::with_capacity(partitions.len());
         for &p in partitions {
             let info = topic.partition(p).expect("checked partition");
             let o = match &from {
-                None | Some(From::Named(ResetNamed::Latest)) => info.end_offset,
-                Some(From::Named(ResetNamed::Earliest)) => info.start_offset,
-                Some(From::Offsets { offset }) => match offset.get(&p.to_string()) {
+                None | Some(SubscribeFrom::Named(ResetNamed::Latest)) => info.end_offset,
+                Some(SubscribeFrom::Named(ResetNamed::Earliest)) => info.start_offset,
+                Some(SubscribeFrom::Offsets { offset }) => match offset.get(&p.to_string()) {
                     Some(&o) if o < info.start_offset || o > info.end_offset => {
                         return Err(sluice_log::Error::OffsetOutOfRange {
                             offset: o,
@@ -615,7 +588,7 @@ impl Connection {
                     Some(&o) => o,
                     None => info.end_offset,
                 },
-                Some(From::Timestamp { timestamp }) => {
+                Some(SubscribeFrom::Timestamp { timestamp }) => {
                     let (log, t, ts) = (self.state.log.clone(), topic.clone(), *timestamp);
                     tokio::task::spawn_blocking(move || log.offset_for_timestamp(&t, p, ts))
                         .await
@@ -644,7 +617,8 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
-/// The `records` frame of a chunk.
+/// The `records` frame of a chunk: [`ServerFrame::Records`], written around the
+/// chunk's shared bytes instead of serialized record by record.
 fn records_frame(id: &str, topic: &str, partition: u32, chunk: &crate::tail::Chunk) -> Message {
     let mut s = String::with_capacity(chunk.json.len() + 96);
     s.push_str("{\"type\":\"records\",\"id\":");
@@ -766,9 +740,11 @@ async fn group_reader(
         let mut rebalanced = state.groups.watch(&g.group);
         if announced != Some(view.generation) {
             g.generation.store(view.generation, Ordering::Release);
-            let frame = text(
-                json!({"type": "assigned", "id": id, "generation": view.generation, "assignment": view.assignment}),
-            );
+            let frame = text(ServerFrame::Assigned {
+                id: id.clone(),
+                generation: view.generation,
+                assignment: view.assignment.clone(),
+            });
             if out.send(frame).await.is_err() {
                 return;
             }
@@ -898,11 +874,51 @@ async fn table_reader(
                     return;
                 }
             };
-            let frame =
-                text(json!({"type": "row", "id": id, "table": table, "key": key, "row": row}));
+            let frame = text(ServerFrame::Row {
+                id: id.clone(),
+                table: table.clone(),
+                key: key.clone(),
+                row,
+            });
             if out.send(frame).await.is_err() {
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hand-written `records` frame is the documented `ServerFrame::Records`.
+    #[test]
+    fn records_frame_is_the_documented_frame() {
+        let chunk = crate::tail::Chunk {
+            first: 4,
+            next: 5,
+            json: bytes::Bytes::from_static(
+                br#"{"partition":2,"offset":4,"timestamp":1,"value":{"a":1}}"#,
+            ),
+        };
+        let Message::Text(t) = records_frame("s\"1", "orders", 2, &chunk) else {
+            panic!("a text frame");
+        };
+        let f: ServerFrame = serde_json::from_str(t.as_str()).unwrap();
+        let ServerFrame::Records {
+            id,
+            topic,
+            partition,
+            next_offset,
+            records,
+        } = f
+        else {
+            panic!("a records frame");
+        };
+        assert_eq!(
+            (id.as_str(), topic.as_str(), partition, next_offset),
+            ("s\"1", "orders", 2, 5)
+        );
+        assert_eq!(records[0].offset, 4);
     }
 }

@@ -10,6 +10,7 @@ pub mod num;
 mod produce;
 mod tables;
 mod types;
+mod ws;
 
 pub use crate::groups::*;
 pub use crate::produce::{
@@ -17,3 +18,4 @@ pub use crate::produce::{
 };
 pub use crate::tables::*;
 pub use crate::types::*;
+pub use crate::ws::*;
