@@ -345,6 +345,21 @@ pub fn app(config: &Config, state: AppState) -> Router {
             }
         },
     ));
+    // Outermost: every request gets an id, echoed in the answer, and a span that
+    // carries it through the logs.
+    app = app
+        .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(crate::telemetry::request_span)
+                .on_request(())
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG),
+                ),
+        )
+        .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
+            crate::telemetry::RequestIds::default(),
+        ));
     if !config.cors_origins.is_empty() {
         use tower_http::cors::{AllowOrigin, Any, CorsLayer};
         let origins = if config.cors_origins.iter().any(|o| o == "*") {

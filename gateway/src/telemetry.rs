@@ -33,6 +33,48 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
         .install_recorder()?)
 }
 
+/// Gives each request an `x-request-id` (unless the client sent one): a random
+/// per-process prefix and a counter.
+#[derive(Clone)]
+pub struct RequestIds {
+    prefix: u32,
+    next: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for RequestIds {
+    fn default() -> Self {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(sluice_log::now_ms());
+        RequestIds {
+            prefix: h.finish() as u32,
+            next: Default::default(),
+        }
+    }
+}
+
+impl tower_http::request_id::MakeRequestId for RequestIds {
+    fn make_request_id<B>(
+        &mut self,
+        _: &axum::http::Request<B>,
+    ) -> Option<tower_http::request_id::RequestId> {
+        let n = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("{:08x}-{n:x}", self.prefix);
+        axum::http::HeaderValue::from_str(&id).ok().map(Into::into)
+    }
+}
+
+/// The span each request's logs belong to: its id, method and path (never the
+/// query string, which may carry an access token).
+pub fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let id = req
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    tracing::info_span!("request", id, method = %req.method(), path = req.uri().path())
+}
+
 /// Counts every request by route, method and status, and times it.
 pub async fn track(req: Request, next: Next) -> Response {
     let route = req
