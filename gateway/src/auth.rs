@@ -334,7 +334,12 @@ impl FromRequestParts<AppState> for Principal {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
         let principal = match &state.auth {
             None => {
-                let peer = parts.extensions.get::<PeerAddr>().map(|p| p.0.ip());
+                // The key is only worth building when a rate limit will read it.
+                let peer = parts
+                    .extensions
+                    .get::<PeerAddr>()
+                    .filter(|_| state.limits.rate_limited())
+                    .map(|p| p.0.ip());
                 Principal {
                     sub: None,
                     permissions: None,

@@ -196,6 +196,10 @@ pub struct Config {
     #[arg(long, env = "SLUICE_CACHE_MB", default_value_t = 48)]
     pub cache_mb: usize,
 
+    /// Threads serving requests (default: one per core).
+    #[arg(long, env = "SLUICE_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
+
     /// Log output format.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value_t = LogFormat::Human)]
     pub log_format: LogFormat,

@@ -57,6 +57,11 @@ impl Limits {
         self.in_flight.clone().acquire_many_owned(kib).await.ok()
     }
 
+    /// Whether any per-principal rate limit is on (and so needs a principal's key).
+    pub fn rate_limited(&self) -> bool {
+        self.requests.is_some() || self.records.is_some()
+    }
+
     /// Counts one request of `key`.
     pub fn check_requests(&self, key: &str) -> Result<(), ApiError> {
         let Some(l) = &self.requests else {

@@ -24,7 +24,11 @@ fn main() -> anyhow::Result<()> {
     if let Err(e) = config.check() {
         anyhow::bail!(e);
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = config.worker_threads {
+        builder.worker_threads(n.max(1));
+    }
+    let runtime = builder
         .enable_all()
         // Reads run on blocking threads; a bounded pool keeps a burst of subscribers
         // from growing hundreds of threads.
