@@ -8,7 +8,7 @@
 //! HTTP poll and the WebSocket group subscription both drive this type.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
@@ -505,9 +505,6 @@ fn rebalance(t: &mut TopicState) {
         t.partitions[i].owner = Some(who);
     }
 }
-
-/// Shared handle.
-pub type SharedCoordinator = Arc<Coordinator>;
 
 #[cfg(test)]
 mod tests {

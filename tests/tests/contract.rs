@@ -125,7 +125,8 @@ fn schemathesis_finds_no_contract_violation() {
             "--exclude-path-regex",
             "/events$",
         ])
-        .current_dir(workspace_root())
+        // schemathesis reads tests/schemathesis.toml from its working directory.
+        .current_dir(workspace_root().join("tests"))
         .env("NO_COLOR", "1")
         .output()
         .expect("run schemathesis");
