@@ -427,6 +427,16 @@ impl Coordinator {
     }
 }
 
+/// Resolves when the group's generation changes; never when there is no group.
+pub async fn rebalanced(watch: Option<&mut watch::Receiver<u64>>) {
+    match watch {
+        Some(w) => {
+            let _ = w.changed().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
 fn owned(t: &TopicState, consumer: &str) -> Vec<u32> {
     t.partitions
         .iter()

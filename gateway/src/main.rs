@@ -86,13 +86,7 @@ fn init_tracing(format: LogFormat) {
 async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = sluice_gateway::telemetry::install()?;
     let upkeep = metrics.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tick.tick().await;
-            upkeep.run_upkeep();
-        }
-    });
+    every(Duration::from_secs(5), move || upkeep.run_upkeep());
     let waiters = Arc::new(Waiters::default());
     let log = open_log(&config, waiters.clone())
         .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
@@ -108,23 +102,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "auth is off: anyone who can reach {addr} can read, write and delete everything"
         );
     }
+    // Sessions end on time even when nobody polls the group.
     let groups = state.groups.clone();
-    tokio::spawn(async move {
-        // Sessions end on time even when nobody polls the group.
-        let mut tick = tokio::time::interval(Duration::from_millis(250));
-        loop {
-            tick.tick().await;
-            groups.expire_all();
-        }
-    });
+    every(Duration::from_millis(250), move || groups.expire_all());
     let limits = state.limits.clone();
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(60));
-        loop {
-            tick.tick().await;
-            limits.forget_idle();
-        }
-    });
+    every(Duration::from_secs(60), move || limits.forget_idle());
     println!("listening on http://{addr}");
     let router = app(&config, state);
     server::run(
@@ -145,6 +127,17 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     tracing::info!("stopped serving; closing the log");
     drop(log);
     Ok(())
+}
+
+/// Runs `f` every `period` in the background.
+fn every(period: Duration, f: impl Fn() + Send + 'static) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            f();
+        }
+    });
 }
 
 async fn shutdown_signal() {

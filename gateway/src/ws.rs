@@ -814,17 +814,9 @@ async fn group_reader(
         if sent {
             continue;
         }
-        let rebalance = async {
-            match rebalanced.as_mut() {
-                Some(w) => {
-                    let _ = w.changed().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = appended.changed() => {}
-            () = rebalance => {}
+            () = crate::groups::rebalanced(rebalanced.as_mut()) => {}
             // Keep the session alive while nothing happens.
             () = tokio::time::sleep(session / 3) => {}
         }

@@ -31,119 +31,34 @@ async fn topic_errors() {
             .header("content-type", "application/json")
             .body(body)
     };
-    problem(
-        post(r#"{"name":"orders","partitions":2}"#.into())
-            .send()
-            .await
-            .unwrap(),
-        409,
-        "topic_exists",
-    )
-    .await;
-    problem(
-        post(r#"{"name":"bad name","partitions":1}"#.into())
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "invalid_request",
-    )
-    .await;
-    problem(
-        post(format!(r#"{{"name":"{}"}}"#, "x".repeat(250)))
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "invalid_request",
-    )
-    .await;
-    problem(
-        post(r#"{"name":"","partitions":1}"#.into())
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "invalid_request",
-    )
-    .await;
-    problem(
-        post(r#"{"name":"z","partitions":0}"#.into())
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "invalid_request",
-    )
-    .await;
-    problem(
-        post(r#"{"name":"z","partitions":5000}"#.into())
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "invalid_request",
-    )
-    .await;
-    problem(
-        post(r#"{"name":"z","partitions":-1}"#.into())
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "invalid_body",
-    )
-    .await;
-    problem(
-        post(r#"{"name":"z","partitions":"3"}"#.into())
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "invalid_body",
-    )
-    .await;
-    problem(
-        post(r#"{"name":"z","retention_ms":0}"#.into())
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "invalid_request",
-    )
-    .await;
-    problem(
-        post(r#"{"name":"z","retention_bytes":9223372036854775808}"#.into())
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "invalid_request",
-    )
-    .await;
-    problem(
-        post(r#"["z", 3]"#.into()).send().await.unwrap(),
-        400,
-        "invalid_body",
-    )
-    .await;
-    problem(
-        post(r#"{"name":"z","partitons":3}"#.into())
-            .send()
-            .await
-            .unwrap(),
-        400,
-        "invalid_body",
-    )
-    .await;
-    problem(
-        post(r#"{"name":"z""#.into()).send().await.unwrap(),
-        400,
-        "invalid_json",
-    )
-    .await;
-    problem(post("".into()).send().await.unwrap(), 400, "invalid_json").await;
-    problem(post("[]".into()).send().await.unwrap(), 400, "invalid_body").await;
+    let long_name = format!(r#"{{"name":"{}"}}"#, "x".repeat(250));
+    for (body, status, code) in [
+        (r#"{"name":"orders","partitions":2}"#, 409, "topic_exists"),
+        (
+            r#"{"name":"bad name","partitions":1}"#,
+            400,
+            "invalid_request",
+        ),
+        (long_name.as_str(), 400, "invalid_request"),
+        (r#"{"name":"","partitions":1}"#, 400, "invalid_request"),
+        (r#"{"name":"z","partitions":0}"#, 400, "invalid_request"),
+        (r#"{"name":"z","partitions":5000}"#, 400, "invalid_request"),
+        (r#"{"name":"z","partitions":-1}"#, 400, "invalid_body"),
+        (r#"{"name":"z","partitions":"3"}"#, 400, "invalid_body"),
+        (r#"{"name":"z","retention_ms":0}"#, 400, "invalid_request"),
+        (
+            r#"{"name":"z","retention_bytes":9223372036854775808}"#,
+            400,
+            "invalid_request",
+        ),
+        (r#"["z", 3]"#, 400, "invalid_body"),
+        (r#"{"name":"z","partitons":3}"#, 400, "invalid_body"),
+        (r#"{"name":"z""#, 400, "invalid_json"),
+        ("", 400, "invalid_json"),
+        ("[]", 400, "invalid_body"),
+    ] {
+        problem(post(body.to_string()).send().await.unwrap(), status, code).await;
+    }
     problem(
         c.get(s.url("/v1/topics/nope")).send().await.unwrap(),
         404,

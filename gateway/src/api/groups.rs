@@ -201,17 +201,9 @@ pub async fn poll(
             return Ok(poll_response(view.generation, &view.assignment, body));
         }
         let data = data_watch.as_mut().expect("waiting");
-        let rebalanced = async {
-            match group_watch.as_mut() {
-                Some(w) => {
-                    let _ = w.changed().await;
-                }
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             _ = data.changed() => {}
-            () = rebalanced => {}
+            () = crate::groups::rebalanced(group_watch.as_mut()) => {}
             () = tokio::time::sleep_until(deadline) => {}
         }
     }
