@@ -112,7 +112,8 @@ pub struct Config {
     )]
     pub cors_origins: Vec<String>,
 
-    /// Browser origins allowed to open a WebSocket; repeatable. Default: any.
+    /// Browser origins allowed to open a WebSocket, besides the server's own; repeatable.
+    /// Default: any.
     #[arg(long = "ws-origin", env = "SLUICE_WS_ORIGINS", value_delimiter = ',')]
     pub ws_origins: Vec<String>,
 

@@ -13,8 +13,10 @@ pub mod groups;
 pub mod limits;
 pub mod server;
 pub mod state;
+pub mod stats;
 pub mod tail;
 pub mod telemetry;
+pub mod web;
 pub mod ws;
 
 use std::sync::Arc;
@@ -125,6 +127,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::tables::get_table, api::tables::delete_table))
         .routes(routes!(api::tables::get_row))
         .routes(routes!(api::tables::scan_rows))
+        .routes(routes!(api::stats::stats))
         .routes(routes!(crate::telemetry::render))
         .routes(routes!(ready))
 }
@@ -243,6 +246,8 @@ pub fn router(state: AppState) -> Router {
     router
         .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", finish_doc(doc)))
         .route("/livez", axum::routing::get(live))
+        .route("/", axum::routing::get(web::index))
+        .route("/ui/{file}", axum::routing::get(web::asset))
         .route(
             "/asyncapi.json",
             axum::routing::get(|| async { axum::Json(asyncapi_doc()) }),
@@ -326,6 +331,7 @@ pub fn build_state(
         metrics,
         tables,
         table_waiters,
+        stats: Arc::new(crate::stats::Stats::new(config.data_dir.clone())),
     })
 }
 

@@ -34,6 +34,8 @@ pub struct AppState {
     pub tables: Arc<sluice_tables::Engine>,
     /// Long polls on table changes park here.
     pub table_waiters: Arc<TableWaiters>,
+    /// Start-up time and delivery counts for `/v1/stats`.
+    pub stats: Arc<crate::stats::Stats>,
     /// The Prometheus recorder's handle, when metrics are on.
     pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }

@@ -90,6 +90,7 @@ pub async fn upgrade(
     if let Some(origin) = headers.get("origin").and_then(|o| o.to_str().ok())
         && !cfg.allowed_origins.is_empty()
         && !cfg.allowed_origins.iter().any(|a| a == "*" || a == origin)
+        && !same_origin(origin, &headers)
     {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -217,8 +218,8 @@ impl Connection {
                 }
             }
         });
-        let connections = metrics::gauge!("sluice_websocket_connections");
-        connections.increment(1.0);
+        let stats = state.stats.clone();
+        stats.websocket(true);
         let mut conn = Connection {
             state,
             principal,
@@ -271,7 +272,7 @@ impl Connection {
                 .await;
         }
         drop(conn);
-        connections.decrement(1.0);
+        stats.websocket(false);
         let _ = tokio::time::timeout(Duration::from_secs(5), writer).await;
     }
 
@@ -617,6 +618,16 @@ fn rand_u64() -> u64 {
     h.finish()
 }
 
+/// Whether `origin` is this server as the browser reached it (the dashboard), which
+/// is always allowed.
+fn same_origin(origin: &str, headers: &axum::http::HeaderMap) -> bool {
+    let host = headers.get("host").and_then(|h| h.to_str().ok());
+    let authority = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"));
+    host.is_some() && authority == host
+}
+
 /// The `records` frame of a chunk: [`ServerFrame::Records`], written around the
 /// chunk's shared bytes instead of serialized record by record.
 fn records_frame(id: &str, topic: &str, partition: u32, chunk: &crate::tail::Chunk) -> Message {
@@ -665,6 +676,11 @@ async fn topic_reader(
                     {
                         return;
                     }
+                    state.stats.delivered(
+                        topic.name(),
+                        chunk.next - chunk.first,
+                        chunk.json.len() as u64,
+                    );
                     *pos = chunk.next;
                     sent = true;
                 }
@@ -809,6 +825,9 @@ async fn group_reader(
             {
                 return;
             }
+            state
+                .stats
+                .delivered(&name, chunk.next - chunk.first, chunk.json.len() as u64);
             sent = true;
         }
         if sent {

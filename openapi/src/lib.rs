@@ -8,6 +8,7 @@
 mod groups;
 pub mod num;
 mod produce;
+mod stats;
 mod tables;
 mod types;
 mod ws;
@@ -16,6 +17,7 @@ pub use crate::groups::*;
 pub use crate::produce::{
     HeaderList, MapOnly, ProduceBatch, ProduceBody, ProduceRecord, ProduceRecordSchema,
 };
+pub use crate::stats::*;
 pub use crate::tables::*;
 pub use crate::types::*;
 pub use crate::ws::*;

@@ -259,14 +259,18 @@ async fn permissions_cover_each_object() {
         403
     );
     // The list shows only what the token may touch.
-    let (_, list) = status(c.get(s.url("/v1/topics")).bearer_auth(&user)).await;
-    let names: Vec<_> = list["topics"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["name"].as_str().unwrap())
-        .collect();
-    assert_eq!(names, vec!["clicks.eu", "orders"]);
+    // So does the dashboard's summary, which needs a token like everything else.
+    for path in ["/v1/topics", "/v1/stats"] {
+        let (_, list) = status(c.get(s.url(path)).bearer_auth(&user)).await;
+        let names: Vec<_> = list["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, vec!["clicks.eu", "orders"], "{path}");
+    }
+    assert_eq!(status(c.get(s.url("/v1/stats"))).await.0, 401);
 }
 
 #[tokio::test]

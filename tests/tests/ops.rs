@@ -45,9 +45,10 @@ async fn metrics_count_exactly() {
         Some(7.0),
         "{text}"
     );
+    // Every record handed out counts: the fetch's 5 and the polls' 3 and 1.
     assert_eq!(
         metric(&text, "sluice_fetch_records_total", "topic=\"m\""),
-        Some(5.0)
+        Some(9.0)
     );
     assert_eq!(
         metric(&text, "sluice_partition_end_offset", "topic=\"m\""),
@@ -68,6 +69,26 @@ async fn metrics_count_exactly() {
     );
     assert!(metric(&text, "sluice_commit_batch_records_count", "").unwrap() >= 1.0);
     assert!(metric(&text, "sluice_storage_bytes", "").unwrap() > 0.0);
+
+    // The dashboard's summary says the same.
+    let stats: Value = c
+        .get(s.url("/v1/stats"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let topic = &stats["topics"][0];
+    assert_eq!(topic["name"], "m", "{stats}");
+    assert_eq!(topic["records"], 7);
+    assert_eq!(topic["produced_total"], 7);
+    assert_eq!(topic["delivered_total"], 9);
+    assert_eq!(stats["groups"][0]["group"], "g");
+    assert_eq!(stats["groups"][0]["lag"], 4);
+    assert_eq!(stats["groups"][0]["members"], 1);
+    assert!(stats["data_bytes"].as_u64().unwrap() > 0);
+    assert_eq!(stats["version"], env!("CARGO_PKG_VERSION"));
 }
 
 #[tokio::test]

@@ -207,6 +207,9 @@ async fn stream(
             .await;
             match read {
                 Ok(Ok((bytes, next))) if next > from => {
+                    state
+                        .stats
+                        .delivered(topic.name(), next - from, bytes.len() as u64);
                     if tx.send(Bytes::from(bytes)).await.is_err() {
                         return;
                     }

@@ -126,12 +126,9 @@ pub async fn fetch(
         .await
         .map_err(|_| ApiError::internal())??;
         let waited_out = tokio::time::Instant::now() >= deadline;
-        if outcome.records > 0 {
-            metrics::counter!("sluice_fetch_records_total", "topic" => name.clone())
-                .increment(outcome.records as u64);
-            metrics::counter!("sluice_fetch_bytes_total", "topic" => name.clone())
-                .increment(body.len() as u64);
-        }
+        state
+            .stats
+            .delivered(&name, outcome.records as u64, body.len() as u64);
         if outcome.records > 0 || waited_out || waiter.is_none() {
             let mut body = body;
             body.extend_from_slice(b"],\"next_offset\":");

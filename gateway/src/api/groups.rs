@@ -195,6 +195,8 @@ pub async fn poll(
                 // A rebalance happened while reading: hand nothing out, poll again.
                 continue;
             }
+            let records = read.iter().map(|(_, from, next)| next - from).sum();
+            state.stats.delivered(&name, records, body.len() as u64);
             state
                 .groups
                 .answered(&group, &name, &consumer, view.generation);
@@ -399,6 +401,25 @@ pub async fn list_groups(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<GroupList>, ApiError> {
+    let names = group_names(&state)?;
+    let groups = names
+        .into_iter()
+        .filter(|(g, _)| principal.may(Object::Group(g)))
+        .map(|(g, topics)| GroupSummary {
+            members: state.groups.members(&g).len(),
+            generation: state.groups.generation(&g),
+            topics: topics.into_iter().collect(),
+            group: g,
+        })
+        .collect();
+    Ok(Json(GroupList { groups }))
+}
+
+/// Every group with live members or committed offsets, with the topics it has them
+/// on, sorted by name.
+pub fn group_names(
+    state: &AppState,
+) -> Result<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>, ApiError> {
     let mut names: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
         Default::default();
     for (g, topics) in state.log.groups()? {
@@ -411,17 +432,45 @@ pub async fn list_groups(
         let topics = state.groups.members(&g).into_iter().map(|m| m.topic);
         names.entry(g).or_default().extend(topics);
     }
-    let groups = names
-        .into_iter()
-        .filter(|(g, _)| principal.may(Object::Group(g)))
-        .map(|(g, topics)| GroupSummary {
-            members: state.groups.members(&g).len(),
-            generation: state.groups.generation(&g),
-            topics: topics.into_iter().collect(),
-            group: g,
-        })
-        .collect();
-    Ok(Json(GroupList { groups }))
+    Ok(names)
+}
+
+/// A group's committed offsets, owners and lag on each of `topics`.
+pub fn group_topics(
+    state: &AppState,
+    group: &str,
+    members: &[crate::groups::MemberInfo],
+    topics: Vec<Arc<Topic>>,
+) -> Result<Vec<GroupTopic>, ApiError> {
+    let mut out_topics = Vec::new();
+    for t in topics {
+        let committed = state.log.committed_offsets(group, &t)?;
+        let partitions: Vec<GroupPartition> = t
+            .partitions()
+            .into_iter()
+            .map(|info| {
+                let c = committed[info.partition as usize];
+                GroupPartition {
+                    partition: info.partition,
+                    owner: members
+                        .iter()
+                        .find(|m| m.topic == t.name() && m.assignment.contains(&info.partition))
+                        .map(|m| m.consumer.clone()),
+                    committed: c,
+                    end_offset: info.end_offset,
+                    lag: info.end_offset
+                        - c.unwrap_or(info.start_offset)
+                            .clamp(info.start_offset, info.end_offset),
+                }
+            })
+            .collect();
+        out_topics.push(GroupTopic {
+            topic: t.name().to_string(),
+            lag: partitions.iter().map(|p| p.lag).sum(),
+            partitions,
+        });
+    }
+    Ok(out_topics)
 }
 
 /// Describe a group: members, assignment, committed offsets and lag per partition.
@@ -464,34 +513,7 @@ pub async fn describe_group(
         ));
     }
     topics.sort_by(|a, b| a.name().cmp(b.name()));
-    let mut out_topics = Vec::new();
-    for t in topics {
-        let committed = state.log.committed_offsets(&group, &t)?;
-        let partitions: Vec<GroupPartition> = t
-            .partitions()
-            .into_iter()
-            .map(|info| {
-                let c = committed[info.partition as usize];
-                GroupPartition {
-                    partition: info.partition,
-                    owner: members
-                        .iter()
-                        .find(|m| m.topic == t.name() && m.assignment.contains(&info.partition))
-                        .map(|m| m.consumer.clone()),
-                    committed: c,
-                    end_offset: info.end_offset,
-                    lag: info.end_offset
-                        - c.unwrap_or(info.start_offset)
-                            .clamp(info.start_offset, info.end_offset),
-                }
-            })
-            .collect();
-        out_topics.push(GroupTopic {
-            topic: t.name().to_string(),
-            lag: partitions.iter().map(|p| p.lag).sum(),
-            partitions,
-        });
-    }
+    let out_topics = group_topics(&state, &group, &members, topics)?;
     Ok(Json(GroupDescription {
         generation: state.groups.generation(&group),
         members: members

@@ -4,6 +4,7 @@ pub mod events;
 pub mod fetch;
 pub mod groups;
 pub mod produce;
+pub mod stats;
 pub mod tables;
 pub mod topics;
 

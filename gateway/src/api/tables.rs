@@ -46,7 +46,7 @@ impl From<TableError> for ApiError {
     }
 }
 
-fn info(s: Status) -> TableInfo {
+pub(crate) fn info(s: Status) -> TableInfo {
     let definition: TableDefinition = serde_json::to_value(&s.def)
         .and_then(serde_json::from_value)
         .expect("a table definition is a valid wire definition");

@@ -96,7 +96,7 @@ pub async fn list_topics(State(state): State<AppState>, principal: Principal) ->
 }
 
 /// A topic is visible to whoever may produce to it or read it.
-fn may_see(principal: &Principal, topic: &str) -> bool {
+pub(crate) fn may_see(principal: &Principal, topic: &str) -> bool {
     principal.may(Object::Produce(topic)) || principal.may(Object::Consume(topic))
 }
 
@@ -142,5 +142,6 @@ pub async fn delete_topic(
     principal.require(Object::Admin)?;
     let log = state.log.clone();
     call(|r| log.delete_topic(&name, r)).await?;
+    state.stats.forget(&name);
     Ok(StatusCode::NO_CONTENT)
 }

@@ -1,0 +1,189 @@
+// Drives the dashboard at `/` in headless Chromium against a running server.
+//   node dashboard.mjs BASE SHOTS_DIR            the pages, with auth off
+//   node dashboard.mjs BASE SHOTS_DIR TOKEN NARROW_TOKEN
+//                                                the token field, with auth on
+// Data is made through the HTTP API (Node's fetch); every request the page makes
+// to a host other than the server is blocked and reported. Exits non-zero with the
+// reasons on failure; screenshots go to SHOTS_DIR.
+import { chromium } from 'playwright-core';
+
+const [base, shots, token, narrowToken] = process.argv.slice(2);
+const failures = [];
+const check = (ok, why) => { if (!ok) failures.push(why); };
+
+async function api(method, path, body, bearer = token) {
+  const headers = { 'content-type': 'application/json' };
+  if (bearer) headers.authorization = `Bearer ${bearer}`;
+  const res = await fetch(base + path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await res.text();
+  if (!res.ok) throw new Error(`${method} ${path}: ${res.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+  headless: true,
+  args: ['--no-sandbox', '--disable-gpu', '--disable-background-networking',
+    '--disable-component-update', '--disable-sync', '--disable-quic', '--no-first-run'],
+});
+
+async function openPage(width = 1280, height = 900) {
+  const page = await browser.newPage({ viewport: { width, height } });
+  const origin = new URL(base).origin;
+  page.foreign = [];
+  page.errors = [];
+  await page.route('**/*', (route) => {
+    const url = route.request().url();
+    if (url.startsWith(origin) || url.startsWith('data:') || url.startsWith('blob:')) return route.continue();
+    page.foreign.push(url);
+    return route.abort();
+  });
+  page.on('console', (m) => { if (m.type() === 'error') page.errors.push(m.text()); });
+  page.on('pageerror', (e) => page.errors.push(String(e)));
+  return page;
+}
+
+async function step(name, fn) {
+  try {
+    await fn();
+  } catch (err) {
+    failures.push(`${name}: ${err.message.split('\n')[0]}`);
+  }
+}
+
+const shot = (page, name) => page.screenshot({ path: `${shots}/${name}.png`, fullPage: true });
+
+async function pages() {
+  // Data, through the API.
+  await api('POST', '/v1/topics', { name: 'orders', partitions: 3 });
+  const orders = [];
+  for (let i = 0; i < 30; i += 1) orders.push({ key: `c-${i % 3}`, value: { customer: `c-${i % 3}`, amount: i } });
+  await api('POST', '/v1/topics/orders/records', { records: orders });
+  await api('POST', '/v1/tables', { sql: 'CREATE TABLE per_customer AS SELECT customer, COUNT(*) AS n, SUM(amount) AS total FROM orders GROUP BY customer' });
+  // The group reads 5 records and commits them: 25 left.
+  const poll = await api('GET', '/v1/groups/billing/topics/orders/records?consumer=c1&limit=5');
+  const offsets = {};
+  for (const r of poll.records) offsets[r.partition] = Math.max(offsets[r.partition] ?? 0, r.offset + 1);
+  await api('POST', '/v1/groups/billing/offsets', {
+    consumer: 'c1',
+    generation: poll.generation,
+    offsets: Object.entries(offsets).map(([p, o]) => ({ topic: 'orders', partition: Number(p), offset: o })),
+  });
+
+  const page = await openPage();
+  await step('overview lists the topic', async () => {
+    await page.goto(`${base}/`, { waitUntil: 'load' });
+    await page.locator('a[href="#/topics/orders"]').first().waitFor({ timeout: 10000 });
+    await page.locator('a[href="#/groups/billing"]').first().waitFor({ timeout: 10000 });
+    await page.locator('a[href="#/tables/per_customer"]').first().waitFor({ timeout: 10000 });
+    await page.waitForTimeout(2500); // a few readings for the charts
+    await shot(page, 'dashboard-overview');
+  });
+
+  await step('live tail shows a record produced through the API', async () => {
+    await page.goto(`${base}/#/topics/orders`);
+    await page.locator('.badge', { hasText: 'live' }).first().waitFor({ timeout: 10000 });
+    const marker = `tail-${Date.now()}`;
+    await api('POST', '/v1/topics/orders/records', { key: 'tail-key', value: { marker } });
+    await page.locator('.rec', { hasText: marker }).waitFor({ timeout: 10000 });
+    const partitions = await page.locator('table tbody tr').count();
+    check(partitions >= 3, `the topic page lists ${partitions} partition rows`);
+  });
+
+  await step('the produce form writes a record the API returns', async () => {
+    const marker = `form-${Date.now()}`;
+    await page.fill('input[name="key"]', 'form-key');
+    await page.fill('textarea[name="value"]', JSON.stringify({ marker, amount: 7 }));
+    await page.click('button:has-text("Produce")');
+    const result = page.locator('.result.ok', { hasText: 'Written to partition' });
+    await result.waitFor({ timeout: 10000 });
+    const [, p, o] = (await result.textContent()).match(/partition (\d+) at offset (\d+)/);
+    const got = await api('GET', `/v1/topics/orders/partitions/${p}/records?offset=${o}&limit=1`);
+    check(got.records[0]?.key === 'form-key' && got.records[0]?.value?.marker === marker,
+      `the API returned ${JSON.stringify(got.records[0])} at ${p}/${o}`);
+    await page.locator('.rec', { hasText: marker }).waitFor({ timeout: 10000 });
+    await shot(page, 'dashboard-topic');
+  });
+
+  await step('the groups page shows the lag', async () => {
+    const g = await api('GET', '/v1/groups/billing');
+    const lag = g.topics.reduce((a, t) => a + t.lag, 0);
+    await page.goto(`${base}/#/groups/billing`);
+    await page.locator(`[data-lag="${lag}"]`).waitFor({ timeout: 10000 });
+    check(lag > 0, `the group's lag is ${lag}`);
+    await page.locator('td', { hasText: 'c1' }).first().waitFor({ timeout: 10000 });
+    await shot(page, 'dashboard-group');
+  });
+
+  await step('the tables page returns a row', async () => {
+    await page.goto(`${base}/#/tables/per_customer`);
+    await page.locator('.badge.live').first().waitFor({ timeout: 15000 });
+    await page.fill('input[name="key"]', 'c-1');
+    await page.click('button:has-text("Look up")');
+    const row = page.locator('pre.row');
+    await row.waitFor({ timeout: 10000 });
+    const got = JSON.parse(await row.textContent());
+    // c-1: amounts 1, 4, ..., 28 — ten orders summing to 145.
+    check(got.n === 10 && got.total === 145, `row c-1 is ${JSON.stringify(got)}`);
+    await api('POST', '/v1/topics/orders/records', { key: 'c-1', value: { customer: 'c-1', amount: 5 } });
+    await page.locator('.row-change', { hasText: '"n":11' }).waitFor({ timeout: 10000 });
+    await shot(page, 'dashboard-table');
+  });
+
+  await step('phone width', async () => {
+    const phone = await openPage(390, 844);
+    await phone.goto(`${base}/`);
+    await phone.locator('a[href="#/topics/orders"]').first().waitFor({ timeout: 10000 });
+    const overflow = await phone.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+    check(overflow <= 1, `the overview is ${overflow}px wider than a phone screen`);
+    await shot(phone, 'dashboard-phone');
+    check(!phone.errors.length, `console errors at phone width: ${phone.errors.join(' | ')}`);
+    await phone.close();
+  });
+
+  check(!page.foreign.length, `requests to other hosts: ${page.foreign.join(', ')}`);
+  check(!page.errors.length, `console errors: ${page.errors.join(' | ')}`);
+}
+
+async function withAuth() {
+  await api('POST', '/v1/topics', { name: 'secured', partitions: 1 });
+  await api('POST', '/v1/topics', { name: 'hidden', partitions: 1 });
+  const page = await openPage();
+  await step('without a token the page says one is needed', async () => {
+    await page.goto(`${base}/`);
+    await page.locator('#banner', { hasText: 'needs a token' }).waitFor({ timeout: 10000 });
+  });
+  await step('with a token it shows what the token covers', async () => {
+    await page.fill('#token', narrowToken);
+    await page.click('#token-form button[type="submit"]');
+    await page.locator('a[href="#/topics/secured"]').first().waitFor({ timeout: 10000 });
+    check(await page.locator('a[href="#/topics/hidden"]').count() === 0, 'a topic the token does not cover is listed');
+    const kept = await page.evaluate(() => sessionStorage.getItem('sluice.token'));
+    check(kept === narrowToken, 'the token is not kept in session storage');
+  });
+  await step('a forbidden action is explained', async () => {
+    await page.goto(`${base}/#/topics`);
+    await page.fill('input[name="name"]', 'not-allowed');
+    await page.click('button:has-text("Create topic")');
+    await page.locator('.result.err', { hasText: 'does not allow' }).waitFor({ timeout: 10000 });
+    await shot(page, 'dashboard-auth');
+  });
+  check(!page.foreign.length, `requests to other hosts: ${page.foreign.join(', ')}`);
+  // The browser reports each refused request (401 before the token, 403 for the
+  // create) as a failed resource load; anything else is a real error.
+  const other = page.errors.filter((e) => !/status of 40[13]/.test(e));
+  check(!other.length, `console errors: ${other.join(' | ')}`);
+}
+
+try {
+  if (token) await withAuth(); else await pages();
+} catch (err) {
+  failures.push(String(err));
+} finally {
+  await browser.close();
+}
+if (failures.length) {
+  console.error(failures.join('\n'));
+  process.exit(1);
+}
+console.log('dashboard ok');
