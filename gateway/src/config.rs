@@ -1,10 +1,14 @@
-//! Command-line and environment configuration. Every option has a `SLUICE_*`
-//! environment variable; a flag given on the command line wins over the variable.
+//! Configuration: flags, `SLUICE_*` environment variables and an optional TOML
+//! file (`--config`). A flag wins over its variable, a variable over the file, and
+//! the file over the built-in default. The file's keys are the flags' long names
+//! (`data-dir` or `data_dir`); its values are checked like the flags' at start-up.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::error::ErrorKind;
+use clap::{ArgAction, Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 
 /// Sluice: a durable partitioned log, consumer groups and tables over HTTP and
 /// WebSocket, in one binary.
@@ -57,9 +61,153 @@ pub struct TokenArgs {
     pub audience: Option<String>,
 }
 
+impl Cli {
+    /// Reads the configuration of this process: its arguments, its environment and
+    /// the file named by `--config` or `SLUICE_CONFIG`. Exits with a message on error.
+    pub fn load() -> Cli {
+        Self::load_from(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Reads the configuration from `args` (the program name first), the
+    /// environment and the config file they name.
+    pub fn load_from(args: impl IntoIterator<Item = OsString>) -> Result<Cli, clap::Error> {
+        let args: Vec<OsString> = args.into_iter().collect();
+        let mut cmd = Cli::command();
+        if let Some(path) = config_path(&args) {
+            cmd = with_file_defaults(cmd, &path)?;
+        }
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        Cli::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
+    }
+}
+
+/// The config file named by `--config PATH`, `--config=PATH` or `SLUICE_CONFIG`.
+fn config_path(args: &[OsString]) -> Option<PathBuf> {
+    let mut it = args.iter().skip(1);
+    while let Some(a) = it.next() {
+        let a = a.to_string_lossy();
+        if a == "--" {
+            break;
+        }
+        if a == "--config" {
+            return it.next().map(PathBuf::from);
+        }
+        if let Some(p) = a.strip_prefix("--config=") {
+            return Some(PathBuf::from(p));
+        }
+    }
+    std::env::var_os("SLUICE_CONFIG")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+}
+
+/// Makes each setting of the TOML file at `path` the default of its flag, after
+/// checking that the flag exists and that the value parses as the flag would.
+fn with_file_defaults(
+    mut cmd: clap::Command,
+    path: &std::path::Path,
+) -> Result<clap::Command, clap::Error> {
+    let fail = |cmd: &mut clap::Command, msg: String| {
+        cmd.error(
+            ErrorKind::InvalidValue,
+            format!("config file {}: {msg}", path.display()),
+        )
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => return Err(fail(&mut cmd, format!("cannot read it: {e}"))),
+    };
+    let table: toml::Table = match toml::from_str(&text) {
+        Ok(t) => t,
+        Err(e) => return Err(fail(&mut cmd, e.to_string())),
+    };
+    for (key, value) in table {
+        let wanted = key.replace('-', "_");
+        let Some(arg) = cmd
+            .get_arguments()
+            .find(|a| {
+                a.get_long().is_some_and(|l| l.replace('-', "_") == wanted)
+                    || a.get_id().as_str() == wanted
+            })
+            .filter(|a| !matches!(a.get_id().as_str(), "config" | "help" | "version"))
+            .cloned()
+        else {
+            let known: Vec<String> = cmd
+                .get_arguments()
+                .filter_map(|a| a.get_long())
+                .filter(|l| !matches!(*l, "config" | "help" | "version"))
+                .map(str::to_string)
+                .collect();
+            return Err(fail(
+                &mut cmd,
+                format!(
+                    "unknown setting '{key}'; settings are the flags' long names: {}",
+                    known.join(", ")
+                ),
+            ));
+        };
+        let many = matches!(arg.get_action(), ArgAction::Append);
+        let scalar = |v: &toml::Value| match v {
+            toml::Value::String(s) => Some(s.clone()),
+            toml::Value::Integer(i) => Some(i.to_string()),
+            toml::Value::Float(f) => Some(f.to_string()),
+            toml::Value::Boolean(b) => Some(b.to_string()),
+            _ => None,
+        };
+        let values: Option<Vec<String>> = match &value {
+            toml::Value::Array(items) if many => items.iter().map(scalar).collect(),
+            v => scalar(v).map(|s| vec![s]),
+        };
+        let Some(values) = values else {
+            let want = if many {
+                "a string, number or boolean, or a list of them"
+            } else {
+                "a string, number or boolean"
+            };
+            return Err(fail(&mut cmd, format!("'{key}' must be {want}")));
+        };
+        for v in &values {
+            if let Err(why) = check_value(&arg, v) {
+                return Err(fail(&mut cmd, format!("'{key}' = {v:?}: {why}")));
+            }
+        }
+        cmd = cmd.mut_arg(arg.get_id().clone(), |a| a.default_values(values));
+    }
+    Ok(cmd)
+}
+
+/// Parses `value` as `arg` would parse it on the command line.
+fn check_value(arg: &clap::Arg, value: &str) -> Result<(), String> {
+    if matches!(arg.get_action(), ArgAction::SetTrue | ArgAction::SetFalse) {
+        return match value {
+            "true" | "false" => Ok(()),
+            _ => Err("expected true or false".to_string()),
+        };
+    }
+    let long = arg.get_long().unwrap_or_default();
+    let probe = clap::Command::new("sluice").no_binary_name(true).arg(
+        arg.clone()
+            .env(None::<&str>)
+            .default_values(Vec::<String>::new()),
+    );
+    match probe.try_get_matches_from([format!("--{long}={value}")]) {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            let text = e.to_string();
+            let first = text.lines().next().unwrap_or_default();
+            Err(first.trim_start_matches("error: ").to_string())
+        }
+    }
+}
+
 /// The server's options.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
+    /// A TOML file of settings, keyed by the flags' long names (`data-dir = "/var/lib/sluice"`).
+    /// Flags and environment variables win over it.
+    #[arg(long, env = "SLUICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
     /// Address to listen on; port 0 picks a free port. The bound address is printed
     /// as `listening on http://ADDR`. Without auth, only loopback addresses are
     /// allowed unless --insecure-no-auth is given.

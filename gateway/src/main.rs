@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
 use sluice_gateway::auth::Permissions;
 use sluice_gateway::config::{Cli, Command, LogFormat, TokenArgs};
 use sluice_gateway::server::{self, ServeLimits};
@@ -14,7 +13,7 @@ use sluice_gateway::{Config, app, build_state, open_log};
 use tokio::net::TcpListener;
 
 fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = Cli::load();
     if let Some(Command::Token(args)) = cli.command {
         println!("{}", mint(&args)?);
         return Ok(());

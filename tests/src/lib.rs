@@ -63,6 +63,7 @@ pub struct Server {
     /// The data directory.
     pub data_dir: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     _tmp: Option<tempfile::TempDir>,
 }
 
@@ -82,13 +83,31 @@ impl Server {
 
     /// Starts a server on an existing (or new) data directory.
     pub fn start_in(data_dir: PathBuf, args: &[&str]) -> Server {
+        Self::start_full(data_dir, args, &[])
+    }
+
+    /// Starts a server with a fresh temporary data directory, extra flags and
+    /// environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut s = Self::start_full(tmp.path().join("data"), args, env);
+        s._tmp = Some(tmp);
+        s
+    }
+
+    fn start_full(data_dir: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Server {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, base) = spawn(&data_dir, &args);
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, base) = spawn(&data_dir, &args, &env);
         Server {
             child,
             base,
             data_dir,
             args,
+            env,
             _tmp: None,
         }
     }
@@ -107,7 +126,7 @@ impl Server {
     /// SIGKILL, then start again on the same data directory with the same flags.
     pub fn restart(&mut self) {
         self.kill();
-        let (child, base) = spawn(&self.data_dir, &self.args);
+        let (child, base) = spawn(&self.data_dir, &self.args, &self.env);
         self.child = child;
         self.base = base;
     }
@@ -133,7 +152,7 @@ impl Drop for Server {
     }
 }
 
-fn spawn(data_dir: &Path, args: &[String]) -> (Child, String) {
+fn spawn(data_dir: &Path, args: &[String], env: &[(String, String)]) -> (Child, String) {
     std::fs::create_dir_all(data_dir).expect("data dir");
     let log = std::fs::OpenOptions::new()
         .create(true)
@@ -146,6 +165,7 @@ fn spawn(data_dir: &Path, args: &[String]) -> (Child, String) {
         .arg("--data-dir")
         .arg(data_dir)
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(log)
         .spawn()
