@@ -318,6 +318,11 @@ pub struct Config {
     #[arg(long, env = "SLUICE_REQUEST_TIMEOUT_SECS", default_value_t = 90)]
     pub request_timeout_secs: u64,
 
+    /// After SIGTERM or Ctrl-C, keep serving this many milliseconds with /readyz
+    /// answering 503, so load balancers stop sending traffic before connections close.
+    #[arg(long, env = "SLUICE_SHUTDOWN_DELAY_MS", default_value_t = 0)]
+    pub shutdown_delay_ms: u64,
+
     /// Session timeout of a consumer-group member that names none, in milliseconds:
     /// a member that does not poll for this long loses its partitions.
     #[arg(long, env = "SLUICE_GROUP_SESSION_TIMEOUT_MS", default_value_t = 30_000,

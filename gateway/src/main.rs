@@ -107,6 +107,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let limits = state.limits.clone();
     every(Duration::from_secs(60), move || limits.forget_idle());
     println!("listening on http://{addr}");
+    let delay = Duration::from_millis(config.shutdown_delay_ms);
     let router = app(&config, state);
     server::run(
         listener,
@@ -118,8 +119,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         },
         async move {
             shutdown_signal().await;
-            // WebSockets and event streams close themselves on this.
+            // /readyz answers 503 from here on; WebSockets and event streams close
+            // themselves.
             let _ = stopping.send(true);
+            if !delay.is_zero() {
+                tracing::info!(?delay, "shutting down: not ready, still serving");
+                tokio::time::sleep(delay).await;
+            }
         },
     )
     .await?;

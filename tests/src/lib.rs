@@ -139,9 +139,19 @@ impl Server {
     /// Sends SIGTERM and waits for the process to exit; returns whether it exited
     /// with success.
     pub fn terminate(&mut self) -> bool {
+        self.send_term();
+        self.wait()
+    }
+
+    /// Sends SIGTERM and returns at once.
+    pub fn send_term(&self) {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
             .status();
+    }
+
+    /// Waits for the process to exit; returns whether it exited with success.
+    pub fn wait(&mut self) -> bool {
         self.child.wait().map(|s| s.success()).unwrap_or(false)
     }
 }

@@ -107,6 +107,43 @@ async fn health_and_readiness() {
     );
 }
 
+/// On SIGTERM readiness goes to 503 while the server still serves for the
+/// configured delay; then it exits cleanly and keeps what it acknowledged.
+#[tokio::test]
+async fn readiness_flips_at_shutdown() {
+    let mut s = Server::start_with(&["--shutdown-delay-ms", "4000"]);
+    let c = client();
+    create_topic(&c, &s, "r", 1).await;
+    assert_eq!(c.get(s.url("/readyz")).send().await.unwrap().status(), 200);
+    s.send_term();
+    let mut status = 200;
+    for _ in 0..100 {
+        let r = c.get(s.url("/readyz")).send().await.unwrap();
+        status = r.status().as_u16();
+        if status == 503 {
+            let body: Value = r.json().await.unwrap();
+            assert_eq!(body["code"], "not_ready");
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(status, 503, "readiness never flipped");
+    // Still serving: liveness holds and a write is acknowledged.
+    assert_eq!(c.get(s.url("/livez")).send().await.unwrap().status(), 200);
+    let r = c
+        .post(s.url("/v1/topics/r/records"))
+        .json(&json!({"value": "late"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(s.wait(), "clean exit");
+    s.restart();
+    let records = sluice_tests::fetch_all(&c, &s, "r", 0).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["value"], "late");
+}
+
 #[tokio::test]
 async fn every_answer_carries_a_request_id() {
     let s = Server::start();
