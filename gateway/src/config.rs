@@ -25,6 +25,36 @@ pub struct Cli {
 pub enum Command {
     /// Print a signed token (HS256, from --jwt-secret) with the given permissions.
     Token(TokenArgs),
+    /// Download a consistent backup of a running server's data to a file.
+    Backup(BackupArgs),
+    /// Make a data directory from a backup file (the server must not be running on it).
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct BackupArgs {
+    /// The server's address.
+    #[arg(long, env = "SLUICE_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// An admin token, when the server has auth on.
+    #[arg(long, env = "SLUICE_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// The file to write (replaced only once the backup is complete and verified).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RestoreArgs {
+    /// The backup file.
+    #[arg(long, value_name = "FILE")]
+    pub from: PathBuf,
+    /// The data directory to fill.
+    #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
+    pub data_dir: PathBuf,
+    /// Overwrite the data the directory already holds.
+    #[arg(long)]
+    pub replace: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod cli;
 pub mod cloudevents;
 pub mod config;
 pub mod error;
@@ -128,6 +129,7 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::tables::get_row))
         .routes(routes!(api::tables::scan_rows))
         .routes(routes!(api::stats::stats))
+        .routes(routes!(api::backup::backup))
         .routes(routes!(crate::telemetry::render))
         .routes(routes!(ready))
 }

@@ -9,14 +9,38 @@ use sluice_gateway::auth::Permissions;
 use sluice_gateway::config::{Cli, Command, LogFormat, TokenArgs};
 use sluice_gateway::server::{self, ServeLimits};
 use sluice_gateway::state::Waiters;
-use sluice_gateway::{Config, app, build_state, open_log};
+use sluice_gateway::{Config, app, build_state, cli, open_log};
 use tokio::net::TcpListener;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::load();
-    if let Some(Command::Token(args)) = cli.command {
-        println!("{}", mint(&args)?);
-        return Ok(());
+    match &cli.command {
+        Some(Command::Token(args)) => {
+            println!("{}", mint(args)?);
+            return Ok(());
+        }
+        Some(Command::Backup(args)) => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let summary = runtime.block_on(cli::backup(args))?;
+            println!(
+                "backup written to {}: {}",
+                args.out.display(),
+                cli::describe(&summary)
+            );
+            return Ok(());
+        }
+        Some(Command::Restore(args)) => {
+            let summary = cli::restore(args)?;
+            println!(
+                "restored into {}: {} (a new epoch: clients' stored offsets reset)",
+                args.data_dir.display(),
+                cli::describe(&summary)
+            );
+            return Ok(());
+        }
+        None => {}
     }
     let config = cli.serve;
     init_tracing(config.log_format);

@@ -10,6 +10,7 @@
 //! tests) drives it the same way, and another backend can stand behind the same
 //! operations.
 
+mod backup;
 mod batch;
 mod error;
 mod log;
@@ -20,6 +21,7 @@ mod schema;
 mod topic;
 mod writer;
 
+pub use crate::backup::{Summary, inspect, restore};
 pub use crate::error::{Error, Result};
 pub use crate::log::{
     AppendHook, AppendRequest, AppendUnit, CommitHook, CommitStats, Log, LogOptions, NewRecord,

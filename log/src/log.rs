@@ -195,7 +195,8 @@ impl Log {
     /// per partition, never the records.
     pub fn open(dir: &Path, options: LogOptions) -> Result<Log> {
         std::fs::create_dir_all(dir)?;
-        let path = dir.join("sluice.redb");
+        crate::backup::remove_stale_snapshots(dir);
+        let path = dir.join(crate::backup::DB_FILE);
         let db = Database::builder()
             .set_cache_size(options.cache_bytes)
             .create(&path)?;
@@ -266,6 +267,7 @@ impl Log {
             next_topic_id,
             two_phase_commit: options.two_phase_commit,
             poisoned: false,
+            path: path.clone(),
         };
         let mut threads = vec![
             std::thread::Builder::new()
@@ -401,6 +403,13 @@ impl Log {
     /// read commit together). `reply` is called once the commit is durable.
     pub fn write(&self, apply: crate::WriteFn, reply: Reply<()>) {
         self.send(Command::Write { apply, reply });
+    }
+
+    /// A consistent copy of the whole database as of the last commit, for backups:
+    /// an unlinked temporary file in the data directory, open at its start, and its
+    /// length. Writes wait while the file is copied; reads do not.
+    pub fn snapshot(&self, reply: Reply<(std::fs::File, u64)>) {
+        self.send(Command::Snapshot { reply });
     }
 
     /// [`Log::write`], waiting for the answer.

@@ -84,6 +84,10 @@ pub(crate) enum Command {
         apply: WriteFn,
         reply: Reply<()>,
     },
+    /// Copy the database file between two commits; see [`crate::backup`].
+    Snapshot {
+        reply: Reply<(std::fs::File, u64)>,
+    },
     Shutdown,
 }
 
@@ -150,6 +154,8 @@ pub(crate) struct Writer {
     pub next_topic_id: u64,
     pub two_phase_commit: bool,
     pub poisoned: bool,
+    /// The database file, for snapshots.
+    pub path: std::path::PathBuf,
 }
 
 impl Writer {
@@ -163,7 +169,27 @@ impl Writer {
                 }
             }
             let stop = cmds.iter().any(|c| matches!(c, Command::Shutdown));
-            self.group_commit(cmds);
+            // A snapshot splits the group: what came before it is committed first,
+            // and nothing is written while the file is copied.
+            let mut group = Vec::with_capacity(cmds.len());
+            for c in cmds {
+                match c {
+                    Command::Snapshot { reply } => {
+                        if !group.is_empty() {
+                            self.group_commit(std::mem::take(&mut group));
+                        }
+                        reply(if self.poisoned {
+                            Err(Error::Poisoned)
+                        } else {
+                            crate::backup::snapshot(&self.path)
+                        });
+                    }
+                    other => group.push(other),
+                }
+            }
+            if !group.is_empty() {
+                self.group_commit(group);
+            }
             if stop {
                 // Commands queued after a shutdown are dropped unanswered; their
                 // callers see the log as closed.
@@ -285,6 +311,8 @@ impl Writer {
                     let r = apply(&txn)?;
                     group.finishes.push(finish(reply, r));
                 }
+                // Taken between groups by `run`.
+                Command::Snapshot { reply } => reply(Err(Error::Closed)),
                 Command::Shutdown => {}
             }
         }
@@ -366,6 +394,7 @@ fn reject(cmd: Command, err: impl Fn() -> Error) {
         Command::CommitOffsets { reply, .. } => reply(Err(err())),
         Command::DeleteGroup { reply, .. } => reply(Err(err())),
         Command::Write { reply, .. } => reply(Err(err())),
+        Command::Snapshot { reply } => reply(Err(err())),
         Command::Shutdown => {}
     }
 }

@@ -68,3 +68,8 @@ pub struct TableStats {
     /// Source records not applied yet.
     pub lag: u64,
 }
+
+/// `GET /v1/backup` body: the database file, as of the last commit.
+#[derive(Debug, Clone, ToSchema)]
+#[schema(value_type = String, format = Binary)]
+pub struct BackupFile(pub Vec<u8>);

@@ -1,5 +1,6 @@
 //! The HTTP routes, each annotated for the OpenAPI document.
 
+pub mod backup;
 pub mod events;
 pub mod fetch;
 pub mod groups;
