@@ -318,11 +318,14 @@ function createTopicForm() {
     h('label', {}, 'Name', h('input', { name: 'name', required: true, pattern: '[A-Za-z0-9._\\-]{1,249}', placeholder: 'orders' })),
     h('label', {}, 'Partitions', h('input', { name: 'partitions', type: 'number', min: 1, max: 1024, value: 3 })),
     h('label', {}, 'Retention (hours, optional)', h('input', { name: 'hours', type: 'number', min: 1 })),
+    h('label', {}, 'Cleanup', h('select', { name: 'cleanup' },
+      h('option', { value: 'delete' }, 'keep every record'),
+      h('option', { value: 'compact' }, 'compact: latest per key'))),
     h('button', { type: 'submit' }, 'Create topic'));
   form.addEventListener('submit', async (e) => {
     e.preventDefault();
     const f = new FormData(form);
-    const body = { name: f.get('name'), partitions: Number(f.get('partitions')) };
+    const body = { name: f.get('name'), partitions: Number(f.get('partitions')), cleanup: f.get('cleanup') };
     if (f.get('hours')) body.retention_ms = Number(f.get('hours')) * 3600000;
     try {
       await api('POST', '/v1/topics', body);
@@ -433,6 +436,7 @@ function topicPage(main, cleanup, name) {
       ['Records', num(t.records)],
       ['Bytes', bytes(t.bytes)],
       ['Retention', retention.filter(Boolean).join(', ') || 'forever'],
+      ['Cleanup', t.cleanup === 'compact' ? `compacted (tombstones kept ${duration(t.tombstone_retention_ms)})` : 'delete'],
       ['Created', time(t.created_ms)]]));
     parts.replaceChildren(table([
       { label: 'Partition', cell: (p) => p.partition },

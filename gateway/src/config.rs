@@ -353,6 +353,12 @@ pub struct Config {
     #[arg(long, env = "SLUICE_SHUTDOWN_DELAY_MS", default_value_t = 0)]
     pub shutdown_delay_ms: u64,
 
+    /// Compacted topics: the longest a partition keeps records that a later record of
+    /// the same key supersedes before a compaction pass removes them, in milliseconds
+    /// (a pass runs sooner once half a partition's records are new).
+    #[arg(long, env = "SLUICE_COMPACTION_MAX_DIRTY_MS", default_value_t = 60_000)]
+    pub compaction_max_dirty_ms: u64,
+
     /// Session timeout of a consumer-group member that names none, in milliseconds:
     /// a member that does not poll for this long loses its partitions.
     #[arg(long, env = "SLUICE_GROUP_SESSION_TIMEOUT_MS", default_value_t = 30_000,

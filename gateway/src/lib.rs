@@ -93,6 +93,7 @@ pub fn open_log(config: &Config, waiters: Arc<Waiters>) -> sluice_log::Result<Lo
         two_phase_commit: config.two_phase_commit,
         dedupe_window: std::time::Duration::from_secs(config.dedupe_window_secs),
         cache_bytes: config.cache_mb * 1024 * 1024,
+        compaction_max_dirty: std::time::Duration::from_millis(config.compaction_max_dirty_ms),
         on_append: Some(Arc::new(move |topic, partition, _end| {
             waiters.notify(topic, partition)
         })),
@@ -166,9 +167,10 @@ pub fn api_doc() -> serde_json::Value {
     finish_doc(api_routes().split_for_parts().1)
 }
 
-/// Sets the version and adds what utoipa's derives cannot say of a CloudEvent:
+/// Sets the version and adds what utoipa's derives cannot say: of a CloudEvent,
 /// which extension attribute names it may carry, that their values are scalars, and
-/// that `data` and `data_base64` exclude each other.
+/// that `data` and `data_base64` exclude each other; of a new topic, that
+/// `tombstone_retention_ms` needs `"cleanup": "compact"`.
 fn finish_doc(mut doc: utoipa::openapi::OpenApi) -> serde_json::Value {
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     let mut json = serde_json::to_value(&doc).unwrap_or_default();
@@ -177,6 +179,12 @@ fn finish_doc(mut doc: utoipa::openapi::OpenApi) -> serde_json::Value {
         ce["additionalProperties"] =
             serde_json::json!({"type": ["string", "number", "boolean", "null"]});
         ce["not"] = serde_json::json!({"required": ["data", "data_base64"]});
+    }
+    // Compaction settings need a compacted topic.
+    if let Some(ct) = json.pointer_mut("/components/schemas/CreateTopic") {
+        ct["if"] = serde_json::json!({"properties": {"cleanup": {"const": "compact"}}, "required": ["cleanup"]});
+        ct["else"] =
+            serde_json::json!({"properties": {"tombstone_retention_ms": {"type": "null"}}});
     }
     json
 }

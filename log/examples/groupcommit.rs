@@ -35,8 +35,7 @@ fn main() {
             "t",
             TopicConfig {
                 partitions: 8,
-                retention_ms: None,
-                retention_bytes: None,
+                ..TopicConfig::default()
             },
         )
         .unwrap();

@@ -12,6 +12,7 @@
 
 mod backup;
 mod batch;
+mod compaction;
 mod error;
 mod log;
 mod maintenance;
@@ -30,7 +31,7 @@ pub use crate::log::{
 pub use crate::murmur2::{murmur2, partition_for_key};
 pub use crate::record::{RecordParts, RecordView, ValueKind};
 pub use crate::schema::MAX_PARTITIONS;
-pub use crate::topic::{PartitionInfo, Topic, TopicConfig};
+pub use crate::topic::{Compaction, PartitionInfo, Topic, TopicConfig};
 pub use crate::writer::WriteFn;
 
 /// Answers a write once its commit is known; see [`Log::append`].

@@ -47,8 +47,11 @@ pub struct LogOptions {
     pub two_phase_commit: bool,
     /// How long an idempotency key or CloudEvent `source`+`id` is remembered.
     pub dedupe_window: Duration,
-    /// How often retention, dedupe expiry and purges of deleted topics run.
+    /// How often retention, compaction, dedupe expiry and purges of deleted topics run.
     pub maintenance_interval: Duration,
+    /// The longest a compacted partition keeps new records before a compaction pass
+    /// (one runs sooner once half its records are new).
+    pub compaction_max_dirty: Duration,
     /// Size of redb's page cache in bytes: the bulk of the process's memory.
     pub cache_bytes: usize,
     /// Called after each commit that appended records.
@@ -63,6 +66,7 @@ impl Default for LogOptions {
             two_phase_commit: false,
             dedupe_window: Duration::from_secs(3600),
             maintenance_interval: Duration::from_secs(1),
+            compaction_max_dirty: Duration::from_secs(60),
             cache_bytes: 64 * 1024 * 1024,
             on_append: None,
             on_commit: None,
@@ -288,11 +292,12 @@ impl Log {
         let weak = Arc::downgrade(&log.inner);
         let interval = options.maintenance_interval;
         let window = options.dedupe_window;
+        let max_dirty = options.compaction_max_dirty;
         threads.push(
             std::thread::Builder::new()
                 .name("sluice-maintenance".into())
                 .spawn(move || {
-                    maintenance::run(interval, window, &stop, || {
+                    maintenance::run(interval, window, max_dirty, &stop, || {
                         weak.upgrade().map(|inner| Log { inner })
                     })
                 })?,
@@ -528,14 +533,21 @@ impl Log {
             .next_back()
             .transpose()?
             .map(|(k, _)| k.value() as u64);
-        let Some(base) = base else {
-            // Retention removed the records asked for after `start` was read.
-            let (start, end, _) = state.load();
-            return Err(Error::OffsetOutOfRange {
-                offset: from,
-                start,
-                end,
-            });
+        let base = match base {
+            Some(base) => base,
+            None => {
+                let (start, end, _) = state.load();
+                if from < start {
+                    // Retention removed the records asked for after `start` was read.
+                    return Err(Error::OffsetOutOfRange {
+                        offset: from,
+                        start,
+                        end,
+                    });
+                }
+                // Compaction removed the batches up to `from`.
+                from
+            }
         };
         let mut bytes = 0usize;
         'batches: for item in table.range(record_key(pk, base)..record_key(pk, end))? {
@@ -546,24 +558,33 @@ impl Log {
                 offset: base,
             };
             let batch = Batch::parse(v.value()).ok_or_else(corrupted)?;
-            let skip = outcome.next_offset.saturating_sub(base) as usize;
-            if base + skip as u64 != outcome.next_offset {
-                // A gap: only possible if the batch holding `from` is gone.
+            if base > outcome.next_offset {
+                // A gap: compaction removed whole batches, or retention removed the
+                // batch holding `from` after `start` was read.
                 let (start, end, _) = state.load();
-                return Err(Error::OffsetOutOfRange {
-                    offset: from,
-                    start,
-                    end,
-                });
+                if from < start {
+                    return Err(Error::OffsetOutOfRange {
+                        offset: from,
+                        start,
+                        end,
+                    });
+                }
+                outcome.next_offset = base;
             }
+            let skip = (outcome.next_offset - base) as usize;
             for i in skip..batch.len() {
                 let offset = base + i as u64;
                 if offset >= end {
                     break 'batches;
                 }
                 let value = batch.get(i).ok_or_else(corrupted)?;
+                if value.is_empty() {
+                    // Compacted away: the offset stays, with no record.
+                    outcome.next_offset = offset + 1;
+                    continue;
+                }
                 if outcome.records > 0 && bytes + value.len() > max_bytes {
-                    break 'batches;
+                    return Ok(outcome);
                 }
                 let view = RecordView::decode(value).ok_or_else(corrupted)?;
                 visit(offset, view);
@@ -571,10 +592,13 @@ impl Log {
                 outcome.records += 1;
                 outcome.next_offset = offset + 1;
                 if outcome.records >= max_records {
-                    break 'batches;
+                    return Ok(outcome);
                 }
             }
         }
+        // Everything below `end` was visited: offsets past the last record read
+        // hold no record (compacted away).
+        outcome.next_offset = end;
         Ok(outcome)
     }
 
@@ -601,10 +625,11 @@ impl Log {
             };
             let batch = Batch::parse(v.value()).ok_or_else(corrupted)?;
             for i in 0..batch.len() {
-                let r = batch
-                    .get(i)
-                    .and_then(RecordView::decode)
-                    .ok_or_else(corrupted)?;
+                let r = batch.get(i).ok_or_else(corrupted)?;
+                if r.is_empty() {
+                    continue;
+                }
+                let r = RecordView::decode(r).ok_or_else(corrupted)?;
                 if r.timestamp >= timestamp_ms && base + i as u64 >= start {
                     return Ok((base + i as u64).min(end));
                 }
@@ -622,11 +647,20 @@ impl Log {
         let pk = pkey(topic.id, partition);
         let txn = self.inner.shared.db.begin_read()?;
         let table = txn.open_table(RECORDS)?;
-        let v = table.get(record_key(pk, start))?;
-        Ok(v.and_then(|v| {
-            let b = Batch::parse(v.value())?;
-            RecordView::decode(b.get(0)?).map(|r| r.timestamp)
-        }))
+        for item in table.range(record_key(pk, start)..record_key(pk, end))? {
+            let (_, v) = item?;
+            let Some(b) = Batch::parse(v.value()) else {
+                return Ok(None);
+            };
+            // The first record not compacted away.
+            let first = (0..b.len())
+                .filter_map(|i| b.get(i))
+                .find(|r| !r.is_empty());
+            if let Some(r) = first {
+                return Ok(RecordView::decode(r).map(|r| r.timestamp));
+            }
+        }
+        Ok(None)
     }
 }
 

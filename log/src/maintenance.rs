@@ -1,10 +1,12 @@
-//! The background maintenance thread: retention by time and size, expiry of dedupe
-//! rows, and purging the records of deleted topics. Each job goes through the writer
+//! The background maintenance thread: retention by time and size, compaction,
+//! expiry of dedupe rows, and purging the records of deleted topics. Each job goes through the writer
 //! in chunks, so appends queued behind a chunk wait for at most one chunk.
 
+use std::collections::HashMap;
 use std::sync::{Condvar, Mutex};
 use std::time::Duration;
 
+use crate::compaction::{self, Progress};
 use crate::log::{Log, blocking, now_ms};
 use crate::writer::Command;
 
@@ -14,9 +16,11 @@ const CHUNK: usize = 10_000;
 pub(crate) fn run(
     interval: Duration,
     dedupe_window: Duration,
+    max_dirty: Duration,
     stop: &(Mutex<bool>, Condvar),
     log: impl Fn() -> Option<Log>,
 ) {
+    let mut compacted: HashMap<(u64, u32), Progress> = HashMap::new();
     loop {
         {
             let (flag, cv) = stop;
@@ -32,7 +36,7 @@ pub(crate) fn run(
         if log.is_poisoned() {
             continue;
         }
-        if let Err(e) = tick(&log, dedupe_window, stop) {
+        if let Err(e) = tick(&log, dedupe_window, max_dirty, stop, &mut compacted) {
             tracing::warn!(error = %e, "maintenance step failed");
         }
     }
@@ -46,10 +50,29 @@ fn stopped(stop: &(Mutex<bool>, Condvar)) -> bool {
 pub(crate) fn tick(
     log: &Log,
     dedupe_window: Duration,
+    max_dirty: Duration,
     stop: &(Mutex<bool>, Condvar),
+    compacted: &mut HashMap<(u64, u32), Progress>,
 ) -> crate::Result<()> {
     let now = now_ms();
-    for topic in log.topics() {
+    let topics = log.topics();
+    compacted.retain(|(id, _), _| topics.iter().any(|t| t.id() == *id));
+    for topic in &topics {
+        let Some(policy) = topic.config().compaction else {
+            continue;
+        };
+        for p in 0..topic.partition_count() {
+            if stopped(stop) {
+                return Ok(());
+            }
+            let progress = compacted.entry((topic.id(), p)).or_default();
+            let info = topic.partition(p).expect("partition in range");
+            if progress.due(info.start_offset, info.end_offset, now, max_dirty) {
+                compaction::pass(log, topic, p, policy, progress, now)?;
+            }
+        }
+    }
+    for topic in topics {
         let cfg = topic.config().clone();
         if cfg.retention_ms.is_none() && cfg.retention_bytes.is_none() {
             continue;

@@ -48,6 +48,8 @@ pub(crate) struct TopicMeta {
     #[serde(default)]
     pub retention_bytes: Option<u64>,
     pub created_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<crate::topic::Compaction>,
 }
 
 pub(crate) fn pkey(topic_id: u64, partition: u32) -> u64 {

@@ -16,6 +16,40 @@ pub struct TopicConfig {
     pub retention_ms: Option<u64>,
     /// Oldest records are deleted while a partition holds more than this many bytes.
     pub retention_bytes: Option<u64>,
+    /// Compaction: keep only the latest record of each key. `None` keeps every record
+    /// (until retention deletes it).
+    pub compaction: Option<Compaction>,
+}
+
+impl Default for TopicConfig {
+    fn default() -> Self {
+        TopicConfig {
+            partitions: 1,
+            retention_ms: None,
+            retention_bytes: None,
+            compaction: None,
+        }
+    }
+}
+
+/// How a compacted topic is cleaned: in the background, every record that a later
+/// record of the same key supersedes is removed, and a tombstone (a keyed record with
+/// a null value) is removed once it is older than `tombstone_retention_ms`, so that
+/// readers have that long to see the delete. Offsets never change; a compacted
+/// partition simply has offsets with no record. Every record needs a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Compaction {
+    /// How long a tombstone stays readable, in milliseconds.
+    pub tombstone_retention_ms: u64,
+}
+
+impl Default for Compaction {
+    /// A day, as Kafka's `delete.retention.ms`.
+    fn default() -> Self {
+        Compaction {
+            tombstone_retention_ms: 24 * 3600 * 1000,
+        }
+    }
 }
 
 /// One partition's committed state.
@@ -74,6 +108,7 @@ impl Topic {
                 partitions: meta.partitions,
                 retention_ms: meta.retention_ms,
                 retention_bytes: meta.retention_bytes,
+                compaction: meta.compaction,
             },
             created_ms: meta.created_ms,
             parts: (0..meta.partitions)

@@ -84,6 +84,13 @@ pub(crate) enum Command {
         apply: WriteFn,
         reply: Reply<()>,
     },
+    /// Compaction: replace stored batches of a partition (`None` deletes one).
+    Compact {
+        topic: Arc<Topic>,
+        partition: u32,
+        changes: Vec<crate::compaction::Change>,
+        reply: Reply<()>,
+    },
     /// Copy the database file between two commits; see [`crate::backup`].
     Snapshot {
         reply: Reply<(std::fs::File, u64)>,
@@ -311,6 +318,15 @@ impl Writer {
                     let r = apply(&txn)?;
                     group.finishes.push(finish(reply, r));
                 }
+                Command::Compact {
+                    topic,
+                    partition,
+                    changes,
+                    reply,
+                } => {
+                    compact(&self.shared, &txn, group, &topic, partition, changes)?;
+                    group.finishes.push(finish(reply, Ok(())));
+                }
                 // Taken between groups by `run`.
                 Command::Snapshot { reply } => reply(Err(Error::Closed)),
                 Command::Shutdown => {}
@@ -337,6 +353,7 @@ impl Writer {
             retention_ms: config.retention_ms,
             retention_bytes: config.retention_bytes,
             created_ms: group.now,
+            compaction: config.compaction,
         };
         self.next_topic_id += 1;
         let json = serde_json::to_vec(&meta).expect("topic meta serializes");
@@ -395,6 +412,7 @@ fn reject(cmd: Command, err: impl Fn() -> Error) {
         Command::DeleteGroup { reply, .. } => reply(Err(err())),
         Command::Write { reply, .. } => reply(Err(err())),
         Command::Snapshot { reply } => reply(Err(err())),
+        Command::Compact { reply, .. } => reply(Err(err())),
         Command::Shutdown => {}
     }
 }
@@ -437,8 +455,15 @@ fn append(
         _ => return Ok(Err(Error::TopicNotFound(request.topic))),
     };
     let n = topic.partition_count();
+    let compacted = topic.config.compaction.is_some();
     for unit in &request.units {
         for r in &unit.records {
+            if compacted && RecordView::decode(&r.bytes).is_none_or(|v| v.key.is_none()) {
+                return Ok(Err(Error::Invalid(format!(
+                    "topic '{}' is compacted: every record needs a key",
+                    request.topic
+                ))));
+            }
             if r.partition >= n {
                 return Ok(Err(Error::PartitionNotFound {
                     topic: request.topic.clone(),
@@ -562,27 +587,31 @@ fn trim(
     let (start, _, bytes) = group.part(topic, partition).state;
     let stored_end = topic.parts[partition as usize].end.load(Ordering::Acquire);
     let mut records = txn.open_table(RECORDS)?;
-    let mut removed = 0usize;
+    // Offsets below `new_start` go; compaction may have left gaps between batches
+    // and empty slots in them, so the new start is the end of the last batch removed.
+    let mut new_start = start;
     let mut freed = 0u64;
     for item in records.range(record_key(pk, start)..record_key(pk, stored_end))? {
-        if removed >= limit {
+        if new_start - start >= limit as u64 {
             break;
         }
         let (k, v) = item?;
+        let base = k.value() as u64;
         let value = v.value();
         let corrupted = || Error::Corrupted {
             pkey: pk,
-            offset: k.value() as u64,
+            offset: base,
         };
         let b = Batch::parse(value).ok_or_else(corrupted)?;
         let old = match before_ms {
             Some(cut) => {
                 let mut newest = 0;
                 for i in 0..b.len() {
-                    let r = b
-                        .get(i)
-                        .and_then(RecordView::decode)
-                        .ok_or_else(corrupted)?;
+                    let r = b.get(i).ok_or_else(corrupted)?;
+                    if r.is_empty() {
+                        continue;
+                    }
+                    let r = RecordView::decode(r).ok_or_else(corrupted)?;
                     newest = newest.max(r.timestamp);
                 }
                 newest < cut
@@ -593,18 +622,59 @@ fn trim(
         if !(old || over) {
             break;
         }
-        removed += b.len();
+        new_start = base + b.len() as u64;
         freed += value.len() as u64;
     }
+    let removed = (new_start - start) as usize;
     if removed > 0 {
         let lo = record_key(pk, start);
-        let hi = record_key(pk, start + removed as u64);
+        let hi = record_key(pk, new_start);
         records.retain_in(lo..hi, |_, _| false)?;
         let s = group.part(topic, partition);
-        s.state.0 += removed as u64;
+        s.state.0 = new_start;
         s.state.2 -= freed;
     }
     Ok(removed)
+}
+
+/// Applies compaction's new batches. A batch that is no longer stored as planned
+/// (retention removed it meanwhile) is left alone.
+fn compact(
+    shared: &Shared,
+    txn: &WriteTransaction,
+    group: &mut Group,
+    topic: &Arc<Topic>,
+    partition: u32,
+    changes: Vec<crate::compaction::Change>,
+) -> Result<()> {
+    match group.topic(shared, &topic.name) {
+        Some(t) if t.id == topic.id => {}
+        _ => return Ok(()),
+    }
+    let pk = pkey(topic.id, partition);
+    let mut records = txn.open_table(RECORDS)?;
+    let mut delta: i64 = 0;
+    for c in changes {
+        let key = record_key(pk, c.base);
+        let stored = records.get(key)?.map(|v| v.value().len());
+        if stored != Some(c.old_len) {
+            continue;
+        }
+        match c.new {
+            Some(value) => {
+                delta += value.len() as i64 - c.old_len as i64;
+                records.insert(key, value.as_slice())?;
+            }
+            None => {
+                delta -= c.old_len as i64;
+                records.remove(key)?;
+            }
+        }
+    }
+    drop(records);
+    let s = group.part(topic, partition);
+    s.state.2 = s.state.2.saturating_add_signed(delta);
+    Ok(())
 }
 
 fn expire_dedupe(txn: &WriteTransaction, before_ms: u64, limit: usize) -> Result<usize> {

@@ -88,8 +88,7 @@ fn run(ops: Vec<Op>) {
                     &name,
                     TopicConfig {
                         partitions,
-                        retention_ms: None,
-                        retention_bytes: None,
+                        ..TopicConfig::default()
                     },
                 );
                 match model.entry(name) {

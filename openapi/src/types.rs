@@ -50,6 +50,27 @@ pub struct CreateTopic {
     #[serde(default, deserialize_with = "crate::num::opt_u64")]
     #[schema(minimum = 1)]
     pub retention_bytes: Option<u64>,
+    /// `delete` (the default) keeps every record until retention deletes it;
+    /// `compact` keeps only the latest record of each key (every record then needs
+    /// a key). Retention applies to both.
+    #[serde(default)]
+    pub cleanup: Cleanup,
+    /// Compacted topics: how long a tombstone (a keyed record with a null value)
+    /// stays readable before compaction removes it, in milliseconds. Default a day.
+    #[serde(default, deserialize_with = "crate::num::opt_u64")]
+    #[schema(minimum = 0)]
+    pub tombstone_retention_ms: Option<u64>,
+}
+
+/// A topic's cleanup policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Cleanup {
+    /// Keep every record until retention deletes it.
+    #[default]
+    Delete,
+    /// Keep the latest record of each key; offsets never change.
+    Compact,
 }
 
 fn one() -> u32 {
@@ -80,6 +101,11 @@ pub struct Topic {
     pub retention_ms: Option<u64>,
     /// Retention by size per partition, if set.
     pub retention_bytes: Option<u64>,
+    /// Cleanup policy.
+    pub cleanup: Cleanup,
+    /// Compacted topics: how long tombstones stay readable, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tombstone_retention_ms: Option<u64>,
     /// Creation time, milliseconds since the Unix epoch.
     pub created_ms: u64,
     /// Retained records over all partitions.

@@ -309,4 +309,145 @@ async fn retention_under_load_keeps_what_the_policy_keeps() {
         offset = body["next_offset"].as_u64().unwrap();
     }
     assert_eq!(offset, 3_000, "everything after the start is there");
+    // A reader below the new start is told the valid range.
+    let r = c
+        .get(s.url("/v1/topics/rolling/partitions/0/records?offset=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["code"], "offset_out_of_range");
+    assert_eq!(body["start_offset"], start);
+    assert_eq!(body["end_offset"], 3_000);
+}
+
+/// A compacted topic keeps the latest record of each key at the offset it was
+/// written at, drops what later records supersede, then drops tombstones once their
+/// retention passes; a reader from offset 0 sees exactly that.
+#[tokio::test]
+async fn compaction_keeps_the_latest_record_per_key() {
+    use std::collections::BTreeMap;
+    let s = Server::start_with(&["--compaction-max-dirty-ms", "200"]);
+    let c = client();
+    let r = c
+        .post(s.url("/v1/topics"))
+        .json(&json!({"name": "profiles", "partitions": 2, "cleanup": "compact", "tombstone_retention_ms": 1500}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let t: Value = r.json().await.unwrap();
+    assert_eq!(
+        (t["cleanup"].as_str(), t["tombstone_retention_ms"].as_u64()),
+        (Some("compact"), Some(1500))
+    );
+
+    // 20 users, 10 versions each; then user u3 is deleted.
+    let mut latest: BTreeMap<(u64, u64), (String, Value)> = BTreeMap::new();
+    let mut by_key: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for version in 0..10 {
+        let records: Vec<Value> = (0..20)
+            .map(|u| json!({"key": format!("u{u}"), "value": {"user": u, "version": version}}))
+            .chain(std::iter::once(json!({"key": "u3", "value": null})).filter(|_| version == 9))
+            .collect();
+        let r: Value = c
+            .post(s.url("/v1/topics/profiles/records"))
+            .json(&json!({"records": records}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        for (rec, o) in records.iter().zip(r["offsets"].as_array().unwrap()) {
+            let at = (
+                o["partition"].as_u64().unwrap(),
+                o["offset"].as_u64().unwrap(),
+            );
+            let key = rec["key"].as_str().unwrap().to_string();
+            if let Some(old) = by_key.insert(key.clone(), at) {
+                latest.remove(&old);
+            }
+            latest.insert(at, (key, rec["value"].clone()));
+        }
+    }
+    let ends: Vec<u64> = (0..2)
+        .map(|p| {
+            latest
+                .keys()
+                .filter(|(pp, _)| *pp == p)
+                .map(|(_, o)| o + 1)
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+
+    // Records without a key are refused.
+    let r = c
+        .post(s.url("/v1/topics/profiles/records"))
+        .json(&json!({"value": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.text().await.unwrap().contains("needs a key"));
+
+    let read = || async {
+        let mut got = BTreeMap::new();
+        for p in 0..2u64 {
+            for rec in sluice_tests::fetch_all(&c, &s, "profiles", p as u32).await {
+                let at = (p, rec["offset"].as_u64().unwrap());
+                got.insert(
+                    at,
+                    (
+                        rec["key"].as_str().unwrap().to_string(),
+                        rec["value"].clone(),
+                    ),
+                );
+            }
+        }
+        got
+    };
+    let mut got = BTreeMap::new();
+    for _ in 0..200 {
+        got = read().await;
+        if got.len() == latest.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(got, latest, "the latest record of each key, at its offset");
+    // The end offsets do not move.
+    let t: Value = c
+        .get(s.url("/v1/topics/profiles"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    for p in 0..2 {
+        assert_eq!(t["partitions"][p]["end_offset"], ends[p]);
+        assert_eq!(t["partitions"][p]["start_offset"], 0);
+    }
+    // Then the tombstone goes.
+    latest.retain(|_, (k, _)| k != "u3");
+    for _ in 0..200 {
+        got = read().await;
+        if got.len() == latest.len() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(got, latest, "the tombstone is gone after its retention");
+
+    // A setting for compaction on a topic that does not compact is refused.
+    let r = c
+        .post(s.url("/v1/topics"))
+        .json(&json!({"name": "plain", "tombstone_retention_ms": 5}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
 }

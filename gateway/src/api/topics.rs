@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use sluice_log::TopicConfig;
-use sluice_openapi::{CreateTopic, MapOnly, PartitionInfo, Problem, Topic, TopicList};
+use sluice_log::{Compaction, TopicConfig};
+use sluice_openapi::{Cleanup, CreateTopic, MapOnly, PartitionInfo, Problem, Topic, TopicList};
 
 use crate::api::{call, topic};
 use crate::auth::{Object, Principal};
@@ -28,6 +28,12 @@ pub fn describe(t: &sluice_log::Topic, epoch: &str) -> Topic {
         partition_count: c.partitions,
         retention_ms: c.retention_ms,
         retention_bytes: c.retention_bytes,
+        cleanup: if c.compaction.is_some() {
+            Cleanup::Compact
+        } else {
+            Cleanup::Delete
+        },
+        tombstone_retention_ms: c.compaction.map(|c| c.tombstone_retention_ms),
         created_ms: t.created_ms(),
         records: parts.iter().map(|p| p.end_offset - p.start_offset).sum(),
         bytes: parts.iter().map(|p| p.bytes).sum(),
@@ -63,10 +69,32 @@ pub async fn create_topic(
             "retention_ms and retention_bytes must be between 1 and 2^63 - 1 when given",
         ));
     }
+    if let Some(t) = req.tombstone_retention_ms {
+        if req.cleanup != Cleanup::Compact {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "tombstone_retention_ms applies to topics with \"cleanup\": \"compact\" only",
+            ));
+        }
+        if t > i64::MAX as u64 {
+            return Err(ApiError::bad_request(
+                "invalid_request",
+                "tombstone_retention_ms must be at most 2^63 - 1",
+            ));
+        }
+    }
     let config = TopicConfig {
         partitions: req.partitions,
         retention_ms: req.retention_ms,
         retention_bytes: req.retention_bytes,
+        compaction: match req.cleanup {
+            Cleanup::Delete => None,
+            Cleanup::Compact => Some(Compaction {
+                tombstone_retention_ms: req
+                    .tombstone_retention_ms
+                    .unwrap_or(Compaction::default().tombstone_retention_ms),
+            }),
+        },
     };
     let log = state.log.clone();
     let t = call(|r| log.create_topic(&req.name, config, r)).await?;
