@@ -136,15 +136,22 @@ fn sample(state: &AppState) -> Result<(), ApiError> {
         }
     }
     for (group, topics) in state.log.groups()? {
-        for t in topics {
-            let committed = state.log.committed_offsets(&group, &t)?;
-            for p in t.partitions() {
-                let c = committed[p.partition as usize].unwrap_or(p.start_offset);
-                let lag = p.end_offset.saturating_sub(c.max(p.start_offset));
-                gauge!("sluice_group_lag", "group" => group.clone(), "topic" => t.name().to_string(), "partition" => p.partition.to_string())
-                    .set(lag as f64);
+        let members = state.groups.members(&group);
+        for t in crate::api::groups::group_topics(state, &group, &members, topics)? {
+            for p in t.partitions {
+                gauge!("sluice_group_lag", "group" => group.clone(), "topic" => t.topic.clone(), "partition" => p.partition.to_string())
+                    .set(p.lag as f64);
             }
         }
+    }
+    for name in state.tables.names() {
+        let Ok(s) = state.tables.status(&name) else {
+            continue;
+        };
+        let t = crate::api::tables::info(s);
+        gauge!("sluice_table_lag_records", "table" => name.clone()).set(t.lag as f64);
+        gauge!("sluice_table_rows", "table" => name.clone()).set(t.rows as f64);
+        counter!("sluice_table_skipped_records_total", "table" => name).absolute(t.skipped);
     }
     if let Ok(meta) = std::fs::metadata(state.log.path()) {
         gauge!("sluice_storage_bytes").set(meta.len() as f64);

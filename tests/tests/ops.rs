@@ -37,6 +37,28 @@ async fn metrics_count_exactly() {
         .send()
         .await
         .unwrap();
+    // A table whose grouping field no record has: it skips all 7.
+    let r = c
+        .post(s.url("/v1/tables"))
+        .json(&json!({"name": "mt", "source": "m", "group_by": "$.g", "aggregates": {"n": {"count": {}}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for _ in 0..200 {
+        let t: Value = c
+            .get(s.url("/v1/tables/mt"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if t["lag"] == 0 && t["state"] == "live" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
     let r = c.get(s.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
@@ -69,6 +91,18 @@ async fn metrics_count_exactly() {
     );
     assert!(metric(&text, "sluice_commit_batch_records_count", "").unwrap() >= 1.0);
     assert!(metric(&text, "sluice_storage_bytes", "").unwrap() > 0.0);
+    assert_eq!(
+        metric(&text, "sluice_table_skipped_records_total", "table=\"mt\""),
+        Some(7.0)
+    );
+    assert_eq!(
+        metric(&text, "sluice_table_lag_records", "table=\"mt\""),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&text, "sluice_table_rows", "table=\"mt\""),
+        Some(0.0)
+    );
 
     // The dashboard's summary says the same.
     let stats: Value = c
