@@ -312,7 +312,7 @@ pub fn build_state(
         })),
     )?);
     let _ = waiters.engine.set(Arc::downgrade(&tables));
-    Ok(AppState {
+    Ok(AppState::new(crate::state::Shared {
         log,
         limits: Arc::new(Limits::new(
             config.max_body_bytes,
@@ -342,7 +342,7 @@ pub fn build_state(
         tables,
         table_waiters,
         stats: Arc::new(crate::stats::Stats::new(config.data_dir.clone())),
-    })
+    }))
 }
 
 /// The router with the server-wide layers: request timeout and CORS.

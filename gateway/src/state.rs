@@ -13,8 +13,24 @@ use crate::limits::Limits;
 use crate::tail::TailCache;
 use crate::ws::WsConfig;
 
+/// What every handler shares; cloned per request, so it is one `Arc`.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        AppState(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+pub struct Shared {
     pub log: Log,
     pub limits: Arc<Limits>,
     pub waiters: Arc<Waiters>,
