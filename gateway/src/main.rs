@@ -12,10 +12,6 @@ use sluice_gateway::state::Waiters;
 use sluice_gateway::{Config, app, build_state, cli, open_log};
 use tokio::net::TcpListener;
 
-/// Request handling allocates many small, short-lived buffers across threads.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::load();
     match &cli.command {

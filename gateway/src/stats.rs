@@ -1,6 +1,7 @@
-//! What the server counts for `/v1/stats` beyond what the log knows: start-up time,
-//! records handed to readers per topic, open WebSockets. Each count also feeds the
-//! matching Prometheus metric, so the two cannot disagree.
+//! Server-wide bookkeeping beyond what the log knows: start-up time, records handed
+//! to readers per topic and open WebSockets (for `/v1/stats`; each count also feeds
+//! the matching Prometheus metric, so the two cannot disagree), and the one-at-a-time
+//! guard of backups.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -15,6 +16,8 @@ pub struct Stats {
     /// Records delivered per topic name.
     delivered: Mutex<HashMap<String, u64>>,
     websockets: AtomicU64,
+    /// One backup at a time.
+    pub backups: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl Stats {
@@ -25,6 +28,7 @@ impl Stats {
             data_dir,
             delivered: Mutex::default(),
             websockets: AtomicU64::new(0),
+            backups: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         }
     }
 

@@ -533,19 +533,24 @@ impl Log {
             .next_back()
             .transpose()?
             .map(|(k, _)| k.value() as u64);
+        // Missing records below `from`'s batch: retention removed them after `start`
+        // was read (an error), or compaction removed whole batches (skipped).
+        let retained = || {
+            let (start, end, _) = state.load();
+            if from < start {
+                Err(Error::OffsetOutOfRange {
+                    offset: from,
+                    start,
+                    end,
+                })
+            } else {
+                Ok(())
+            }
+        };
         let base = match base {
             Some(base) => base,
             None => {
-                let (start, end, _) = state.load();
-                if from < start {
-                    // Retention removed the records asked for after `start` was read.
-                    return Err(Error::OffsetOutOfRange {
-                        offset: from,
-                        start,
-                        end,
-                    });
-                }
-                // Compaction removed the batches up to `from`.
+                retained()?;
                 from
             }
         };
@@ -559,16 +564,7 @@ impl Log {
             };
             let batch = Batch::parse(v.value()).ok_or_else(corrupted)?;
             if base > outcome.next_offset {
-                // A gap: compaction removed whole batches, or retention removed the
-                // batch holding `from` after `start` was read.
-                let (start, end, _) = state.load();
-                if from < start {
-                    return Err(Error::OffsetOutOfRange {
-                        offset: from,
-                        start,
-                        end,
-                    });
-                }
+                retained()?;
                 outcome.next_offset = base;
             }
             let skip = (outcome.next_offset - base) as usize;

@@ -220,6 +220,30 @@ pub async fn create_topic(c: &reqwest::Client, s: &Server, name: &str, partition
     r.json().await.expect("topic json")
 }
 
+/// `GET path` and its JSON body.
+pub async fn get_json(c: &reqwest::Client, s: &Server, path: &str) -> Value {
+    c.get(s.url(path))
+        .send()
+        .await
+        .expect("get")
+        .json()
+        .await
+        .expect("json body")
+}
+
+/// Waits (bounded) until a table is live and has applied everything its topic
+/// holds; returns its description.
+pub async fn table_caught_up(c: &reqwest::Client, s: &Server, table: &str) -> Value {
+    for _ in 0..600 {
+        let t = get_json(c, s, &format!("/v1/tables/{table}")).await;
+        if t["lag"] == 0 && t["state"] == "live" {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("table {table} never caught up");
+}
+
 /// Fetches records of one partition from an offset.
 pub async fn fetch(
     c: &reqwest::Client,

@@ -7,27 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_tests::{Server, binary, client, create_topic, fetch_all};
+use sluice_tests::{Server, binary, client, create_topic, fetch_all, get_json, table_caught_up};
 
 const PARTITIONS: u32 = 4;
-
-async fn table_caught_up(c: &reqwest::Client, s: &Server, table: &str) -> Value {
-    for _ in 0..600 {
-        let t: Value = c
-            .get(s.url(&format!("/v1/tables/{table}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if t["lag"] == 0 && t["state"] == "live" {
-            return t;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("table {table} never caught up");
-}
 
 fn run(args: &[&str]) -> std::process::Output {
     Command::new(binary()).args(args).output().unwrap()
@@ -143,14 +125,7 @@ async fn backup_while_writing_restores_a_consistent_prefix() {
     // The table in the copy counts exactly the records the copy holds once it has
     // caught up: it neither lost nor double counted what was in flight.
     table_caught_up(&c, &r, "per_key").await;
-    let rows: Value = c
-        .get(r.url("/v1/tables/per_key/rows?limit=100"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rows = get_json(&c, &r, "/v1/tables/per_key/rows?limit=100").await;
     let counted: u64 = rows["rows"]
         .as_array()
         .unwrap()

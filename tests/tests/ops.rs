@@ -1,7 +1,7 @@
 //! Operations: metrics, health and readiness.
 
 use serde_json::{Value, json};
-use sluice_tests::{Server, client, create_topic};
+use sluice_tests::{Server, client, create_topic, get_json, table_caught_up};
 
 /// The value of a metric line `name{labels} value` whose labels contain `labels`.
 fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
@@ -45,20 +45,7 @@ async fn metrics_count_exactly() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    for _ in 0..200 {
-        let t: Value = c
-            .get(s.url("/v1/tables/mt"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if t["lag"] == 0 && t["state"] == "live" {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
-    }
+    table_caught_up(&c, &s, "mt").await;
     let r = c.get(s.url("/metrics")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let text = r.text().await.unwrap();
@@ -105,14 +92,7 @@ async fn metrics_count_exactly() {
     );
 
     // The dashboard's summary says the same.
-    let stats: Value = c
-        .get(s.url("/v1/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = get_json(&c, &s, "/v1/stats").await;
     let topic = &stats["topics"][0];
     assert_eq!(topic["name"], "m", "{stats}");
     assert_eq!(topic["records"], 7);
@@ -443,37 +423,32 @@ async fn compaction_keeps_the_latest_record_per_key() {
         }
         got
     };
-    let mut got = BTreeMap::new();
-    for _ in 0..200 {
-        got = read().await;
-        if got.len() == latest.len() {
-            break;
+    // What is read once compaction has left `n` records (bounded wait).
+    let settled = |n: usize| {
+        let read = &read;
+        async move {
+            let mut got = read().await;
+            for _ in 0..200 {
+                if got.len() == n {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                got = read().await;
+            }
+            got
         }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    };
+    let got = settled(latest.len()).await;
     assert_eq!(got, latest, "the latest record of each key, at its offset");
     // The end offsets do not move.
-    let t: Value = c
-        .get(s.url("/v1/topics/profiles"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let t = get_json(&c, &s, "/v1/topics/profiles").await;
     for p in 0..2 {
         assert_eq!(t["partitions"][p]["end_offset"], ends[p]);
         assert_eq!(t["partitions"][p]["start_offset"], 0);
     }
     // Then the tombstone goes.
     latest.retain(|_, (k, _)| k != "u3");
-    for _ in 0..200 {
-        got = read().await;
-        if got.len() == latest.len() {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let got = settled(latest.len()).await;
     assert_eq!(got, latest, "the tombstone is gone after its retention");
 
     // A setting for compaction on a topic that does not compact is refused.

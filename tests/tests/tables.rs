@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_tests::{Server, client, create_topic};
+use sluice_tests::{Server, client, create_topic, table_caught_up};
 
 async fn produce(c: &reqwest::Client, s: &Server, topic: &str, records: Vec<Value>) -> Value {
     let r = c
@@ -25,25 +25,6 @@ async fn create_table(c: &reqwest::Client, s: &Server, def: Value) -> Value {
     let body: Value = r.json().await.unwrap();
     assert_eq!(status, 201, "{body}");
     body
-}
-
-/// Waits (bounded) until the table has applied everything its topic holds.
-async fn caught_up(c: &reqwest::Client, s: &Server, table: &str) -> Value {
-    for _ in 0..600 {
-        let t: Value = c
-            .get(s.url(&format!("/v1/tables/{table}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if t["lag"] == 0 && t["state"] == "live" {
-            return t;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("table {table} never caught up");
 }
 
 async fn row(c: &reqwest::Client, s: &Server, table: &str, key: &str) -> Option<Value> {
@@ -77,8 +58,8 @@ async fn projections_follow_updates_and_tombstones() {
     )
     .await;
     create_table(&c, &s, json!({"sql": "CREATE TABLE tiered AS SELECT id, name, tier FROM customers WHERE tier IS NOT NULL"})).await;
-    caught_up(&c, &s, "by_key").await;
-    caught_up(&c, &s, "tiered").await;
+    table_caught_up(&c, &s, "by_key").await;
+    table_caught_up(&c, &s, "tiered").await;
     assert_eq!(
         row(&c, &s, "by_key", "c1").await,
         Some(json!({"name": "Ann B", "city": "Bergen"}))
@@ -100,11 +81,11 @@ async fn projections_follow_updates_and_tombstones() {
         vec![json!({"key": "c1", "value": null})],
     )
     .await;
-    let t = caught_up(&c, &s, "by_key").await;
+    let t = table_caught_up(&c, &s, "by_key").await;
     assert_eq!(row(&c, &s, "by_key", "c1").await, None);
     assert_eq!(t["rows"], 2);
     assert_eq!(t["definition"]["key"], "key");
-    let t = caught_up(&c, &s, "tiered").await;
+    let t = table_caught_up(&c, &s, "tiered").await;
     assert_eq!(
         t["sql"],
         "CREATE TABLE tiered AS SELECT id, name, tier FROM customers WHERE tier IS NOT NULL"
@@ -144,9 +125,9 @@ async fn state_tables_match_a_straightforward_computation() {
         "aggregates": {"n": {"count": {}}, "total": {"sum": "$.amount"}}, "window": {"tumbling_ms": 60000}})).await;
     // The rest arrives after the tables exist: backfill, then live.
     produce(&c, &s, "payments", events[150..].to_vec()).await;
-    let t = caught_up(&c, &s, "totals").await;
+    let t = table_caught_up(&c, &s, "totals").await;
     assert_eq!(t["skipped"], 3);
-    caught_up(&c, &s, "per_minute").await;
+    table_caught_up(&c, &s, "per_minute").await;
 
     let mut expect: BTreeMap<String, (u64, u64, u64, u64)> = BTreeMap::new();
     let mut windows: BTreeMap<(String, u64), (u64, u64)> = BTreeMap::new();
@@ -307,7 +288,7 @@ async fn queries_etag_long_poll_and_read_your_writes() {
         404
     );
     create_table(&c, &s, json!({"name": "counts", "source": "ev", "group_by": "key", "aggregates": {"n": {"count": {}}}})).await;
-    caught_up(&c, &s, "counts").await;
+    table_caught_up(&c, &s, "counts").await;
     assert_eq!(row(&c, &s, "counts", "a").await.unwrap()["n"], 2);
 }
 
@@ -416,7 +397,7 @@ async fn counts_survive_kill_9_exactly() {
         s.restart();
         let _ = send.await;
     }
-    caught_up(&c, &s, "sums").await;
+    table_caught_up(&c, &s, "sums").await;
     // The truth, from the log.
     let mut expect: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     for p in 0..3 {
@@ -536,7 +517,7 @@ async fn closed_windows_are_dropped_after_their_retention() {
         ],
     )
     .await;
-    caught_up(&c, &s, "per_min").await;
+    table_caught_up(&c, &s, "per_min").await;
     let old = format!("a@{t0:013}");
     assert_eq!(row(&c, &s, "per_min", &old).await.unwrap()["n"], 2);
     // Record time moves five minutes on: the first window closed four minutes ago.
@@ -558,5 +539,5 @@ async fn closed_windows_are_dropped_after_their_retention() {
     assert!(gone, "the closed window was never dropped");
     let new = format!("a@{:013}", t0 + 300_000);
     assert_eq!(row(&c, &s, "per_min", &new).await.unwrap()["n"], 1);
-    assert_eq!(caught_up(&c, &s, "per_min").await["rows"], 1);
+    assert_eq!(table_caught_up(&c, &s, "per_min").await["rows"], 1);
 }

@@ -2,7 +2,7 @@
 
 use axum::body::Body;
 use axum::extract::State;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::BytesMut;
 use sluice_openapi::Problem;
@@ -23,6 +23,7 @@ use crate::state::AppState;
         (status = 200, description = "The database file (`Content-Length` is exact).", body = sluice_openapi::BackupFile, content_type = "application/octet-stream"),
         (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: needs admin.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`backup_in_progress`: one backup at a time.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the store refuses writes after a failed commit.", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -31,15 +32,24 @@ pub async fn backup(
     principal: Principal,
 ) -> Result<Response, ApiError> {
     principal.require(Object::Admin)?;
+    // Each backup holds a copy of the database on the server's disk until it is
+    // downloaded: one at a time.
+    let Ok(permit) = state.stats.backups.clone().try_acquire_owned() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "backup_in_progress",
+            "another backup is being taken or downloaded; try again when it is done",
+        ));
+    };
     let log = state.log.clone();
     let (file, len) = call(|r| log.snapshot(r)).await?;
     let file = tokio::fs::File::from_std(file);
-    let chunks = futures_util::stream::unfold(file, |mut file| async move {
+    let chunks = futures_util::stream::unfold((file, permit), |(mut file, permit)| async move {
         let mut buf = BytesMut::with_capacity(256 * 1024);
         match file.read_buf(&mut buf).await {
             Ok(0) => None,
-            Ok(_) => Some((Ok::<_, std::io::Error>(buf.freeze()), file)),
-            Err(e) => Some((Err(e), file)),
+            Ok(_) => Some((Ok::<_, std::io::Error>(buf.freeze()), (file, permit))),
+            Err(e) => Some((Err(e), (file, permit))),
         }
     });
     let name = format!(
