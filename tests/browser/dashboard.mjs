@@ -39,6 +39,8 @@ async function openPage(width = 1280, height = 900) {
     return route.abort();
   });
   page.on('console', (m) => { if (m.type() === 'error') page.errors.push(m.text()); });
+  // Confirmations (reset, delete) are accepted.
+  page.on('dialog', (d) => d.accept());
   page.on('pageerror', (e) => page.errors.push(String(e)));
   return page;
 }
@@ -88,6 +90,15 @@ async function pages() {
     await page.locator('.rec', { hasText: marker }).waitFor({ timeout: 10000 });
     const partitions = await page.locator('table tbody tr').count();
     check(partitions >= 3, `the topic page lists ${partitions} partition rows`);
+    // From the start: the 30 earlier records and the new one.
+    await page.selectOption('select[aria-label="Start from"]', 'earliest');
+    await page.click('button:has-text("Go")');
+    await page.waitForFunction(() => document.querySelectorAll('.rec').length >= 31, null, { timeout: 10000 });
+    // Filtering by key leaves only that key's records.
+    await page.fill('input[aria-label="Filter by key"]', 'c-2');
+    const keys = await page.locator('.rec .key').allTextContents();
+    check(keys.length === 10 && keys.every((k) => k === 'c-2'), `filter c-2 shows ${JSON.stringify(keys)}`);
+    await page.fill('input[aria-label="Filter by key"]', '');
   });
 
   await step('the produce form writes a record the API returns', async () => {
@@ -113,6 +124,22 @@ async function pages() {
     check(lag > 0, `the group's lag is ${lag}`);
     await page.locator('td', { hasText: 'c1' }).first().waitFor({ timeout: 10000 });
     await shot(page, 'dashboard-group');
+    // Reset to the end (the member is live, so forced): the lag drops to 0.
+    await page.selectOption('select[aria-label="To"]', 'latest');
+    await page.check('input[name="force"]');
+    await page.click('button:has-text("Reset offsets")');
+    await page.locator('.result.ok', { hasText: 'Committed' }).waitFor({ timeout: 10000 });
+    await page.locator('[data-lag="0"]').waitFor({ timeout: 10000 });
+  });
+
+  await step('a table made with the form', async () => {
+    await page.goto(`${base}/#/tables`);
+    await page.fill('textarea[name="definition"]', 'CREATE TABLE biggest AS SELECT customer, MAX(amount) AS top FROM orders GROUP BY customer');
+    await page.click('button:has-text("Create table")');
+    await page.locator('.result.ok', { hasText: 'Created biggest' }).waitFor({ timeout: 10000 });
+    await page.locator('a[href="#/tables/biggest"]').first().waitFor({ timeout: 10000 });
+    const t = await api('GET', '/v1/tables/biggest');
+    check(t.definition.source === 'orders', `the table's definition is ${JSON.stringify(t.definition)}`);
   });
 
   await step('the tables page returns a row', async () => {

@@ -490,3 +490,26 @@ async fn a_stalled_client_costs_bounded_memory() {
     );
     drop(stalled);
 }
+
+/// With an origin allow-list, a browser page from a listed origin or from the server
+/// itself (the dashboard) may open a socket; any other origin gets 403.
+#[tokio::test]
+async fn websocket_origins_allow_the_list_and_the_server_itself() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let s = Server::start_with(&["--ws-origin", "https://app.example"]);
+    let url = format!("{}/v1/ws", s.base.replace("http://", "ws://"));
+    let open = |origin: String| {
+        let mut req = url.as_str().into_client_request().unwrap();
+        req.headers_mut().insert("origin", origin.parse().unwrap());
+        tokio_tungstenite::connect_async(req)
+    };
+    assert!(open("https://app.example".into()).await.is_ok());
+    assert!(
+        open(s.base.clone()).await.is_ok(),
+        "the dashboard's own origin"
+    );
+    match open("https://evil.example".into()).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 403),
+        other => panic!("expected 403, got {other:?}"),
+    }
+}
