@@ -1,7 +1,8 @@
-//! The Sluice gateway: configuration, the HTTP layer and serving.
+//! The Sluice gateway: configuration, the HTTP layer, the dashboard and serving, and
+//! the `sluice` command's other commands (token, backup, restore).
 //!
 //! It owns everything that speaks HTTP: routes, request parsing and validation,
-//! problem+json errors, long-polling, and the OpenAPI wiring. Storage stays behind
+//! problem+json errors, long-polling, the OpenAPI wiring and the embedded dashboard. Storage stays behind
 //! the `sluice-log` crate's operations; this crate never touches redb directly.
 
 pub mod api;

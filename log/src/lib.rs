@@ -3,7 +3,8 @@
 //! It owns topics and their partitions, dense per-partition offsets, the stored
 //! record format, Kafka's murmur2 key placement, group commit (one transaction and
 //! one fsync for everything queued while the previous commit ran), idempotent
-//! appends, retention and the purge of deleted topics.
+//! appends, retention, compaction, the purge of deleted topics, and consistent
+//! snapshots of the file for backups (and restoring one).
 //!
 //! It must not depend on HTTP, async runtimes or auth: it is a synchronous library
 //! with a callback-style write API, so any front end (the gateway, the table engine,
