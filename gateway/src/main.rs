@@ -12,6 +12,11 @@ use sluice_gateway::state::Waiters;
 use sluice_gateway::{Config, app, build_state, cli, open_log};
 use tokio::net::TcpListener;
 
+/// jemalloc: measured faster than the system allocator on the request path, with a
+/// lower peak RSS under the benchmark's load.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::load();
     match &cli.command {
