@@ -1,9 +1,10 @@
-//! The storage engine of Sluice: a durable partitioned log in one redb file.
+//! The storage engine of Sluice: a durable partitioned log in a redb file, with a
+//! write-ahead log in front of it.
 //!
 //! It owns topics and their partitions, dense per-partition offsets, the stored
 //! record format, Kafka's murmur2 key placement, group commit (one transaction and
-//! one fsync for everything queued while the previous commit ran), idempotent
-//! appends, retention, compaction, the purge of deleted topics, and consistent
+//! one fsync for everything queued while the previous commit ran; appends are made
+//! durable in the write-ahead log), idempotent appends, retention, compaction, the purge of deleted topics, and consistent
 //! snapshots of the file for backups (and restoring one).
 //!
 //! It must not depend on HTTP, async runtimes or auth: it is a synchronous library
@@ -21,6 +22,7 @@ mod murmur2;
 mod record;
 mod schema;
 mod topic;
+mod wal;
 mod writer;
 
 pub use crate::backup::{Summary, inspect, restore};

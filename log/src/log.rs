@@ -20,6 +20,7 @@ use crate::schema::{
     RECORDS, TOPICS, TopicMeta, pkey, record_key,
 };
 use crate::topic::{Topic, TopicConfig};
+use crate::wal::Wal;
 use crate::writer::{Command, Reply, Writer};
 
 /// Called after each durable commit with every partition it advanced:
@@ -208,6 +209,28 @@ impl Log {
         let epoch;
         let next_topic_id;
         let mut topics = HashMap::new();
+        // Rows of the write-ahead log's entries that redb's last durable commit does
+        // not hold are written again first.
+        let (mut wal, entries) = Wal::open(dir)?;
+        let mut wal_seq = {
+            let meta = txn.open_table(META)?;
+            meta.get("wal_seq")?
+                .map(|v| u64::from_le_bytes(v.value().try_into().unwrap_or([0; 8])))
+                .unwrap_or(0)
+        };
+        let mut replayed = 0usize;
+        for (seq, puts) in entries {
+            if seq > wal_seq {
+                crate::wal::replay(&txn, &puts)?;
+                wal_seq = seq;
+                replayed += 1;
+            }
+        }
+        if replayed > 0 {
+            tracing::info!(entries = replayed, "replayed the write-ahead log");
+        }
+        txn.open_table(META)?
+            .insert("wal_seq", wal_seq.to_le_bytes().as_slice())?;
         {
             let mut meta = txn.open_table(META)?;
             let stored = meta
@@ -256,6 +279,7 @@ impl Log {
             }
         }
         txn.commit()?;
+        wal.reset()?;
 
         let shared = Arc::new(Shared {
             db,
@@ -272,6 +296,9 @@ impl Log {
             two_phase_commit: options.two_phase_commit,
             poisoned: false,
             path: path.clone(),
+            wal,
+            wal_seq,
+            last_durable: std::time::Instant::now(),
         };
         let mut threads = vec![
             std::thread::Builder::new()

@@ -2,10 +2,12 @@
 //!
 //! Every change to the log is a [`Command`] on one channel. The writer takes the
 //! first command, then everything that queued behind it (while the previous fsync
-//! ran), applies them all in ONE redb write transaction and commits it durably: one
+//! ran), applies them all in ONE redb write transaction and makes it durable with one
 //! fsync for the whole group, across all topics and partitions, idempotency rows
-//! included. Only after that commit does it publish the new offsets to readers and
-//! answer each command. A failed commit poisons the log: what reached the disk is
+//! included: a group of appends and offset commits through the write-ahead log
+//! ([`crate::wal`]), any other group, and periodically one of those, by a durable
+//! redb commit. Only then does it publish the new offsets to readers and answer each
+//! command. A failed commit poisons the log: what reached the disk is
 //! unknown, so every later write is refused until the process reopens the log.
 
 use std::collections::{BTreeMap, HashMap};
@@ -25,6 +27,7 @@ use crate::schema::{
     decode_dedupe, dedupe_key, encode_dedupe, pkey, record_key,
 };
 use crate::topic::{Topic, TopicConfig};
+use crate::wal::{Put, Wal};
 use crate::{AppendRequest, now_ms};
 
 pub(crate) use crate::Reply;
@@ -129,9 +132,18 @@ struct Group {
     inserts: BTreeMap<u64, Vec<(u64, Vec<u8>)>>,
     finishes: Vec<Finish>,
     now: u64,
+    /// The rows this group writes, when it goes to the write-ahead log instead of
+    /// being committed durably.
+    redo: Option<Vec<Put>>,
 }
 
 impl Group {
+    fn redo(&mut self, put: impl FnOnce() -> Put) {
+        if let Some(r) = &mut self.redo {
+            r.push(put());
+        }
+    }
+
     fn topic(&self, shared: &Shared, name: &str) -> Option<Arc<Topic>> {
         match self.topics.get(name) {
             Some(t) => t.clone(),
@@ -163,7 +175,18 @@ pub(crate) struct Writer {
     pub poisoned: bool,
     /// The database file, for snapshots.
     pub path: std::path::PathBuf,
+    /// The write-ahead log; see [`crate::wal`].
+    pub wal: Wal,
+    /// Sequence number of the last entry written to it.
+    pub wal_seq: u64,
+    /// When the last durable commit ran.
+    pub last_durable: std::time::Instant,
 }
+
+/// The longest the write-ahead log goes without a durable commit (a checkpoint)...
+const CHECKPOINT_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
+/// ...or the most it grows.
+const CHECKPOINT_BYTES: u64 = 64 << 20;
 
 impl Writer {
     pub(crate) fn run(mut self) {
@@ -185,10 +208,18 @@ impl Writer {
                         if !group.is_empty() {
                             self.group_commit(std::mem::take(&mut group));
                         }
+                        // The copy must hold what only the write-ahead log holds.
+                        let checkpoint = (|| {
+                            let mut txn = self.shared.db.begin_write()?;
+                            txn.set_durability(Durability::Immediate)?;
+                            self.checkpointed(&txn)?;
+                            txn.commit()?;
+                            self.after_durable_commit()
+                        })();
                         reply(if self.poisoned {
                             Err(Error::Poisoned)
                         } else {
-                            crate::backup::snapshot(&self.path)
+                            checkpoint.and_then(|()| crate::backup::snapshot(&self.path))
                         });
                     }
                     other => group.push(other),
@@ -219,6 +250,7 @@ impl Writer {
             inserts: BTreeMap::new(),
             finishes: Vec::with_capacity(cmds.len()),
             now: now_ms(),
+            redo: None,
         };
         let next_topic_id = self.next_topic_id;
         let outcome = self.apply(&mut group, cmds);
@@ -249,9 +281,21 @@ impl Writer {
 
     /// Applies a group to one transaction and commits it durably.
     fn apply(&mut self, group: &mut Group, cmds: Vec<Command>) -> Result<()> {
+        // Appends and offset commits go to the write-ahead log unless a checkpoint
+        // is due; everything else commits durably.
+        let logged = cmds
+            .iter()
+            .all(|c| matches!(c, Command::Append { .. } | Command::CommitOffsets { .. }))
+            && self.last_durable.elapsed() < CHECKPOINT_AFTER
+            && self.wal.len() < CHECKPOINT_BYTES;
         let mut txn = self.shared.db.begin_write()?;
-        txn.set_durability(Durability::Immediate)?;
-        txn.set_two_phase_commit(self.two_phase_commit);
+        if logged {
+            txn.set_durability(Durability::None)?;
+            group.redo = Some(Vec::new());
+        } else {
+            txn.set_durability(Durability::Immediate)?;
+            txn.set_two_phase_commit(self.two_phase_commit);
+        }
         for cmd in cmds {
             match cmd {
                 Command::CreateTopic {
@@ -333,7 +377,34 @@ impl Writer {
             }
         }
         flush_inserts(&txn, &mut *group)?;
-        txn.commit()?;
+        match group.redo.take() {
+            Some(puts) => {
+                txn.commit()?;
+                if !puts.is_empty() {
+                    self.wal.append(self.wal_seq + 1, &puts)?;
+                    self.wal_seq += 1;
+                }
+            }
+            None => {
+                self.checkpointed(&txn)?;
+                txn.commit()?;
+                self.after_durable_commit()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records in a durable commit that it holds every write-ahead log entry so far.
+    fn checkpointed(&self, txn: &WriteTransaction) -> Result<()> {
+        txn.open_table(META)?
+            .insert("wal_seq", self.wal_seq.to_le_bytes().as_slice())?;
+        Ok(())
+    }
+
+    /// After a durable commit: the write-ahead log's entries are all in redb.
+    fn after_durable_commit(&mut self) -> Result<()> {
+        self.wal.reset()?;
+        self.last_durable = std::time::Instant::now();
         Ok(())
     }
 
@@ -507,11 +578,15 @@ fn append(
                 .push((offset, r.bytes));
         }
         if let (Some(key), Some((dedupe, expiry))) = (key, tables.as_mut()) {
-            dedupe.insert(
-                key.as_slice(),
-                encode_dedupe(group.now, &out[first..]).as_slice(),
-            )?;
+            let value = encode_dedupe(group.now, &out[first..]);
+            dedupe.insert(key.as_slice(), value.as_slice())?;
             expiry.insert((group.now, key.as_slice()), ())?;
+            let now = group.now;
+            group.redo(|| Put::Dedupe {
+                key: key.clone(),
+                value,
+            });
+            group.redo(|| Put::DedupeExpiry { at: now, key });
         }
     }
     Ok(Ok(out))
@@ -521,7 +596,12 @@ fn append(
 /// touched partition's state row. A partition's stored bytes grow by the size of the
 /// batches written, so retention by size measures what is really on disk.
 fn flush_inserts(txn: &WriteTransaction, group: &mut Group) -> Result<()> {
-    let Group { inserts, parts, .. } = group;
+    let Group {
+        inserts,
+        parts,
+        redo,
+        ..
+    } = group;
     if !inserts.is_empty() {
         let mut records = txn.open_table(RECORDS)?;
         for (&pk, rows) in inserts.iter() {
@@ -544,7 +624,11 @@ fn flush_inserts(txn: &WriteTransaction, group: &mut Group) -> Result<()> {
                 let (chunk, tail) = rest.split_at(n);
                 let value = batch::encode(chunk.iter().map(|(_, b)| b.as_slice()));
                 added += value.len() as u64;
-                cursor.insert_before(record_key(pk, chunk[0].0), value.as_slice())?;
+                let key = record_key(pk, chunk[0].0);
+                cursor.insert_before(key, value.as_slice())?;
+                if let Some(r) = redo {
+                    r.push(Put::Record { key, value });
+                }
                 rest = tail;
             }
             cursor.close()?;
@@ -557,6 +641,12 @@ fn flush_inserts(txn: &WriteTransaction, group: &mut Group) -> Result<()> {
         let mut table = txn.open_table(PARTITIONS)?;
         for (&pk, s) in parts.iter() {
             table.insert(pk, s.state)?;
+            if let Some(r) = redo {
+                r.push(Put::Partition {
+                    key: pk,
+                    state: s.state,
+                });
+            }
         }
     }
     Ok(())
@@ -747,6 +837,12 @@ fn commit_offsets(
     let mut table = txn.open_table(GROUP_OFFSETS)?;
     for (topic, partition, offset) in offsets {
         table.insert((name, topic.id, *partition), *offset)?;
+        group.redo(|| Put::GroupOffset {
+            group: name.to_string(),
+            topic_id: topic.id,
+            partition: *partition,
+            offset: *offset,
+        });
     }
     Ok(Ok(()))
 }

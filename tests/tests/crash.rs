@@ -113,4 +113,10 @@ async fn acknowledged_records_survive_kill_9() {
             assert_eq!(r["value"], v, "value at {p}/{o}");
         }
     }
+    // Some restarts had to replay the write-ahead log, so that path was tested too.
+    let log = std::fs::read_to_string(server.data_dir.with_extension("log")).unwrap();
+    assert!(
+        log.contains("replayed the write-ahead log"),
+        "no restart replayed the write-ahead log"
+    );
 }

@@ -1,0 +1,350 @@
+//! The write-ahead log that makes small commits cheap.
+//!
+//! A group made only of appends and offset commits is committed to redb without an
+//! fsync (`Durability::None`), and the rows it wrote are appended to this file as one
+//! entry and fsync'd: one sequential write instead of redb's scattered pages. Its
+//! callers are answered after that. Every so often, and before anything else, a
+//! group is committed durably (a checkpoint), which makes every earlier entry
+//! redundant; the file is then emptied.
+//!
+//! After a crash redb comes back at its last durable commit, which records the
+//! sequence number of the last entry it holds (`meta.wal_seq`); opening the log
+//! writes the rows of every later entry again, in order, and stops at the first
+//! entry that is torn (its length or checksum does not hold): that one was never
+//! acknowledged.
+//!
+//! Entry: `magic u32 | payload length u32 | crc32 of (seq, payload) u32 | seq u64 |
+//! payload`, integers little-endian. Payload: puts, each a tag byte and its fields.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::Path;
+
+use redb::WriteTransaction;
+
+use crate::error::Result;
+use crate::schema::{DEDUPE, DEDUPE_EXPIRY, GROUP_OFFSETS, PARTITIONS, RECORDS};
+
+pub(crate) const WAL_FILE: &str = "sluice.wal";
+const MAGIC: u32 = 0x4c41_5753; // "SWAL"
+const HEADER: usize = 20;
+
+/// One row written by a group, to be written again on recovery. Every put is an
+/// insert that overwrites: replaying one twice gives the same table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Put {
+    Record {
+        key: u128,
+        value: Vec<u8>,
+    },
+    Partition {
+        key: u64,
+        state: (u64, u64, u64),
+    },
+    Dedupe {
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    DedupeExpiry {
+        at: u64,
+        key: Vec<u8>,
+    },
+    GroupOffset {
+        group: String,
+        topic_id: u64,
+        partition: u32,
+        offset: u64,
+    },
+}
+
+/// A whole entry read back: its sequence number and rows.
+pub(crate) type Entry = (u64, Vec<Put>);
+
+pub(crate) struct Wal {
+    file: File,
+    len: u64,
+    buf: Vec<u8>,
+}
+
+impl Wal {
+    /// Opens (or creates) the file in `dir` and reads its whole entries, in order;
+    /// a torn tail is cut off.
+    pub(crate) fn open(dir: &Path) -> Result<(Wal, Vec<Entry>)> {
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(dir.join(WAL_FILE))?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)?;
+        let mut entries = Vec::new();
+        let mut at = 0usize;
+        while let Some((seq, puts, next)) = parse_entry(&bytes, at) {
+            entries.push((seq, puts));
+            at = next;
+        }
+        if at < bytes.len() {
+            file.set_len(at as u64)?;
+        }
+        file.seek(SeekFrom::Start(at as u64))?;
+        Ok((
+            Wal {
+                file,
+                len: at as u64,
+                buf: Vec::new(),
+            },
+            entries,
+        ))
+    }
+
+    /// Bytes in the file.
+    pub(crate) fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Appends one entry and makes it durable.
+    pub(crate) fn append(&mut self, seq: u64, puts: &[Put]) -> std::io::Result<()> {
+        self.buf.clear();
+        self.buf.extend_from_slice(&[0; HEADER]);
+        for p in puts {
+            encode_put(&mut self.buf, p);
+        }
+        let payload_len = (self.buf.len() - HEADER) as u32;
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&seq.to_le_bytes());
+        crc.update(&self.buf[HEADER..]);
+        self.buf[0..4].copy_from_slice(&MAGIC.to_le_bytes());
+        self.buf[4..8].copy_from_slice(&payload_len.to_le_bytes());
+        self.buf[8..12].copy_from_slice(&crc.finalize().to_le_bytes());
+        self.buf[12..20].copy_from_slice(&seq.to_le_bytes());
+        self.file.write_all(&self.buf)?;
+        self.file.sync_data()?;
+        self.len += self.buf.len() as u64;
+        if self.buf.capacity() > 4 << 20 {
+            self.buf = Vec::new();
+        }
+        Ok(())
+    }
+
+    /// Empties the file, once a durable commit holds everything in it. Not synced:
+    /// entries that survive a crash are skipped by their sequence number.
+    pub(crate) fn reset(&mut self) -> std::io::Result<()> {
+        if self.len > 0 {
+            self.file.set_len(0)?;
+            self.file.seek(SeekFrom::Start(0))?;
+            self.len = 0;
+        }
+        Ok(())
+    }
+}
+
+/// Writes `puts` into `txn`.
+pub(crate) fn replay(txn: &WriteTransaction, puts: &[Put]) -> Result<()> {
+    for p in puts {
+        match p {
+            Put::Record { key, value } => {
+                txn.open_table(RECORDS)?.insert(*key, value.as_slice())?;
+            }
+            Put::Partition { key, state } => {
+                txn.open_table(PARTITIONS)?.insert(*key, *state)?;
+            }
+            Put::Dedupe { key, value } => {
+                txn.open_table(DEDUPE)?
+                    .insert(key.as_slice(), value.as_slice())?;
+            }
+            Put::DedupeExpiry { at, key } => {
+                txn.open_table(DEDUPE_EXPIRY)?
+                    .insert((*at, key.as_slice()), ())?;
+            }
+            Put::GroupOffset {
+                group,
+                topic_id,
+                partition,
+                offset,
+            } => {
+                txn.open_table(GROUP_OFFSETS)?
+                    .insert((group.as_str(), *topic_id, *partition), *offset)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
+    out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+    out.extend_from_slice(b);
+}
+
+fn encode_put(out: &mut Vec<u8>, p: &Put) {
+    match p {
+        Put::Record { key, value } => {
+            out.push(1);
+            out.extend_from_slice(&key.to_le_bytes());
+            put_bytes(out, value);
+        }
+        Put::Partition { key, state } => {
+            out.push(2);
+            out.extend_from_slice(&key.to_le_bytes());
+            for v in [state.0, state.1, state.2] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        Put::Dedupe { key, value } => {
+            out.push(3);
+            put_bytes(out, key);
+            put_bytes(out, value);
+        }
+        Put::DedupeExpiry { at, key } => {
+            out.push(4);
+            out.extend_from_slice(&at.to_le_bytes());
+            put_bytes(out, key);
+        }
+        Put::GroupOffset {
+            group,
+            topic_id,
+            partition,
+            offset,
+        } => {
+            out.push(5);
+            put_bytes(out, group.as_bytes());
+            out.extend_from_slice(&topic_id.to_le_bytes());
+            out.extend_from_slice(&partition.to_le_bytes());
+            out.extend_from_slice(&offset.to_le_bytes());
+        }
+    }
+}
+
+/// Reads fixed-size integers and byte strings off a payload.
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn u32(&mut self) -> Option<u32> {
+        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
+    }
+    fn u64(&mut self) -> Option<u64> {
+        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
+    }
+    fn u128(&mut self) -> Option<u128> {
+        Some(u128::from_le_bytes(self.take(16)?.try_into().ok()?))
+    }
+    fn bytes(&mut self) -> Option<&'a [u8]> {
+        let n = self.u32()? as usize;
+        self.take(n)
+    }
+}
+
+/// The entry at `at`: its sequence number, puts and the offset after it; `None` at
+/// the end or at a torn or foreign entry.
+fn parse_entry(bytes: &[u8], at: usize) -> Option<(u64, Vec<Put>, usize)> {
+    let mut c = Cursor(bytes.get(at..)?);
+    if c.u32()? != MAGIC {
+        return None;
+    }
+    let len = c.u32()? as usize;
+    let crc = c.u32()?;
+    let seq = c.u64()?;
+    let payload = c.take(len)?;
+    let mut h = crc32fast::Hasher::new();
+    h.update(&seq.to_le_bytes());
+    h.update(payload);
+    if h.finalize() != crc {
+        return None;
+    }
+    let mut p = Cursor(payload);
+    let mut puts = Vec::new();
+    while !p.0.is_empty() {
+        let put = match p.take(1)?[0] {
+            1 => Put::Record {
+                key: p.u128()?,
+                value: p.bytes()?.to_vec(),
+            },
+            2 => Put::Partition {
+                key: p.u64()?,
+                state: (p.u64()?, p.u64()?, p.u64()?),
+            },
+            3 => Put::Dedupe {
+                key: p.bytes()?.to_vec(),
+                value: p.bytes()?.to_vec(),
+            },
+            4 => Put::DedupeExpiry {
+                at: p.u64()?,
+                key: p.bytes()?.to_vec(),
+            },
+            5 => Put::GroupOffset {
+                group: String::from_utf8(p.bytes()?.to_vec()).ok()?,
+                topic_id: p.u64()?,
+                partition: p.u32()?,
+                offset: p.u64()?,
+            },
+            _ => return None,
+        };
+        puts.push(put);
+    }
+    Some((seq, puts, at + HEADER + len))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entries_round_trip_and_a_torn_tail_is_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let puts = vec![
+            Put::Record {
+                key: 7 << 64 | 3,
+                value: b"batch".to_vec(),
+            },
+            Put::Partition {
+                key: 7,
+                state: (0, 4, 5),
+            },
+            Put::Dedupe {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            },
+            Put::DedupeExpiry {
+                at: 9,
+                key: b"k".to_vec(),
+            },
+            Put::GroupOffset {
+                group: "g".into(),
+                topic_id: 1,
+                partition: 2,
+                offset: 3,
+            },
+        ];
+        {
+            let (mut wal, entries) = Wal::open(dir.path()).unwrap();
+            assert!(entries.is_empty());
+            wal.append(1, &puts).unwrap();
+            wal.append(2, &puts[..1]).unwrap();
+        }
+        // A torn third entry: its header and half its payload.
+        let path = dir.path().join(WAL_FILE);
+        let whole = std::fs::read(&path).unwrap();
+        let mut torn = whole.clone();
+        torn.extend_from_slice(&whole[..HEADER + 3]);
+        std::fs::write(&path, &torn).unwrap();
+        let (wal, entries) = Wal::open(dir.path()).unwrap();
+        assert_eq!(entries, vec![(1, puts.clone()), (2, puts[..1].to_vec())]);
+        assert_eq!(wal.len(), whole.len() as u64);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole.len() as u64);
+        // A flipped byte ends the readable entries there.
+        let mut bad = whole.clone();
+        let last = bad.len() - 1;
+        bad[last] ^= 1;
+        std::fs::write(&path, &bad).unwrap();
+        let (_, entries) = Wal::open(dir.path()).unwrap();
+        assert_eq!(entries, vec![(1, puts)]);
+    }
+}
