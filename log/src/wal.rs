@@ -1,7 +1,7 @@
 //! The write-ahead log that makes small commits cheap.
 //!
-//! A group made only of appends and offset commits is committed to redb without an
-//! fsync (`Durability::None`), and the rows it wrote are appended to this file as one
+//! A small group made only of appends and offset commits is committed to redb
+//! without an fsync (`Durability::None`), and the rows it wrote are appended to this file as one
 //! entry and fsync'd: one sequential write instead of redb's scattered pages. Its
 //! callers are answered after that. Every so often, and before anything else, a
 //! group is committed durably (a checkpoint), which makes every earlier entry

@@ -186,7 +186,9 @@ pub(crate) struct Writer {
 /// The longest the write-ahead log goes without a durable commit (a checkpoint)...
 const CHECKPOINT_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 /// ...or the most it grows.
-const CHECKPOINT_BYTES: u64 = 64 << 20;
+const CHECKPOINT_BYTES: u64 = 16 << 20;
+/// The largest group, in record bytes, that goes through the write-ahead log.
+const WAL_MAX_GROUP_BYTES: usize = 256 << 10;
 
 impl Writer {
     pub(crate) fn run(mut self) {
@@ -281,11 +283,24 @@ impl Writer {
 
     /// Applies a group to one transaction and commits it durably.
     fn apply(&mut self, group: &mut Group, cmds: Vec<Command>) -> Result<()> {
-        // Appends and offset commits go to the write-ahead log unless a checkpoint
-        // is due; everything else commits durably.
-        let logged = cmds
-            .iter()
-            .all(|c| matches!(c, Command::Append { .. } | Command::CommitOffsets { .. }))
+        // Small groups of appends and offset commits go to the write-ahead log unless
+        // a checkpoint is due; everything else commits durably. A large group gains
+        // little from the log (its pages are mostly its records) and would write its
+        // records twice.
+        let mut bytes = 0usize;
+        let logged = cmds.iter().all(|c| match c {
+            Command::Append { request, .. } => {
+                bytes += request
+                    .units
+                    .iter()
+                    .flat_map(|u| &u.records)
+                    .map(|r| r.bytes.len())
+                    .sum::<usize>();
+                true
+            }
+            Command::CommitOffsets { .. } => true,
+            _ => false,
+        }) && bytes <= WAL_MAX_GROUP_BYTES
             && self.last_durable.elapsed() < CHECKPOINT_AFTER
             && self.wal.len() < CHECKPOINT_BYTES;
         let mut txn = self.shared.db.begin_write()?;
