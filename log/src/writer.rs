@@ -210,18 +210,12 @@ impl Writer {
                         if !group.is_empty() {
                             self.group_commit(std::mem::take(&mut group));
                         }
-                        // The copy must hold what only the write-ahead log holds.
-                        let checkpoint = (|| {
-                            let mut txn = self.shared.db.begin_write()?;
-                            txn.set_durability(Durability::Immediate)?;
-                            self.checkpointed(&txn)?;
-                            txn.commit()?;
-                            self.after_durable_commit()
-                        })();
                         reply(if self.poisoned {
                             Err(Error::Poisoned)
                         } else {
-                            checkpoint.and_then(|()| crate::backup::snapshot(&self.path))
+                            // The copy must hold what only the write-ahead log holds.
+                            self.checkpoint()
+                                .and_then(|()| crate::backup::snapshot(&self.path))
                         });
                     }
                     other => group.push(other),
@@ -281,7 +275,16 @@ impl Writer {
         }
     }
 
-    /// Applies a group to one transaction and commits it durably.
+    /// A durable commit of nothing but the write-ahead log's position.
+    fn checkpoint(&mut self) -> Result<()> {
+        let mut txn = self.shared.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        self.checkpointed(&txn)?;
+        txn.commit()?;
+        self.after_durable_commit()
+    }
+
+    /// Applies a group to one transaction and makes it durable.
     fn apply(&mut self, group: &mut Group, cmds: Vec<Command>) -> Result<()> {
         // Small groups of appends and offset commits go to the write-ahead log unless
         // a checkpoint is due; everything else commits durably. A large group gains
