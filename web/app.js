@@ -197,8 +197,10 @@ function chart(title, values, format, period = 1000) {
   svg.setAttribute('role', 'img');
   svg.setAttribute('aria-label', title);
   const max = Math.max(1, ...values);
-  const n = Math.max(values.length, 2);
-  const pts = values.map((v, i) => [(i / (n - 1)) * w, hgt - 2 - (v / max) * (hgt - 6)]);
+  // One reading is drawn as a level line.
+  const drawn = values.length === 1 ? [values[0], values[0]] : values;
+  const n = Math.max(drawn.length, 2);
+  const pts = drawn.map((v, i) => [(i / (n - 1)) * w, hgt - 2 - (v / max) * (hgt - 6)]);
   if (pts.length) {
     const line = pts.map(([x, y]) => `${x.toFixed(1)},${y.toFixed(1)}`).join(' ');
     const area = document.createElementNS(SVG, 'polygon');
