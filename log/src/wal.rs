@@ -23,6 +23,7 @@ use std::path::Path;
 use redb::WriteTransaction;
 
 use crate::error::Result;
+use crate::record::Reader;
 use crate::schema::{DEDUPE, DEDUPE_EXPIRY, GROUP_OFFSETS, PARTITIONS, RECORDS};
 
 pub(crate) const WAL_FILE: &str = "sluice.wal";
@@ -215,37 +216,10 @@ fn encode_put(out: &mut Vec<u8>, p: &Put) {
     }
 }
 
-/// Reads fixed-size integers and byte strings off a payload.
-struct Cursor<'a>(&'a [u8]);
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-    fn u128(&mut self) -> Option<u128> {
-        Some(u128::from_le_bytes(self.take(16)?.try_into().ok()?))
-    }
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-}
-
 /// The entry at `at`: its sequence number, puts and the offset after it; `None` at
 /// the end or at a torn or foreign entry.
 fn parse_entry(bytes: &[u8], at: usize) -> Option<(u64, Vec<Put>, usize)> {
-    let mut c = Cursor(bytes.get(at..)?);
+    let mut c = Reader(bytes.get(at..)?);
     if c.u32()? != MAGIC {
         return None;
     }
@@ -259,7 +233,7 @@ fn parse_entry(bytes: &[u8], at: usize) -> Option<(u64, Vec<Put>, usize)> {
     if h.finalize() != crc {
         return None;
     }
-    let mut p = Cursor(payload);
+    let mut p = Reader(payload);
     let mut puts = Vec::new();
     while !p.0.is_empty() {
         let put = match p.take(1)?[0] {

@@ -136,22 +136,8 @@ async fn backup_while_writing_restores_a_consistent_prefix() {
 
     // A restore starts a new epoch.
     let epoch = |t: Value| t["log_epoch"].as_str().unwrap().to_string();
-    let a: Value = c
-        .get(s.url("/v1/topics/orders"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let b: Value = c
-        .get(r.url("/v1/topics/orders"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a = get_json(&c, &s, "/v1/topics/orders").await;
+    let b = get_json(&c, &r, "/v1/topics/orders").await;
     assert_ne!(epoch(a), epoch(b));
 }
 

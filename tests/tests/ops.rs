@@ -265,14 +265,7 @@ async fn retention_under_load_keeps_what_the_policy_keeps() {
             let prev = produced.insert(o["offset"].as_u64().unwrap(), batch * 50 + i as u64);
             assert!(prev.is_none(), "offset reused");
         }
-        let t: Value = c
-            .get(s.url("/v1/topics/rolling"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let t = get_json(&c, &s, "/v1/topics/rolling").await;
         let start = t["partitions"][0]["start_offset"].as_u64().unwrap();
         assert!(start >= last_start, "the start went back");
         last_start = start;
@@ -281,14 +274,7 @@ async fn retention_under_load_keeps_what_the_policy_keeps() {
     // Let retention catch up, then read everything retained.
     let mut start = 0;
     for _ in 0..100 {
-        let t: Value = c
-            .get(s.url("/v1/topics/rolling"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let t = get_json(&c, &s, "/v1/topics/rolling").await;
         start = t["partitions"][0]["start_offset"].as_u64().unwrap();
         if t["partitions"][0]["bytes"].as_u64().unwrap() <= 50_000 {
             break;
@@ -298,16 +284,12 @@ async fn retention_under_load_keeps_what_the_policy_keeps() {
     assert!(start > 0, "retention never ran");
     let mut offset = start;
     loop {
-        let body: Value = c
-            .get(s.url(&format!(
-                "/v1/topics/rolling/partitions/0/records?offset={offset}&limit=1000"
-            )))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let body = get_json(
+            &c,
+            &s,
+            &format!("/v1/topics/rolling/partitions/0/records?offset={offset}&limit=1000"),
+        )
+        .await;
         let records = body["records"].as_array().unwrap();
         if records.is_empty() {
             break;
