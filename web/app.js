@@ -125,7 +125,6 @@ const live = {
   stats: null,
   history: [], // {t, produced, delivered, topics: {name: {produced, delivered}}, groups: {name: lag}}
   listeners: new Set(),
-  timer: null,
 };
 
 function onStats(fn) {
@@ -155,7 +154,7 @@ async function pollStats() {
     el.dataset.stats = '1';
     banner(explain(err));
   } finally {
-    live.timer = setTimeout(pollStats, 1000);
+    setTimeout(pollStats, 1000);
   }
 }
 
