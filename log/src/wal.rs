@@ -13,6 +13,14 @@
 //! entry that is torn (its length or checksum does not hold): that one was never
 //! acknowledged.
 //!
+//! The file is written over from its start after each checkpoint rather than
+//! truncated, and it is filled with zeros to [`PREALLOCATED`] bytes when created, so
+//! an entry's fsync only flushes data: growing a file makes every fsync commit the
+//! filesystem's journal too, which costs about as much again. Entries left over from
+//! before a checkpoint are told apart by their sequence numbers: the entries of one
+//! round are numbered consecutively from the file's start, so reading stops at the
+//! first entry whose number does not follow its predecessor's.
+//!
 //! Entry: `magic u32 | payload length u32 | crc32 of (seq, payload) u32 | seq u64 |
 //! payload`, integers little-endian. Payload: puts, each a tag byte and its fields.
 
@@ -29,6 +37,9 @@ use crate::schema::{DEDUPE, DEDUPE_EXPIRY, GROUP_OFFSETS, PARTITIONS, RECORDS};
 pub(crate) const WAL_FILE: &str = "sluice.wal";
 const MAGIC: u32 = 0x4c41_5753; // "SWAL"
 const HEADER: usize = 20;
+/// The size the file is filled to when created. It grows past this (and stays
+/// grown) when the entries between two checkpoints need more.
+pub(crate) const PREALLOCATED: u64 = 4 << 20;
 
 /// One row written by a group, to be written again on recovery. Every put is an
 /// insert that overwrites: replaying one twice gives the same table.
@@ -68,8 +79,8 @@ pub(crate) struct Wal {
 }
 
 impl Wal {
-    /// Opens (or creates) the file in `dir` and reads its whole entries, in order;
-    /// a torn tail is cut off.
+    /// Opens (or creates) the file in `dir` and reads its whole entries, in order,
+    /// up to the first torn or left-over one.
     pub(crate) fn open(dir: &Path) -> Result<(Wal, Vec<Entry>)> {
         let mut file = OpenOptions::new()
             .read(true)
@@ -79,14 +90,26 @@ impl Wal {
             .open(dir.join(WAL_FILE))?;
         let mut bytes = Vec::new();
         file.read_to_end(&mut bytes)?;
-        let mut entries = Vec::new();
+        let mut entries: Vec<Entry> = Vec::new();
         let mut at = 0usize;
         while let Some((seq, puts, next)) = parse_entry(&bytes, at) {
+            if entries.last().is_some_and(|(prev, _)| seq != prev + 1) {
+                break;
+            }
             entries.push((seq, puts));
             at = next;
         }
-        if at < bytes.len() {
-            file.set_len(at as u64)?;
+        if (bytes.len() as u64) < PREALLOCATED {
+            // Zeros, really written: blocks merely reserved would still need the
+            // journal on their first write.
+            let zeros = vec![0u8; 1 << 20];
+            let mut size = bytes.len() as u64;
+            while size < PREALLOCATED {
+                let n = zeros.len().min((PREALLOCATED - size) as usize);
+                file.write_all(&zeros[..n])?;
+                size += n as u64;
+            }
+            file.sync_all()?;
         }
         file.seek(SeekFrom::Start(at as u64))?;
         Ok((
@@ -99,7 +122,7 @@ impl Wal {
         ))
     }
 
-    /// Bytes in the file.
+    /// Bytes written since the file was last started over.
     pub(crate) fn len(&self) -> u64 {
         self.len
     }
@@ -128,11 +151,10 @@ impl Wal {
         Ok(())
     }
 
-    /// Empties the file, once a durable commit holds everything in it. Not synced:
-    /// entries that survive a crash are skipped by their sequence number.
+    /// Starts the file over, once a durable commit holds everything in it. Not
+    /// synced: entries that survive a crash are skipped by their sequence number.
     pub(crate) fn reset(&mut self) -> std::io::Result<()> {
         if self.len > 0 {
-            self.file.set_len(0)?;
             self.file.seek(SeekFrom::Start(0))?;
             self.len = 0;
         }
@@ -297,22 +319,23 @@ mod tests {
                 offset: 3,
             },
         ];
-        {
+        let written = {
             let (mut wal, entries) = Wal::open(dir.path()).unwrap();
             assert!(entries.is_empty());
             wal.append(1, &puts).unwrap();
             wal.append(2, &puts[..1]).unwrap();
-        }
+            wal.len() as usize
+        };
         // A torn third entry: its header and half its payload.
         let path = dir.path().join(WAL_FILE);
-        let whole = std::fs::read(&path).unwrap();
+        let whole = std::fs::read(&path).unwrap()[..written].to_vec();
         let mut torn = whole.clone();
         torn.extend_from_slice(&whole[..HEADER + 3]);
         std::fs::write(&path, &torn).unwrap();
         let (wal, entries) = Wal::open(dir.path()).unwrap();
         assert_eq!(entries, vec![(1, puts.clone()), (2, puts[..1].to_vec())]);
         assert_eq!(wal.len(), whole.len() as u64);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), whole.len() as u64);
+        assert!(std::fs::metadata(&path).unwrap().len() >= PREALLOCATED);
         // A flipped byte ends the readable entries there.
         let mut bad = whole.clone();
         let last = bad.len() - 1;
@@ -320,5 +343,30 @@ mod tests {
         std::fs::write(&path, &bad).unwrap();
         let (_, entries) = Wal::open(dir.path()).unwrap();
         assert_eq!(entries, vec![(1, puts)]);
+    }
+
+    #[test]
+    fn entries_left_from_before_a_reset_are_not_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |n: u8| Put::Record {
+            key: 1,
+            value: vec![n; 10],
+        };
+        {
+            let (mut wal, _) = Wal::open(dir.path()).unwrap();
+            for seq in 1..=3 {
+                wal.append(seq, &[put(seq as u8)]).unwrap();
+            }
+            wal.reset().unwrap();
+            // The same size as the first entry: the old second one follows it whole.
+            wal.append(4, &[put(4)]).unwrap();
+        }
+        let (mut wal, entries) = Wal::open(dir.path()).unwrap();
+        assert_eq!(entries, vec![(4, vec![put(4)])]);
+        // Appending continues after the last entry read.
+        wal.append(5, &[put(5)]).unwrap();
+        drop(wal);
+        let (_, entries) = Wal::open(dir.path()).unwrap();
+        assert_eq!(entries, vec![(4, vec![put(4)]), (5, vec![put(5)])]);
     }
 }
