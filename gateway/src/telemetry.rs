@@ -77,20 +77,61 @@ pub fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Spa
 
 /// Counts every request by route, method and status, and times it.
 pub async fn track(req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let route = req.extensions().get::<MatchedPath>().cloned();
+    let method = method_label(req.method());
     let started = Instant::now();
     let res = next.run(req).await;
-    let status = res.status().as_u16().to_string();
-    counter!("sluice_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
-        .increment(1);
-    histogram!("sluice_http_request_duration_seconds", "route" => route, "method" => method)
-        .record(started.elapsed().as_secs_f64());
+    let route = route.as_ref().map_or("unmatched", |r| r.as_str());
+    let (requests, duration) = route_metrics(route, method, res.status().as_u16());
+    requests.increment(1);
+    duration.record(started.elapsed().as_secs_f64());
     res
+}
+
+fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Per route, method and status: the request counter and the duration histogram.
+type RouteMetrics = (metrics::Counter, metrics::Histogram);
+
+/// The handles of [`track`]'s metrics, made once per route, method and status (a
+/// bounded set: routes are the router's templates) instead of looked up by their
+/// labels on every request.
+fn route_metrics(route: &str, method: &'static str, status: u16) -> RouteMetrics {
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, RwLock};
+    type ByRoute = HashMap<String, HashMap<(&'static str, u16), RouteMetrics>>;
+    static CACHE: LazyLock<RwLock<ByRoute>> = LazyLock::new(Default::default);
+    let cached = CACHE
+        .read()
+        .expect("metrics cache lock")
+        .get(route)
+        .and_then(|m| m.get(&(method, status)))
+        .cloned();
+    cached.unwrap_or_else(|| {
+        let made = (
+            counter!("sluice_http_requests_total", "route" => route.to_string(), "method" => method, "status" => status.to_string()),
+            histogram!("sluice_http_request_duration_seconds", "route" => route.to_string(), "method" => method),
+        );
+        CACHE
+            .write()
+            .expect("metrics cache lock")
+            .entry(route.to_string())
+            .or_default()
+            .insert((method, status), made.clone());
+        made
+    })
 }
 
 /// Prometheus text exposition of every metric (admin when auth is on).
