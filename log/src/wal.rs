@@ -110,6 +110,8 @@ impl Wal {
                 size += n as u64;
             }
             file.sync_all()?;
+            // The file's name too, when it was just created.
+            File::open(dir)?.sync_all()?;
         }
         file.seek(SeekFrom::Start(at as u64))?;
         Ok((
