@@ -13,8 +13,8 @@ pub struct Stats {
     started: Instant,
     started_ms: u64,
     data_dir: PathBuf,
-    /// Records delivered per topic name.
-    delivered: Mutex<HashMap<String, u64>>,
+    /// Per topic name.
+    topics: Mutex<HashMap<String, TopicCounts>>,
     websockets: AtomicU64,
     /// One backup at a time.
     pub backups: std::sync::Arc<tokio::sync::Semaphore>,
@@ -26,10 +26,30 @@ impl Stats {
             started: Instant::now(),
             started_ms: sluice_log::now_ms(),
             data_dir,
-            delivered: Mutex::default(),
+            topics: Mutex::default(),
             websockets: AtomicU64::new(0),
             backups: std::sync::Arc::new(tokio::sync::Semaphore::new(1)),
         }
+    }
+
+    /// Runs `f` on a topic's counts, made on first use. The metric handles are kept
+    /// with them so that counting does not build labels on every request.
+    fn with_topic<R>(&self, topic: &str, f: impl FnOnce(&mut TopicCounts) -> R) -> R {
+        let mut map = self.topics.lock().expect("stats lock");
+        if let Some(c) = map.get_mut(topic) {
+            return f(c);
+        }
+        f(map
+            .entry(topic.to_string())
+            .or_insert_with(|| TopicCounts::new(topic)))
+    }
+
+    /// Counts records (and their encoded bytes) written to `topic`.
+    pub fn produced(&self, topic: &str, records: u64, bytes: u64) {
+        self.with_topic(topic, |c| {
+            c.produce_records.increment(records);
+            c.produce_bytes.increment(bytes);
+        });
     }
 
     /// Counts records (and their encoded bytes) handed to a reader of `topic`.
@@ -37,27 +57,21 @@ impl Stats {
         if records == 0 {
             return;
         }
-        metrics::counter!("sluice_fetch_records_total", "topic" => topic.to_string())
-            .increment(records);
-        metrics::counter!("sluice_fetch_bytes_total", "topic" => topic.to_string())
-            .increment(bytes);
-        let mut map = self.delivered.lock().expect("stats lock");
-        match map.get_mut(topic) {
-            Some(n) => *n += records,
-            None => {
-                map.insert(topic.to_string(), records);
-            }
-        }
+        self.with_topic(topic, |c| {
+            c.delivered += records;
+            c.fetch_records.increment(records);
+            c.fetch_bytes.increment(bytes);
+        });
     }
 
     pub fn delivered_total(&self, topic: &str) -> u64 {
-        let map = self.delivered.lock().expect("stats lock");
-        map.get(topic).copied().unwrap_or(0)
+        let map = self.topics.lock().expect("stats lock");
+        map.get(topic).map_or(0, |c| c.delivered)
     }
 
     /// Drops a deleted topic's counts.
     pub fn forget(&self, topic: &str) {
-        self.delivered.lock().expect("stats lock").remove(topic);
+        self.topics.lock().expect("stats lock").remove(topic);
     }
 
     /// A WebSocket opened (`true`) or closed.
@@ -100,5 +114,27 @@ impl Stats {
                 .sum()
         }
         walk(&self.data_dir)
+    }
+}
+
+/// A topic's delivered count and its metric handles.
+struct TopicCounts {
+    delivered: u64,
+    produce_records: metrics::Counter,
+    produce_bytes: metrics::Counter,
+    fetch_records: metrics::Counter,
+    fetch_bytes: metrics::Counter,
+}
+
+impl TopicCounts {
+    fn new(topic: &str) -> Self {
+        let label = || ("topic", topic.to_string());
+        TopicCounts {
+            delivered: 0,
+            produce_records: metrics::counter!("sluice_produce_records_total", &[label()]),
+            produce_bytes: metrics::counter!("sluice_produce_bytes_total", &[label()]),
+            fetch_records: metrics::counter!("sluice_fetch_records_total", &[label()]),
+            fetch_bytes: metrics::counter!("sluice_fetch_bytes_total", &[label()]),
+        }
     }
 }

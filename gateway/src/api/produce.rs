@@ -140,10 +140,9 @@ pub async fn write(
     };
     let log = state.log.clone();
     let offsets = call(|r| log.append(request, r)).await?;
-    let topic_label = topic.name().to_string();
-    metrics::counter!("sluice_produce_records_total", "topic" => topic_label.clone())
-        .increment(count as u64);
-    metrics::counter!("sluice_produce_bytes_total", "topic" => topic_label).increment(bytes as u64);
+    state
+        .stats
+        .produced(topic.name(), count as u64, bytes as u64);
     Ok(offsets
         .into_iter()
         .map(|(partition, offset)| RecordOffset { partition, offset })
