@@ -1,7 +1,7 @@
 //! Server-wide bookkeeping beyond what the log knows: start-up time, records handed
 //! to readers per topic and open WebSockets (for `/v1/stats`; each count also feeds
-//! the matching Prometheus metric, so the two cannot disagree), and the one-at-a-time
-//! guard of backups.
+//! the matching Prometheus metric, so the two cannot disagree), the per-topic produce
+//! counters, and the one-at-a-time guard of backups.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
