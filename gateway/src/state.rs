@@ -93,7 +93,7 @@ impl Waiters {
 
     pub fn notify(&self, topic_id: u64, partition: u32) {
         if let Some(engine) = self.engine.get().and_then(std::sync::Weak::upgrade) {
-            engine.notify();
+            engine.topic_grew(topic_id);
         }
         let mut map = self.channels.lock().expect("waiters lock");
         for key in [(topic_id, partition), (topic_id, ANY_PARTITION)] {

@@ -245,11 +245,28 @@ impl Engine {
         })
     }
 
-    /// Wakes the materializer: a topic grew.
+    /// Wakes the materializer.
     pub fn notify(&self) {
         let (flag, cv) = &self.shared.wake;
-        *flag.lock().expect("wake lock") = true;
-        cv.notify_one();
+        let mut woken = flag.lock().expect("wake lock");
+        if !*woken {
+            *woken = true;
+            cv.notify_one();
+        }
+    }
+
+    /// A topic grew: wakes the materializer if a table reads that topic.
+    pub fn topic_grew(&self, topic_id: u64) {
+        let read = self
+            .shared
+            .tables
+            .read()
+            .expect("tables lock")
+            .values()
+            .any(|t| t.topic.id() == topic_id);
+        if read {
+            self.notify();
+        }
     }
 
     /// Creates a table; it fills from its topic's start in the background.
