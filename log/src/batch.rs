@@ -42,6 +42,13 @@ pub(crate) fn encode<'a>(records: impl ExactSizeIterator<Item = &'a [u8]> + Clon
     out
 }
 
+/// The record count of a batch this process encoded, read without checking the rest.
+pub(crate) fn count(bytes: &[u8]) -> usize {
+    bytes
+        .get(..4)
+        .map_or(0, |c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]) as usize)
+}
+
 /// A decoded view of a batch value.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Batch<'a> {

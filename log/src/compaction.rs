@@ -17,7 +17,7 @@ use crate::batch::{self, Batch};
 use crate::error::{Error, Result};
 use crate::log::{Log, blocking};
 use crate::record::{RecordView, ValueKind};
-use crate::schema::{RECORDS, pkey, record_key};
+use crate::schema::pkey;
 use crate::topic::{Compaction, Topic};
 use crate::writer::Command;
 
@@ -69,26 +69,17 @@ pub(crate) fn pass(
     let (start, end, _) = topic.parts[partition as usize].load();
     let pk = pkey(topic.id, partition);
     let from = progress.clean_to.clamp(start, end);
-    let txn = log.begin_read()?;
-    let table = txn.open_table(RECORDS)?;
     let corrupted = |offset| Error::Corrupted { pkey: pk, offset };
 
     // The latest offset of each key in [from, upto).
     let mut latest: HashMap<Box<str>, u64> = HashMap::new();
     let mut budget = KEY_BUDGET;
     let mut upto = from;
-    let first = table
-        .range(record_key(pk, 0)..=record_key(pk, from))?
-        .next_back()
-        .transpose()?
-        .map_or(from, |(k, _)| k.value() as u64);
-    for item in table.range(record_key(pk, first)..record_key(pk, end))? {
+    log.scan(pk, from, end, usize::MAX, |base, value| {
         if budget == 0 {
-            break;
+            return Ok(false);
         }
-        let (k, v) = item?;
-        let base = k.value() as u64;
-        let b = Batch::parse(v.value()).ok_or_else(|| corrupted(base))?;
+        let b = Batch::parse(value).ok_or_else(|| corrupted(base))?;
         for i in 0..b.len() {
             let offset = base + i as u64;
             let r = b.get(i).ok_or_else(|| corrupted(base))?;
@@ -107,17 +98,20 @@ pub(crate) fn pass(
             }
         }
         upto = (base + b.len() as u64).min(end);
-    }
+        Ok(true)
+    })?;
 
     // Rewrite [start, upto) without what is superseded or expired.
     let expired_before = now_ms.saturating_sub(policy.tombstone_retention_ms);
     let mut tombstone_due: Option<u64> = None;
     let mut changes = Vec::new();
     let mut removed = 0u64;
-    for item in table.range(record_key(pk, start)..record_key(pk, upto))? {
-        let (k, v) = item?;
-        let base = k.value() as u64;
-        let b = Batch::parse(v.value()).ok_or_else(|| corrupted(base))?;
+    log.scan(pk, start, upto, usize::MAX, |base, value| {
+        if base < start {
+            // Only batches that begin at or after `start` are rewritten.
+            return Ok(true);
+        }
+        let b = Batch::parse(value).ok_or_else(|| corrupted(base))?;
         let mut kept: Vec<&[u8]> = Vec::with_capacity(b.len());
         let mut dropped = 0u64;
         for i in 0..b.len() {
@@ -146,21 +140,20 @@ pub(crate) fn pass(
             }
         }
         if dropped == 0 {
-            continue;
+            return Ok(true);
         }
         removed += dropped;
         let empty = kept.iter().all(|r| r.is_empty());
         changes.push(Change {
             base,
-            old_len: v.value().len(),
+            old_len: value.len(),
             new: (!empty).then(|| batch::encode(kept.iter().copied())),
         });
         if changes.len() >= CHANGES_PER_COMMIT {
             apply(log, topic, partition, std::mem::take(&mut changes))?;
         }
-    }
-    drop(table);
-    drop(txn);
+        Ok(true)
+    })?;
     if !changes.is_empty() {
         apply(log, topic, partition, changes)?;
     }

@@ -19,6 +19,7 @@ mod error;
 mod log;
 mod maintenance;
 mod murmur2;
+mod recent;
 mod record;
 mod schema;
 mod topic;

@@ -137,6 +137,8 @@ pub(crate) struct Shared {
     pub db: Database,
     pub topics: RwLock<HashMap<String, Arc<Topic>>>,
     pub poisoned: AtomicBool,
+    /// Batches only the write-ahead log holds yet.
+    pub recent: crate::recent::Recent,
     pub on_append: Option<AppendHook>,
     pub on_commit: Option<CommitHook>,
 }
@@ -285,6 +287,7 @@ impl Log {
             db,
             topics: RwLock::new(topics),
             poisoned: AtomicBool::new(false),
+            recent: Default::default(),
             on_append: options.on_append.clone(),
             on_commit: options.on_commit.clone(),
         });
@@ -299,6 +302,7 @@ impl Log {
             wal,
             wal_seq,
             last_durable: std::time::Instant::now(),
+            recent_bytes: 0,
         };
         let mut threads = vec![
             std::thread::Builder::new()
@@ -552,16 +556,8 @@ impl Log {
             return Ok(outcome);
         }
         let pk = pkey(topic.id, partition);
-        let txn = self.inner.shared.db.begin_read()?;
-        let table = txn.open_table(RECORDS)?;
-        // The batch holding `from` is the last one whose first offset is at or below it.
-        let base = table
-            .range(record_key(pk, 0)..=record_key(pk, from))?
-            .next_back()
-            .transpose()?
-            .map(|(k, _)| k.value() as u64);
-        // Missing records below `from`'s batch: retention removed them after `start`
-        // was read (an error), or compaction removed whole batches (skipped).
+        // Missing records below a batch: retention removed them after `start` was
+        // read (an error), or compaction removed whole batches (skipped).
         let retained = || {
             let (start, end, _) = state.load();
             if from < start {
@@ -574,22 +570,16 @@ impl Log {
                 Ok(())
             }
         };
-        let base = match base {
-            Some(base) => base,
-            None => {
-                retained()?;
-                from
-            }
-        };
         let mut bytes = 0usize;
-        'batches: for item in table.range(record_key(pk, base)..record_key(pk, end))? {
-            let (k, v) = item?;
-            let base = k.value() as u64;
+        let mut visited = false;
+        let mut done = false;
+        self.scan(pk, from, end, max_records, |base, value| {
+            visited = true;
             let corrupted = || Error::Corrupted {
                 pkey: pk,
                 offset: base,
             };
-            let batch = Batch::parse(v.value()).ok_or_else(corrupted)?;
+            let batch = Batch::parse(value).ok_or_else(corrupted)?;
             if base > outcome.next_offset {
                 retained()?;
                 outcome.next_offset = base;
@@ -598,7 +588,7 @@ impl Log {
             for i in skip..batch.len() {
                 let offset = base + i as u64;
                 if offset >= end {
-                    break 'batches;
+                    return Ok(false);
                 }
                 let value = batch.get(i).ok_or_else(corrupted)?;
                 if value.is_empty() {
@@ -607,7 +597,8 @@ impl Log {
                     continue;
                 }
                 if outcome.records > 0 && bytes + value.len() > max_bytes {
-                    return Ok(outcome);
+                    done = true;
+                    return Ok(false);
                 }
                 let view = RecordView::decode(value).ok_or_else(corrupted)?;
                 visit(offset, view);
@@ -615,14 +606,62 @@ impl Log {
                 outcome.records += 1;
                 outcome.next_offset = offset + 1;
                 if outcome.records >= max_records {
-                    return Ok(outcome);
+                    done = true;
+                    return Ok(false);
+                }
+            }
+            Ok(true)
+        })?;
+        if !visited {
+            retained()?;
+        }
+        if !done {
+            // Everything below `end` was visited: offsets past the last record read
+            // hold no record (compacted away).
+            outcome.next_offset = end;
+        }
+        Ok(outcome)
+    }
+
+    /// Visits the stored batches of partition `pk` that may hold offsets in
+    /// `[from, end)`, in offset order: from redb below the first offset of the
+    /// batches only the write-ahead log holds yet (see [`crate::recent`]), then
+    /// those, enough of them for `max_records` records. `visit` gets a batch's first
+    /// offset and bytes and says whether to go on.
+    pub(crate) fn scan(
+        &self,
+        pk: u64,
+        from: u64,
+        end: u64,
+        max_records: usize,
+        mut visit: impl FnMut(u64, &[u8]) -> Result<bool>,
+    ) -> Result<()> {
+        // Taken before the read transaction is opened: see `crate::recent`.
+        let held = self.inner.shared.recent.tail(pk, from, max_records);
+        let stored_end = held.as_ref().map_or(end, |(first, _)| (*first).min(end));
+        if from < stored_end {
+            let txn = self.inner.shared.db.begin_read()?;
+            let table = txn.open_table(RECORDS)?;
+            // The batch holding `from` is the last one whose first offset is at or
+            // below it.
+            let base = table
+                .range(record_key(pk, 0)..=record_key(pk, from))?
+                .next_back()
+                .transpose()?
+                .map_or(from, |(k, _)| k.value() as u64);
+            for item in table.range(record_key(pk, base)..record_key(pk, stored_end))? {
+                let (k, v) = item?;
+                if !visit(k.value() as u64, v.value())? {
+                    return Ok(());
                 }
             }
         }
-        // Everything below `end` was visited: offsets past the last record read
-        // hold no record (compacted away).
-        outcome.next_offset = end;
-        Ok(outcome)
+        for (base, bytes) in held.map(|(_, b)| b).unwrap_or_default() {
+            if base >= end || !visit(base, &bytes)? {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// The offset of the first record whose timestamp is at or after `timestamp_ms`,
@@ -637,16 +676,13 @@ impl Log {
         let state = topic.state(partition)?;
         let (start, end, _) = state.load();
         let pk = pkey(topic.id, partition);
-        let txn = self.inner.shared.db.begin_read()?;
-        let table = txn.open_table(RECORDS)?;
-        for item in table.range(record_key(pk, start)..record_key(pk, end))? {
-            let (k, v) = item?;
-            let base = k.value() as u64;
+        let mut found = end;
+        self.scan(pk, start, end, usize::MAX, |base, value| {
             let corrupted = || Error::Corrupted {
                 pkey: pk,
                 offset: base,
             };
-            let batch = Batch::parse(v.value()).ok_or_else(corrupted)?;
+            let batch = Batch::parse(value).ok_or_else(corrupted)?;
             for i in 0..batch.len() {
                 let r = batch.get(i).ok_or_else(corrupted)?;
                 if r.is_empty() {
@@ -654,11 +690,13 @@ impl Log {
                 }
                 let r = RecordView::decode(r).ok_or_else(corrupted)?;
                 if r.timestamp >= timestamp_ms && base + i as u64 >= start {
-                    return Ok((base + i as u64).min(end));
+                    found = (base + i as u64).min(end);
+                    return Ok(false);
                 }
             }
-        }
-        Ok(end)
+            Ok(true)
+        })?;
+        Ok(found)
     }
 
     /// The timestamp of a partition's first retained record, if it has one.
@@ -667,23 +705,24 @@ impl Log {
         if start == end {
             return Ok(None);
         }
-        let pk = pkey(topic.id, partition);
-        let txn = self.inner.shared.db.begin_read()?;
-        let table = txn.open_table(RECORDS)?;
-        for item in table.range(record_key(pk, start)..record_key(pk, end))? {
-            let (_, v) = item?;
-            let Some(b) = Batch::parse(v.value()) else {
-                return Ok(None);
+        let mut first = None;
+        self.scan(pkey(topic.id, partition), start, end, 1, |_, value| {
+            let Some(b) = Batch::parse(value) else {
+                return Ok(false);
             };
             // The first record not compacted away.
-            let first = (0..b.len())
+            let record = (0..b.len())
                 .filter_map(|i| b.get(i))
                 .find(|r| !r.is_empty());
-            if let Some(r) = first {
-                return Ok(RecordView::decode(r).map(|r| r.timestamp));
+            match record {
+                Some(r) => {
+                    first = RecordView::decode(r).map(|r| r.timestamp);
+                    Ok(false)
+                }
+                None => Ok(true),
             }
-        }
-        Ok(None)
+        })?;
+        Ok(first)
     }
 }
 

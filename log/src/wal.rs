@@ -1,11 +1,14 @@
 //! The write-ahead log that makes small commits cheap.
 //!
-//! A small group made only of appends and offset commits is committed to redb
-//! without an fsync (`Durability::None`), and the rows it wrote are appended to this file as one
-//! entry and fsync'd: one sequential write instead of redb's scattered pages. Its
-//! callers are answered after that. Every so often, and before anything else, a
-//! group is committed durably (a checkpoint), which makes every earlier entry
-//! redundant; the file is then emptied.
+//! A small group made only of appends and offset commits appends the rows it
+//! writes to this file as one entry, fsync'd: one sequential write instead of
+//! redb's scattered pages. Its callers are answered after that. Its record batches
+//! and partition rows stay in memory ([`crate::recent`]) until they add up to
+//! enough to go to redb together, in a commit without an fsync
+//! (`Durability::None`); its dedupe rows and committed offsets go to redb that way
+//! at once. Every so often, and before anything else, a group is committed durably
+//! (a checkpoint), which makes every earlier entry redundant; the file is then
+//! started over.
 //!
 //! After a crash redb comes back at its last durable commit, which records the
 //! sequence number of the last entry it holds (`meta.wal_seq`); opening the log
@@ -27,6 +30,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::Path;
+use std::sync::Arc;
 
 use redb::WriteTransaction;
 
@@ -47,7 +51,7 @@ pub(crate) const PREALLOCATED: u64 = 4 << 20;
 pub(crate) enum Put {
     Record {
         key: u128,
-        value: Vec<u8>,
+        value: Arc<Vec<u8>>,
     },
     Partition {
         key: u64,
@@ -164,22 +168,27 @@ impl Wal {
     }
 }
 
-/// Writes `puts` into `txn`.
+/// Writes `puts` into `txn`, opening each table once.
 pub(crate) fn replay(txn: &WriteTransaction, puts: &[Put]) -> Result<()> {
+    let mut records = None;
+    let mut partitions = None;
+    let mut dedupe = None;
+    let mut expiry = None;
+    let mut offsets = None;
     for p in puts {
         match p {
             Put::Record { key, value } => {
-                txn.open_table(RECORDS)?.insert(*key, value.as_slice())?;
+                opened(&mut records, || txn.open_table(RECORDS))?.insert(*key, value.as_slice())?;
             }
             Put::Partition { key, state } => {
-                txn.open_table(PARTITIONS)?.insert(*key, *state)?;
+                opened(&mut partitions, || txn.open_table(PARTITIONS))?.insert(*key, *state)?;
             }
             Put::Dedupe { key, value } => {
-                txn.open_table(DEDUPE)?
+                opened(&mut dedupe, || txn.open_table(DEDUPE))?
                     .insert(key.as_slice(), value.as_slice())?;
             }
             Put::DedupeExpiry { at, key } => {
-                txn.open_table(DEDUPE_EXPIRY)?
+                opened(&mut expiry, || txn.open_table(DEDUPE_EXPIRY))?
                     .insert((*at, key.as_slice()), ())?;
             }
             Put::GroupOffset {
@@ -188,12 +197,23 @@ pub(crate) fn replay(txn: &WriteTransaction, puts: &[Put]) -> Result<()> {
                 partition,
                 offset,
             } => {
-                txn.open_table(GROUP_OFFSETS)?
+                opened(&mut offsets, || txn.open_table(GROUP_OFFSETS))?
                     .insert((group.as_str(), *topic_id, *partition), *offset)?;
             }
         }
     }
     Ok(())
+}
+
+/// The table in `slot`, opened on first use.
+fn opened<T>(
+    slot: &mut Option<T>,
+    open: impl FnOnce() -> std::result::Result<T, redb::TableError>,
+) -> Result<&mut T> {
+    if slot.is_none() {
+        *slot = Some(open()?);
+    }
+    Ok(slot.as_mut().expect("just opened"))
 }
 
 fn put_bytes(out: &mut Vec<u8>, b: &[u8]) {
@@ -263,7 +283,7 @@ fn parse_entry(bytes: &[u8], at: usize) -> Option<(u64, Vec<Put>, usize)> {
         let put = match p.take(1)?[0] {
             1 => Put::Record {
                 key: p.u128()?,
-                value: p.bytes()?.to_vec(),
+                value: Arc::new(p.bytes()?.to_vec()),
             },
             2 => Put::Partition {
                 key: p.u64()?,
@@ -300,7 +320,7 @@ mod tests {
         let puts = vec![
             Put::Record {
                 key: 7 << 64 | 3,
-                value: b"batch".to_vec(),
+                value: Arc::new(b"batch".to_vec()),
             },
             Put::Partition {
                 key: 7,
@@ -352,7 +372,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let put = |n: u8| Put::Record {
             key: 1,
-            value: vec![n; 10],
+            value: Arc::new(vec![n; 10]),
         };
         {
             let (mut wal, _) = Wal::open(dir.path()).unwrap();

@@ -6,8 +6,10 @@
 //! fsync for the whole group, across all topics and partitions, idempotency rows
 //! included: a group of appends and offset commits through the write-ahead log
 //! ([`crate::wal`]), any other group, and periodically one of those, by a durable
-//! redb commit. Only then does it publish the new offsets to readers and answer each
-//! command. A failed commit poisons the log: what reached the disk is
+//! redb commit. A group that goes through the write-ahead log leaves its record
+//! batches in memory ([`crate::recent`]) for a later commit to write to redb with
+//! those of many other groups. Only then does it publish the new offsets to readers
+//! and answer each command. A failed commit poisons the log: what reached the disk is
 //! unknown, so every later write is refused until the process reopens the log.
 
 use std::collections::{BTreeMap, HashMap};
@@ -181,12 +183,17 @@ pub(crate) struct Writer {
     pub wal_seq: u64,
     /// When the last durable commit ran.
     pub last_durable: std::time::Instant,
+    /// Record bytes of the batches only the write-ahead log holds.
+    pub recent_bytes: usize,
 }
 
 /// The longest the write-ahead log goes without a durable commit (a checkpoint)...
 const CHECKPOINT_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 /// ...or the most it grows.
 const CHECKPOINT_BYTES: u64 = 16 << 20;
+/// Record bytes of batches that only the write-ahead log holds, past which they
+/// go to redb with the next group, in a commit without an fsync.
+const RECENT_FLUSH_BYTES: usize = 1 << 20;
 /// The largest group, in record bytes, that goes through the write-ahead log.
 const WAL_MAX_GROUP_BYTES: usize = 256 << 10;
 
@@ -275,10 +282,11 @@ impl Writer {
         }
     }
 
-    /// A durable commit of nothing but the write-ahead log's position.
+    /// A durable commit of the write-ahead log's rows and its position.
     fn checkpoint(&mut self) -> Result<()> {
         let mut txn = self.shared.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
+        crate::wal::replay(&txn, &self.shared.recent.puts())?;
         self.checkpointed(&txn)?;
         txn.commit()?;
         self.after_durable_commit()
@@ -313,6 +321,13 @@ impl Writer {
         } else {
             txn.set_durability(Durability::Immediate)?;
             txn.set_two_phase_commit(self.two_phase_commit);
+        }
+        // The batches only the write-ahead log holds go to redb in a durable commit
+        // (first, so this group's commands see every record), and otherwise once
+        // they add up to `RECENT_FLUSH_BYTES`: one B-tree update for many groups.
+        let flush_recent = !logged || self.recent_bytes >= RECENT_FLUSH_BYTES;
+        if flush_recent {
+            crate::wal::replay(&txn, &self.shared.recent.puts())?;
         }
         for cmd in cmds {
             match cmd {
@@ -397,10 +412,27 @@ impl Writer {
         flush_inserts(&txn, &mut *group)?;
         match group.redo.take() {
             Some(puts) => {
-                txn.commit()?;
+                // Dedupe rows and committed offsets are in redb at once (readers
+                // look for them there); records and partition rows are not.
+                if flush_recent
+                    || puts
+                        .iter()
+                        .any(|p| !matches!(p, Put::Record { .. } | Put::Partition { .. }))
+                {
+                    txn.commit()?;
+                } else {
+                    txn.abort()?;
+                }
+                if flush_recent {
+                    // Readers find them in redb from now on.
+                    self.shared.recent.clear();
+                    self.recent_bytes = 0;
+                }
                 if !puts.is_empty() {
                     self.wal.append(self.wal_seq + 1, &puts)?;
                     self.wal_seq += 1;
+                    self.shared.recent.add(&puts);
+                    self.recent_bytes += bytes;
                 }
             }
             None => {
@@ -421,6 +453,8 @@ impl Writer {
 
     /// After a durable commit: the write-ahead log's entries are all in redb.
     fn after_durable_commit(&mut self) -> Result<()> {
+        self.shared.recent.clear();
+        self.recent_bytes = 0;
         self.wal.reset()?;
         self.last_durable = std::time::Instant::now();
         Ok(())
@@ -621,12 +655,20 @@ fn flush_inserts(txn: &WriteTransaction, group: &mut Group) -> Result<()> {
         ..
     } = group;
     if !inserts.is_empty() {
-        let mut records = txn.open_table(RECORDS)?;
+        // Through the write-ahead log, batches go to redb later, many groups at
+        // once (see `crate::recent`).
+        let mut records = match redo {
+            Some(_) => None,
+            None => Some(txn.open_table(RECORDS)?),
+        };
         for (&pk, rows) in inserts.iter() {
             let Some((first, _)) = rows.first() else {
                 continue;
             };
-            let mut cursor = records.upper_bound_mut(Bound::Excluded(record_key(pk, *first)))?;
+            let mut cursor = match &mut records {
+                Some(t) => Some(t.upper_bound_mut(Bound::Excluded(record_key(pk, *first)))?),
+                None => None,
+            };
             let mut added = 0u64;
             let mut rest = rows.as_slice();
             while !rest.is_empty() {
@@ -643,27 +685,35 @@ fn flush_inserts(txn: &WriteTransaction, group: &mut Group) -> Result<()> {
                 let value = batch::encode(chunk.iter().map(|(_, b)| b.as_slice()));
                 added += value.len() as u64;
                 let key = record_key(pk, chunk[0].0);
-                cursor.insert_before(key, value.as_slice())?;
-                if let Some(r) = redo {
-                    r.push(Put::Record { key, value });
+                match (&mut cursor, &mut *redo) {
+                    (Some(c), _) => c.insert_before(key, value.as_slice())?,
+                    (None, Some(r)) => r.push(Put::Record {
+                        key,
+                        value: Arc::new(value),
+                    }),
+                    (None, None) => unreachable!("a group writes to redb or to the log"),
                 }
                 rest = tail;
             }
-            cursor.close()?;
+            if let Some(c) = cursor {
+                c.close()?;
+            }
             if let Some(s) = parts.get_mut(&pk) {
                 s.state.2 += added;
             }
         }
     }
     if !parts.is_empty() {
-        let mut table = txn.open_table(PARTITIONS)?;
-        for (&pk, s) in parts.iter() {
-            table.insert(pk, s.state)?;
-            if let Some(r) = redo {
-                r.push(Put::Partition {
-                    key: pk,
-                    state: s.state,
-                });
+        match redo {
+            Some(r) => r.extend(parts.iter().map(|(&pk, s)| Put::Partition {
+                key: pk,
+                state: s.state,
+            })),
+            None => {
+                let mut table = txn.open_table(PARTITIONS)?;
+                for (&pk, s) in parts.iter() {
+                    table.insert(pk, s.state)?;
+                }
             }
         }
     }
