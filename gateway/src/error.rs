@@ -65,7 +65,8 @@ impl From<sluice_log::Error> for ApiError {
             },
             E::Invalid(msg) => ApiError::bad_request("invalid_request", msg),
             E::Poisoned | E::Closed | E::CommitFailed(_) => {
-                tracing::error!(error = %e, "write refused");
+                crate::telemetry::request_span()
+                    .in_scope(|| tracing::error!(error = %e, "write refused"));
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "unavailable",
@@ -73,7 +74,8 @@ impl From<sluice_log::Error> for ApiError {
                 )
             }
             other => {
-                tracing::error!(error = %other, "storage error");
+                crate::telemetry::request_span()
+                    .in_scope(|| tracing::error!(error = %other, "storage error"));
                 ApiError::internal()
             }
         }

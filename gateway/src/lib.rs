@@ -362,18 +362,10 @@ pub fn app(config: &Config, state: AppState) -> Router {
             }
         },
     ));
-    // Outermost: every request gets an id, echoed in the answer, and a span that
-    // carries it through the logs.
+    // Outermost: every request gets an id, echoed in the answer and named by its
+    // log lines (see `telemetry::track`).
     app = app
         .layer(tower_http::request_id::PropagateRequestIdLayer::x_request_id())
-        .layer(
-            tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(crate::telemetry::request_span)
-                .on_request(())
-                .on_response(
-                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::DEBUG),
-                ),
-        )
         .layer(tower_http::request_id::SetRequestIdLayer::x_request_id(
             crate::telemetry::RequestIds::default(),
         ));

@@ -64,23 +64,56 @@ impl tower_http::request_id::MakeRequestId for RequestIds {
     }
 }
 
-/// The span each request's logs belong to: its id, method and path (never the
-/// query string, which may carry an access token).
-pub fn request_span(req: &axum::http::Request<axum::body::Body>) -> tracing::Span {
-    let id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    tracing::info_span!("request", id, method = %req.method(), path = req.uri().path())
+/// What a request's log lines name: its id, method and path (never the query
+/// string, which may carry an access token). Kept for the request's task by
+/// [`track`]; the span is only built when a line is logged, so a request that logs
+/// nothing costs no span.
+struct RequestContext {
+    id: Option<axum::http::HeaderValue>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
 }
 
-/// Counts every request by route, method and status, and times it.
+tokio::task_local! {
+    static REQUEST: RequestContext;
+}
+
+/// The span for a log line of the current request (none outside one).
+pub fn request_span() -> tracing::Span {
+    REQUEST
+        .try_with(|r| {
+            let id = r.id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
+            tracing::info_span!("request", id = %id, method = %r.method, path = %r.uri.path())
+        })
+        .unwrap_or_else(|_| tracing::Span::none())
+}
+
+/// Counts every request by route, method and status, and times it; logs an answer
+/// with a server error; keeps the request's [`RequestContext`] for its log lines.
 pub async fn track(req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = method_label(req.method());
+    let context = RequestContext {
+        id: req.headers().get("x-request-id").cloned(),
+        method: req.method().clone(),
+        uri: req.uri().clone(),
+    };
     let started = Instant::now();
-    let res = next.run(req).await;
+    let res = REQUEST
+        .scope(context, async move {
+            let res = next.run(req).await;
+            if res.status().is_server_error() {
+                request_span().in_scope(|| {
+                    tracing::error!(
+                        status = res.status().as_u16(),
+                        latency_ms = started.elapsed().as_millis() as u64,
+                        "answered with a server error"
+                    )
+                });
+            }
+            res
+        })
+        .await;
     let route = route.as_ref().map_or("unmatched", |r| r.as_str());
     let (requests, duration) = route_metrics(route, method, res.status().as_u16());
     requests.increment(1);

@@ -131,10 +131,12 @@ async fn readiness_flips_at_shutdown() {
     assert_eq!(c.get(s.url("/readyz")).send().await.unwrap().status(), 200);
     s.send_term();
     let mut status = 200;
+    let mut id = String::new();
     for _ in 0..100 {
         let r = c.get(s.url("/readyz")).send().await.unwrap();
         status = r.status().as_u16();
         if status == 503 {
+            id = r.headers()["x-request-id"].to_str().unwrap().to_string();
             let body: Value = r.json().await.unwrap();
             assert_eq!(body["code"], "not_ready");
             break;
@@ -152,6 +154,17 @@ async fn readiness_flips_at_shutdown() {
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(s.wait(), "clean exit");
+    // The server error is logged in its request's span: id, method and path.
+    let log = std::fs::read_to_string(s.data_dir.with_extension("log")).unwrap();
+    let line = log
+        .lines()
+        .find(|l| l.contains("answered with a server error"))
+        .unwrap_or_else(|| panic!("no server error logged:\n{log}"));
+    assert!(line.contains(&format!("id={id}")), "{line}");
+    assert!(
+        line.contains("method=GET") && line.contains("path=/readyz"),
+        "{line}"
+    );
     s.restart();
     let records = sluice_tests::fetch_all(&c, &s, "r", 0).await;
     assert_eq!(records.len(), 1);

@@ -39,7 +39,8 @@ impl From<TableError> for ApiError {
             }
             TableError::Log(e) => e.into(),
             other => {
-                tracing::error!(error = %other, "table engine error");
+                crate::telemetry::request_span()
+                    .in_scope(|| tracing::error!(error = %other, "table engine error"));
                 ApiError::internal()
             }
         }
