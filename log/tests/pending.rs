@@ -16,6 +16,21 @@ fn open(dir: &std::path::Path) -> Log {
     Log::open(dir, LogOptions::default()).expect("open")
 }
 
+/// A log in `dir` with a topic `t` of 2 partitions.
+fn with_topic(dir: &std::path::Path) -> (Log, Arc<Topic>) {
+    let log = open(dir);
+    let topic = log
+        .create_topic_blocking(
+            "t",
+            TopicConfig {
+                partitions: 2,
+                ..TopicConfig::default()
+            },
+        )
+        .expect("create");
+    (log, topic)
+}
+
 fn value(i: u64) -> Vec<u8> {
     // About 1 KiB, so a few thousand appends pass the in-memory threshold.
     format!("{i:020}-{}", "v".repeat(1000)).into_bytes()
@@ -80,16 +95,7 @@ fn check(log: &Log, topic: &Topic, total: u64) {
 #[test]
 fn reads_span_memory_and_redb_across_flushes_and_restarts() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
-    let topic = log
-        .create_topic_blocking(
-            "t",
-            TopicConfig {
-                partitions: 2,
-                ..TopicConfig::default()
-            },
-        )
-        .expect("create");
+    let (log, topic) = with_topic(dir.path());
     // Small groups: each goes through the write-ahead log; together they pass the
     // threshold at which batches move to redb several times.
     let mut total = 0u64;
@@ -116,16 +122,7 @@ fn reads_span_memory_and_redb_across_flushes_and_restarts() {
 #[test]
 fn readers_never_miss_a_record_while_batches_move_to_redb() {
     let dir = tempfile::tempdir().unwrap();
-    let log = open(dir.path());
-    let topic = log
-        .create_topic_blocking(
-            "t",
-            TopicConfig {
-                partitions: 2,
-                ..TopicConfig::default()
-            },
-        )
-        .expect("create");
+    let (log, topic) = with_topic(dir.path());
     let done = Arc::new(AtomicBool::new(false));
     let reader = {
         let (log, topic, done) = (log.clone(), topic.clone(), done.clone());
