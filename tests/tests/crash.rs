@@ -18,6 +18,13 @@ const PRODUCERS: usize = 6;
 const KILLS: usize = 24;
 const PARTITIONS: u32 = 4;
 
+/// Padding of a record's value: one producer writes values of about 5 KB, so the
+/// batches the server holds in memory fill up and move to redb between kills too,
+/// not only at its periodic durable commits.
+fn pad(producer: usize, seq: u64) -> usize {
+    (seq % 300) as usize + if producer == PRODUCERS - 1 { 5000 } else { 0 }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_records_survive_kill_9() {
     let mut server =
@@ -40,7 +47,7 @@ async fn acknowledged_records_survive_kill_9() {
                     .map(|i| {
                         (
                             format!("p{producer}-k{}", (seq + i as u64) % 13),
-                            json!({"producer": producer, "seq": seq + i as u64, "pad": "x".repeat((seq % 300) as usize)}),
+                            json!({"producer": producer, "seq": seq + i as u64, "pad": "x".repeat(pad(producer, seq))}),
                         )
                     })
                     .collect();
