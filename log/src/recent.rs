@@ -9,9 +9,9 @@
 //! hundred bytes to each.
 //!
 //! Readers take what they need from here before they open a redb read transaction.
-//! The writer forgets batches only after the durable commit that holds them, so a
-//! checkpoint between the two steps hides nothing: what a reader did not find here
-//! is in the transaction it opens next.
+//! The writer forgets batches only after the redb commit that holds them, so a
+//! move to redb between the two steps hides nothing: what a reader did not find
+//! here is in the transaction it opens next.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, RwLock};
@@ -71,7 +71,7 @@ impl Recent {
         out
     }
 
-    /// Forgets everything: a durable commit now holds it.
+    /// Forgets everything: a redb commit now holds it.
     pub(crate) fn clear(&self) {
         self.parts.write().expect("recent lock").clear();
     }
