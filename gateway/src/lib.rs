@@ -250,8 +250,9 @@ pub fn asyncapi_doc() -> serde_json::Value {
 }
 
 /// The router: the API, `/openapi.json`, the `/docs` page (assets embedded, so it
-/// works offline), health, and problem+json answers for unknown routes and methods.
-pub fn router(state: AppState) -> Router {
+/// works offline), health, and problem+json answers for unknown routes and methods
+/// and for requests that take longer than `request_timeout`.
+pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
     let body_limit = state.limits.max_body_bytes;
     let (router, doc) = api_routes().with_state(state).split_for_parts();
     router
@@ -273,7 +274,10 @@ pub fn router(state: AppState) -> Router {
             .into_response()
         })
         .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn(crate::telemetry::track))
+        .layer(axum::middleware::from_fn_with_state(
+            request_timeout,
+            crate::telemetry::track,
+        ))
 }
 
 /// Builds the application state over an open log: loads the token keys and sets
@@ -346,22 +350,10 @@ pub fn build_state(
     }))
 }
 
-/// The router with the server-wide layers: request timeout and CORS.
+/// The router with the server-wide layers: request ids and CORS.
 pub fn app(config: &Config, state: AppState) -> Router {
     let timeout = std::time::Duration::from_secs(config.request_timeout_secs);
-    let mut app = router(state).layer(axum::middleware::from_fn(
-        move |req: axum::extract::Request, next: axum::middleware::Next| async move {
-            match tokio::time::timeout(timeout, next.run(req)).await {
-                Ok(res) => res,
-                Err(_) => ApiError::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request_timeout",
-                    "the request took too long to arrive or to answer",
-                )
-                .into_response(),
-            }
-        },
-    ));
+    let mut app = router(state, timeout);
     // Outermost: every request gets an id, echoed in the answer and named by its
     // log lines (see `telemetry::track`).
     app = app

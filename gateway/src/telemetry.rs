@@ -2,7 +2,7 @@
 //! `GET /metrics`, which also samples the gauges that are cheaper to compute on
 //! demand (group lag, partition offsets, storage size).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
@@ -88,9 +88,10 @@ pub fn request_span() -> tracing::Span {
         .unwrap_or_else(|_| tracing::Span::none())
 }
 
-/// Counts every request by route, method and status, and times it; logs an answer
-/// with a server error; keeps the request's [`RequestContext`] for its log lines.
-pub async fn track(req: Request, next: Next) -> Response {
+/// Answers 408 past the request timeout; counts every request by route, method and
+/// status, and times it; logs an answer with a server error; keeps the request's
+/// [`RequestContext`] for its log lines.
+pub async fn track(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = method_label(req.method());
     let context = RequestContext {
@@ -101,7 +102,15 @@ pub async fn track(req: Request, next: Next) -> Response {
     let started = Instant::now();
     let res = REQUEST
         .scope(context, async move {
-            let res = next.run(req).await;
+            let res = match tokio::time::timeout(timeout, next.run(req)).await {
+                Ok(res) => res,
+                Err(_) => ApiError::new(
+                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    "the request took too long to arrive or to answer",
+                )
+                .into_response(),
+            };
             if res.status().is_server_error() {
                 request_span().in_scope(|| {
                     tracing::error!(
