@@ -4,8 +4,9 @@
 //! It owns topics and their partitions, dense per-partition offsets, the stored
 //! record format, Kafka's murmur2 key placement, group commit (one transaction and
 //! one fsync for everything queued while the previous commit ran; appends are made
-//! durable in the write-ahead log), idempotent appends, retention, compaction, the purge of deleted topics, and consistent
-//! snapshots of the file for backups (and restoring one).
+//! durable in the write-ahead log and reach redb in bulk, read from memory until
+//! then), idempotent appends, retention, compaction, the purge of deleted topics,
+//! and consistent snapshots of the file for backups (and restoring one).
 //!
 //! It must not depend on HTTP, async runtimes or auth: it is a synchronous library
 //! with a callback-style write API, so any front end (the gateway, the table engine,
