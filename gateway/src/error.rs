@@ -63,6 +63,11 @@ impl From<sluice_log::Error> for ApiError {
                 range: Some((start, end)),
                 retry_after: None,
             },
+            E::KeyRequired(_) => ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "key_required",
+                e.to_string(),
+            ),
             E::Invalid(msg) => ApiError::bad_request("invalid_request", msg),
             E::Poisoned | E::Closed | E::CommitFailed(_) => {
                 crate::telemetry::request_span()

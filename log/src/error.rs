@@ -30,6 +30,9 @@ pub enum Error {
         /// Next offset to be written.
         end: u64,
     },
+    /// A record without a key for a compacted topic, which keeps one record per key.
+    #[error("topic '{0}' is compacted: every record needs a key")]
+    KeyRequired(String),
     /// A request argument the log cannot accept (bad name, zero partitions, ...).
     #[error("{0}")]
     Invalid(String),

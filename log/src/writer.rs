@@ -582,10 +582,7 @@ fn append(
     for unit in &request.units {
         for r in &unit.records {
             if compacted && RecordView::decode(&r.bytes).is_none_or(|v| v.key.is_none()) {
-                return Ok(Err(Error::Invalid(format!(
-                    "topic '{}' is compacted: every record needs a key",
-                    request.topic
-                ))));
+                return Ok(Err(Error::KeyRequired(request.topic)));
             }
             if r.partition >= n {
                 return Ok(Err(Error::PartitionNotFound {

@@ -301,15 +301,38 @@ async fn produce_errors() {
     )
     .await;
 
-    let t: Value = c
-        .get(s.url("/v1/topics/t"))
+    // A compacted topic keeps one record per key: a record without one is refused,
+    // and so is the rest of its request.
+    let r = c
+        .post(s.url("/v1/topics"))
+        .json(&json!({"name": "ct", "partitions": 1, "cleanup": "compact"}))
         .send()
         .await
-        .unwrap()
-        .json()
-        .await
         .unwrap();
-    assert_eq!(t["records"], 0, "no bad request wrote anything");
+    assert_eq!(r.status(), 201);
+    let b = problem(
+        c.post(s.url("/v1/topics/ct/records"))
+            .json(&json!({"records": [{"key": "a", "value": 1}, {"value": 2}]}))
+            .send()
+            .await
+            .unwrap(),
+        422,
+        "key_required",
+    )
+    .await;
+    assert!(b["detail"].as_str().unwrap().contains("ct"), "{b}");
+
+    for topic in ["t", "ct"] {
+        let t: Value = c
+            .get(s.url(&format!("/v1/topics/{topic}")))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(t["records"], 0, "no bad request wrote anything to {topic}");
+    }
 }
 
 #[tokio::test]

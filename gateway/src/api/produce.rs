@@ -49,6 +49,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
         (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_record`, `invalid_cloudevent`, `invalid_idempotency_key`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`topic_not_found`, `partition_not_found` (a record names a partition the topic does not have).", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`key_required`: the topic is compacted and a record has no key; nothing was written.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the store refused the write; nothing was written.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`: no valid bearer token.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: the token does not cover this object.", body = Problem, content_type = "application/problem+json"),
