@@ -171,7 +171,7 @@ fn keeps_the_latest_record_per_key_at_its_offset() {
     // A compacted topic takes keyed records only.
     assert!(matches!(
         append(&log, "c", vec![record(None, Some("1"))]),
-        Err(Error::Invalid(_))
+        Err(Error::KeyRequired(_))
     ));
 }
 
