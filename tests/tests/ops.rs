@@ -399,8 +399,12 @@ async fn compaction_keeps_the_latest_record_per_key() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 400);
-    assert!(r.text().await.unwrap().contains("needs a key"));
+    assert_eq!(r.status(), 422);
+    let body = r.text().await.unwrap();
+    assert!(
+        body.contains("needs a key") && body.contains("key_required"),
+        "{body}"
+    );
 
     let read = || async {
         let mut got = BTreeMap::new();
