@@ -3,7 +3,7 @@
 
 use reqwest::{Method, Response};
 use serde_json::{Value, json};
-use sluice_tests::{Server, client, create_topic};
+use sluice_tests::{Server, client, create_topic, get_json};
 
 /// Asserts a problem+json answer with the given status and code.
 async fn problem(r: Response, status: u16, code: &str) -> Value {
@@ -323,14 +323,7 @@ async fn produce_errors() {
     assert!(b["detail"].as_str().unwrap().contains("ct"), "{b}");
 
     for topic in ["t", "ct"] {
-        let t: Value = c
-            .get(s.url(&format!("/v1/topics/{topic}")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let t = get_json(&c, &s, &format!("/v1/topics/{topic}")).await;
         assert_eq!(t["records"], 0, "no bad request wrote anything to {topic}");
     }
 }
