@@ -302,7 +302,6 @@ impl Log {
             wal,
             wal_seq,
             last_durable: std::time::Instant::now(),
-            recent_bytes: 0,
         };
         let mut threads = vec![
             std::thread::Builder::new()

@@ -13,9 +13,13 @@
 //! move to redb between the two steps hides nothing: what a reader did not find
 //! here is in the transaction it opens next.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, RwLock};
 
+use redb::WriteTransaction;
+
+use crate::error::Result;
+use crate::schema::{record_key, split_record_key};
 use crate::wal::Put;
 
 /// A stored batch: its first offset and its bytes.
@@ -23,7 +27,15 @@ pub(crate) type HeldBatch = (u64, Arc<Vec<u8>>);
 
 #[derive(Default)]
 pub(crate) struct Recent {
-    parts: RwLock<HashMap<u64, Pending>>,
+    held: RwLock<Held>,
+}
+
+#[derive(Default)]
+struct Held {
+    /// By partition key, in key order.
+    parts: BTreeMap<u64, Pending>,
+    /// Bytes of all the batches.
+    bytes: usize,
 }
 
 #[derive(Default)]
@@ -37,43 +49,54 @@ struct Pending {
 impl Recent {
     /// Keeps the record batches and partition rows of an entry just made durable.
     pub(crate) fn add(&self, puts: &[Put]) {
-        let mut parts = self.parts.write().expect("recent lock");
+        let mut held = self.held.write().expect("recent lock");
         for p in puts {
             match p {
-                Put::Record { key, value } => parts
-                    .entry((key >> 64) as u64)
-                    .or_default()
-                    .batches
-                    .push_back((*key as u64, value.clone())),
+                Put::Record { key, value } => {
+                    let (pk, first) = split_record_key(*key);
+                    held.bytes += value.len();
+                    held.parts
+                        .entry(pk)
+                        .or_default()
+                        .batches
+                        .push_back((first, value.clone()));
+                }
                 Put::Partition { key, state } => {
-                    parts.entry(*key).or_default().state = Some(*state);
+                    held.parts.entry(*key).or_default().state = Some(*state);
                 }
                 _ => {}
             }
         }
     }
 
-    /// Everything held, as puts for a durable commit to write, in key order.
-    pub(crate) fn puts(&self) -> Vec<Put> {
-        let parts = self.parts.read().expect("recent lock");
-        let mut keys: Vec<u64> = parts.keys().copied().collect();
-        keys.sort_unstable();
-        let mut out = Vec::new();
-        for (pk, p) in keys.into_iter().filter_map(|k| Some((k, parts.get(&k)?))) {
-            out.extend(p.batches.iter().map(|(first, value)| Put::Record {
-                key: crate::schema::record_key(pk, *first),
-                value: value.clone(),
-            }));
-            if let Some(state) = p.state {
-                out.push(Put::Partition { key: pk, state });
-            }
-        }
-        out
+    /// Bytes of the batches held.
+    pub(crate) fn bytes(&self) -> usize {
+        self.held.read().expect("recent lock").bytes
+    }
+
+    /// Writes everything held into `txn`, in key order. It stays held until
+    /// [`Recent::clear`], once `txn` is committed.
+    pub(crate) fn write_into(&self, txn: &WriteTransaction) -> Result<()> {
+        let puts: Vec<Put> = {
+            let held = self.held.read().expect("recent lock");
+            held.parts
+                .iter()
+                .flat_map(|(&pk, p)| {
+                    let records = p.batches.iter().map(move |(first, value)| Put::Record {
+                        key: record_key(pk, *first),
+                        value: value.clone(),
+                    });
+                    let row = p.state.map(|state| Put::Partition { key: pk, state });
+                    records.chain(row)
+                })
+                .collect()
+        };
+        crate::wal::replay(txn, &puts)
     }
 
     /// Forgets everything: a redb commit now holds it.
     pub(crate) fn clear(&self) {
-        self.parts.write().expect("recent lock").clear();
+        *self.held.write().expect("recent lock") = Held::default();
     }
 
     /// For a read of partition `pk` from offset `from`: the first offset held here
@@ -85,8 +108,8 @@ impl Recent {
         from: u64,
         max_records: usize,
     ) -> Option<(u64, Vec<HeldBatch>)> {
-        let parts = self.parts.read().expect("recent lock");
-        let batches = &parts.get(&pk)?.batches;
+        let held = self.held.read().expect("recent lock");
+        let batches = &held.parts.get(&pk)?.batches;
         let first = batches.front()?.0;
         // The batch holding `from`: the last one starting at or below it.
         let at = batches

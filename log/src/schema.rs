@@ -60,6 +60,11 @@ pub(crate) fn record_key(pkey: u64, offset: u64) -> u128 {
     (u128::from(pkey) << 64) | u128::from(offset)
 }
 
+/// The partition key and first offset a [`record_key`] was made of.
+pub(crate) fn split_record_key(key: u128) -> (u64, u64) {
+    ((key >> 64) as u64, key as u64)
+}
+
 pub(crate) fn dedupe_key(topic_id: u64, key: &[u8]) -> Vec<u8> {
     let mut k = Vec::with_capacity(8 + key.len());
     k.extend_from_slice(&topic_id.to_be_bytes());

@@ -183,15 +183,13 @@ pub(crate) struct Writer {
     pub wal_seq: u64,
     /// When the last durable commit ran.
     pub last_durable: std::time::Instant,
-    /// Record bytes of the batches only the write-ahead log holds.
-    pub recent_bytes: usize,
 }
 
 /// The longest the write-ahead log goes without a durable commit (a checkpoint)...
 const CHECKPOINT_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
 /// ...or the most it grows.
 const CHECKPOINT_BYTES: u64 = 16 << 20;
-/// Record bytes of batches that only the write-ahead log holds, past which they
+/// Bytes of batches that only the write-ahead log holds, past which they
 /// go to redb with the next group, in a commit without an fsync.
 const RECENT_FLUSH_BYTES: usize = 1 << 20;
 /// The largest group, in record bytes, that goes through the write-ahead log.
@@ -286,7 +284,7 @@ impl Writer {
     fn checkpoint(&mut self) -> Result<()> {
         let mut txn = self.shared.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
-        crate::wal::replay(&txn, &self.shared.recent.puts())?;
+        self.shared.recent.write_into(&txn)?;
         self.checkpointed(&txn)?;
         txn.commit()?;
         self.after_durable_commit()
@@ -325,9 +323,9 @@ impl Writer {
         // The batches only the write-ahead log holds go to redb in a durable commit
         // (first, so this group's commands see every record), and otherwise once
         // they add up to `RECENT_FLUSH_BYTES`: one B-tree update for many groups.
-        let flush_recent = !logged || self.recent_bytes >= RECENT_FLUSH_BYTES;
+        let flush_recent = !logged || self.shared.recent.bytes() >= RECENT_FLUSH_BYTES;
         if flush_recent {
-            crate::wal::replay(&txn, &self.shared.recent.puts())?;
+            self.shared.recent.write_into(&txn)?;
         }
         for cmd in cmds {
             match cmd {
@@ -426,13 +424,11 @@ impl Writer {
                 if flush_recent {
                     // Readers find them in redb from now on.
                     self.shared.recent.clear();
-                    self.recent_bytes = 0;
                 }
                 if !puts.is_empty() {
                     self.wal.append(self.wal_seq + 1, &puts)?;
                     self.wal_seq += 1;
                     self.shared.recent.add(&puts);
-                    self.recent_bytes += bytes;
                 }
             }
             None => {
@@ -454,7 +450,6 @@ impl Writer {
     /// After a durable commit: the write-ahead log's entries are all in redb.
     fn after_durable_commit(&mut self) -> Result<()> {
         self.shared.recent.clear();
-        self.recent_bytes = 0;
         self.wal.reset()?;
         self.last_durable = std::time::Instant::now();
         Ok(())
