@@ -148,19 +148,36 @@ struct Inner {
     tx: Sender<Command>,
     epoch: String,
     path: PathBuf,
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    threads: Mutex<Vec<JoinHandle<()>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         let _ = self.tx.send(Command::Shutdown);
+        if let Some(t) = self.writer.lock().expect("writer lock").take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Held by every handle the caller has, not by the maintenance thread's own. When
+/// the last one goes, it stops that thread and waits for it, so the thread's
+/// short-lived handles are gone before the caller's last handle closes the file:
+/// dropping the last `Log` closes it on the caller's thread, and a reopen right
+/// after finds it closed.
+struct Owner {
+    stop: Arc<(Mutex<bool>, Condvar)>,
+    maintenance: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Owner {
+    fn drop(&mut self) {
         {
             let (flag, cv) = &*self.stop;
             *flag.lock().expect("stop lock") = true;
             cv.notify_all();
         }
-        for t in self.threads.lock().expect("threads lock").drain(..) {
+        if let Some(t) = self.maintenance.lock().expect("maintenance lock").take() {
             let _ = t.join();
         }
     }
@@ -170,6 +187,9 @@ impl Drop for Inner {
 /// dropped stops the writer and closes the file.
 #[derive(Clone)]
 pub struct Log {
+    // Dropped before `inner`: see `Owner`. `None` in the maintenance thread's
+    // handles.
+    _owner: Option<Arc<Owner>>,
     inner: Arc<Inner>,
 }
 
@@ -303,37 +323,40 @@ impl Log {
             wal_seq,
             last_durable: std::time::Instant::now(),
         };
-        let mut threads = vec![
-            std::thread::Builder::new()
-                .name("sluice-writer".into())
-                .spawn(move || writer.run())?,
-        ];
+        let writer = std::thread::Builder::new()
+            .name("sluice-writer".into())
+            .spawn(move || writer.run())?;
+        let inner = Arc::new(Inner {
+            shared,
+            tx,
+            epoch,
+            path,
+            writer: Mutex::new(Some(writer)),
+        });
         let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let log = Log {
-            inner: Arc::new(Inner {
-                shared,
-                tx,
-                epoch,
-                path,
-                stop: stop.clone(),
-                threads: Mutex::new(Vec::new()),
-            }),
-        };
-        let weak = Arc::downgrade(&log.inner);
+        let owner = Arc::new(Owner {
+            stop: stop.clone(),
+            maintenance: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&inner);
         let interval = options.maintenance_interval;
         let window = options.dedupe_window;
         let max_dirty = options.compaction_max_dirty;
-        threads.push(
-            std::thread::Builder::new()
-                .name("sluice-maintenance".into())
-                .spawn(move || {
-                    maintenance::run(interval, window, max_dirty, &stop, || {
-                        weak.upgrade().map(|inner| Log { inner })
+        let maintenance = std::thread::Builder::new()
+            .name("sluice-maintenance".into())
+            .spawn(move || {
+                maintenance::run(interval, window, max_dirty, &stop, || {
+                    weak.upgrade().map(|inner| Log {
+                        _owner: None,
+                        inner,
                     })
-                })?,
-        );
-        *log.inner.threads.lock().expect("threads lock") = threads;
-        Ok(log)
+                })
+            })?;
+        *owner.maintenance.lock().expect("maintenance lock") = Some(maintenance);
+        Ok(Log {
+            _owner: Some(owner),
+            inner,
+        })
     }
 
     /// The data directory's random epoch: it changes when the data is wiped.
