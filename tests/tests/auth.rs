@@ -690,6 +690,40 @@ async fn groups_are_covered_and_members_bound_to_subjects() {
     );
     let (_, list) = status(c.get(s.url("/v1/groups")).bearer_auth(&alice)).await;
     assert_eq!(list["groups"].as_array().unwrap().len(), 1);
+    // A token with no permissions at all may name any group (no `groups` claim),
+    // but neither reads offsets and lag of topics it may not read nor evicts
+    // members.
+    let nothing = sign(
+        Algorithm::HS256,
+        None,
+        SECRET.as_bytes(),
+        &json!({"sub": "mallory", "exp": now_secs() + 600, "sluice": {}}),
+    );
+    let (st, body) = status(c.get(s.url("/v1/groups/billing-eu")).bearer_auth(&nothing)).await;
+    assert_eq!(
+        (st, body["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("forbidden"))
+    );
+    let (st, _) = status(
+        c.delete(s.url("/v1/groups/billing-eu/consumers/w1"))
+            .bearer_auth(&nothing),
+    )
+    .await;
+    assert_eq!(st, 403);
+    let (_, stats) = status(c.get(s.url("/v1/stats")).bearer_auth(&nothing)).await;
+    assert_eq!(stats["groups"], json!([]), "no lag of unreadable topics");
+    let (st, group) = status(c.get(s.url("/v1/groups/billing-eu")).bearer_auth(&alice)).await;
+    assert_eq!(st, 200);
+    assert_eq!(group["members"][0]["consumer"], "w1", "w1 was not evicted");
+    assert_eq!(
+        status(
+            c.delete(s.url("/v1/groups/billing-eu/consumers/w1"))
+                .bearer_auth(&alice)
+        )
+        .await
+        .0,
+        204
+    );
 }
 
 #[tokio::test]

@@ -480,7 +480,7 @@ pub fn group_topics(
     responses(
         (status = 200, description = "The group.", body = GroupDescription),
         (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token does not cover the group or one of its topics.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`group_not_found`.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -512,6 +512,11 @@ pub async fn describe_group(
             format!("group '{group}' has no members and no committed offsets"),
         ));
     }
+    // Offsets and lag tell about the topics' contents: reading them takes what
+    // reading the topics does.
+    for t in &topics {
+        principal.require(Object::Consume(t.name()))?;
+    }
     topics.sort_by(|a, b| a.name().cmp(b.name()));
     let out_topics = group_topics(&state, &group, &members, topics)?;
     Ok(Json(GroupDescription {
@@ -541,7 +546,7 @@ pub async fn describe_group(
     responses(
         (status = 204, description = "Gone; the group rebalanced."),
         (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
-        (status = 403, description = "`forbidden`.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: the token does not cover the group or the topics the member reads, or the consumer id is another subject's.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`member_not_found`.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -551,6 +556,12 @@ pub async fn leave(
     Path((group, consumer)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
     principal.require(Object::Group(&group))?;
+    // Evicting a member takes what its polls take: read access to its topics.
+    for m in state.groups.members(&group) {
+        if m.consumer == consumer {
+            principal.require(Object::Consume(&m.topic))?;
+        }
+    }
     state.groups.leave(
         &group,
         &consumer,

@@ -44,7 +44,10 @@ pub async fn stats(
         .collect();
     let mut groups = Vec::new();
     for (group, names) in group_names(&state)? {
-        if !principal.may(Object::Group(&group)) {
+        // A group's lag tells about its topics: shown only with read access to them.
+        if !principal.may(Object::Group(&group))
+            || !names.iter().all(|t| principal.may(Object::Consume(t)))
+        {
             continue;
         }
         let members = state.groups.members(&group);
