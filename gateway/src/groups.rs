@@ -3,11 +3,18 @@
 //! the log; everything here is rebuilt from polls after a restart.
 //!
 //! One group may consume several topics; each topic's partitions are spread over
-//! the members that poll that topic. The group's generation goes up whenever any of
+//! the members that poll that topic. The group's generation changes whenever any of
 //! its assignments changes, and a commit must name the current generation. The
 //! HTTP poll and the WebSocket group subscription both drive this type.
+//!
+//! A generation is a fencing token that never repeats for a group: not after the
+//! group empties and its state is dropped, not after a restart. Tokens come from
+//! one counter for all groups, in blocks the log reserves durably (see
+//! [`TokenSource`]), so a commit made with a token from before can never match a
+//! current one.
 
 use std::collections::{BTreeMap, HashMap};
+use std::ops::Range;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -67,9 +74,49 @@ impl Group {
         }
     }
 
-    fn bump(&mut self) {
-        self.generation += 1;
+    /// Rebalances every topic of the group and gives it a new generation.
+    fn rebalance(&mut self, tokens: &Mutex<Tokens>) {
+        for t in self.topics.values_mut() {
+            rebalance(t);
+        }
+        self.generation = tokens.lock().expect("tokens lock").take();
         self.changed.send_replace(self.generation);
+    }
+
+    /// Drops members whose sessions ran out and rebalances if any went.
+    fn expire(&mut self, now: Instant, tokens: &Mutex<Tokens>) {
+        if expire(self, now) {
+            self.rebalance(tokens);
+        }
+    }
+}
+
+/// Reserves a block of fencing tokens that no earlier reservation of this store
+/// handed out, durably, before any of them is used.
+pub type TokenSource = Box<dyn Fn() -> Result<Range<u64>, String> + Send + Sync>;
+
+/// The counter every generation is taken from.
+struct Tokens {
+    next: u64,
+    end: u64,
+    source: TokenSource,
+}
+
+impl Tokens {
+    fn take(&mut self) -> u64 {
+        if self.next >= self.end {
+            match (self.source)() {
+                Ok(block) if !block.is_empty() => (self.next, self.end) = (block.start, block.end),
+                Ok(_) => tracing::error!("empty block of fencing tokens reserved"),
+                // The store refuses writes; so will every commit. Going on past the
+                // block keeps tokens unique within this process.
+                Err(e) => tracing::error!(error = %e, "could not reserve fencing tokens"),
+            }
+            self.end = self.end.max(self.next + 1);
+        }
+        let token = self.next;
+        self.next += 1;
+        token
     }
 }
 
@@ -97,12 +144,25 @@ pub struct MemberInfo {
 }
 
 /// All groups' membership and positions.
-#[derive(Default)]
 pub struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
+    /// Locked after `groups`, never before.
+    tokens: Mutex<Tokens>,
 }
 
 impl Coordinator {
+    /// A coordinator whose generations come from `source`.
+    pub fn new(source: TokenSource) -> Self {
+        Coordinator {
+            groups: Mutex::default(),
+            tokens: Mutex::new(Tokens {
+                next: 0,
+                end: 0,
+                source,
+            }),
+        }
+    }
+
     /// Registers or refreshes `consumer` as a member of `group` for `topic`,
     /// rebalancing if membership changed. `partitions` is the topic's partition
     /// count; a topic re-created under the same name (new `topic_id`) starts over.
@@ -153,10 +213,7 @@ impl Coordinator {
             }
         }
         if changed {
-            for t in g.topics.values_mut() {
-                rebalance(t);
-            }
-            g.bump();
+            g.rebalance(&self.tokens);
         }
         let t = &g.topics[topic];
         Ok(MemberView {
@@ -201,10 +258,7 @@ impl Coordinator {
         if !found {
             return Err(GroupError::UnknownMember);
         }
-        for t in g.topics.values_mut() {
-            rebalance(t);
-        }
-        g.bump();
+        g.rebalance(&self.tokens);
         Ok(())
     }
 
@@ -213,12 +267,7 @@ impl Coordinator {
         let mut groups = self.groups.lock().expect("groups lock");
         let now = Instant::now();
         for g in groups.values_mut() {
-            if expire(g, now) {
-                for t in g.topics.values_mut() {
-                    rebalance(t);
-                }
-                g.bump();
-            }
+            g.expire(now, &self.tokens);
         }
         groups.retain(|_, g| g.topics.values().any(|t| !t.members.is_empty()));
     }
@@ -356,12 +405,7 @@ impl Coordinator {
             return Vec::new();
         };
         let now = Instant::now();
-        if expire(g, now) {
-            for t in g.topics.values_mut() {
-                rebalance(t);
-            }
-            g.bump();
-        }
+        g.expire(now, &self.tokens);
         let mut out = Vec::new();
         for (name, t) in &g.topics {
             for (id, m) in &t.members {
@@ -417,12 +461,7 @@ impl Coordinator {
         let Some(g) = groups.get_mut(group) else {
             return false;
         };
-        if expire(g, Instant::now()) {
-            for t in g.topics.values_mut() {
-                rebalance(t);
-            }
-            g.bump();
-        }
+        g.expire(Instant::now(), &self.tokens);
         g.topics.get(topic).is_some_and(|t| !t.members.is_empty())
     }
 }
@@ -520,6 +559,16 @@ fn rebalance(t: &mut TopicState) {
 mod tests {
     use super::*;
 
+    /// Tokens from a counter in memory, in blocks of 3 so tests cross blocks.
+    fn coordinator() -> Coordinator {
+        let next = Mutex::new(1);
+        Coordinator::new(Box::new(move || {
+            let mut n = next.lock().unwrap();
+            *n += 3;
+            Ok(*n - 3..*n)
+        }))
+    }
+
     fn join(c: &Coordinator, who: &str) -> MemberView {
         c.join("g", "t", 1, 6, who, Duration::from_secs(30), None, false)
             .unwrap()
@@ -527,7 +576,7 @@ mod tests {
 
     #[test]
     fn balanced_disjoint_and_sticky() {
-        let c = Coordinator::default();
+        let c = coordinator();
         let a1 = join(&c, "a");
         assert_eq!(a1.assignment, vec![0, 1, 2, 3, 4, 5]);
         join(&c, "b");
@@ -560,7 +609,7 @@ mod tests {
 
     #[test]
     fn seven_partitions_over_three_members_differ_by_at_most_one() {
-        let c = Coordinator::default();
+        let c = coordinator();
         let join7 = |w: &str| {
             c.join("g", "t", 1, 7, w, Duration::from_secs(30), None, false)
                 .unwrap()
@@ -577,8 +626,30 @@ mod tests {
     }
 
     #[test]
+    fn generations_never_repeat_after_a_group_empties() {
+        let c = coordinator();
+        let mut seen = Vec::new();
+        for _ in 0..5 {
+            seen.push(join(&c, "a").generation);
+            c.leave("g", "a", None, false).unwrap();
+            seen.push(c.generation("g").unwrap());
+            c.expire_all();
+            assert_eq!(c.generation("g"), None, "the empty group is forgotten");
+        }
+        let mut sorted = seen.clone();
+        sorted.sort();
+        sorted.dedup();
+        assert_eq!(
+            sorted.len(),
+            seen.len(),
+            "a generation came twice: {seen:?}"
+        );
+        assert_eq!(sorted, seen, "generations only grow: {seen:?}");
+    }
+
+    #[test]
     fn stale_commits_are_refused() {
-        let c = Coordinator::default();
+        let c = coordinator();
         let a = join(&c, "a");
         assert!(
             c.check_commit("g", "a", a.generation, &[("t", 0)], None, false)

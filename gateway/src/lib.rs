@@ -317,6 +317,10 @@ pub fn build_state(
         })),
     )?);
     let _ = waiters.engine.set(Arc::downgrade(&tables));
+    let groups = Arc::new(crate::groups::Coordinator::new(Box::new({
+        let log = log.clone();
+        move || log.reserve_fencing_tokens().map_err(|e| e.to_string())
+    })));
     Ok(AppState::new(crate::state::Shared {
         log,
         limits: Arc::new(Limits::new(
@@ -327,7 +331,7 @@ pub fn build_state(
         )),
         waiters,
         auth,
-        groups: Arc::new(crate::groups::Coordinator::default()),
+        groups,
         group_config: crate::state::GroupConfig {
             session_timeout: std::time::Duration::from_millis(config.group_session_timeout_ms),
             bind_subject: config.bind_consumers_to_subject,
@@ -373,12 +377,16 @@ pub fn app(config: &Config, state: AppState) -> Router {
                     .filter_map(|o| o.parse::<axum::http::HeaderValue>().ok()),
             )
         };
+        // The preflight answers with the headers the browser asked for: `*` would
+        // never cover `Authorization` (Fetch standard), and a fixed list could not
+        // name every `ce-*` attribute of CloudEvents' binary mode.
         app = app.layer(
             CorsLayer::new()
                 .allow_origin(origins)
                 .allow_methods(Any)
-                .allow_headers(Any)
-                .expose_headers(Any),
+                .allow_headers(tower_http::cors::AllowHeaders::mirror_request())
+                .expose_headers(Any)
+                .max_age(std::time::Duration::from_secs(600)),
         );
     }
     app

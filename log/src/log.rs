@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Sender, channel, sync_channel};
 use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
@@ -16,8 +16,8 @@ use crate::error::{Error, Result};
 use crate::maintenance;
 use crate::record::RecordView;
 use crate::schema::{
-    DEDUPE, DEDUPE_EXPIRY, FORMAT_VERSION, GROUP_OFFSETS, MAX_PARTITIONS, META, PARTITIONS, PURGE,
-    RECORDS, TOPICS, TopicMeta, pkey, record_key,
+    DEDUPE, DEDUPE_EXPIRY, FENCING_BLOCK, FENCING_FLOOR, FORMAT_VERSION, GROUP_OFFSETS,
+    MAX_PARTITIONS, META, PARTITIONS, PURGE, RECORDS, TOPICS, TopicMeta, pkey, record_key,
 };
 use crate::topic::{Topic, TopicConfig};
 use crate::wal::Wal;
@@ -520,6 +520,27 @@ impl Log {
             }
         }
         Ok(out)
+    }
+
+    /// Durably reserves a block of fencing tokens (consumer-group generations) that
+    /// no earlier reservation in this data directory handed out, and returns it.
+    /// Blocks until the reservation is durable.
+    pub fn reserve_fencing_tokens(&self) -> Result<std::ops::Range<u64>> {
+        let floor = Arc::new(AtomicU64::new(0));
+        let seen = floor.clone();
+        self.write_blocking(Box::new(move |txn| {
+            let mut meta = txn.open_table(META)?;
+            let start = meta
+                .get(FENCING_FLOOR)?
+                .map(|v| u64::from_le_bytes(v.value().try_into().unwrap_or([0; 8])))
+                .unwrap_or(1);
+            let end = start.saturating_add(FENCING_BLOCK);
+            meta.insert(FENCING_FLOOR, end.to_le_bytes().as_slice())?;
+            seen.store(start, Ordering::Release);
+            Ok(Ok(()))
+        }))?;
+        let start = floor.load(Ordering::Acquire);
+        Ok(start..start.saturating_add(FENCING_BLOCK))
     }
 
     /// [`Log::create_topic`], waiting for the answer.

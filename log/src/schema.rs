@@ -31,6 +31,12 @@ pub(crate) const PURGE: TableDefinition<u64, ()> = TableDefinition::new("purge")
 pub(crate) const GROUP_OFFSETS: TableDefinition<(&str, u64, u32), u64> =
     TableDefinition::new("group_offsets");
 
+/// The `meta` key of the first consumer-group fencing token not yet reserved.
+pub(crate) const FENCING_FLOOR: &str = "fencing_floor";
+
+/// How many fencing tokens one reservation covers.
+pub(crate) const FENCING_BLOCK: u64 = 1 << 16;
+
 /// Version of the on-disk format written into `meta`.
 pub(crate) const FORMAT_VERSION: u64 = 1;
 

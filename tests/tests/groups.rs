@@ -648,3 +648,96 @@ async fn churn_loses_nothing() {
         &missing[..missing.len().min(10)]
     );
 }
+
+/// A generation is a fencing token that never repeats for a group: a commit made
+/// with a token from before the group emptied, or from before a restart, is
+/// refused even when the numbers of the group's later generations would line up.
+#[tokio::test]
+async fn tokens_from_before_the_group_emptied_or_a_restart_are_refused() {
+    let mut s = Server::start();
+    let c = client();
+    create_topic(&c, &s, "t", 1).await;
+    produce(&c, &s, "t", 40).await;
+    let commit = |who: &str, generation: u64, offset: u64| {
+        c.post(s.url("/v1/groups/g/offsets")).json(&json!({
+            "consumer": who,
+            "generation": generation,
+            "offsets": [{"topic": "t", "partition": 0, "offset": offset}]
+        }))
+    };
+    let leave = |who: &str| c.delete(s.url(&format!("/v1/groups/g/consumers/{who}")));
+    let short = "session_timeout_ms=1000";
+    // A joins, X joins and leaves; A reads offsets 0..=4 without committing.
+    poll(&c, &s, "g", "t", &format!("consumer=a&{short}&limit=1")).await;
+    poll(&c, &s, "g", "t", &format!("consumer=x&{short}")).await;
+    assert_eq!(leave("x").send().await.unwrap().status(), 204);
+    let a = poll(&c, &s, "g", "t", &format!("consumer=a&{short}&limit=4")).await;
+    assert_eq!(a["records"].as_array().unwrap().len(), 4);
+    let stale = a["generation"].as_u64().unwrap();
+
+    // A's session runs out and the group is empty; B takes over and commits 30.
+    let mut b = Value::Null;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        b = poll(&c, &s, "g", "t", "consumer=b&limit=1").await;
+        if assignment(&b) == vec![0] {
+            break;
+        }
+    }
+    assert_eq!(assignment(&b), vec![0], "a's session never ran out");
+    let r = commit("b", b["generation"].as_u64().unwrap(), 30)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    // A comes back, B leaves: A owns partition 0 again, as it did with `stale`.
+    poll(&c, &s, "g", "t", "consumer=a&limit=1").await;
+    assert_eq!(leave("b").send().await.unwrap().status(), 204);
+    let r = commit("a", stale, 5).send().await.unwrap();
+    assert_eq!(r.status(), 409, "a token from before the group emptied");
+    assert_eq!(r.json::<Value>().await.unwrap()["code"], "stale_generation");
+    let committed = |d: Value| d["topics"][0]["partitions"][0]["committed"].clone();
+    let d = sluice_tests::get_json(&c, &s, "/v1/groups/g").await;
+    assert_eq!(committed(d), json!(30));
+
+    // Across a kill -9: A owns partition 0 before and after, and its token from
+    // before the restart is refused after it.
+    let a = poll(&c, &s, "g", "t", "consumer=a&limit=1").await;
+    assert_eq!(assignment(&a), vec![0]);
+    let before = a["generation"].as_u64().unwrap();
+    s.restart();
+    let commit = |who: &str, generation: u64, offset: u64| {
+        c.post(s.url("/v1/groups/g/offsets")).json(&json!({
+            "consumer": who,
+            "generation": generation,
+            "offsets": [{"topic": "t", "partition": 0, "offset": offset}]
+        }))
+    };
+    let mut tokens = vec![before];
+    for who in ["a", "y"] {
+        tokens.push(
+            poll(&c, &s, "g", "t", &format!("consumer={who}")).await["generation"]
+                .as_u64()
+                .unwrap(),
+        );
+    }
+    let r = c
+        .delete(s.url("/v1/groups/g/consumers/y"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let a = poll(&c, &s, "g", "t", "consumer=a").await;
+    assert_eq!(assignment(&a), vec![0]);
+    tokens.push(a["generation"].as_u64().unwrap());
+    assert!(
+        tokens.windows(2).all(|w| w[0] < w[1]),
+        "tokens after the restart are all new: {tokens:?}"
+    );
+    for old in [stale, before] {
+        let r = commit("a", old, 6).send().await.unwrap();
+        assert_eq!(r.status(), 409, "token {old} from before the restart");
+    }
+    let d = sluice_tests::get_json(&c, &s, "/v1/groups/g").await;
+    assert_eq!(committed(d), json!(30));
+}
