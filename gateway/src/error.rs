@@ -153,11 +153,7 @@ impl From<axum::extract::rejection::PathRejection> for ApiError {
 impl From<axum::extract::rejection::BytesRejection> for ApiError {
     fn from(e: axum::extract::rejection::BytesRejection) -> Self {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "payload_too_large",
-                "the request body is larger than the server accepts (--max-body-bytes)",
-            )
+            payload_too_large()
         } else {
             ApiError::bad_request("invalid_body", e.body_text())
         }
@@ -182,22 +178,58 @@ pub struct Body(pub axum::body::Bytes, pub InFlight);
 /// A share of the in-flight body budget; released when dropped.
 pub struct InFlight(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
 
+fn payload_too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "payload_too_large",
+        "the request body is larger than the server accepts (--max-body-bytes)",
+    )
+}
+
 impl FromRequest<crate::state::AppState> for Body {
     type Rejection = ApiError;
 
+    /// A body declared larger than the limit is refused before any of it is read
+    /// (and so before `Expect: 100-continue` invites it). Budget is taken for bytes
+    /// as they arrive, never for bytes only announced, so clients that declare a
+    /// body and send nothing hold none of it.
     async fn from_request(
         req: axum::extract::Request,
         state: &crate::state::AppState,
     ) -> Result<Self, ApiError> {
+        use futures_util::StreamExt;
+        let max = state.limits.max_body_bytes;
         let declared = req
             .headers()
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<usize>().ok());
-        let permit = state.limits.reserve_body(declared).await;
-        let bytes =
-            <axum::body::Bytes as FromRequest<crate::state::AppState>>::from_request(req, state)
-                .await?;
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|d| d > max as u64) {
+            return Err(payload_too_large());
+        }
+        let mut body = req.into_body().into_data_stream();
+        let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
+        let mut bytes = bytes::BytesMut::new();
+        let mut first: Option<axum::body::Bytes> = None;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
+            let total = bytes.len() + first.as_ref().map_or(0, |f| f.len()) + chunk.len();
+            if total > max {
+                return Err(payload_too_large());
+            }
+            state.limits.hold_body(&mut permit, total).await?;
+            // One chunk, the usual case, is kept as it came; more are gathered.
+            match first.take() {
+                None if bytes.is_empty() => first = Some(chunk),
+                prev => {
+                    if let Some(prev) = prev {
+                        bytes.extend_from_slice(&prev);
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+            }
+        }
+        let bytes = first.unwrap_or_else(|| bytes.freeze());
         Ok(Body(bytes, InFlight(permit)))
     }
 }

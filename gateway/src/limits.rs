@@ -12,6 +12,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::error::ApiError;
 
+/// The longest a request body waits for room in the in-flight budget.
+pub const BODY_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Limits the handlers check.
 pub struct Limits {
     /// Largest request body accepted.
@@ -47,14 +50,43 @@ impl Limits {
         }
     }
 
-    /// Waits for room for a body of `declared` bytes (the largest allowed when the
-    /// length is not declared) within the in-flight budget.
-    pub async fn reserve_body(&self, declared: Option<usize>) -> Option<OwnedSemaphorePermit> {
-        let bytes = declared
-            .unwrap_or(self.max_body_bytes)
-            .min(self.max_body_bytes);
-        let kib = (bytes.div_ceil(1024) as u32).clamp(1, self.in_flight_kib);
-        self.in_flight.clone().acquire_many_owned(kib).await.ok()
+    /// Grows `held` to cover `bytes` of a body received so far, waiting for room
+    /// within the in-flight budget. A body never holds more than the whole budget,
+    /// so one at the limit can always be read. Bodies that each hold part of the
+    /// budget and all wait for more would wait for each other forever, so a wait is
+    /// bounded: past [`BODY_BUDGET_WAIT`] the request is refused with 429, its share
+    /// goes back, and the others go on.
+    pub async fn hold_body(
+        &self,
+        held: &mut Option<OwnedSemaphorePermit>,
+        bytes: usize,
+    ) -> Result<(), ApiError> {
+        let want = (bytes.div_ceil(1024) as u32).clamp(1, self.in_flight_kib);
+        let have = held.as_ref().map_or(0, |p| p.num_permits() as u32);
+        if want <= have {
+            return Ok(());
+        }
+        let more = self.in_flight.clone().acquire_many_owned(want - have);
+        match tokio::time::timeout(BODY_BUDGET_WAIT, more).await {
+            Ok(Ok(more)) => {
+                match held {
+                    Some(p) => p.merge(more),
+                    None => *held = Some(more),
+                }
+                Ok(())
+            }
+            Ok(Err(_)) => Ok(()),
+            Err(_) => {
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "overloaded",
+                    "too many request bodies are being received at once \
+                     (--max-inflight-body-mb); retry later",
+                );
+                e.retry_after = Some(1);
+                Err(e)
+            }
+        }
     }
 
     /// Whether any per-principal rate limit is on (and so needs a principal's key).

@@ -883,3 +883,75 @@ async fn tables_are_covered() {
     let (_, list) = status(c.get(s.url("/v1/tables")).bearer_auth(&user)).await;
     assert_eq!(list["tables"].as_array().unwrap().len(), 1);
 }
+
+/// Reads a raw HTTP answer's status line.
+fn status_line(sock: &mut std::net::TcpStream) -> String {
+    let mut buf = [0u8; 512];
+    let n = sock.read(&mut buf).unwrap();
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn a_body_declared_too_large_is_refused_before_it_is_sent() {
+    let s = Server::start_with(&["--max-body-bytes", "1048576"]);
+    let addr = s.base.trim_start_matches("http://");
+    for expect in ["", "Expect: 100-continue\r\n"] {
+        let mut sock = std::net::TcpStream::connect(addr).unwrap();
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        write!(
+            sock,
+            "POST /v1/topics/t/records HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: 1073741824\r\n{expect}\r\n"
+        )
+        .unwrap();
+        // No byte of the body is sent: the answer comes from the headers alone, and
+        // it is not an invitation to send.
+        let line = status_line(&mut sock);
+        assert!(line.starts_with("HTTP/1.1 413"), "{expect:?}: {line}");
+    }
+}
+
+/// Clients that declare bodies and send nothing hold none of the in-flight body
+/// budget: a produce from another client goes through while they idle.
+#[tokio::test]
+async fn idle_declared_bodies_hold_no_body_budget() {
+    let s = Server::start_with(&["--max-body-bytes", "1048576", "--max-inflight-body-mb", "2"]);
+    let c = client();
+    c.post(s.url("/v1/topics"))
+        .json(&json!({"name": "t"}))
+        .send()
+        .await
+        .unwrap();
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        let mut sock = std::net::TcpStream::connect(&addr).unwrap();
+        write!(
+            sock,
+            "POST /v1/topics/t/records HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n\
+             Content-Length: 1048576\r\nExpect: 100-continue\r\n\r\n"
+        )
+        .unwrap();
+        idle.push(sock);
+    }
+    // Each idle client was invited (100 Continue) and sends nothing more.
+    for sock in &mut idle {
+        sock.set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+    }
+    let big = "x".repeat(900_000);
+    let r = c
+        .post(s.url("/v1/topics/t/records"))
+        .timeout(Duration::from_secs(30))
+        .json(&json!({"value": big}))
+        .send()
+        .await
+        .expect("the produce was not stalled by the idle clients");
+    assert_eq!(r.status(), 200);
+    drop(idle);
+}
