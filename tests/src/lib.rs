@@ -325,3 +325,35 @@ pub fn sign(alg: jsonwebtoken::Algorithm, kid: Option<&str>, key: &[u8], claims:
     h.kid = kid.map(str::to_string);
     jsonwebtoken::encode(&h, claims, &k).expect("sign")
 }
+
+/// Whether a test that needs an outside tool may run. A missing tool fails the test
+/// with `install`'s hint, unless `SLUICE_TEST_SKIP` names `group` (a comma-separated
+/// list, e.g. `browser,contract`): then the test is recorded in
+/// `target/skipped-tests.txt`, which `tests/run` prints at the end of the run, and
+/// `false` is returned.
+pub fn tool_available(group: &str, test: &str, missing: Option<String>, install: &str) -> bool {
+    let Some(why) = missing else {
+        return true;
+    };
+    let opted_out = std::env::var("SLUICE_TEST_SKIP")
+        .is_ok_and(|v| v.split(',').any(|g| g.trim() == group || g.trim() == "all"));
+    assert!(
+        opted_out,
+        "{why}. Install it with: {install} (or run `bash tests/run`, which installs \
+         every tool the tests need). To skip these tests instead, set \
+         SLUICE_TEST_SKIP={group}."
+    );
+    let line = format!("{test}: {why} (SLUICE_TEST_SKIP={group})\n");
+    eprintln!("SKIPPED {line}");
+    let path = workspace_root().join("target/skipped-tests.txt");
+    let _ = std::fs::create_dir_all(path.parent().expect("target dir"));
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
+        use std::io::Write;
+        let _ = f.write_all(line.as_bytes());
+    }
+    false
+}

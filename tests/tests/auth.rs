@@ -600,6 +600,25 @@ async fn cors_allow_list() {
         .await
         .unwrap();
     assert!(!r.headers().contains_key("access-control-allow-origin"));
+    // A preflight names the headers asked for: `*` would not cover Authorization.
+    let r = c
+        .request(reqwest::Method::OPTIONS, s.url("/v1/topics/t/records"))
+        .header("origin", "https://app.example")
+        .header("access-control-request-method", "POST")
+        .header(
+            "access-control-request-headers",
+            "authorization,content-type,idempotency-key,ce-id",
+        )
+        .send()
+        .await
+        .unwrap();
+    let allowed = r.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for h in ["authorization", "content-type", "idempotency-key", "ce-id"] {
+        assert!(allowed.contains(h), "{h} not in {allowed}");
+    }
 }
 
 #[tokio::test]
