@@ -263,13 +263,24 @@ async fn queries_etag_long_poll_and_read_your_writes() {
     );
     let r = c.get(s.url("/v1/tables/nope/rows/a")).send().await.unwrap();
     assert_eq!(r.status(), 404);
-    let r = c
-        .get(s.url("/v1/tables/counts/rows/a?after=0:999999&wait_ms=100"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503);
-    assert!(r.headers().contains_key("retry-after"));
+    // Offsets the table can never reach are answered at once, not waited for.
+    for (after, status, code) in [
+        ("0:999999", 416, "offset_out_of_range"),
+        ("99:0", 400, "invalid_query"),
+        ("2:0", 400, "invalid_query"),
+    ] {
+        let r = c
+            .get(s.url(&format!("/v1/tables/counts/rows/a?after={after}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status, "after={after}");
+        assert_eq!(
+            r.json::<Value>().await.unwrap()["code"],
+            code,
+            "after={after}"
+        );
+    }
     // Delete, re-create: rebuilt from the log.
     assert_eq!(
         c.delete(s.url("/v1/tables/counts"))
@@ -361,6 +372,35 @@ async fn invalid_definitions_say_what_is_wrong() {
             "{def}: {body}"
         );
     }
+    // A key given twice, at any depth, is refused like everywhere else, rather
+    // than the last one winning.
+    for body in [
+        r#"{"name": "x", "name": "y", "source": "t", "key": "key"}"#,
+        r#"{"name": "x", "source": "t", "group_by": "$.a", "aggregates": {"n": {"count": {}}, "n": {"sum": "$.b"}}}"#,
+        r#"{"name": "x", "source": "t", "key": "key", "columns": {"a": "$.a", "a": "$.b"}}"#,
+        r#"{"sql": "CREATE TABLE x AS SELECT a FROM t", "sql": "CREATE TABLE y AS SELECT a FROM t"}"#,
+    ] {
+        let r = c
+            .post(s.url("/v1/tables"))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        let st = r.status().as_u16();
+        let problem: Value = r.json().await.unwrap();
+        assert_eq!(
+            (st, problem["code"].as_str()),
+            (400, Some("invalid_body")),
+            "{body}"
+        );
+        assert!(
+            problem["detail"].as_str().unwrap().contains("duplicate"),
+            "{problem}"
+        );
+    }
+    let list: Value = sluice_tests::get_json(&c, &s, "/v1/tables").await;
+    assert_eq!(list["tables"], json!([]), "nothing was created");
     create_table(&c, &s, json!({"name": "x", "source": "t", "key": "key"})).await;
     let r = c
         .post(s.url("/v1/tables"))

@@ -18,7 +18,7 @@ use sluice_tables::{Error as TableError, Status, TableDef};
 use utoipa::IntoParams;
 
 use crate::auth::{Object, Principal};
-use crate::error::{ApiError, Body, Path, Query, parse_json};
+use crate::error::{ApiError, Body, Path, Query, parse_json, reject_duplicate_keys};
 use crate::state::AppState;
 
 impl From<TableError> for ApiError {
@@ -102,6 +102,8 @@ pub async fn create_table(
     Body(body, _in_flight): Body,
 ) -> Result<(StatusCode, Json<TableInfo>), ApiError> {
     principal.require(Object::Admin)?;
+    // Read as a `Value` below, where a repeated key would silently win.
+    reject_duplicate_keys(&body)?;
     let value: serde_json::Value = parse_json(&body)?;
     let (def, sql) = if value.get("sql").is_some() {
         let SqlDefinition { sql } = serde_json::from_value(value)
@@ -221,10 +223,11 @@ fn etag(row: &serde_json::Value) -> String {
     responses(
         (status = 200, description = "The row.", body = RowResponse),
         (status = 304, description = "Unchanged."),
-        (status = 400, description = "`invalid_query`.", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "`invalid_query`: a malformed `after`, or one naming a partition the source does not have.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`table_not_found`, `row_not_found`.", body = Problem, content_type = "application/problem+json"),
+        (status = 416, description = "`offset_out_of_range`: `after` names an offset not written yet.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`table_lagging`: the table had not applied `after` in time; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -247,6 +250,9 @@ pub async fn get_row(
     }
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let after = params.after.as_deref().map(parse_offsets).transpose()?;
+    if let Some(after) = &after {
+        check_after(&state, &name, after)?;
+    }
     let known = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
@@ -316,6 +322,33 @@ pub async fn get_row(
             continue;
         }
     }
+}
+
+/// Refuses `after` offsets the table can never reach: a partition its source does
+/// not have (400), or an offset not yet written (416), instead of waiting for them.
+fn check_after(state: &AppState, table: &str, after: &[(u32, u64)]) -> Result<(), ApiError> {
+    let source = state.tables.status(table)?.def.source;
+    let topic = crate::api::topic(state, &source)?;
+    for &(p, o) in after {
+        let info = topic.partition(p).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                format!(
+                    "after names partition {p}; the source topic '{source}' has {}",
+                    topic.partition_count()
+                ),
+            )
+        })?;
+        if o >= info.end_offset {
+            return Err(sluice_log::Error::OffsetOutOfRange {
+                offset: o,
+                start: info.start_offset,
+                end: info.end_offset,
+            }
+            .into());
+        }
+    }
+    Ok(())
 }
 
 fn parse_offsets(s: &str) -> Result<Vec<(u32, u64)>, ApiError> {
