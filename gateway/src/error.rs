@@ -90,7 +90,7 @@ impl From<sluice_log::Error> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = Problem {
-            type_: format!("https://sluice.dev/problems/{}", self.code),
+            type_: crate::problems::type_uri(self.code),
             title: self
                 .status
                 .canonical_reason()

@@ -13,6 +13,7 @@ pub mod config;
 pub mod error;
 pub mod groups;
 pub mod limits;
+pub mod problems;
 pub mod server;
 pub mod state;
 pub mod stats;
@@ -258,6 +259,7 @@ pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
     router
         .merge(SwaggerUi::new("/docs").external_url_unchecked("/openapi.json", finish_doc(doc)))
         .route("/livez", axum::routing::get(live))
+        .route("/problems", axum::routing::get(problems::page))
         .route("/", axum::routing::get(web::index))
         .route("/ui/{file}", axum::routing::get(web::asset))
         .route(

@@ -6,11 +6,12 @@ use utoipa::ToSchema;
 /// An RFC 9457 problem: the body of every error response
 /// (`Content-Type: application/problem+json`).
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
-#[schema(example = json!({"type": "https://sluice.dev/problems/topic_not_found",
+#[schema(example = json!({"type": "/problems#topic_not_found",
     "title": "Not Found", "status": 404, "detail": "topic 'orders' does not exist",
     "code": "topic_not_found"}))]
 pub struct Problem {
-    /// A URI naming the problem type.
+    /// A URI reference naming the problem type: `/problems#<code>`, the anchor of
+    /// the code on the page the server serves at `/problems`.
     #[serde(rename = "type")]
     pub type_: String,
     /// The HTTP reason phrase.

@@ -17,7 +17,7 @@ async fn problem(r: Response, status: u16, code: &str) -> Value {
     assert_eq!(body["code"], code, "{body}");
     assert_eq!(body["status"], status);
     assert!(!body["detail"].as_str().unwrap().is_empty());
-    assert!(body["type"].as_str().unwrap().ends_with(code));
+    assert_eq!(body["type"], format!("/problems#{code}"), "{body}");
     body
 }
 
@@ -495,4 +495,70 @@ async fn retention_moves_the_start_and_old_offsets_are_out_of_range() {
         .unwrap();
     assert_eq!(body["records"][0]["offset"].as_u64(), Some(size_start));
     assert_eq!(body["records"][0]["value"], format!("{size_start:0>80}"));
+}
+
+/// Each problem's `type` is an anchor on `/problems`, a page the server serves,
+/// which describes every code.
+#[tokio::test]
+async fn problem_types_point_at_the_served_codes_page() {
+    let s = Server::start();
+    let c = client();
+    let r = c.get(s.url("/v1/topics/nope")).send().await.unwrap();
+    let body = problem(r, 404, "topic_not_found").await;
+    let page_url = s.url(body["type"].as_str().unwrap());
+    let r = c.get(&page_url).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let page = r.text().await.unwrap();
+    for code in [
+        "topic_not_found",
+        "stale_generation",
+        "unsupported_media_type",
+        "insufficient_storage",
+    ] {
+        assert!(
+            page.contains(&format!("id=\"{code}\"")),
+            "{code} is not on the page"
+        );
+    }
+}
+
+/// A body type the produce route does not read is a 415 that lists those it does;
+/// nothing is written.
+#[tokio::test]
+async fn produce_with_an_unsupported_content_type_is_415() {
+    let s = Server::start();
+    let c = client();
+    create_topic(&c, &s, "t", 1).await;
+    for content_type in ["text/plain", "application/xml", "application/octet-stream"] {
+        let r = c
+            .post(s.url("/v1/topics/t/records"))
+            .header("content-type", content_type)
+            .body(r#"{"value":1}"#)
+            .send()
+            .await
+            .unwrap();
+        let body = problem(r, 415, "unsupported_media_type").await;
+        let detail = body["detail"].as_str().unwrap();
+        assert!(
+            detail.contains("application/json") && detail.contains("application/x-ndjson"),
+            "{detail}"
+        );
+    }
+    // curl's default for `-d` is read as the JSON it holds.
+    let r = c
+        .post(s.url("/v1/topics/t/records"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(r#"{"value":1}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let t = get_json(&c, &s, "/v1/topics/t").await;
+    assert_eq!(t["records"], 1, "only the readable request wrote");
 }

@@ -23,6 +23,17 @@ use crate::state::AppState;
 /// The longest `Idempotency-Key` accepted.
 const MAX_IDEMPOTENCY_KEY: usize = 255;
 
+/// The body types a produce reads (besides CloudEvents' binary mode, where the
+/// type is the event data's).
+const ACCEPTED_TYPES: &[&str] = &[
+    "application/json",
+    "application/x-ndjson",
+    "application/jsonl",
+    "application/json-seq",
+    "application/cloudevents+json",
+    "application/cloudevents-batch+json",
+];
+
 /// Produce records.
 ///
 /// The body is one record, `{"records": [...]}`, NDJSON (`application/x-ndjson`, one
@@ -49,6 +60,7 @@ const MAX_IDEMPOTENCY_KEY: usize = 255;
         (status = 400, description = "`invalid_json`, `invalid_body`, `invalid_record`, `invalid_cloudevent`, `invalid_idempotency_key`.", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "`topic_not_found`, `partition_not_found` (a record names a partition the topic does not have).", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "`payload_too_large`.", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "`unsupported_media_type`: a `Content-Type` other than those above (and `application/x-www-form-urlencoded`, curl's default, read as JSON); the detail lists them.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`key_required`: the topic is compacted and a record has no key; nothing was written.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the store refused the write; nothing was written.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`: no valid bearer token.", body = Problem, content_type = "application/problem+json"),
@@ -92,13 +104,26 @@ pub async fn produce(
             "application/x-ndjson" | "application/jsonl" | "application/json-seq" => {
                 vec![unit(ndjson(&topic, &body, now)?)]
             }
-            _ => {
+            // `curl -d` sends form encoding unless told otherwise; its body is
+            // read as the JSON it is.
+            "" | "application/json" | "application/x-www-form-urlencoded" => {
                 let MapOnly(parsed): MapOnly<ProduceBody> =
                     serde_json::from_slice(&body).map_err(json_error)?;
                 let records = parsed
                     .into_records()
                     .map_err(|m| ApiError::bad_request("invalid_body", m))?;
                 vec![unit(encode_all(&topic, &records, now)?)]
+            }
+            other => {
+                return Err(ApiError::new(
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                    "unsupported_media_type",
+                    format!(
+                        "Content-Type '{other}' is not read here; send one of: {}, or a \
+                         CloudEvent in binary mode (ce-* headers) with any type",
+                        ACCEPTED_TYPES.join(", ")
+                    ),
+                ));
             }
         }
     };
