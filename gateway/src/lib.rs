@@ -172,7 +172,9 @@ pub fn api_doc() -> serde_json::Value {
 /// Sets the version and adds what utoipa's derives cannot say: of a CloudEvent,
 /// which extension attribute names it may carry, that their values are scalars, and
 /// that `data` and `data_base64` exclude each other; of a new topic, that
-/// `tombstone_retention_ms` needs `"cleanup": "compact"`.
+/// `tombstone_retention_ms` needs `"cleanup": "compact"`; of a Server-Sent Event,
+/// that its data is a record as JSON; of an optional header, that it is a string
+/// when present (never null).
 fn finish_doc(mut doc: utoipa::openapi::OpenApi) -> serde_json::Value {
     doc.info.version = env!("CARGO_PKG_VERSION").to_string();
     let mut json = serde_json::to_value(&doc).unwrap_or_default();
@@ -181,6 +183,25 @@ fn finish_doc(mut doc: utoipa::openapi::OpenApi) -> serde_json::Value {
         ce["additionalProperties"] =
             serde_json::json!({"type": ["string", "number", "boolean", "null"]});
         ce["not"] = serde_json::json!({"required": ["data", "data_base64"]});
+    }
+    // A header is absent or a string, never null.
+    if let Some(paths) = json.pointer_mut("/paths").and_then(|p| p.as_object_mut()) {
+        let operations = paths.values_mut().filter_map(|p| p.as_object_mut());
+        for op in operations.flat_map(|p| p.values_mut()) {
+            let params = op.get_mut("parameters").and_then(|p| p.as_array_mut());
+            for param in params.into_iter().flatten() {
+                if param["in"] == "header"
+                    && param["schema"]["type"] == serde_json::json!(["string", "null"])
+                {
+                    param["schema"]["type"] = serde_json::json!("string");
+                }
+            }
+        }
+    }
+    // An event's data is a record as JSON text.
+    if let Some(data) = json.pointer_mut("/components/schemas/RecordEvent/properties/data") {
+        data["contentMediaType"] = serde_json::json!("application/json");
+        data["contentSchema"] = serde_json::json!({"$ref": "#/components/schemas/FetchedRecord"});
     }
     // Compaction settings need a compacted topic.
     if let Some(ct) = json.pointer_mut("/components/schemas/CreateTopic") {

@@ -168,6 +168,20 @@ pub struct FetchedRecord {
     pub value_base64: Option<String>,
 }
 
+/// One Server-Sent Event of `GET /v1/topics/{topic}/events`, as an SSE parser
+/// reads it: the event name, the id, and the record as JSON text in `data`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RecordEvent {
+    /// Always `record`.
+    #[schema(pattern = "^record$")]
+    pub event: String,
+    /// `partition:offset` of the record; send it back as `Last-Event-ID` to resume.
+    #[schema(pattern = "^[0-9]+:[0-9]+$")]
+    pub id: String,
+    /// The record (a `FetchedRecord`) as JSON text.
+    pub data: String,
+}
+
 /// `GET /v1/topics/{topic}/partitions/{p}/records` body.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct FetchResponse {

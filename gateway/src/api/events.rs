@@ -42,11 +42,11 @@ pub struct EventParams {
     params(
         ("topic" = String, Path, description = "Topic name", pattern = "^[A-Za-z0-9._-]{1,249}$"),
         EventParams,
-        ("Last-Event-ID" = Option<String>, Header, description = "`partition:offset` of the last event received"),
+        ("Last-Event-ID" = Option<String>, Header, description = "`partition:offset` of the last event received", pattern = "^[0-9]{1,9}:[0-9]{1,18}$"),
     ),
     security(("bearer" = [])),
     responses(
-        (status = 200, description = "An event stream.", content_type = "text/event-stream", body = String),
+        (status = 200, description = "An event stream: one event per record (the schema describes one event).", content_type = "text/event-stream", body = sluice_openapi::RecordEvent),
         (status = 400, description = "`invalid_query`, `invalid_last_event_id`.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`.", body = Problem, content_type = "application/problem+json"),
@@ -84,7 +84,8 @@ pub async fn events(
         };
         positions.push((p, o));
     }
-    if let Some(last) = headers.get("last-event-id") {
+    // An empty Last-Event-ID is what a client that saw no event sends: no position.
+    if let Some(last) = headers.get("last-event-id").filter(|v| !v.is_empty()) {
         let (p, o) = last
             .to_str()
             .ok()
