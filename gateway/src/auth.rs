@@ -339,7 +339,7 @@ impl FromRequestParts<AppState> for Principal {
                     .extensions
                     .get::<PeerAddr>()
                     .filter(|_| state.limits.rate_limited())
-                    .map(|p| p.0.ip());
+                    .map(|p| state.limits.client_ip(p.0.ip(), &parts.headers));
                 Principal {
                     sub: None,
                     permissions: None,

@@ -327,12 +327,26 @@ pub struct Config {
 
     /// Requests per second allowed per principal (token subject, or client address
     /// without auth); 0 turns the limit off. Over it: 429 with Retry-After.
-    #[arg(long, env = "SLUICE_RATE_LIMIT_REQUESTS", default_value_t = 2_000)]
-    pub rate_limit_requests: u32,
+    /// Default 2000, and off for a server without auth on a loopback address
+    /// (every local client is one principal there).
+    #[arg(long, env = "SLUICE_RATE_LIMIT_REQUESTS")]
+    pub rate_limit_requests: Option<u32>,
 
     /// Produced records per second allowed per principal; 0 turns the limit off.
-    #[arg(long, env = "SLUICE_RATE_LIMIT_RECORDS", default_value_t = 200_000)]
-    pub rate_limit_records: u32,
+    /// Default 200000, and off like `--rate-limit-requests`.
+    #[arg(long, env = "SLUICE_RATE_LIMIT_RECORDS")]
+    pub rate_limit_records: Option<u32>,
+
+    /// Reverse proxies (addresses or CIDR ranges) whose `Forwarded` and
+    /// `X-Forwarded-For` headers name the client, for per-address rate limits
+    /// without auth; repeatable. Headers from any other peer are ignored.
+    #[arg(
+        long = "trusted-proxy",
+        env = "SLUICE_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_parser = parse_net
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 
     /// Most connections served at once; further clients wait in the listen backlog.
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 10_000)]
@@ -401,7 +415,25 @@ pub enum LogFormat {
     Json,
 }
 
+/// An address (a one-address range) or a CIDR range.
+fn parse_net(s: &str) -> Result<ipnet::IpNet, String> {
+    s.parse::<ipnet::IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+        .map_err(|_| format!("'{s}' is not an IP address or a CIDR range"))
+}
+
 impl Config {
+    /// The request and record rate limits in effect: off by default for a server
+    /// without auth on a loopback address, where every client is the same one.
+    pub fn rate_limits(&self) -> (u32, u32) {
+        let open_local = !self.auth_configured() && self.listen.ip().is_loopback();
+        let default = |on: u32| if open_local { 0 } else { on };
+        (
+            self.rate_limit_requests.unwrap_or(default(2_000)),
+            self.rate_limit_records.unwrap_or(default(200_000)),
+        )
+    }
+
     /// Whether any token verification key is configured.
     pub fn auth_configured(&self) -> bool {
         self.jwt_secret.is_some() || self.jwt_public_key.is_some() || self.jwks_file.is_some()

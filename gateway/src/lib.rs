@@ -349,8 +349,8 @@ pub fn build_state(
         limits: Arc::new(Limits::new(
             config.max_body_bytes,
             config.max_inflight_body_mb * 1024 * 1024,
-            config.rate_limit_requests,
-            config.rate_limit_records,
+            config.rate_limits(),
+            config.trusted_proxies.clone(),
         )),
         waiters,
         auth,

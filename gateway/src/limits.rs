@@ -1,11 +1,14 @@
 //! Per-principal rate limits: requests per second and produced records per second,
 //! each a token bucket holding one second's worth. Over the limit, a request gets
-//! 429 problem+json with `Retry-After`.
+//! 429 problem+json with `Retry-After`. Without auth the principal is the client's
+//! address: the peer's, or, behind a trusted reverse proxy, the one its
+//! `Forwarded` / `X-Forwarded-For` header names.
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, header};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -25,6 +28,8 @@ pub struct Limits {
     requests: Option<DefaultKeyedRateLimiter<String>>,
     records: Option<DefaultKeyedRateLimiter<String>>,
     clock: DefaultClock,
+    /// Peers whose forwarding headers are believed.
+    trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 fn limiter(per_second: u32) -> Option<DefaultKeyedRateLimiter<String>> {
@@ -32,12 +37,12 @@ fn limiter(per_second: u32) -> Option<DefaultKeyedRateLimiter<String>> {
 }
 
 impl Limits {
-    /// `0` turns a rate limit off.
+    /// `(requests, records)` per second; `0` turns a rate limit off.
     pub fn new(
         max_body_bytes: usize,
         in_flight_bytes: usize,
-        requests_per_second: u32,
-        records_per_second: u32,
+        (requests_per_second, records_per_second): (u32, u32),
+        trusted_proxies: Vec<ipnet::IpNet>,
     ) -> Self {
         let in_flight_kib = (in_flight_bytes / 1024).clamp(1, Semaphore::MAX_PERMITS) as u32;
         Limits {
@@ -47,7 +52,44 @@ impl Limits {
             requests: limiter(requests_per_second),
             records: limiter(records_per_second),
             clock: DefaultClock::default(),
+            trusted_proxies,
         }
+    }
+
+    /// The client's address: the peer's, unless the peer is a trusted proxy; then
+    /// the nearest address its forwarding header names that is not itself a
+    /// trusted proxy (addresses further left could be made up by the client).
+    /// `Forwarded` (RFC 7239) is read before `X-Forwarded-For`.
+    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
+        if !trusted(&peer) {
+            return peer;
+        }
+        let hops: Vec<IpAddr> = if headers.contains_key(header::FORWARDED) {
+            headers
+                .get_all(header::FORWARDED)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(forwarded_for)
+                .collect()
+        } else {
+            headers
+                .get_all("x-forwarded-for")
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .filter_map(|a| a.trim().parse().ok())
+                .collect()
+        };
+        let mut client = peer;
+        for hop in hops.into_iter().rev() {
+            client = hop;
+            if !trusted(&hop) {
+                break;
+            }
+        }
+        client
     }
 
     /// Grows `held` to cover `bytes` of a body received so far, waiting for room
@@ -134,6 +176,24 @@ impl Limits {
     }
 }
 
+/// The address of one element of a `Forwarded` header: its `for=` parameter, an
+/// IPv4 address or a quoted `"[IPv6]"`, either with an optional port. Obfuscated
+/// identifiers and `unknown` name no address.
+fn forwarded_for(element: &str) -> Option<IpAddr> {
+    let value = element.split(';').find_map(|pair| {
+        let (k, v) = pair.trim().split_once('=')?;
+        k.trim().eq_ignore_ascii_case("for").then_some(v.trim())
+    })?;
+    let value = value.trim_matches('"');
+    if let Some(rest) = value.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    value
+        .parse()
+        .ok()
+        .or_else(|| value.rsplit_once(':')?.0.parse().ok())
+}
+
 fn too_many(what: &str, wait_secs: f64) -> ApiError {
     let mut e = ApiError::new(
         StatusCode::TOO_MANY_REQUESTS,
@@ -142,4 +202,84 @@ fn too_many(what: &str, wait_secs: f64) -> ApiError {
     );
     e.retry_after = Some(wait_secs.ceil().max(1.0) as u64);
     e
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn limits(trusted: &[&str]) -> Limits {
+        Limits::new(
+            1024,
+            1024,
+            (1, 1),
+            trusted.iter().map(|n| n.parse().unwrap()).collect(),
+        )
+    }
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(
+                axum::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                v.parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn the_client_is_the_nearest_address_no_trusted_proxy_added() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let proxy = ip("10.0.0.5");
+        let l = limits(&["10.0.0.0/24", "192.168.1.1/32"]);
+        for (h, want) in [
+            (vec![], "10.0.0.5"),
+            (vec![("x-forwarded-for", "203.0.113.7")], "203.0.113.7"),
+            // The client made up the first entry; the proxy appended the second.
+            (
+                vec![("x-forwarded-for", "1.1.1.1, 203.0.113.7")],
+                "203.0.113.7",
+            ),
+            (
+                vec![("x-forwarded-for", "203.0.113.7, 192.168.1.1")],
+                "203.0.113.7",
+            ),
+            (
+                vec![
+                    ("x-forwarded-for", "203.0.113.7"),
+                    ("x-forwarded-for", "10.0.0.9"),
+                ],
+                "203.0.113.7",
+            ),
+            (vec![("x-forwarded-for", "garbage")], "10.0.0.5"),
+            (
+                vec![("forwarded", "for=198.51.100.17;proto=https")],
+                "198.51.100.17",
+            ),
+            (
+                vec![("forwarded", "for=\"[2001:db8::1]:4711\"")],
+                "2001:db8::1",
+            ),
+            (
+                vec![("forwarded", "for=198.51.100.17:8080, for=10.0.0.7")],
+                "198.51.100.17",
+            ),
+            (vec![("forwarded", "for=unknown")], "10.0.0.5"),
+            // Forwarded wins over X-Forwarded-For.
+            (
+                vec![
+                    ("forwarded", "for=198.51.100.17"),
+                    ("x-forwarded-for", "203.0.113.7"),
+                ],
+                "198.51.100.17",
+            ),
+        ] {
+            assert_eq!(l.client_ip(proxy, &headers(&h)), ip(want), "{h:?}");
+        }
+        // From a peer that is not a trusted proxy, the headers are ignored.
+        let h = headers(&[("x-forwarded-for", "203.0.113.7")]);
+        assert_eq!(l.client_ip(ip("8.8.8.8"), &h), ip("8.8.8.8"));
+        assert_eq!(limits(&[]).client_ip(proxy, &h), proxy);
+    }
 }

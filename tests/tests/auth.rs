@@ -557,6 +557,122 @@ async fn rate_limits_answer_429_with_retry_after() {
     assert_eq!(t["records"], 0, "a refused batch writes nothing");
 }
 
+/// Without auth on a loopback address every client is the same principal, so the
+/// rate limits are off by default there: a burst over the limit's default gets no
+/// 429. With auth, each token subject has a limit of its own.
+#[tokio::test]
+async fn rate_limits_are_off_by_default_for_an_open_loopback_server() {
+    let s = Server::start();
+    let c = client();
+    let mut limited = 0;
+    for _ in 0..3_000 {
+        if c.get(s.url("/livez")).send().await.unwrap().status() == 429
+            || c.get(s.url("/v1/topics")).send().await.unwrap().status() == 429
+        {
+            limited += 1;
+        }
+    }
+    assert_eq!(limited, 0);
+    // With auth, limits are per token subject.
+    let s = Server::start_with(&["--jwt-secret", SECRET, "--rate-limit-requests", "5"]);
+    let token = |sub: &str| {
+        sign(
+            Algorithm::HS256,
+            None,
+            SECRET.as_bytes(),
+            &json!({"sub": sub, "exp": now_secs() + 600, "sluice": {"admin": true}}),
+        )
+    };
+    let (alice, bob) = (token("alice"), token("bob"));
+    let mut limited = false;
+    for _ in 0..50 {
+        let r = c
+            .get(s.url("/v1/topics"))
+            .bearer_auth(&alice)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            limited = true;
+            break;
+        }
+    }
+    assert!(limited, "alice's limit never answered 429");
+    let r = c
+        .get(s.url("/v1/topics"))
+        .bearer_auth(&bob)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "bob has a limit of his own");
+}
+
+/// Behind a trusted proxy each client named by its forwarding headers has its own
+/// limit; from any other peer, the headers are ignored (a client cannot escape its
+/// limit by making them up).
+#[tokio::test]
+async fn clients_behind_a_trusted_proxy_are_told_apart() {
+    let c = client();
+    let exhaust = |s: &Server, header: (&'static str, String)| {
+        let (c, url) = (c.clone(), s.url("/v1/topics"));
+        async move {
+            for _ in 0..50 {
+                let r = c
+                    .get(&url)
+                    .header(header.0, &header.1)
+                    .send()
+                    .await
+                    .unwrap();
+                if r.status() == 429 {
+                    return true;
+                }
+            }
+            false
+        }
+    };
+    let s = Server::start_with(&[
+        "--rate-limit-requests",
+        "5",
+        "--trusted-proxy",
+        "127.0.0.0/8",
+    ]);
+    let xff = |ip: &str| ("x-forwarded-for", format!("198.51.100.1, {ip}"));
+    assert!(
+        exhaust(&s, xff("203.0.113.1")).await,
+        "one client is limited"
+    );
+    let r = c
+        .get(s.url("/v1/topics"))
+        .header("x-forwarded-for", "203.0.113.2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "another client behind the proxy is not");
+    let r = c
+        .get(s.url("/v1/topics"))
+        .header("forwarded", "for=203.0.113.3;proto=https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "nor one named by Forwarded");
+    assert!(exhaust(&s, ("forwarded", "for=\"[2001:db8::7]:443\"".into())).await);
+
+    // Without --trusted-proxy every made-up header is the same (loopback) client.
+    let s = Server::start_with(&["--rate-limit-requests", "5"]);
+    assert!(exhaust(&s, xff("203.0.113.1")).await);
+    let r = c
+        .get(s.url("/v1/topics"))
+        .header("x-forwarded-for", "203.0.113.2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        429,
+        "the header is not believed from an untrusted peer"
+    );
+}
+
 #[test]
 fn slow_header_clients_are_cut_off() {
     let s = Server::start_with(&["--header-timeout-ms", "300"]);
