@@ -396,6 +396,12 @@ pub struct Config {
     #[arg(long, env = "SLUICE_TWO_PHASE_COMMIT", default_value_t = false, action = clap::ArgAction::Set)]
     pub two_phase_commit: bool,
 
+    /// Appends are refused (507) while the data directory's disk has less free
+    /// space than this, in MiB, so deletes, retention and compaction always have
+    /// room to run; they resume on their own once space is back.
+    #[arg(long, env = "SLUICE_MIN_FREE_DISK_MB", default_value_t = 64)]
+    pub min_free_disk_mb: u64,
+
     /// Size of the storage page cache in MiB; most of the server's memory.
     #[arg(long, env = "SLUICE_CACHE_MB", default_value_t = 48)]
     pub cache_mb: usize,

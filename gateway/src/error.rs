@@ -69,6 +69,15 @@ impl From<sluice_log::Error> for ApiError {
                 e.to_string(),
             ),
             E::Invalid(msg) => ApiError::bad_request("invalid_request", msg),
+            E::InsufficientStorage { .. } => {
+                let mut e = ApiError::new(
+                    StatusCode::INSUFFICIENT_STORAGE,
+                    "insufficient_storage",
+                    format!("{e}; nothing was written"),
+                );
+                e.retry_after = Some(10);
+                e
+            }
             E::Poisoned | E::Closed | E::CommitFailed(_) => {
                 crate::telemetry::request_span()
                     .in_scope(|| tracing::error!(error = %e, "write refused"));

@@ -96,6 +96,7 @@ pub fn open_log(config: &Config, waiters: Arc<Waiters>) -> sluice_log::Result<Lo
         dedupe_window: std::time::Duration::from_secs(config.dedupe_window_secs),
         cache_bytes: config.cache_mb * 1024 * 1024,
         compaction_max_dirty: std::time::Duration::from_millis(config.compaction_max_dirty_ms),
+        min_free_bytes: config.min_free_disk_mb << 20,
         on_append: Some(Arc::new(move |topic, partition, _end| {
             waiters.notify(topic, partition)
         })),
@@ -138,15 +139,16 @@ fn api_routes() -> OpenApiRouter<AppState> {
 }
 
 /// Whether the server can take writes: 503 while the store refuses them (after a
-/// failed commit) or while the server shuts down.
+/// failed commit, or while the disk is below `--min-free-disk-mb`) or while the
+/// server shuts down. Reports the disk's free space either way.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
-        (status = 200, description = "Ready.", body = String),
-        (status = 503, description = "`not_ready`.", body = sluice_openapi::Problem, content_type = "application/problem+json"),
+        (status = 200, description = "Ready, with the disk's free space.", body = sluice_openapi::Readiness),
+        (status = 503, description = "`not_ready`, or `insufficient_storage` (the disk is below the floor; the detail gives its free space).", body = sluice_openapi::Problem, content_type = "application/problem+json"),
     ))]
 async fn ready(
     axum::extract::State(state): axum::extract::State<AppState>,
-) -> Result<&'static str, ApiError> {
+) -> Result<axum::Json<sluice_openapi::Readiness>, ApiError> {
     if state.log.is_poisoned() || *state.shutdown.borrow() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -154,7 +156,23 @@ async fn ready(
             "the store does not accept writes (shutting down, or a commit failed)",
         ));
     }
-    Ok("ready")
+    let disk = state.log.disk();
+    if !disk.appends_allowed() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "insufficient_storage",
+            format!(
+                "the disk has {} bytes free, below the floor of {} (--min-free-disk-mb): \
+                 appends are refused; reads and deletes are served",
+                disk.free_bytes, disk.min_free_bytes
+            ),
+        ));
+    }
+    Ok(axum::Json(sluice_openapi::Readiness {
+        status: "ready".to_string(),
+        disk_free_bytes: disk.free_bytes,
+        min_free_disk_bytes: disk.min_free_bytes,
+    }))
 }
 
 /// The process is up.

@@ -111,7 +111,10 @@ pub async fn track(State(timeout): State<Duration>, req: Request, next: Next) ->
                 )
                 .into_response(),
             };
-            if res.status().is_server_error() {
+            // A full disk refuses every append; the log says so once, not per answer.
+            if res.status().is_server_error()
+                && res.status() != axum::http::StatusCode::INSUFFICIENT_STORAGE
+            {
                 request_span().in_scope(|| {
                     tracing::error!(
                         status = res.status().as_u16(),
@@ -239,5 +242,9 @@ fn sample(state: &AppState) -> Result<(), ApiError> {
     if let Ok(meta) = std::fs::metadata(state.log.path()) {
         gauge!("sluice_storage_bytes").set(meta.len() as f64);
     }
+    let disk = state.log.disk();
+    gauge!("sluice_disk_free_bytes").set(disk.free_bytes as f64);
+    gauge!("sluice_disk_min_free_bytes").set(disk.min_free_bytes as f64);
+    gauge!("sluice_disk_reserve_held").set(f64::from(u8::from(disk.reserve_held)));
     Ok(())
 }

@@ -36,6 +36,18 @@ pub enum Error {
     /// A request argument the log cannot accept (bad name, zero partitions, ...).
     #[error("{0}")]
     Invalid(String),
+    /// The data directory's disk has less free space than the floor: appends are
+    /// refused until space is freed (deletes, retention and compaction go on).
+    #[error(
+        "the disk has {free_bytes} bytes free, below the floor of {min_free_bytes}: appends \
+         are refused until space is freed"
+    )]
+    InsufficientStorage {
+        /// Bytes free.
+        free_bytes: u64,
+        /// The floor.
+        min_free_bytes: u64,
+    },
     /// An earlier durable commit failed; the log refuses writes until it is reopened,
     /// because what reached the disk is no longer known.
     #[error("the log refuses writes after a failed commit; restart to recover")]

@@ -16,6 +16,7 @@
 mod backup;
 mod batch;
 mod compaction;
+mod disk;
 mod error;
 mod log;
 mod maintenance;
@@ -28,6 +29,7 @@ mod wal;
 mod writer;
 
 pub use crate::backup::{Summary, inspect, restore};
+pub use crate::disk::DiskStatus;
 pub use crate::error::{Error, Result};
 pub use crate::log::{
     AppendHook, AppendRequest, AppendUnit, CommitHook, CommitStats, Log, LogOptions, NewRecord,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use redb::{Database, ReadableDatabase, ReadableTable};
 
 use crate::batch::Batch;
+use crate::disk::{DataFile, Disk};
 use crate::error::{Error, Result};
 use crate::maintenance;
 use crate::record::RecordView;
@@ -59,6 +60,11 @@ pub struct LogOptions {
     pub on_append: Option<AppendHook>,
     /// Called after each group commit.
     pub on_commit: Option<CommitHook>,
+    /// Appends are refused while the data directory's disk has less free space
+    /// than this (see [`crate::DiskStatus`]).
+    pub min_free_bytes: u64,
+    /// Size of the reserve file kept for a full disk; 0 keeps none.
+    pub reserve_bytes: u64,
 }
 
 impl Default for LogOptions {
@@ -71,6 +77,8 @@ impl Default for LogOptions {
             cache_bytes: 64 * 1024 * 1024,
             on_append: None,
             on_commit: None,
+            min_free_bytes: 64 << 20,
+            reserve_bytes: 32 << 20,
         }
     }
 }
@@ -135,6 +143,7 @@ pub struct ReadOutcome {
 
 pub(crate) struct Shared {
     pub db: Database,
+    pub disk: Arc<Disk>,
     pub topics: RwLock<HashMap<String, Arc<Topic>>>,
     pub poisoned: AtomicBool,
     /// Batches only the write-ahead log holds yet.
@@ -217,6 +226,47 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
+/// Makes a new database under a temporary name and renames it into place once it
+/// is durable, so that a power cut during the first start never leaves a file that
+/// does not open (redb writes its header only with the first fsync). A file that is
+/// empty or all zeros, as such a cut left behind before, holds nothing and counts
+/// as not made yet.
+fn create_if_new(dir: &Path, path: &Path, builder: &redb::Builder, disk: &Arc<Disk>) -> Result<()> {
+    let fresh = match std::fs::File::open(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
+        Err(e) => return Err(e.into()),
+        Ok(f) => {
+            use std::io::Read;
+            let mut reader = std::io::BufReader::new(f);
+            let mut buf = [0u8; 64 * 1024];
+            loop {
+                let n = reader.read(&mut buf)?;
+                if n == 0 {
+                    break true;
+                }
+                if buf[..n].iter().any(|b| *b != 0) {
+                    break false;
+                }
+            }
+        }
+    };
+    if !fresh {
+        return Ok(());
+    }
+    let tmp = dir.join(format!("{}.new", crate::backup::DB_FILE));
+    let _ = std::fs::remove_file(&tmp);
+    {
+        let db = builder.create_with_backend(DataFile::open(&tmp, disk.clone())?)?;
+        let mut txn = db.begin_write()?;
+        txn.set_durability(redb::Durability::Immediate)?;
+        txn.commit()?;
+    }
+    std::fs::File::open(&tmp)?.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}
+
 impl Log {
     /// Opens (or creates) the log in `dir`. Start-up reads one row per topic and
     /// per partition, never the records.
@@ -224,9 +274,11 @@ impl Log {
         std::fs::create_dir_all(dir)?;
         crate::backup::remove_stale_snapshots(dir);
         let path = dir.join(crate::backup::DB_FILE);
-        let db = Database::builder()
-            .set_cache_size(options.cache_bytes)
-            .create(&path)?;
+        let disk = Disk::open(dir, options.min_free_bytes, options.reserve_bytes);
+        let mut builder = Database::builder();
+        builder.set_cache_size(options.cache_bytes);
+        create_if_new(dir, &path, &builder, &disk)?;
+        let db = builder.create_with_backend(DataFile::open(&path, disk.clone())?)?;
         let txn = db.begin_write()?;
         let epoch;
         let next_topic_id;
@@ -305,6 +357,7 @@ impl Log {
 
         let shared = Arc::new(Shared {
             db,
+            disk,
             topics: RwLock::new(topics),
             poisoned: AtomicBool::new(false),
             recent: Default::default(),
@@ -322,6 +375,7 @@ impl Log {
             wal,
             wal_seq,
             last_durable: std::time::Instant::now(),
+            refusing_appends: false,
         };
         let writer = std::thread::Builder::new()
             .name("sluice-writer".into())
@@ -367,6 +421,11 @@ impl Log {
     /// Path of the redb file.
     pub fn path(&self) -> &Path {
         &self.inner.path
+    }
+
+    /// Free space of the data directory's disk, and whether appends are taken.
+    pub fn disk(&self) -> crate::DiskStatus {
+        self.inner.shared.disk.status()
     }
 
     /// Whether a failed commit has stopped all writes.

@@ -183,6 +183,8 @@ pub(crate) struct Writer {
     pub wal_seq: u64,
     /// When the last durable commit ran.
     pub last_durable: std::time::Instant,
+    /// Whether appends are being refused for want of disk space.
+    pub refusing_appends: bool,
 }
 
 /// The longest the write-ahead log goes without a durable commit (a checkpoint)...
@@ -245,6 +247,10 @@ impl Writer {
             }
             return;
         }
+        let cmds = self.admit(cmds);
+        if cmds.is_empty() {
+            return;
+        }
         let mut group = Group {
             topics: HashMap::new(),
             parts: BTreeMap::new(),
@@ -278,6 +284,52 @@ impl Writer {
                 duration: started.elapsed(),
             });
         }
+    }
+
+    /// Refuses the group's appends while the disk is below the floor; everything
+    /// else goes on, as deletes, retention and compaction are what frees space.
+    /// Takes the disk reserve back once there is room for it.
+    fn admit(&mut self, cmds: Vec<Command>) -> Vec<Command> {
+        if !cmds.iter().any(|c| matches!(c, Command::Append { .. })) {
+            return cmds;
+        }
+        let disk = &self.shared.disk;
+        let status = disk.status();
+        if !status.reserve_held {
+            disk.restore_reserve();
+        }
+        let allowed = status.appends_allowed();
+        if allowed == self.refusing_appends {
+            self.refusing_appends = !allowed;
+            if allowed {
+                tracing::info!(
+                    free_bytes = status.free_bytes,
+                    "disk space is back: taking appends again"
+                );
+            } else {
+                tracing::warn!(
+                    free_bytes = status.free_bytes,
+                    min_free_bytes = status.min_free_bytes,
+                    "the disk is below its free-space floor: refusing appends until space is freed"
+                );
+            }
+        }
+        if allowed {
+            return cmds;
+        }
+        let refused = || Error::InsufficientStorage {
+            free_bytes: status.free_bytes,
+            min_free_bytes: status.min_free_bytes,
+        };
+        cmds.into_iter()
+            .filter_map(|c| match c {
+                Command::Append { .. } => {
+                    reject(c, refused);
+                    None
+                }
+                other => Some(other),
+            })
+            .collect()
     }
 
     /// A durable commit of the write-ahead log's rows and its position.

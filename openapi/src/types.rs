@@ -234,3 +234,14 @@ pub struct CloudEvent {
     #[schema(pattern = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$")]
     pub data_base64: Option<String>,
 }
+
+/// `GET /readyz` body while the server takes writes.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct Readiness {
+    /// Always `ready`.
+    pub status: String,
+    /// Bytes free on the data directory's disk.
+    pub disk_free_bytes: u64,
+    /// The floor below which appends are refused (`--min-free-disk-mb`).
+    pub min_free_disk_bytes: u64,
+}

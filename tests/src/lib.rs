@@ -357,3 +357,44 @@ pub fn tool_available(group: &str, test: &str, missing: Option<String>, install:
     }
     false
 }
+
+/// A small tmpfs mounted for one test, so that it can fill a disk; unmounted when
+/// dropped. Mounting needs root (as CI runs); without it the test fails with that
+/// hint, or is skipped with `SLUICE_TEST_SKIP=disk`.
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `mib` MiB for `test`, or `None` when it was opted out of.
+    pub fn mount(test: &str, mib: u64) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "sluice-test"])
+            .arg(dir.path())
+            .output();
+        let missing = match out {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(format!(
+                "could not mount a tmpfs: {}",
+                String::from_utf8_lossy(&o.stderr).trim()
+            )),
+            Err(e) => Some(format!("could not run mount: {e}")),
+        };
+        tool_available("disk", test, missing, "run the tests as root").then_some(Tmpfs { dir })
+    }
+
+    /// The mount point.
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}

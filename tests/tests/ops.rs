@@ -115,10 +115,11 @@ async fn health_and_readiness() {
         (200, "ok".to_string())
     );
     let r = c.get(s.url("/readyz")).send().await.unwrap();
-    assert_eq!(
-        (r.status().as_u16(), r.text().await.unwrap()),
-        (200, "ready".to_string())
-    );
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    assert!(body["disk_free_bytes"].as_u64().unwrap() > 0, "{body}");
+    assert_eq!(body["min_free_disk_bytes"], 64 << 20);
 }
 
 /// On SIGTERM readiness goes to 503 while the server still serves for the

@@ -63,6 +63,7 @@ const ACCEPTED_TYPES: &[&str] = &[
         (status = 415, description = "`unsupported_media_type`: a `Content-Type` other than those above (and `application/x-www-form-urlencoded`, curl's default, read as JSON); the detail lists them.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`key_required`: the topic is compacted and a record has no key; nothing was written.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the store refused the write; nothing was written.", body = Problem, content_type = "application/problem+json"),
+        (status = 507, description = "`insufficient_storage`: the disk is below `--min-free-disk-mb`; nothing was written. Appends resume on their own once space is freed.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`: no valid bearer token.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: the token does not cover this object.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
