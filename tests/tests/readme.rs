@@ -10,8 +10,12 @@ use sluice_tests::{Server, workspace_root};
 /// The quickstart's shell blocks, in order.
 fn quickstart() -> Vec<String> {
     let readme = std::fs::read_to_string(workspace_root().join("README.md")).unwrap();
-    let start = readme.find("## Quickstart").expect("README has a Quickstart");
-    let end = readme[start..].find("\n## Running").map_or(readme.len(), |e| start + e);
+    let start = readme
+        .find("## Quickstart")
+        .expect("README has a Quickstart");
+    let end = readme[start..]
+        .find("\n## Running")
+        .map_or(readme.len(), |e| start + e);
     let mut blocks = Vec::new();
     let mut rest = &readme[start..end];
     while let Some(open) = rest.find("```sh\n") {
