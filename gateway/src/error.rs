@@ -276,27 +276,32 @@ impl FromRequest<crate::state::AppState> for Body {
         }
         let mut body = req.into_body().into_data_stream();
         let mut permit: Option<tokio::sync::OwnedSemaphorePermit> = None;
-        let mut bytes = bytes::BytesMut::new();
+        // One chunk, the usual case, is kept as it came; more are gathered.
         let mut first: Option<axum::body::Bytes> = None;
+        let mut gathered = bytes::BytesMut::new();
+        let mut total = 0;
         while let Some(chunk) = body.next().await {
             let chunk = chunk.map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
-            let total = bytes.len() + first.as_ref().map_or(0, |f| f.len()) + chunk.len();
+            total += chunk.len();
             if total > max {
                 return Err(payload_too_large());
             }
             state.limits.hold_body(&mut permit, total).await?;
-            // One chunk, the usual case, is kept as it came; more are gathered.
-            match first.take() {
-                None if bytes.is_empty() => first = Some(chunk),
-                prev => {
-                    if let Some(prev) = prev {
-                        bytes.extend_from_slice(&prev);
+            match &first {
+                None => first = Some(chunk),
+                Some(f) => {
+                    if gathered.is_empty() {
+                        gathered.extend_from_slice(f);
                     }
-                    bytes.extend_from_slice(&chunk);
+                    gathered.extend_from_slice(&chunk);
                 }
             }
         }
-        let bytes = first.unwrap_or_else(|| bytes.freeze());
+        let bytes = if gathered.is_empty() {
+            first.unwrap_or_default()
+        } else {
+            gathered.freeze()
+        };
         Ok(Body(bytes, InFlight(permit)))
     }
 }

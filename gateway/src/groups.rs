@@ -106,7 +106,10 @@ impl Tokens {
     fn take(&mut self) -> u64 {
         if self.next >= self.end {
             match (self.source)() {
-                Ok(block) if !block.is_empty() => (self.next, self.end) = (block.start, block.end),
+                // Never below a token already handed out while reserving failed.
+                Ok(block) if !block.is_empty() => {
+                    (self.next, self.end) = (block.start.max(self.next), block.end)
+                }
                 Ok(_) => tracing::error!("empty block of fencing tokens reserved"),
                 // The store refuses writes; so will every commit. Going on past the
                 // block keeps tokens unique within this process.

@@ -65,13 +65,14 @@ impl Limits {
         if !trusted(&peer) {
             return peer;
         }
-        let hops: Vec<IpAddr> = if headers.contains_key(header::FORWARDED) {
+        // Nearest last; `None` for an entry that names no address.
+        let hops: Vec<Option<IpAddr>> = if headers.contains_key(header::FORWARDED) {
             headers
                 .get_all(header::FORWARDED)
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
-                .filter_map(forwarded_for)
+                .map(forwarded_for)
                 .collect()
         } else {
             headers
@@ -79,11 +80,13 @@ impl Limits {
                 .iter()
                 .filter_map(|v| v.to_str().ok())
                 .flat_map(|v| v.split(','))
-                .filter_map(|a| a.trim().parse().ok())
+                .map(|a| a.trim().parse().ok())
                 .collect()
         };
         let mut client = peer;
+        // Past an entry that names no address, nothing further left can be trusted.
         for hop in hops.into_iter().rev() {
+            let Some(hop) = hop else { break };
             client = hop;
             if !trusted(&hop) {
                 break;
@@ -266,6 +269,15 @@ mod tests {
                 "198.51.100.17",
             ),
             (vec![("forwarded", "for=unknown")], "10.0.0.5"),
+            // What stands left of an entry the proxy could not name is not believed.
+            (
+                vec![("forwarded", "for=198.51.100.17, for=unknown")],
+                "10.0.0.5",
+            ),
+            (
+                vec![("x-forwarded-for", "198.51.100.17, garbage")],
+                "10.0.0.5",
+            ),
             // Forwarded wins over X-Forwarded-For.
             (
                 vec![

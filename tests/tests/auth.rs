@@ -613,64 +613,59 @@ async fn rate_limits_are_off_by_default_for_an_open_loopback_server() {
 #[tokio::test]
 async fn clients_behind_a_trusted_proxy_are_told_apart() {
     let c = client();
-    let exhaust = |s: &Server, header: (&'static str, String)| {
-        let (c, url) = (c.clone(), s.url("/v1/topics"));
-        async move {
-            for _ in 0..50 {
-                let r = c
-                    .get(&url)
-                    .header(header.0, &header.1)
-                    .send()
-                    .await
-                    .unwrap();
-                if r.status() == 429 {
-                    return true;
-                }
-            }
-            false
-        }
-    };
+    let xff = |ip: &str| ("x-forwarded-for", format!("198.51.100.1, {ip}"));
+    let forwarded = |v: &str| ("forwarded", v.to_string());
     let s = Server::start_with(&[
         "--rate-limit-requests",
         "5",
         "--trusted-proxy",
         "127.0.0.0/8",
     ]);
-    let xff = |ip: &str| ("x-forwarded-for", format!("198.51.100.1, {ip}"));
     assert!(
-        exhaust(&s, xff("203.0.113.1")).await,
+        limited(&c, &s, xff("203.0.113.1")).await,
         "one client is limited"
     );
-    let r = c
-        .get(s.url("/v1/topics"))
-        .header("x-forwarded-for", "203.0.113.2")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "another client behind the proxy is not");
-    let r = c
-        .get(s.url("/v1/topics"))
-        .header("forwarded", "for=203.0.113.3;proto=https")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200, "nor one named by Forwarded");
-    assert!(exhaust(&s, ("forwarded", "for=\"[2001:db8::7]:443\"".into())).await);
+    assert_eq!(
+        get_with(&c, &s, xff("203.0.113.2")).await,
+        200,
+        "another behind the proxy is not"
+    );
+    let named = forwarded("for=203.0.113.3;proto=https");
+    assert_eq!(
+        get_with(&c, &s, named).await,
+        200,
+        "nor one named by Forwarded"
+    );
+    assert!(limited(&c, &s, forwarded("for=\"[2001:db8::7]:443\"")).await);
 
     // Without --trusted-proxy every made-up header is the same (loopback) client.
     let s = Server::start_with(&["--rate-limit-requests", "5"]);
-    assert!(exhaust(&s, xff("203.0.113.1")).await);
-    let r = c
-        .get(s.url("/v1/topics"))
-        .header("x-forwarded-for", "203.0.113.2")
-        .send()
-        .await
-        .unwrap();
+    assert!(limited(&c, &s, xff("203.0.113.1")).await);
+    let status = get_with(&c, &s, xff("203.0.113.2")).await;
     assert_eq!(
-        r.status(),
-        429,
+        status, 429,
         "the header is not believed from an untrusted peer"
     );
+}
+
+/// The status of `GET /v1/topics` with `header`.
+async fn get_with(c: &reqwest::Client, s: &Server, header: (&str, String)) -> u16 {
+    let r = c
+        .get(s.url("/v1/topics"))
+        .header(header.0, header.1)
+        .send()
+        .await;
+    r.unwrap().status().as_u16()
+}
+
+/// Whether requests with `header` run into the request limit within 50 tries.
+async fn limited(c: &reqwest::Client, s: &Server, header: (&str, String)) -> bool {
+    for _ in 0..50 {
+        if get_with(c, s, header.clone()).await == 429 {
+            return true;
+        }
+    }
+    false
 }
 
 #[test]
