@@ -372,6 +372,9 @@ function overview(main, cleanup) {
       ['Group lag', num(totalLag)],
       ['WebSockets', num(s.websocket_connections)],
       ['Data on disk', bytes(s.data_bytes)],
+      ['Disk free', s.disk_free_bytes < s.min_free_disk_bytes
+        ? h('span', { class: 'bad', title: 'Below --min-free-disk-mb: appends are refused until space is freed' }, `${bytes(s.disk_free_bytes)}, appends refused`)
+        : bytes(s.disk_free_bytes)],
       ['Uptime', duration(s.uptime_ms)],
       ['Version', s.version],
     ].map(([label, value]) => h('div', { class: 'card' }, h('div', { class: 'label' }, label), h('div', { class: 'value' }, value))));

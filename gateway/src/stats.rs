@@ -98,7 +98,8 @@ impl Stats {
         self.started.elapsed().as_millis() as u64
     }
 
-    /// Bytes the data directory takes, summed over its files.
+    /// Bytes the data directory takes, summed over its files but the disk reserve
+    /// (room kept free for a full disk, not data).
     pub fn data_bytes(&self) -> u64 {
         fn walk(dir: &std::path::Path) -> u64 {
             let Ok(entries) = std::fs::read_dir(dir) else {
@@ -106,6 +107,7 @@ impl Stats {
             };
             entries
                 .flatten()
+                .filter(|e| e.file_name() != sluice_log::RESERVE_FILE)
                 .map(|e| match e.metadata() {
                     Ok(m) if m.is_dir() => walk(&e.path()),
                     Ok(m) => m.len(),

@@ -29,7 +29,7 @@ use redb::StorageBackend;
 use redb::backends::FileBackend;
 
 /// The reserve's file name in the data directory.
-pub(crate) const RESERVE_FILE: &str = "sluice.reserve";
+pub const RESERVE_FILE: &str = "sluice.reserve";
 
 /// Free space, the floor and the reserve of one data directory.
 #[derive(Debug)]

@@ -29,7 +29,7 @@ mod wal;
 mod writer;
 
 pub use crate::backup::{Summary, inspect, restore};
-pub use crate::disk::DiskStatus;
+pub use crate::disk::{DiskStatus, RESERVE_FILE};
 pub use crate::error::{Error, Result};
 pub use crate::log::{
     AppendHook, AppendRequest, AppendUnit, CommitHook, CommitStats, Log, LogOptions, NewRecord,

@@ -17,6 +17,10 @@ pub struct ServerStats {
     pub now_ms: u64,
     /// Bytes the data directory takes on disk.
     pub data_bytes: u64,
+    /// Bytes free on the data directory's disk.
+    pub disk_free_bytes: u64,
+    /// The floor below which appends are refused (`--min-free-disk-mb`).
+    pub min_free_disk_bytes: u64,
     /// Open WebSocket connections.
     pub websocket_connections: u64,
     /// Topics the token may produce to or read, sorted by name.

@@ -80,6 +80,12 @@ async function pages() {
     await page.locator('a[href="#/tables/per_customer"]').first().waitFor({ timeout: 10000 });
     await page.waitForTimeout(2500); // a few readings for the charts
     await shot(page, 'dashboard-overview');
+    const stats = await api('GET', '/v1/stats');
+    const disk = page.locator('.card', { hasText: 'Disk free' });
+    await disk.waitFor({ timeout: 10000 });
+    const shown = await disk.locator('.value').innerText();
+    check(/[0-9]/.test(shown) && !shown.includes('refused'), `disk free card shows "${shown}"`);
+    check(stats.disk_free_bytes >= stats.min_free_disk_bytes, `stats: ${JSON.stringify([stats.disk_free_bytes, stats.min_free_disk_bytes])}`);
   });
 
   await step('live tail shows a record produced through the API', async () => {
