@@ -135,7 +135,8 @@ fn summarize(db: &Database) -> Result<Summary> {
 /// data gets a new epoch: offsets written after the backup was taken will be
 /// written again, and the epoch tells clients that stored offsets are void.
 /// Refuses when `data_dir` already holds data unless `replace`, and always while a
-/// server has it open.
+/// server has it open. The directory's write-ahead log goes with the data it
+/// replaces.
 pub fn restore(backup: &Path, data_dir: &Path, replace: bool) -> Result<Summary> {
     inspect(backup)?;
     std::fs::create_dir_all(data_dir)?;
@@ -169,6 +170,15 @@ pub fn restore(backup: &Path, data_dir: &Path, replace: bool) -> Result<Summary>
             return Err(e);
         }
     };
+    // The database and the write-ahead log are one unit: entries of the data being
+    // replaced would be replayed onto the restored copy. The log goes first, so a
+    // crash in between leaves the old database without it (its durable state, about
+    // to be replaced anyway), never the new one with the old log.
+    match std::fs::remove_file(data_dir.join(crate::wal::WAL_FILE)) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e.into()),
+        _ => {}
+    }
+    File::open(data_dir)?.sync_all()?;
     std::fs::rename(&tmp, &target)?;
     File::open(data_dir)?.sync_all()?;
     Ok(summary)

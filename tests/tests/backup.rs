@@ -168,3 +168,64 @@ fn backup_needs_an_admin_token_when_auth_is_on() {
     );
     assert!(out.exists());
 }
+
+/// Restoring over a directory that held data replaces all of it: the write-ahead
+/// log of the data it replaces is not replayed onto the restored copy.
+#[tokio::test]
+async fn restore_over_a_directory_replaces_its_write_ahead_log_too() {
+    let mut s = Server::start();
+    let c = client();
+    create_topic(&c, &s, "t", 1).await;
+    let produce = |n: usize| {
+        let (c, url) = (c.clone(), s.url("/v1/topics/t/records"));
+        async move {
+            for i in 0..n {
+                let r = c
+                    .post(&url)
+                    .json(&json!({"value": i}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }
+    };
+    produce(10).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("backup.redb");
+    let (base, out) = (s.base.clone(), file.to_string_lossy().into_owned());
+    let backup =
+        tokio::task::spawn_blocking(move || run(&["backup", "--url", &base, "--out", &out]))
+            .await
+            .unwrap();
+    assert!(
+        backup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backup.stderr)
+    );
+    // Single records go through the write-ahead log.
+    produce(8).await;
+    s.kill();
+    let restore = run(&[
+        "restore",
+        "--from",
+        &file.to_string_lossy(),
+        "--data-dir",
+        &s.data_dir.to_string_lossy(),
+        "--replace",
+    ]);
+    assert!(
+        restore.status.success(),
+        "{}",
+        String::from_utf8_lossy(&restore.stderr)
+    );
+    let r = Server::start_in(s.data_dir.clone(), &[]);
+    let t = get_json(&c, &r, "/v1/topics/t").await;
+    assert_eq!(t["partitions"][0]["end_offset"], 10, "{t}");
+    let values: Vec<Value> = fetch_all(&c, &r, "t", 0)
+        .await
+        .into_iter()
+        .map(|rec| rec["value"].clone())
+        .collect();
+    assert_eq!(values, (0..10).map(|i| json!(i)).collect::<Vec<_>>());
+}
