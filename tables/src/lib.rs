@@ -124,7 +124,9 @@ pub struct Status {
 
 struct Table {
     compiled: Compiled,
-    topic: Arc<Topic>,
+    /// The source; `None` when it was already gone when the engine opened (the
+    /// table is then failed, listed and deletable).
+    topic: Option<Arc<Topic>>,
     sql: Option<String>,
     created_ms: u64,
     applied: Mutex<Vec<u64>>,
@@ -196,16 +198,19 @@ impl Engine {
                 let Ok(compiled) = stored.def.compile() else {
                     continue;
                 };
-                let topic = log.topic(&stored.def.source);
-                let (topic, state) = match topic {
-                    Some(t) if t.id() == stored.topic_id => (t, (State::Backfilling, None)),
-                    _ => {
+                let topic = log
+                    .topic(&stored.def.source)
+                    .filter(|t| t.id() == stored.topic_id);
+                let state = match &topic {
+                    Some(_) => (State::Backfilling, None),
+                    None => {
                         tracing::warn!(table = name.value(), "source topic is gone");
-                        // Keep the table visible, failed, with a placeholder topic.
-                        continue;
+                        // Kept visible, failed, so that it can be seen and deleted.
+                        (State::Failed, Some(gone(&stored.def.source)))
                     }
                 };
-                let mut applied = vec![0; topic.partition_count() as usize];
+                let partitions = topic.as_ref().map_or(0, |t| t.partition_count());
+                let mut applied = vec![0; partitions as usize];
                 for (p, a) in applied.iter_mut().enumerate() {
                     *a = offsets
                         .get((name.value(), p as u32))?
@@ -263,7 +268,7 @@ impl Engine {
             .read()
             .expect("tables lock")
             .values()
-            .any(|t| t.topic.id() == topic_id);
+            .any(|t| t.topic.as_ref().is_some_and(|t| t.id() == topic_id));
         if read {
             self.notify();
         }
@@ -320,7 +325,7 @@ impl Engine {
             })?;
         let table = Arc::new(Table {
             compiled,
-            topic,
+            topic: Some(topic),
             sql,
             created_ms: stored.created_ms,
             applied: Mutex::new(applied),
@@ -402,7 +407,10 @@ impl Engine {
                     (
                         p as u32,
                         *a,
-                        t.topic.partition(p as u32).map_or(*a, |i| i.end_offset),
+                        t.topic
+                            .as_ref()
+                            .and_then(|t| t.partition(p as u32))
+                            .map_or(*a, |i| i.end_offset),
                     )
                 })
                 .collect(),
@@ -422,7 +430,8 @@ impl Engine {
         let t = table_of(&self.shared, name)?;
         let txn = self.shared.log.begin_read()?;
         let rows = txn.open_table(ROWS)?;
-        let offsets = read_offsets(&txn, name, t.topic.partition_count())?;
+        let partitions = t.topic.as_ref().map_or(0, |t| t.partition_count());
+        let offsets = read_offsets(&txn, name, partitions)?;
         let row = rows
             .get((name, key))?
             .map(|v| render(&t.compiled, v.value()));
@@ -519,29 +528,29 @@ fn materialize(shared: &Shared) {
     }
 }
 
+/// Why a table whose source topic is gone stopped.
+fn gone(source: &str) -> String {
+    format!("source topic '{source}' was deleted")
+}
+
 /// Applies one batch of a table; returns whether there was anything to apply.
 fn step(shared: &Shared, name: &str, t: &Table) -> Result<bool> {
     if t.state.lock().expect("state lock").0 == State::Failed {
         return Ok(false);
     }
-    match shared.log.topic(&t.compiled.def.source) {
-        Some(topic) if topic.id() == t.topic.id() => {}
+    let topic = match (&t.topic, shared.log.topic(&t.compiled.def.source)) {
+        (Some(ours), Some(now)) if ours.id() == now.id() => ours,
         _ => {
-            *t.state.lock().expect("state lock") = (
-                State::Failed,
-                Some(format!(
-                    "source topic '{}' was deleted",
-                    t.compiled.def.source
-                )),
-            );
+            *t.state.lock().expect("state lock") =
+                (State::Failed, Some(gone(&t.compiled.def.source)));
             return Ok(false);
         }
-    }
+    };
     let applied = t.applied.lock().expect("applied lock").clone();
     let mut folded = Folded::default();
     let mut next = applied.clone();
     for (p, from) in applied.iter().enumerate() {
-        let info = t.topic.partition(p as u32).expect("partition in range");
+        let info = topic.partition(p as u32).expect("partition in range");
         let from = (*from).max(info.start_offset);
         if from >= info.end_offset {
             next[p] = from;
@@ -549,7 +558,7 @@ fn step(shared: &Shared, name: &str, t: &Table) -> Result<bool> {
         }
         let outcome = shared
             .log
-            .read(&t.topic, p as u32, from, BATCH, usize::MAX, |_, r| {
+            .read(topic, p as u32, from, BATCH, usize::MAX, |_, r| {
                 folded.add(&t.compiled, &r);
             })?;
         next[p] = outcome.next_offset;

@@ -581,3 +581,50 @@ async fn closed_windows_are_dropped_after_their_retention() {
     assert_eq!(row(&c, &s, "per_min", &new).await.unwrap()["n"], 1);
     assert_eq!(table_caught_up(&c, &s, "per_min").await["rows"], 1);
 }
+
+/// A table whose source topic is deleted stops, and stays listed as failed with
+/// the reason across a restart; it can be deleted, and then made again.
+#[tokio::test]
+async fn a_table_whose_source_is_gone_is_failed_listed_and_deletable() {
+    let mut s = Server::start();
+    let c = client();
+    create_topic(&c, &s, "src", 1).await;
+    let def = json!({"name": "t", "source": "src", "key": "key"});
+    create_table(&c, &s, def.clone()).await;
+    produce(&c, &s, "src", vec![json!({"key": "a", "value": 1})]).await;
+    table_caught_up(&c, &s, "t").await;
+    let r = c.delete(s.url("/v1/topics/src")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let failed = |s: &Server| {
+        let (c, url) = (c.clone(), s.url("/v1/tables/t"));
+        async move {
+            for _ in 0..100 {
+                let t: Value = c.get(&url).send().await.unwrap().json().await.unwrap();
+                if t["state"] == "failed" {
+                    return t;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("the table never failed");
+        }
+    };
+    failed(&s).await;
+    s.restart();
+    let t = failed(&s).await;
+    assert!(t["reason"].as_str().unwrap().contains("src"), "{t}");
+    let list = sluice_tests::get_json(&c, &s, "/v1/tables").await;
+    assert_eq!(list["tables"].as_array().unwrap().len(), 1, "{list}");
+    create_topic(&c, &s, "src", 1).await;
+    let r = c.post(s.url("/v1/tables")).json(&def).send().await.unwrap();
+    assert_eq!(r.status(), 409, "the failed table still holds its name");
+    let r = c.delete(s.url("/v1/tables/t")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    create_table(&c, &s, def).await;
+    produce(&c, &s, "src", vec![json!({"key": "b", "value": 2})]).await;
+    table_caught_up(&c, &s, "t").await;
+    assert!(row(&c, &s, "t", "b").await.is_some());
+    assert!(
+        row(&c, &s, "t", "a").await.is_none(),
+        "rows of the old table are gone"
+    );
+}
