@@ -30,6 +30,8 @@ pub struct MemberView {
     /// Whether the member's last answer already carried this generation; if not, it
     /// should be told the new assignment at once.
     pub informed: bool,
+    /// The group's session timeout, in effect for every member.
+    pub session_timeout: Duration,
 }
 
 /// One partition's state within a group's topic.
@@ -45,7 +47,6 @@ struct Member {
     last_seen: Instant,
     /// The generation of the last answer the member was given.
     answered: Option<u64>,
-    session_timeout: Duration,
     /// Token subject that created the member, when members are bound to subjects.
     subject: Option<String>,
 }
@@ -60,15 +61,18 @@ struct TopicState {
 #[derive(Debug)]
 struct Group {
     generation: u64,
+    /// Set by the poll that made the group; the same for all its members.
+    session_timeout: Duration,
     topics: HashMap<String, TopicState>,
     /// Carries the generation; long polls wait on it to learn of rebalances.
     changed: watch::Sender<u64>,
 }
 
 impl Group {
-    fn new() -> Self {
+    fn new(session_timeout: Duration) -> Self {
         Group {
             generation: 0,
+            session_timeout,
             topics: HashMap::new(),
             changed: watch::channel(0).0,
         }
@@ -151,12 +155,17 @@ pub struct Coordinator {
     groups: Mutex<HashMap<String, Group>>,
     /// Locked after `groups`, never before.
     tokens: Mutex<Tokens>,
+    /// A new group's session timeout when its first poll names none.
+    default_session: Duration,
 }
 
 impl Coordinator {
-    /// A coordinator whose generations come from `source`.
-    pub fn new(source: TokenSource) -> Self {
+    /// A coordinator whose generations come from `source`, and whose groups
+    /// time members out after `default_session` unless their first poll asks for
+    /// another value.
+    pub fn new(source: TokenSource, default_session: Duration) -> Self {
         Coordinator {
+            default_session,
             groups: Mutex::default(),
             tokens: Mutex::new(Tokens {
                 next: 0,
@@ -169,6 +178,8 @@ impl Coordinator {
     /// Registers or refreshes `consumer` as a member of `group` for `topic`,
     /// rebalancing if membership changed. `partitions` is the topic's partition
     /// count; a topic re-created under the same name (new `topic_id`) starts over.
+    /// `session_timeout` is taken only by the poll that makes the group (it belongs
+    /// to the group); the answer carries the value in effect.
     #[allow(clippy::too_many_arguments)]
     pub fn join(
         &self,
@@ -177,12 +188,14 @@ impl Coordinator {
         topic_id: u64,
         partitions: u32,
         consumer: &str,
-        session_timeout: Duration,
+        session_timeout: Option<Duration>,
         subject: Option<&str>,
         bind_subject: bool,
     ) -> Result<MemberView, GroupError> {
         let mut groups = self.groups.lock().expect("groups lock");
-        let g = groups.entry(group.to_string()).or_insert_with(Group::new);
+        let g = groups
+            .entry(group.to_string())
+            .or_insert_with(|| Group::new(session_timeout.unwrap_or(self.default_session)));
         let now = Instant::now();
         let mut changed = expire(g, now);
         let t = g.topics.entry(topic.to_string()).or_default();
@@ -200,7 +213,6 @@ impl Coordinator {
                     return Err(GroupError::NotYours);
                 }
                 m.last_seen = now;
-                m.session_timeout = session_timeout;
             }
             None => {
                 t.members.insert(
@@ -208,7 +220,6 @@ impl Coordinator {
                     Member {
                         last_seen: now,
                         answered: None,
-                        session_timeout,
                         subject: subject.map(str::to_string),
                     },
                 );
@@ -223,6 +234,7 @@ impl Coordinator {
             generation: g.generation,
             assignment: owned(t, consumer),
             informed: t.members[consumer].answered == Some(g.generation),
+            session_timeout: g.session_timeout,
         })
     }
 
@@ -416,7 +428,7 @@ impl Coordinator {
                     consumer: id.clone(),
                     topic: name.clone(),
                     idle: now.duration_since(m.last_seen),
-                    session_timeout: m.session_timeout,
+                    session_timeout: g.session_timeout,
                     assignment: owned(t, id),
                 });
             }
@@ -491,10 +503,11 @@ fn owned(t: &TopicState, consumer: &str) -> Vec<u32> {
 /// Drops members past their session timeout; returns whether any went.
 fn expire(g: &mut Group, now: Instant) -> bool {
     let mut changed = false;
+    let timeout = g.session_timeout;
     for t in g.topics.values_mut() {
         let before = t.members.len();
         t.members
-            .retain(|_, m| now.duration_since(m.last_seen) <= m.session_timeout);
+            .retain(|_, m| now.duration_since(m.last_seen) <= timeout);
         changed |= t.members.len() != before;
     }
     changed
@@ -565,16 +578,18 @@ mod tests {
     /// Tokens from a counter in memory, in blocks of 3 so tests cross blocks.
     fn coordinator() -> Coordinator {
         let next = Mutex::new(1);
-        Coordinator::new(Box::new(move || {
-            let mut n = next.lock().unwrap();
-            *n += 3;
-            Ok(*n - 3..*n)
-        }))
+        Coordinator::new(
+            Box::new(move || {
+                let mut n = next.lock().unwrap();
+                *n += 3;
+                Ok(*n - 3..*n)
+            }),
+            Duration::from_secs(30),
+        )
     }
 
     fn join(c: &Coordinator, who: &str) -> MemberView {
-        c.join("g", "t", 1, 6, who, Duration::from_secs(30), None, false)
-            .unwrap()
+        c.join("g", "t", 1, 6, who, None, None, false).unwrap()
     }
 
     #[test]
@@ -613,10 +628,7 @@ mod tests {
     #[test]
     fn seven_partitions_over_three_members_differ_by_at_most_one() {
         let c = coordinator();
-        let join7 = |w: &str| {
-            c.join("g", "t", 1, 7, w, Duration::from_secs(30), None, false)
-                .unwrap()
-        };
+        let join7 = |w: &str| c.join("g", "t", 1, 7, w, None, None, false).unwrap();
         for w in ["x", "y", "z"] {
             join7(w);
         }

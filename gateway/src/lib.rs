@@ -358,10 +358,13 @@ pub fn build_state(
         })),
     )?);
     let _ = waiters.engine.set(Arc::downgrade(&tables));
-    let groups = Arc::new(crate::groups::Coordinator::new(Box::new({
-        let log = log.clone();
-        move || log.reserve_fencing_tokens().map_err(|e| e.to_string())
-    })));
+    let groups = Arc::new(crate::groups::Coordinator::new(
+        Box::new({
+            let log = log.clone();
+            move || log.reserve_fencing_tokens().map_err(|e| e.to_string())
+        }),
+        std::time::Duration::from_millis(config.group_session_timeout_ms),
+    ));
     Ok(AppState::new(crate::state::Shared {
         log,
         limits: Arc::new(Limits::new(
@@ -374,7 +377,6 @@ pub fn build_state(
         auth,
         groups,
         group_config: crate::state::GroupConfig {
-            session_timeout: std::time::Duration::from_millis(config.group_session_timeout_ms),
             bind_subject: config.bind_consumers_to_subject,
         },
         tail: Arc::new(crate::tail::TailCache::new(

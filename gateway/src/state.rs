@@ -59,8 +59,6 @@ pub struct Shared {
 /// Consumer-group settings.
 #[derive(Debug, Clone, Copy)]
 pub struct GroupConfig {
-    /// Session timeout of a member that names none.
-    pub session_timeout: std::time::Duration,
     /// Whether a consumer id belongs to the token subject that first used it.
     pub bind_subject: bool,
 }

@@ -505,7 +505,7 @@ impl Connection {
                     topic.id(),
                     topic.partition_count(),
                     &g.consumer,
-                    self.state.group_config.session_timeout,
+                    None,
                     self.principal.sub.as_deref(),
                     self.state.group_config.bind_subject,
                 )?;
@@ -724,7 +724,6 @@ async fn group_reader(
     reset: ResetNamed,
     out: mpsc::Sender<Message>,
 ) {
-    let session = state.group_config.session_timeout;
     let mut appended = state.waiters.subscribe_topic(g.topic.id());
     let name = g.topic.name().to_string();
     let mut announced = None;
@@ -736,7 +735,7 @@ async fn group_reader(
             g.topic.id(),
             g.topic.partition_count(),
             &g.consumer,
-            session,
+            None,
             subject.as_deref(),
             state.group_config.bind_subject,
         ) {
@@ -837,7 +836,7 @@ async fn group_reader(
             _ = appended.changed() => {}
             () = crate::groups::rebalanced(rebalanced.as_mut()) => {}
             // Keep the session alive while nothing happens.
-            () = tokio::time::sleep(session / 3) => {}
+            () = tokio::time::sleep(view.session_timeout / 3) => {}
         }
     }
 }

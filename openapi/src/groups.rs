@@ -12,6 +12,9 @@ pub struct PollResponse {
     pub generation: u64,
     /// The partitions this consumer owns now, ascending.
     pub assignment: Vec<u32>,
+    /// The group's session timeout in effect: a member that does not poll for this
+    /// long loses its partitions.
+    pub session_timeout_ms: u64,
     /// Records from the group's positions in the assigned partitions.
     pub records: Vec<FetchedRecord>,
 }

@@ -741,3 +741,34 @@ async fn tokens_from_before_the_group_emptied_or_a_restart_are_refused() {
     let d = sluice_tests::get_json(&c, &s, "/v1/groups/g").await;
     assert_eq!(committed(d), json!(30));
 }
+
+/// The session timeout belongs to the group: the poll that makes the group sets
+/// it, every answer carries the value in effect, and a later poll cannot change it
+/// for the others.
+#[tokio::test]
+async fn the_session_timeout_belongs_to_the_group() {
+    let s = Server::start_with(&["--group-session-timeout-ms", "20000"]);
+    let c = client();
+    create_topic(&c, &s, "t", 2).await;
+    let a = poll(&c, &s, "g", "t", "consumer=a&session_timeout_ms=5000").await;
+    assert_eq!(a["session_timeout_ms"], 5000);
+    let b = poll(&c, &s, "g", "t", "consumer=b&session_timeout_ms=60000").await;
+    assert_eq!(
+        b["session_timeout_ms"], 5000,
+        "a later poll gets the value in effect"
+    );
+    let d = sluice_tests::get_json(&c, &s, "/v1/groups/g").await;
+    for m in d["members"].as_array().unwrap() {
+        assert_eq!(m["session_timeout_ms"], 5000, "{m}");
+    }
+    // A group made without a value takes the server's default.
+    let other = poll(&c, &s, "h", "t", "consumer=a").await;
+    assert_eq!(other["session_timeout_ms"], 20000);
+    // Out of range is still refused.
+    let r = c
+        .get(s.url("/v1/groups/h/topics/t/records?consumer=a&session_timeout_ms=5"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

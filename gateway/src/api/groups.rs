@@ -81,8 +81,10 @@ pub struct PollParams {
     wait_ms: Option<u64>,
     /// Commit what the previous poll returned before reading on.
     auto_commit: Option<bool>,
-    /// Drop this member when it has not polled for this long (1000 to 300000 ms;
-    /// default the server's `--group-session-timeout-ms`, 30 s).
+    /// The group's session timeout, taken from the poll that makes the group: a
+    /// member that has not polled for this long loses its partitions (1000 to
+    /// 300000 ms; default the server's `--group-session-timeout-ms`, 30 s). Later
+    /// polls get the value in effect in the answer.
     #[param(minimum = 1000, maximum = 300000)]
     session_timeout_ms: Option<u64>,
     /// Where a group with no committed offset starts: `earliest` (default) or `latest`.
@@ -124,13 +126,11 @@ pub async fn poll(
     let limit = params.limit.unwrap_or(100);
     let max_bytes = params.max_bytes.unwrap_or(1024 * 1024);
     let wait_ms = params.wait_ms.unwrap_or(0);
-    let session_ms = params
-        .session_timeout_ms
-        .unwrap_or(state.group_config.session_timeout.as_millis() as u64);
+    let session_ms = params.session_timeout_ms;
     if !(1..=MAX_LIMIT).contains(&limit)
         || !(1..=MAX_MAX_BYTES).contains(&max_bytes)
         || wait_ms > MAX_WAIT_MS
-        || !(SESSION_RANGE_MS.0..=SESSION_RANGE_MS.1).contains(&session_ms)
+        || session_ms.is_some_and(|ms| !(SESSION_RANGE_MS.0..=SESSION_RANGE_MS.1).contains(&ms))
     {
         return Err(ApiError::bad_request(
             "invalid_query",
@@ -142,7 +142,7 @@ pub async fn poll(
         ));
     }
     let consumer = params.consumer;
-    let session = Duration::from_millis(session_ms);
+    let session = session_ms.map(Duration::from_millis);
     let reset = params.reset.unwrap_or(ResetNamed::Earliest);
     let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
     let mut data_watch = (wait_ms > 0).then(|| state.waiters.subscribe_topic(topic.id()));
@@ -200,7 +200,7 @@ pub async fn poll(
             state
                 .groups
                 .answered(&group, &name, &consumer, view.generation);
-            return Ok(poll_response(view.generation, &view.assignment, body));
+            return Ok(poll_response(&view, body));
         }
         let data = data_watch.as_mut().expect("waiting");
         tokio::select! {
@@ -301,12 +301,15 @@ async fn read_assigned(
     .map_err(ApiError::from)
 }
 
-fn poll_response(generation: u64, assignment: &[u32], records: Vec<u8>) -> Response {
-    let mut body = Vec::with_capacity(records.len() + 64);
+fn poll_response(view: &crate::groups::MemberView, records: Vec<u8>) -> Response {
+    let mut body = Vec::with_capacity(records.len() + 96);
     body.extend_from_slice(b"{\"generation\":");
-    body.extend_from_slice(itoa::Buffer::new().format(generation).as_bytes());
+    body.extend_from_slice(itoa::Buffer::new().format(view.generation).as_bytes());
     body.extend_from_slice(b",\"assignment\":");
-    body.extend_from_slice(&serde_json::to_vec(assignment).unwrap_or_default());
+    body.extend_from_slice(&serde_json::to_vec(&view.assignment).unwrap_or_default());
+    body.extend_from_slice(b",\"session_timeout_ms\":");
+    let ms = view.session_timeout.as_millis() as u64;
+    body.extend_from_slice(itoa::Buffer::new().format(ms).as_bytes());
     body.extend_from_slice(b",\"records\":[");
     body.extend_from_slice(&records);
     body.extend_from_slice(b"]}");
