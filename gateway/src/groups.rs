@@ -3,15 +3,20 @@
 //! the log; everything here is rebuilt from polls after a restart.
 //!
 //! One group may consume several topics; each topic's partitions are spread over
-//! the members that poll that topic. The group's generation changes whenever any of
-//! its assignments changes, and a commit must name the current generation. The
-//! HTTP poll and the WebSocket group subscription both drive this type.
+//! the members that poll that topic. Each consumer has a generation of its own, a
+//! fencing token that changes whenever its assignment does; a commit must name the
+//! consumer's current one. The HTTP poll and the WebSocket group subscription both
+//! drive this type.
 //!
-//! A generation is a fencing token that never repeats for a group: not after the
-//! group empties and its state is dropped, not after a restart. Tokens come from
-//! one counter for all groups, in blocks the log reserves durably (see
-//! [`TokenSource`]), so a commit made with a token from before can never match a
-//! current one.
+//! **Revoke before assign**: a partition moves to another member only once its
+//! owner has been told it lost it (an answer to its poll without it), or once the
+//! owner leaves or expires; until then it is nobody else's. No partition ever has
+//! two owners.
+//!
+//! Generations never repeat for a group: not after the group empties and its state
+//! is dropped, not after a restart. They come from one counter for all groups, in
+//! blocks the log reserves durably (see [`TokenSource`]), so a commit made with a
+//! token from before can never match a current one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
@@ -23,12 +28,13 @@ use tokio::sync::watch;
 /// A member's view after joining or refreshing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberView {
-    /// The group's generation.
+    /// The consumer's generation: its fencing token.
     pub generation: u64,
     /// The partitions of the topic this member owns, ascending.
     pub assignment: Vec<u32>,
     /// Whether the member's last answer already carried this generation; if not, it
-    /// should be told the new assignment at once.
+    /// should be told the new assignment at once (which is also what lets the
+    /// partitions it lost go to their next owners).
     pub informed: bool,
     /// The group's session timeout, in effect for every member.
     pub session_timeout: Duration,
@@ -38,8 +44,18 @@ pub struct MemberView {
 #[derive(Debug, Clone, Default)]
 struct PartitionState {
     owner: Option<String>,
+    /// Where the partition goes once its owner has been told it lost it; while set,
+    /// the partition is in nobody's assignment.
+    next: Option<String>,
     /// Next offset to hand out; `None` until first read from the committed offset.
     position: Option<u64>,
+}
+
+impl PartitionState {
+    /// Whether `consumer` owns the partition and has not been asked to give it up.
+    fn held_by(&self, consumer: &str) -> bool {
+        self.owner.as_deref() == Some(consumer) && self.next.is_none()
+    }
 }
 
 #[derive(Debug)]
@@ -60,11 +76,14 @@ struct TopicState {
 
 #[derive(Debug)]
 struct Group {
+    /// The newest generation any of its consumers got.
     generation: u64,
+    /// Each live consumer's generation (one over all the topics it polls).
+    tokens: HashMap<String, u64>,
     /// Set by the poll that made the group; the same for all its members.
     session_timeout: Duration,
     topics: HashMap<String, TopicState>,
-    /// Carries the generation; long polls wait on it to learn of rebalances.
+    /// Carries `generation`; long polls wait on it to learn of rebalances.
     changed: watch::Sender<u64>,
 }
 
@@ -72,19 +91,43 @@ impl Group {
     fn new(session_timeout: Duration) -> Self {
         Group {
             generation: 0,
+            tokens: HashMap::new(),
             session_timeout,
             topics: HashMap::new(),
             changed: watch::channel(0).0,
         }
     }
 
-    /// Rebalances every topic of the group and gives it a new generation.
+    /// Rebalances every topic of the group; gives a new generation to each
+    /// consumer whose assignment changed.
     fn rebalance(&mut self, tokens: &Mutex<Tokens>) {
+        let mut changed = std::collections::BTreeSet::new();
         for t in self.topics.values_mut() {
-            rebalance(t);
+            changed.extend(rebalance(t));
         }
-        self.generation = tokens.lock().expect("tokens lock").take();
+        self.renew(changed, tokens);
+    }
+
+    /// New generations for `consumers`; drops those of consumers that are gone.
+    fn renew(&mut self, consumers: std::collections::BTreeSet<String>, tokens: &Mutex<Tokens>) {
+        let topics = &self.topics;
+        self.tokens
+            .retain(|c, _| topics.values().any(|t| t.members.contains_key(c)));
+        if consumers.is_empty() {
+            return;
+        }
+        let mut tokens = tokens.lock().expect("tokens lock");
+        for c in consumers {
+            if topics.values().any(|t| t.members.contains_key(&c)) {
+                self.generation = tokens.take();
+                self.tokens.insert(c, self.generation);
+            }
+        }
         self.changed.send_replace(self.generation);
+    }
+
+    fn token(&self, consumer: &str) -> Option<u64> {
+        self.tokens.get(consumer).copied()
     }
 
     /// Drops members whose sessions ran out and rebalances if any went.
@@ -229,25 +272,50 @@ impl Coordinator {
         if changed {
             g.rebalance(&self.tokens);
         }
+        if g.token(consumer).is_none() {
+            // A new member whose assignment is empty for now still needs a token.
+            g.renew([consumer.to_string()].into(), &self.tokens);
+        }
+        let generation = g.token(consumer).expect("a member has a generation");
         let t = &g.topics[topic];
         Ok(MemberView {
-            generation: g.generation,
+            generation,
             assignment: owned(t, consumer),
-            informed: t.members[consumer].answered == Some(g.generation),
+            informed: t.members[consumer].answered == Some(generation),
             session_timeout: g.session_timeout,
         })
     }
 
-    /// Records that the member was answered with `generation`.
+    /// Records that the member was answered with `generation`. If that is its
+    /// current one, it now knows it lost the partitions it was asked to give up:
+    /// they go to their next owners (revoke before assign).
     pub fn answered(&self, group: &str, topic: &str, consumer: &str, generation: u64) {
         let mut groups = self.groups.lock().expect("groups lock");
-        if let Some(m) = groups
-            .get_mut(group)
-            .and_then(|g| g.topics.get_mut(topic))
-            .and_then(|t| t.members.get_mut(consumer))
-        {
-            m.answered = Some(generation);
+        let Some(g) = groups.get_mut(group) else {
+            return;
+        };
+        let current = g.token(consumer) == Some(generation);
+        let Some(t) = g.topics.get_mut(topic) else {
+            return;
+        };
+        let Some(m) = t.members.get_mut(consumer) else {
+            return;
+        };
+        m.answered = Some(generation);
+        if !current {
+            return;
         }
+        let mut receivers = std::collections::BTreeSet::new();
+        for p in &mut t.partitions {
+            if p.owner.as_deref() == Some(consumer)
+                && let Some(next) = p.next.take()
+            {
+                p.owner = Some(next.clone());
+                p.position = None;
+                receivers.insert(next);
+            }
+        }
+        g.renew(receivers, &self.tokens);
     }
 
     /// Removes a member from every topic of the group at once.
@@ -306,13 +374,13 @@ impl Coordinator {
         let mut groups = self.groups.lock().expect("groups lock");
         let g = groups
             .get_mut(group)
-            .filter(|g| g.generation == generation)?;
+            .filter(|g| g.token(consumer) == Some(generation))?;
         let t = g.topics.get_mut(topic)?;
         Some(
             t.partitions
                 .iter_mut()
                 .enumerate()
-                .filter(|(_, p)| p.owner.as_deref() == Some(consumer))
+                .filter(|(_, p)| p.held_by(consumer))
                 .map(|(i, p)| {
                     let pos = *p.position.get_or_insert_with(|| committed(i as u32));
                     (i as u32, pos)
@@ -334,14 +402,14 @@ impl Coordinator {
         let mut groups = self.groups.lock().expect("groups lock");
         let Some(t) = groups
             .get_mut(group)
-            .filter(|g| g.generation == generation)
+            .filter(|g| g.token(consumer) == Some(generation))
             .and_then(|g| g.topics.get_mut(topic))
         else {
             return false;
         };
         for &(p, from, next) in read {
             match t.partitions.get_mut(p as usize) {
-                Some(s) if s.owner.as_deref() == Some(consumer) && s.position == Some(from) => {
+                Some(s) if s.held_by(consumer) && s.position == Some(from) => {
                     s.position = Some(next);
                 }
                 _ => return false,
@@ -350,8 +418,9 @@ impl Coordinator {
         true
     }
 
-    /// Checks that a commit may go ahead: current generation, and every partition
-    /// owned by the committing member.
+    /// Checks that a commit may go ahead: the consumer's current generation, and
+    /// every partition owned by it. A partition it was asked to give up is still
+    /// its own until it is told so, so what it read can still be committed.
     pub fn check_commit(
         &self,
         group: &str,
@@ -365,11 +434,18 @@ impl Coordinator {
         let g = groups
             .get(group)
             .ok_or_else(|| GroupError::Stale("the group has no live members".into()))?;
-        if g.generation != generation {
-            return Err(GroupError::Stale(format!(
-                "generation {generation} is stale; the group is at generation {}",
-                g.generation
-            )));
+        match g.token(consumer) {
+            Some(current) if current == generation => {}
+            Some(current) => {
+                return Err(GroupError::Stale(format!(
+                    "generation {generation} is stale; '{consumer}' is at generation {current}"
+                )));
+            }
+            None => {
+                return Err(GroupError::Stale(format!(
+                    "'{consumer}' is not a live member of the group"
+                )));
+            }
         }
         for &(topic, p) in partitions {
             let t = g.topics.get(topic);
@@ -491,11 +567,12 @@ pub async fn rebalanced(watch: Option<&mut watch::Receiver<u64>>) {
     }
 }
 
+/// The partitions `consumer` is told it owns.
 fn owned(t: &TopicState, consumer: &str) -> Vec<u32> {
     t.partitions
         .iter()
         .enumerate()
-        .filter(|(_, p)| p.owner.as_deref() == Some(consumer))
+        .filter(|(_, p)| p.held_by(consumer))
         .map(|(i, _)| i as u32)
         .collect()
 }
@@ -515,48 +592,85 @@ fn expire(g: &mut Group, now: Instant) -> bool {
 
 /// Sticky, balanced assignment: every partition goes to exactly one member, member
 /// loads differ by at most one, and a partition keeps its owner whenever that owner
-/// is still a member and under its share. A partition that changes hands restarts
-/// from the committed offset (its position is cleared).
-fn rebalance(t: &mut TopicState) {
+/// is still a member and under its share. A partition that moves away from a live
+/// member is first revoked (`next` names where it goes, and it leaves the owner's
+/// assignment); one whose owner is gone moves at once, and restarts from the
+/// committed offset. Returns the members whose assignment changed.
+fn rebalance(t: &mut TopicState) -> std::collections::BTreeSet<String> {
+    let before: Vec<Option<String>> = t.partitions.iter().map(visible_owner).collect();
+    let target = targets(t);
+    for (p, target) in t.partitions.iter_mut().zip(target) {
+        let live_owner = p.owner.as_ref().filter(|o| t.members.contains_key(*o));
+        match live_owner {
+            Some(o) if Some(o) == target.as_ref() => p.next = None,
+            Some(_) => p.next = target,
+            None => {
+                if p.owner != target {
+                    p.position = None;
+                }
+                p.owner = target;
+                p.next = None;
+            }
+        }
+    }
+    let mut changed = std::collections::BTreeSet::new();
+    for (p, was) in t.partitions.iter().zip(before) {
+        let now = visible_owner(p);
+        if now != was {
+            changed.extend(was);
+            changed.extend(now);
+        }
+    }
+    changed
+}
+
+/// The member a partition is in the assignment of, if any.
+fn visible_owner(p: &PartitionState) -> Option<String> {
+    p.owner.clone().filter(|_| p.next.is_none())
+}
+
+/// Where each partition should end up: sticky to the member it is with or going
+/// to, balanced, `None` only when there are no members.
+fn targets(t: &TopicState) -> Vec<Option<String>> {
     let n = t.partitions.len();
     let m = t.members.len();
     if m == 0 {
-        for p in &mut t.partitions {
-            p.owner = None;
-            p.position = None;
-        }
-        return;
+        return vec![None; n];
     }
+    // Each partition's intended owner: where it is going, else who has it.
+    let intended: Vec<Option<&str>> = t
+        .partitions
+        .iter()
+        .map(|p| {
+            p.next
+                .as_deref()
+                .or(p.owner.as_deref())
+                .filter(|o| t.members.contains_key(*o))
+        })
+        .collect();
     let (base, extra) = (n / m, n % m);
     let mut kept: BTreeMap<&str, usize> = t.members.keys().map(|k| (k.as_str(), 0)).collect();
-    for p in &t.partitions {
-        if let Some(c) = kept.get_mut(p.owner.as_deref().unwrap_or("")) {
-            *c += 1;
-        }
+    for o in intended.iter().flatten() {
+        *kept.get_mut(o).expect("a member") += 1;
     }
     // The members that already hold the most get the `extra` larger shares.
     let mut order: Vec<(&str, usize)> = kept.iter().map(|(k, v)| (*k, *v)).collect();
     order.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-    let cap: HashMap<String, usize> = order
+    let cap: HashMap<&str, usize> = order
         .iter()
         .enumerate()
-        .map(|(i, (k, _))| (k.to_string(), base + usize::from(i < extra)))
+        .map(|(i, (k, _))| (*k, base + usize::from(i < extra)))
         .collect();
-    let mut load: HashMap<String, usize> = cap.keys().map(|k| (k.clone(), 0)).collect();
+    let mut load: HashMap<&str, usize> = cap.keys().map(|k| (*k, 0)).collect();
+    let mut out: Vec<Option<String>> = vec![None; n];
     let mut free = Vec::new();
-    for (i, p) in t.partitions.iter_mut().enumerate() {
-        let keep = p
-            .owner
-            .as_ref()
-            .is_some_and(|o| load.get(o).is_some_and(|l| *l < cap[o]));
-        if keep {
-            *load
-                .get_mut(p.owner.as_ref().expect("kept owner"))
-                .expect("member") += 1;
-        } else {
-            p.owner = None;
-            p.position = None;
-            free.push(i);
+    for (i, o) in intended.iter().enumerate() {
+        match o {
+            Some(o) if load[o] < cap[o] => {
+                *load.get_mut(o).expect("a member") += 1;
+                out[i] = Some(o.to_string());
+            }
+            _ => free.push(i),
         }
     }
     for i in free {
@@ -565,10 +679,11 @@ fn rebalance(t: &mut TopicState) {
             .filter(|(k, l)| **l < cap[*k])
             .min_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(b.0)))
             .expect("a member under its share exists while partitions are free");
-        let who = who.clone();
-        *load.get_mut(&who).expect("member") += 1;
-        t.partitions[i].owner = Some(who);
+        let who = *who;
+        *load.get_mut(who).expect("a member") += 1;
+        out[i] = Some(who.to_string());
     }
+    out
 }
 
 #[cfg(test)]
@@ -588,8 +703,11 @@ mod tests {
         )
     }
 
+    /// A poll: join, and the answer that tells the member its assignment.
     fn join(c: &Coordinator, who: &str) -> MemberView {
-        c.join("g", "t", 1, 6, who, None, None, false).unwrap()
+        let view = c.join("g", "t", 1, 6, who, None, None, false).unwrap();
+        c.answered("g", "t", who, view.generation);
+        view
     }
 
     #[test]
@@ -604,9 +722,11 @@ mod tests {
         assert_eq!(b.assignment.len(), 3);
         // Sticky: a kept three of its own.
         assert!(a.assignment.iter().all(|p| a1.assignment.contains(p)));
-        let cc = join(&c, "c");
+        join(&c, "c");
+        // c gets its partitions once a and b have been told they lost them.
         let a2 = join(&c, "a");
         let b2 = join(&c, "b");
+        let cc = join(&c, "c");
         let mut all: Vec<u32> = [&a2.assignment, &b2.assignment, &cc.assignment]
             .iter()
             .flat_map(|v| v.iter().copied())
@@ -628,7 +748,11 @@ mod tests {
     #[test]
     fn seven_partitions_over_three_members_differ_by_at_most_one() {
         let c = coordinator();
-        let join7 = |w: &str| c.join("g", "t", 1, 7, w, None, None, false).unwrap();
+        let join7 = |w: &str| {
+            let view = c.join("g", "t", 1, 7, w, None, None, false).unwrap();
+            c.answered("g", "t", w, view.generation);
+            view
+        };
         for w in ["x", "y", "z"] {
             join7(w);
         }
@@ -640,14 +764,70 @@ mod tests {
         assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
     }
 
+    /// A partition is nobody else's until its owner has been told it lost it.
+    #[test]
+    fn revoke_before_assign() {
+        let c = coordinator();
+        let a = join(&c, "a");
+        assert_eq!(a.assignment.len(), 6);
+        // b joins: a is to give up three, but has not been told yet.
+        let b = c.join("g", "t", 1, 6, "b", None, None, false).unwrap();
+        assert_eq!(b.assignment, Vec::<u32>::new(), "nothing until a is told");
+        c.answered("g", "t", "b", b.generation);
+        assert!(
+            c.join("g", "t", 1, 6, "b", None, None, false)
+                .unwrap()
+                .assignment
+                .is_empty()
+        );
+        // a may still commit what it read from all six, with the generation it had.
+        let all: Vec<(&str, u32)> = (0..6).map(|p| ("t", p)).collect();
+        assert!(
+            matches!(
+                c.check_commit("g", "a", a.generation, &all, None, false),
+                Err(GroupError::Stale(_))
+            ),
+            "a's generation changed with its assignment"
+        );
+        let a2 = c.join("g", "t", 1, 6, "a", None, None, false).unwrap();
+        assert_eq!(a2.assignment.len(), 3);
+        assert!(!a2.informed);
+        assert!(
+            c.check_commit("g", "a", a2.generation, &all, None, false)
+                .is_ok(),
+            "until it is told, a still owns all six"
+        );
+        // a is told: the three go to b, and a can no longer commit them.
+        c.answered("g", "t", "a", a2.generation);
+        let b2 = c.join("g", "t", 1, 6, "b", None, None, false).unwrap();
+        assert_eq!(b2.assignment.len(), 3);
+        assert!(!b2.informed, "b has a new generation to learn");
+        assert!(b2.assignment.iter().all(|p| !a2.assignment.contains(p)));
+        assert!(matches!(
+            c.check_commit("g", "a", a2.generation, &all, None, false),
+            Err(GroupError::Stale(_))
+        ));
+        // A leave moves its partitions at once.
+        c.leave("g", "a", None, false).unwrap();
+        assert_eq!(
+            c.join("g", "t", 1, 6, "b", None, None, false)
+                .unwrap()
+                .assignment
+                .len(),
+            6
+        );
+    }
+
     #[test]
     fn generations_never_repeat_after_a_group_empties() {
         let c = coordinator();
         let mut seen = Vec::new();
         for _ in 0..5 {
             seen.push(join(&c, "a").generation);
+            seen.push(join(&c, "b").generation);
             c.leave("g", "a", None, false).unwrap();
-            seen.push(c.generation("g").unwrap());
+            seen.push(join(&c, "b").generation);
+            c.leave("g", "b", None, false).unwrap();
             c.expire_all();
             assert_eq!(c.generation("g"), None, "the empty group is forgotten");
         }

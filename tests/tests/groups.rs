@@ -49,17 +49,22 @@ async fn three_consumers_split_six_partitions() {
     for id in ["a", "b", "c"] {
         poll(&c, &s, "g", "t", &format!("consumer={id}")).await;
     }
+    // Partitions move once their owner has been told it lost them: a second round
+    // of polls settles the group.
     let mut all = Vec::new();
-    let mut generation = None;
+    let mut generations = BTreeSet::new();
     for id in ["a", "b", "c"] {
         let v = poll(&c, &s, "g", "t", &format!("consumer={id}")).await;
         let a = assignment(&v);
         assert_eq!(a.len(), 2, "{id}: {a:?}");
         all.extend(a);
-        let g = v["generation"].as_u64().unwrap();
-        assert!(generation.is_none_or(|x| x == g), "one generation for all");
-        generation = Some(g);
+        generations.insert(v["generation"].as_u64().unwrap());
     }
+    assert_eq!(
+        generations.len(),
+        3,
+        "each consumer has a generation of its own"
+    );
     all.sort();
     assert_eq!(all, vec![0, 1, 2, 3, 4, 5]);
     let d: Value = c
@@ -731,7 +736,7 @@ async fn tokens_from_before_the_group_emptied_or_a_restart_are_refused() {
     assert_eq!(assignment(&a), vec![0]);
     tokens.push(a["generation"].as_u64().unwrap());
     assert!(
-        tokens.windows(2).all(|w| w[0] < w[1]),
+        tokens[1..].iter().all(|t| *t > before),
         "tokens after the restart are all new: {tokens:?}"
     );
     for old in [stale, before] {
@@ -771,4 +776,41 @@ async fn the_session_timeout_belongs_to_the_group() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+}
+
+/// Revoke before assign: a partition moves to a new member only once its owner's
+/// poll has been answered without it; until then the newcomer waits, and no
+/// partition is ever in two members' assignments.
+#[tokio::test]
+async fn a_partition_moves_only_after_its_owner_is_told() {
+    let s = Server::start();
+    let c = client();
+    create_topic(&c, &s, "t", 4).await;
+    produce(&c, &s, "t", 40).await;
+    let a = poll(&c, &s, "g", "t", "consumer=a&limit=1").await;
+    assert_eq!(assignment(&a), vec![0, 1, 2, 3]);
+    let b = poll(&c, &s, "g", "t", "consumer=b").await;
+    assert_eq!(assignment(&b), Vec::<u64>::new(), "a has not been told yet");
+    assert_eq!(b["records"], json!([]));
+    let a = poll(&c, &s, "g", "t", "consumer=a&limit=1").await;
+    let kept = assignment(&a);
+    assert_eq!(kept.len(), 2);
+    let b = poll(&c, &s, "g", "t", "consumer=b&limit=100").await;
+    let moved = assignment(&b);
+    assert_eq!(moved.len(), 2);
+    assert!(
+        moved.iter().all(|p| !kept.contains(p)),
+        "{kept:?} {moved:?}"
+    );
+    // b reads its new partitions from the committed offsets.
+    assert!(!b["records"].as_array().unwrap().is_empty());
+    // a, told, can no longer commit what it gave up.
+    let commit = json!({"consumer": "a", "generation": a["generation"], "offsets": [{"topic": "t", "partition": moved[0], "offset": 1}]});
+    let r = c
+        .post(s.url("/v1/groups/g/offsets"))
+        .json(&commit)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
 }
