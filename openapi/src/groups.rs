@@ -8,7 +8,8 @@ use crate::FetchedRecord;
 /// A group poll's answer.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct PollResponse {
-    /// The group's generation; commits must name it.
+    /// This consumer's generation: a fencing token, new whenever its assignment
+    /// changes; a commit must name the one from the consumer's latest poll.
     pub generation: u64,
     /// The partitions this consumer owns now, ascending.
     pub assignment: Vec<u32>,
@@ -114,7 +115,7 @@ pub struct GroupSummary {
     pub topics: Vec<String>,
     /// Live members (one per consumer id and topic).
     pub members: usize,
-    /// Current generation, when it has live state.
+    /// The newest generation any of its consumers holds, when it has live state.
     pub generation: Option<u64>,
 }
 
@@ -171,7 +172,7 @@ pub struct GroupTopic {
 pub struct GroupDescription {
     /// Group name.
     pub group: String,
-    /// Current generation, when it has live state.
+    /// The newest generation any of its consumers holds, when it has live state.
     pub generation: Option<u64>,
     /// Live members.
     pub members: Vec<MemberDescription>,
