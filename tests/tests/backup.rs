@@ -15,6 +15,21 @@ fn run(args: &[&str]) -> std::process::Output {
     Command::new(binary()).args(args).output().unwrap()
 }
 
+/// `sluice backup` of the server into `file`; asserts it succeeded.
+async fn backup_to(s: &Server, file: &std::path::Path) -> std::process::Output {
+    let (base, out) = (s.base.clone(), file.to_string_lossy().into_owned());
+    let backup =
+        tokio::task::spawn_blocking(move || run(&["backup", "--url", &base, "--out", &out]))
+            .await
+            .unwrap();
+    assert!(
+        backup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&backup.stderr)
+    );
+    backup
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn backup_while_writing_restores_a_consistent_prefix() {
     let s = Server::start();
@@ -60,16 +75,7 @@ async fn backup_while_writing_restores_a_consistent_prefix() {
     let before: Vec<(u64, u64)> = acked.lock().unwrap().clone();
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("backup.redb");
-    let (base, out) = (s.base.clone(), file.to_string_lossy().into_owned());
-    let backup =
-        tokio::task::spawn_blocking(move || run(&["backup", "--url", &base, "--out", &out]))
-            .await
-            .unwrap();
-    assert!(
-        backup.status.success(),
-        "{}",
-        String::from_utf8_lossy(&backup.stderr)
-    );
+    let backup = backup_to(&s, &file).await;
     assert!(String::from_utf8_lossy(&backup.stdout).contains("backup written to"));
     tokio::time::sleep(Duration::from_millis(200)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -193,16 +199,7 @@ async fn restore_over_a_directory_replaces_its_write_ahead_log_too() {
     produce(10).await;
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("backup.redb");
-    let (base, out) = (s.base.clone(), file.to_string_lossy().into_owned());
-    let backup =
-        tokio::task::spawn_blocking(move || run(&["backup", "--url", &base, "--out", &out]))
-            .await
-            .unwrap();
-    assert!(
-        backup.status.success(),
-        "{}",
-        String::from_utf8_lossy(&backup.stderr)
-    );
+    backup_to(&s, &file).await;
     // Single records go through the write-ahead log.
     produce(8).await;
     s.kill();
