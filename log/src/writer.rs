@@ -112,6 +112,26 @@ pub type WriteFn = Box<dyn FnOnce(&WriteTransaction) -> Result<Result<()>> + Sen
 /// answer its caller.
 type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
 
+/// Queues a command's answer for after the commit. When applying it failed the
+/// whole group fails: the answer then carries that failure (as every answer of a
+/// failed group does) and the error is handed back.
+fn settle<T: Send + 'static>(
+    group: &mut Group,
+    reply: Reply<T>,
+    applied: Result<Result<T>>,
+) -> Result<()> {
+    match applied {
+        Ok(result) => {
+            group.finishes.push(finish(reply, result));
+            Ok(())
+        }
+        Err(e) => {
+            group.finishes.push(finish(reply, Err(Error::Closed)));
+            Err(e)
+        }
+    }
+}
+
 fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T>) -> Finish {
     Box::new(move |commit_error| match commit_error {
         None => reply(result),
@@ -260,7 +280,8 @@ impl Writer {
             redo: None,
         };
         let next_topic_id = self.next_topic_id;
-        let outcome = self.apply(&mut group, cmds);
+        let mut cmds = cmds.into_iter();
+        let outcome = self.apply(&mut group, &mut cmds);
         let commit_error = match outcome {
             Ok(()) => None,
             Err(e) => {
@@ -268,7 +289,12 @@ impl Writer {
                 self.poisoned = true;
                 self.shared.poisoned.store(true, Ordering::Release);
                 self.next_topic_id = next_topic_id;
-                Some(e.to_string())
+                // The commands the failure left unapplied are answered with it too.
+                let message = e.to_string();
+                for c in cmds {
+                    reject(c, || Error::CommitFailed(message.clone()));
+                }
+                Some(message)
             }
         };
         if commit_error.is_none() {
@@ -343,13 +369,16 @@ impl Writer {
     }
 
     /// Applies a group to one transaction and makes it durable.
-    fn apply(&mut self, group: &mut Group, cmds: Vec<Command>) -> Result<()> {
+    /// Takes commands from `cmds` as it applies them; on an error, the failing
+    /// command is answered with the group (see [`settle`]) and the rest stay in
+    /// `cmds`.
+    fn apply(&mut self, group: &mut Group, cmds: &mut std::vec::IntoIter<Command>) -> Result<()> {
         // Small groups of appends and offset commits go to the write-ahead log unless
         // a checkpoint is due; everything else commits durably. A large group gains
         // little from the log (its pages are mostly its records) and would write its
         // records twice.
         let mut bytes = 0usize;
-        let logged = cmds.iter().all(|c| match c {
+        let logged = cmds.as_slice().iter().all(|c| match c {
             Command::Append { request, .. } => {
                 bytes += request
                     .units
@@ -379,23 +408,23 @@ impl Writer {
         if flush_recent {
             self.shared.recent.write_into(&txn)?;
         }
-        for cmd in cmds {
+        for cmd in cmds.by_ref() {
             match cmd {
                 Command::CreateTopic {
                     name,
                     config,
                     reply,
                 } => {
-                    let r = self.create_topic(&txn, group, name, config)?;
-                    group.finishes.push(finish(reply, r));
+                    let r = self.create_topic(&txn, group, name, config);
+                    settle(group, reply, r)?;
                 }
                 Command::DeleteTopic { name, reply } => {
-                    let r = delete_topic(&self.shared, &txn, group, &name)?;
-                    group.finishes.push(finish(reply, r));
+                    let r = delete_topic(&self.shared, &txn, group, &name);
+                    settle(group, reply, r)?;
                 }
                 Command::Append { request, reply } => {
-                    let r = append(&self.shared, &txn, group, request)?;
-                    group.finishes.push(finish(reply, r));
+                    let r = append(&self.shared, &txn, group, request);
+                    settle(group, reply, r)?;
                 }
                 Command::Trim {
                     topic,
@@ -405,7 +434,7 @@ impl Writer {
                     limit,
                     reply,
                 } => {
-                    let r = Ok(trim(
+                    let r = trim(
                         &self.shared,
                         &txn,
                         group,
@@ -414,45 +443,40 @@ impl Writer {
                         before_ms,
                         max_bytes,
                         limit,
-                    )?);
-                    group.finishes.push(finish(reply, r));
+                    );
+                    settle(group, reply, r.map(Ok))?;
                 }
                 Command::ExpireDedupe {
                     before_ms,
                     limit,
                     reply,
                 } => {
-                    let r = Ok(expire_dedupe(&txn, before_ms, limit)?);
-                    group.finishes.push(finish(reply, r));
+                    let r = expire_dedupe(&txn, before_ms, limit);
+                    settle(group, reply, r.map(Ok))?;
                 }
                 Command::Purge { limit, reply } => {
-                    let r = Ok(purge(&txn, limit)?);
-                    group.finishes.push(finish(reply, r));
+                    settle(group, reply, purge(&txn, limit).map(Ok))?;
                 }
                 Command::CommitOffsets {
                     group: name,
                     offsets,
                     reply,
                 } => {
-                    let r = commit_offsets(&self.shared, &txn, group, &name, &offsets)?;
-                    group.finishes.push(finish(reply, r));
+                    let r = commit_offsets(&self.shared, &txn, group, &name, &offsets);
+                    settle(group, reply, r)?;
                 }
                 Command::DeleteGroup { group: name, reply } => {
-                    let r = Ok(delete_group(&txn, &name)?);
-                    group.finishes.push(finish(reply, r));
+                    settle(group, reply, delete_group(&txn, &name).map(Ok))?;
                 }
-                Command::Write { apply, reply } => {
-                    let r = apply(&txn)?;
-                    group.finishes.push(finish(reply, r));
-                }
+                Command::Write { apply, reply } => settle(group, reply, apply(&txn))?,
                 Command::Compact {
                     topic,
                     partition,
                     changes,
                     reply,
                 } => {
-                    compact(&self.shared, &txn, group, &topic, partition, changes)?;
-                    group.finishes.push(finish(reply, Ok(())));
+                    let r = compact(&self.shared, &txn, group, &topic, partition, changes);
+                    settle(group, reply, r.map(Ok))?;
                 }
                 // Taken between groups by `run`.
                 Command::Snapshot { reply } => reply(Err(Error::Closed)),
