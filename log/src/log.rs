@@ -376,6 +376,7 @@ impl Log {
             wal_seq,
             last_durable: std::time::Instant::now(),
             refusing_appends: false,
+            disk_checked: None,
         };
         let writer = std::thread::Builder::new()
             .name("sluice-writer".into())

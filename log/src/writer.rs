@@ -205,7 +205,12 @@ pub(crate) struct Writer {
     pub last_durable: std::time::Instant,
     /// Whether appends are being refused for want of disk space.
     pub refusing_appends: bool,
+    /// The disk's last reading, and when it was taken.
+    pub disk_checked: Option<(std::time::Instant, crate::DiskStatus)>,
 }
+
+/// How long a reading of the disk's free space stands for appends.
+const DISK_CHECK_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// The longest the write-ahead log goes without a durable commit (a checkpoint)...
 const CHECKPOINT_AFTER: std::time::Duration = std::time::Duration::from_millis(250);
@@ -319,11 +324,23 @@ impl Writer {
         if !cmds.iter().any(|c| matches!(c, Command::Append { .. })) {
             return cmds;
         }
+        // While appends are taken, read at most every `DISK_CHECK_EVERY` (at any
+        // write rate far less than the floor; it keeps a `statvfs` off most groups);
+        // while they are refused, every time, so they resume as soon as there is room.
         let disk = &self.shared.disk;
-        let status = disk.status();
-        if !status.reserve_held {
-            disk.restore_reserve();
-        }
+        let status = match self.disk_checked {
+            Some((at, status)) if status.appends_allowed() && at.elapsed() < DISK_CHECK_EVERY => {
+                status
+            }
+            _ => {
+                let status = disk.status();
+                if !status.reserve_held {
+                    disk.restore_reserve();
+                }
+                self.disk_checked = Some((std::time::Instant::now(), status));
+                status
+            }
+        };
         let allowed = status.appends_allowed();
         if allowed == self.refusing_appends {
             self.refusing_appends = !allowed;
