@@ -6,7 +6,9 @@
 //! one fsync for everything queued while the previous commit ran; appends are made
 //! durable in the write-ahead log and reach redb in bulk, read from memory until
 //! then), idempotent appends, retention, compaction, the purge of deleted topics,
-//! and consistent snapshots of the file for backups (and restoring one).
+//! consistent snapshots of the file for backups (and restoring one), the data
+//! directory's disk (a free-space floor for appends and a reserve for a full disk),
+//! and the durable counter behind consumer-group fencing tokens.
 //!
 //! It must not depend on HTTP, async runtimes or auth: it is a synchronous library
 //! with a callback-style write API, so any front end (the gateway, the table engine,
