@@ -1,7 +1,7 @@
 //! Backups: a consistent copy of the database taken while it serves, and restoring
 //! one into a data directory.
 //!
-//! A snapshot is taken on the writer thread between two group commits, right after a
+//! A snapshot is taken on the writer thread between two commit rounds, right after a
 //! durable commit that holds everything the write-ahead log held; nothing writes
 //! while the file is copied, so the copy is the database exactly as of that commit.
 //! The copy opens like a database after a crash at that commit. Writes wait while

@@ -28,10 +28,10 @@ use crate::writer::{Command, Reply, Writer};
 /// `(topic id, partition, new end offset)`.
 pub type AppendHook = Arc<dyn Fn(u64, u32, u64) + Send + Sync>;
 
-/// Called after each group commit with its size and duration.
+/// Called after each commit round with its size and duration.
 pub type CommitHook = Arc<dyn Fn(&CommitStats) + Send + Sync>;
 
-/// What one group commit did.
+/// What one commit round did.
 #[derive(Debug, Clone, Copy)]
 pub struct CommitStats {
     /// Records written.
@@ -58,7 +58,7 @@ pub struct LogOptions {
     pub cache_bytes: usize,
     /// Called after each commit that appended records.
     pub on_append: Option<AppendHook>,
-    /// Called after each group commit.
+    /// Called after each commit round.
     pub on_commit: Option<CommitHook>,
     /// Appends are refused while the data directory's disk has less free space
     /// than this (see [`crate::DiskStatus`]).
@@ -516,7 +516,7 @@ impl Log {
         });
     }
 
-    /// Runs `apply` inside the next group commit's write transaction, for engines
+    /// Runs `apply` inside the next commit round's write transaction, for engines
     /// that keep their own tables in the same file (so their state and what they
     /// read commit together). `reply` is called once the commit is durable.
     pub fn write(&self, apply: crate::WriteFn, reply: Reply<()>) {

@@ -1,14 +1,14 @@
-//! The single writer thread and its group commit.
+//! The single writer thread and its commit rounds (group commit).
 //!
 //! Every change to the log is a [`Command`] on one channel. The writer takes the
 //! first command, then everything that queued behind it (while the previous fsync
 //! ran), applies them all in ONE redb write transaction and makes it durable with one
-//! fsync for the whole group, across all topics and partitions, idempotency rows
-//! included: a group of appends and offset commits through the write-ahead log
-//! ([`crate::wal`]), any other group, and periodically one of those, by a durable
-//! redb commit. A group that goes through the write-ahead log leaves its record
+//! fsync for the whole round, across all topics and partitions, idempotency rows
+//! included: a round of appends and offset commits through the write-ahead log
+//! ([`crate::wal`]), any other round, and periodically one of those, by a durable
+//! redb commit. A round that goes through the write-ahead log leaves its record
 //! batches in memory ([`crate::recent`]) for a later commit to write to redb with
-//! those of many other groups. Only then does it publish the new offsets to readers
+//! those of many other rounds. Only then does it publish the new offsets to readers
 //! and answer each command. A failed commit poisons the log: what reached the disk is
 //! unknown, so every later write is refused until the process reopens the log.
 
@@ -34,9 +34,9 @@ use crate::{AppendRequest, now_ms};
 
 pub(crate) use crate::Reply;
 
-/// The most commands one group commit takes, so a flood of small requests still
+/// The most commands one commit round takes, so a flood of small requests still
 /// gets answered in bounded time.
-const MAX_GROUP: usize = 4096;
+const MAX_ROUND: usize = 4096;
 
 pub(crate) enum Command {
     CreateTopic {
@@ -84,7 +84,7 @@ pub(crate) enum Command {
         group: String,
         reply: Reply<usize>,
     },
-    /// Run a caller's writes (the table engine's) in the group's transaction.
+    /// Run a caller's writes (the table engine's) in the round's transaction.
     Write {
         apply: WriteFn,
         reply: Reply<()>,
@@ -103,30 +103,30 @@ pub(crate) enum Command {
     Shutdown,
 }
 
-/// A caller's writes in a group's transaction. The outer error is a storage failure
-/// that sinks the whole group; the inner one refuses this write alone and must only
+/// A caller's writes in a round's transaction. The outer error is a storage failure
+/// that sinks the whole round; the inner one refuses this write alone and must only
 /// be returned before anything was written.
 pub type WriteFn = Box<dyn FnOnce(&WriteTransaction) -> Result<Result<()>> + Send>;
 
-/// What one command of a group leaves to do after the commit: publish its state and
+/// What one command of a round leaves to do after the commit: publish its state and
 /// answer its caller.
 type Finish = Box<dyn FnOnce(Option<&str>) + Send>;
 
 /// Queues a command's answer for after the commit. When applying it failed the
-/// whole group fails: the answer then carries that failure (as every answer of a
-/// failed group does) and the error is handed back.
+/// whole round fails: the answer then carries that failure (as every answer of a
+/// failed round does) and the error is handed back.
 fn settle<T: Send + 'static>(
-    group: &mut Group,
+    round: &mut Round,
     reply: Reply<T>,
     applied: Result<Result<T>>,
 ) -> Result<()> {
     match applied {
         Ok(result) => {
-            group.finishes.push(finish(reply, result));
+            round.finishes.push(finish(reply, result));
             Ok(())
         }
         Err(e) => {
-            group.finishes.push(finish(reply, Err(Error::Closed)));
+            round.finishes.push(finish(reply, Err(Error::Closed)));
             Err(e)
         }
     }
@@ -139,27 +139,27 @@ fn finish<T: Send + 'static>(reply: Reply<T>, result: Result<T>) -> Finish {
     })
 }
 
-/// Partition state as this group sees it, before it is published.
+/// Partition state as this round sees it, before it is published.
 struct Scratch {
     topic: Arc<Topic>,
     partition: u32,
     state: (u64, u64, u64),
 }
 
-struct Group {
-    /// Topics created (`Some`) or deleted (`None`) by earlier commands of this group.
+struct Round {
+    /// Topics created (`Some`) or deleted (`None`) by earlier commands of this round.
     topics: HashMap<String, Option<Arc<Topic>>>,
     parts: BTreeMap<u64, Scratch>,
     /// Records to insert, per partition key, in offset order.
     inserts: BTreeMap<u64, Vec<(u64, Vec<u8>)>>,
     finishes: Vec<Finish>,
     now: u64,
-    /// The rows this group writes, when it goes to the write-ahead log instead of
+    /// The rows this round writes, when it goes to the write-ahead log instead of
     /// being committed durably.
     redo: Option<Vec<Put>>,
 }
 
-impl Group {
+impl Round {
     fn redo(&mut self, put: impl FnOnce() -> Put) {
         if let Some(r) = &mut self.redo {
             r.push(put());
@@ -217,30 +217,30 @@ const CHECKPOINT_AFTER: std::time::Duration = std::time::Duration::from_millis(2
 /// ...or the most it grows.
 const CHECKPOINT_BYTES: u64 = 16 << 20;
 /// Bytes of batches that only the write-ahead log holds, past which they
-/// go to redb with the next group, in a commit without an fsync.
+/// go to redb with the next round, in a commit without an fsync.
 const RECENT_FLUSH_BYTES: usize = 1 << 20;
-/// The largest group, in record bytes, that goes through the write-ahead log.
-const WAL_MAX_GROUP_BYTES: usize = 256 << 10;
+/// The largest round, in record bytes, that goes through the write-ahead log.
+const WAL_MAX_ROUND_BYTES: usize = 256 << 10;
 
 impl Writer {
     pub(crate) fn run(mut self) {
         while let Ok(first) = self.rx.recv() {
             let mut cmds = vec![first];
-            while cmds.len() < MAX_GROUP {
+            while cmds.len() < MAX_ROUND {
                 match self.rx.try_recv() {
                     Ok(c) => cmds.push(c),
                     Err(_) => break,
                 }
             }
             let stop = cmds.iter().any(|c| matches!(c, Command::Shutdown));
-            // A snapshot splits the group: what came before it is committed first,
+            // A snapshot splits the round: what came before it is committed first,
             // and nothing is written while the file is copied.
-            let mut group = Vec::with_capacity(cmds.len());
+            let mut round = Vec::with_capacity(cmds.len());
             for c in cmds {
                 match c {
                     Command::Snapshot { reply } => {
-                        if !group.is_empty() {
-                            self.group_commit(std::mem::take(&mut group));
+                        if !round.is_empty() {
+                            self.commit_round(std::mem::take(&mut round));
                         }
                         reply(if self.poisoned {
                             Err(Error::Poisoned)
@@ -250,11 +250,11 @@ impl Writer {
                                 .and_then(|()| crate::backup::snapshot(&self.path))
                         });
                     }
-                    other => group.push(other),
+                    other => round.push(other),
                 }
             }
-            if !group.is_empty() {
-                self.group_commit(group);
+            if !round.is_empty() {
+                self.commit_round(round);
             }
             if stop {
                 // Commands queued after a shutdown are dropped unanswered; their
@@ -264,7 +264,7 @@ impl Writer {
         }
     }
 
-    fn group_commit(&mut self, cmds: Vec<Command>) {
+    fn commit_round(&mut self, cmds: Vec<Command>) {
         let started = std::time::Instant::now();
         if self.poisoned {
             for c in cmds {
@@ -276,7 +276,7 @@ impl Writer {
         if cmds.is_empty() {
             return;
         }
-        let mut group = Group {
+        let mut round = Round {
             topics: HashMap::new(),
             parts: BTreeMap::new(),
             inserts: BTreeMap::new(),
@@ -286,11 +286,11 @@ impl Writer {
         };
         let next_topic_id = self.next_topic_id;
         let mut cmds = cmds.into_iter();
-        let outcome = self.apply(&mut group, &mut cmds);
+        let outcome = self.apply(&mut round, &mut cmds);
         let commit_error = match outcome {
             Ok(()) => None,
             Err(e) => {
-                tracing::error!(error = %e, "group commit failed; refusing further writes");
+                tracing::error!(error = %e, "round commit failed; refusing further writes");
                 self.poisoned = true;
                 self.shared.poisoned.store(true, Ordering::Release);
                 self.next_topic_id = next_topic_id;
@@ -303,10 +303,10 @@ impl Writer {
             }
         };
         if commit_error.is_none() {
-            self.publish(&group);
+            self.publish(&round);
         }
-        let records: usize = group.inserts.values().map(Vec::len).sum();
-        for f in group.finishes {
+        let records: usize = round.inserts.values().map(Vec::len).sum();
+        for f in round.finishes {
             f(commit_error.as_deref());
         }
         if let Some(hook) = &self.shared.on_commit {
@@ -317,7 +317,7 @@ impl Writer {
         }
     }
 
-    /// Refuses the group's appends while the disk is below the floor; everything
+    /// Refuses the round's appends while the disk is below the floor; everything
     /// else goes on, as deletes, retention and compaction are what frees space.
     /// Takes the disk reserve back once there is room for it.
     fn admit(&mut self, cmds: Vec<Command>) -> Vec<Command> {
@@ -325,7 +325,7 @@ impl Writer {
             return cmds;
         }
         // While appends are taken, read at most every `DISK_CHECK_EVERY` (at any
-        // write rate far less than the floor; it keeps a `statvfs` off most groups);
+        // write rate far less than the floor; it keeps a `statvfs` off most rounds);
         // while they are refused, every time, so they resume as soon as there is room.
         let disk = &self.shared.disk;
         let status = match self.disk_checked {
@@ -385,13 +385,13 @@ impl Writer {
         self.after_durable_commit()
     }
 
-    /// Applies a group to one transaction and makes it durable.
+    /// Applies a round to one transaction and makes it durable.
     /// Takes commands from `cmds` as it applies them; on an error, the failing
-    /// command is answered with the group (see [`settle`]) and the rest stay in
+    /// command is answered with the round (see [`settle`]) and the rest stay in
     /// `cmds`.
-    fn apply(&mut self, group: &mut Group, cmds: &mut std::vec::IntoIter<Command>) -> Result<()> {
-        // Small groups of appends and offset commits go to the write-ahead log unless
-        // a checkpoint is due; everything else commits durably. A large group gains
+    fn apply(&mut self, round: &mut Round, cmds: &mut std::vec::IntoIter<Command>) -> Result<()> {
+        // Small rounds of appends and offset commits go to the write-ahead log unless
+        // a checkpoint is due; everything else commits durably. A large round gains
         // little from the log (its pages are mostly its records) and would write its
         // records twice.
         let mut bytes = 0usize;
@@ -407,20 +407,20 @@ impl Writer {
             }
             Command::CommitOffsets { .. } => true,
             _ => false,
-        }) && bytes <= WAL_MAX_GROUP_BYTES
+        }) && bytes <= WAL_MAX_ROUND_BYTES
             && self.last_durable.elapsed() < CHECKPOINT_AFTER
             && self.wal.len() < CHECKPOINT_BYTES;
         let mut txn = self.shared.db.begin_write()?;
         if logged {
             txn.set_durability(Durability::None)?;
-            group.redo = Some(Vec::new());
+            round.redo = Some(Vec::new());
         } else {
             txn.set_durability(Durability::Immediate)?;
             txn.set_two_phase_commit(self.two_phase_commit);
         }
         // The batches only the write-ahead log holds go to redb in a durable commit
-        // (first, so this group's commands see every record), and otherwise once
-        // they add up to `RECENT_FLUSH_BYTES`: one B-tree update for many groups.
+        // (first, so this round's commands see every record), and otherwise once
+        // they add up to `RECENT_FLUSH_BYTES`: one B-tree update for many rounds.
         let flush_recent = !logged || self.shared.recent.bytes() >= RECENT_FLUSH_BYTES;
         if flush_recent {
             self.shared.recent.write_into(&txn)?;
@@ -432,16 +432,16 @@ impl Writer {
                     config,
                     reply,
                 } => {
-                    let r = self.create_topic(&txn, group, name, config);
-                    settle(group, reply, r)?;
+                    let r = self.create_topic(&txn, round, name, config);
+                    settle(round, reply, r)?;
                 }
                 Command::DeleteTopic { name, reply } => {
-                    let r = delete_topic(&self.shared, &txn, group, &name);
-                    settle(group, reply, r)?;
+                    let r = delete_topic(&self.shared, &txn, round, &name);
+                    settle(round, reply, r)?;
                 }
                 Command::Append { request, reply } => {
-                    let r = append(&self.shared, &txn, group, request);
-                    settle(group, reply, r)?;
+                    let r = append(&self.shared, &txn, round, request);
+                    settle(round, reply, r)?;
                 }
                 Command::Trim {
                     topic,
@@ -454,14 +454,14 @@ impl Writer {
                     let r = trim(
                         &self.shared,
                         &txn,
-                        group,
+                        round,
                         &topic,
                         partition,
                         before_ms,
                         max_bytes,
                         limit,
                     );
-                    settle(group, reply, r.map(Ok))?;
+                    settle(round, reply, r.map(Ok))?;
                 }
                 Command::ExpireDedupe {
                     before_ms,
@@ -469,39 +469,39 @@ impl Writer {
                     reply,
                 } => {
                     let r = expire_dedupe(&txn, before_ms, limit);
-                    settle(group, reply, r.map(Ok))?;
+                    settle(round, reply, r.map(Ok))?;
                 }
                 Command::Purge { limit, reply } => {
-                    settle(group, reply, purge(&txn, limit).map(Ok))?;
+                    settle(round, reply, purge(&txn, limit).map(Ok))?;
                 }
                 Command::CommitOffsets {
                     group: name,
                     offsets,
                     reply,
                 } => {
-                    let r = commit_offsets(&self.shared, &txn, group, &name, &offsets);
-                    settle(group, reply, r)?;
+                    let r = commit_offsets(&self.shared, &txn, round, &name, &offsets);
+                    settle(round, reply, r)?;
                 }
                 Command::DeleteGroup { group: name, reply } => {
-                    settle(group, reply, delete_group(&txn, &name).map(Ok))?;
+                    settle(round, reply, delete_group(&txn, &name).map(Ok))?;
                 }
-                Command::Write { apply, reply } => settle(group, reply, apply(&txn))?,
+                Command::Write { apply, reply } => settle(round, reply, apply(&txn))?,
                 Command::Compact {
                     topic,
                     partition,
                     changes,
                     reply,
                 } => {
-                    let r = compact(&self.shared, &txn, group, &topic, partition, changes);
-                    settle(group, reply, r.map(Ok))?;
+                    let r = compact(&self.shared, &txn, round, &topic, partition, changes);
+                    settle(round, reply, r.map(Ok))?;
                 }
-                // Taken between groups by `run`.
+                // Taken between rounds by `run`.
                 Command::Snapshot { reply } => reply(Err(Error::Closed)),
                 Command::Shutdown => {}
             }
         }
-        flush_inserts(&txn, &mut *group)?;
-        match group.redo.take() {
+        flush_inserts(&txn, &mut *round)?;
+        match round.redo.take() {
             Some(puts) => {
                 // Dedupe rows and committed offsets are in redb at once (readers
                 // look for them there); records and partition rows are not.
@@ -551,11 +551,11 @@ impl Writer {
     fn create_topic(
         &mut self,
         txn: &WriteTransaction,
-        group: &mut Group,
+        round: &mut Round,
         name: String,
         config: TopicConfig,
     ) -> Result<Result<Arc<Topic>>> {
-        if group.topic(&self.shared, &name).is_some() {
+        if round.topic(&self.shared, &name).is_some() {
             return Ok(Err(Error::TopicExists(name)));
         }
         let meta = TopicMeta {
@@ -563,7 +563,7 @@ impl Writer {
             partitions: config.partitions,
             retention_ms: config.retention_ms,
             retention_bytes: config.retention_bytes,
-            created_ms: group.now,
+            created_ms: round.now,
             compaction: config.compaction,
         };
         self.next_topic_id += 1;
@@ -577,18 +577,18 @@ impl Writer {
             parts.insert(pkey(meta.id, p), (0, 0, 0))?;
         }
         let topic = Arc::new(Topic::new(name.clone(), &meta));
-        group.topics.insert(name, Some(topic.clone()));
+        round.topics.insert(name, Some(topic.clone()));
         Ok(Ok(topic))
     }
 
-    /// Makes the committed group visible: partition offsets first, then the topic map.
-    fn publish(&self, group: &Group) {
-        for s in group.parts.values() {
+    /// Makes the committed round visible: partition offsets first, then the topic map.
+    fn publish(&self, round: &Round) {
+        for s in round.parts.values() {
             s.topic.parts[s.partition as usize].store(s.state);
         }
-        if !group.topics.is_empty() {
+        if !round.topics.is_empty() {
             let mut topics = self.shared.topics.write().expect("topics lock");
-            for (name, t) in &group.topics {
+            for (name, t) in &round.topics {
                 match t {
                     Some(t) => {
                         topics.insert(name.clone(), t.clone());
@@ -600,7 +600,7 @@ impl Writer {
             }
         }
         if let Some(hook) = &self.shared.on_append {
-            for s in group.parts.values() {
+            for s in round.parts.values() {
                 hook(s.topic.id, s.partition, s.state.1);
             }
         }
@@ -631,10 +631,10 @@ fn reject(cmd: Command, err: impl Fn() -> Error) {
 fn delete_topic(
     shared: &Shared,
     txn: &WriteTransaction,
-    group: &mut Group,
+    round: &mut Round,
     name: &str,
 ) -> Result<Result<()>> {
-    let Some(topic) = group.topic(shared, name) else {
+    let Some(topic) = round.topic(shared, name) else {
         return Ok(Err(Error::TopicNotFound(name.to_string())));
     };
     txn.open_table(TOPICS)?.remove(name)?;
@@ -644,24 +644,24 @@ fn delete_topic(
         let k = pkey(topic.id, p);
         parts.remove(k)?;
         purge.insert(k, ())?;
-        // Records of this group not yet inserted must not outlive the topic.
-        group.inserts.remove(&k);
-        group.parts.remove(&k);
+        // Records of this round not yet inserted must not outlive the topic.
+        round.inserts.remove(&k);
+        round.parts.remove(&k);
     }
-    group.topics.insert(name.to_string(), None);
+    round.topics.insert(name.to_string(), None);
     Ok(Ok(()))
 }
 
-/// Applies one append to the group. The outer error is a storage failure that
-/// sinks the whole group; the inner one refuses this request alone, and is only
+/// Applies one append to the round. The outer error is a storage failure that
+/// sinks the whole round; the inner one refuses this request alone, and is only
 /// ever returned before the request changed anything.
 fn append(
     shared: &Shared,
     txn: &WriteTransaction,
-    group: &mut Group,
+    round: &mut Round,
     request: AppendRequest,
 ) -> Result<Result<Vec<(u32, u64)>>> {
-    let topic = match group.topic(shared, &request.topic) {
+    let topic = match round.topic(shared, &request.topic) {
         Some(t) if t.id == request.topic_id => t,
         _ => return Ok(Err(Error::TopicNotFound(request.topic))),
     };
@@ -704,43 +704,43 @@ fn append(
         };
         let first = out.len();
         for r in unit.records {
-            let s = group.part(&topic, r.partition);
+            let s = round.part(&topic, r.partition);
             let offset = s.state.1;
             s.state.1 += 1;
             out.push((r.partition, offset));
-            group
+            round
                 .inserts
                 .entry(pkey(topic.id, r.partition))
                 .or_default()
                 .push((offset, r.bytes));
         }
         if let (Some(key), Some((dedupe, expiry))) = (key, tables.as_mut()) {
-            let value = encode_dedupe(group.now, &out[first..]);
+            let value = encode_dedupe(round.now, &out[first..]);
             dedupe.insert(key.as_slice(), value.as_slice())?;
-            expiry.insert((group.now, key.as_slice()), ())?;
-            let now = group.now;
-            group.redo(|| Put::Dedupe {
+            expiry.insert((round.now, key.as_slice()), ())?;
+            let now = round.now;
+            round.redo(|| Put::Dedupe {
                 key: key.clone(),
                 value,
             });
-            group.redo(|| Put::DedupeExpiry { at: now, key });
+            round.redo(|| Put::DedupeExpiry { at: now, key });
         }
     }
     Ok(Ok(out))
 }
 
-/// Writes the group's records as batches, one cursor per partition, and each
+/// Writes the round's records as batches, one cursor per partition, and each
 /// touched partition's state row. A partition's stored bytes grow by the size of the
 /// batches written, so retention by size measures what is really on disk.
-fn flush_inserts(txn: &WriteTransaction, group: &mut Group) -> Result<()> {
-    let Group {
+fn flush_inserts(txn: &WriteTransaction, round: &mut Round) -> Result<()> {
+    let Round {
         inserts,
         parts,
         redo,
         ..
-    } = group;
+    } = round;
     if !inserts.is_empty() {
-        // Through the write-ahead log, batches go to redb later, many groups at
+        // Through the write-ahead log, batches go to redb later, many rounds at
         // once (see `crate::recent`).
         let mut records = match redo {
             Some(_) => None,
@@ -776,7 +776,7 @@ fn flush_inserts(txn: &WriteTransaction, group: &mut Group) -> Result<()> {
                         key,
                         value: Arc::new(value),
                     }),
-                    (None, None) => unreachable!("a group writes to redb or to the log"),
+                    (None, None) => unreachable!("a round writes to redb or to the log"),
                 }
                 rest = tail;
             }
@@ -813,21 +813,21 @@ fn flush_inserts(txn: &WriteTransaction, group: &mut Group) -> Result<()> {
 fn trim(
     shared: &Shared,
     txn: &WriteTransaction,
-    group: &mut Group,
+    round: &mut Round,
     topic: &Arc<Topic>,
     partition: u32,
     before_ms: Option<u64>,
     max_bytes: Option<u64>,
     limit: usize,
 ) -> Result<usize> {
-    match group.topic(shared, &topic.name) {
+    match round.topic(shared, &topic.name) {
         Some(t) if t.id == topic.id => {}
         _ => return Ok(0),
     }
     let pk = pkey(topic.id, partition);
-    // Records this group is about to insert are not in the table yet; trimming
+    // Records this round is about to insert are not in the table yet; trimming
     // reads only what is.
-    let (start, _, bytes) = group.part(topic, partition).state;
+    let (start, _, bytes) = round.part(topic, partition).state;
     let stored_end = topic.parts[partition as usize].end.load(Ordering::Acquire);
     let mut records = txn.open_table(RECORDS)?;
     // Offsets below `new_start` go; compaction may have left gaps between batches
@@ -873,7 +873,7 @@ fn trim(
         let lo = record_key(pk, start);
         let hi = record_key(pk, new_start);
         records.retain_in(lo..hi, |_, _| false)?;
-        let s = group.part(topic, partition);
+        let s = round.part(topic, partition);
         s.state.0 = new_start;
         s.state.2 -= freed;
     }
@@ -885,12 +885,12 @@ fn trim(
 fn compact(
     shared: &Shared,
     txn: &WriteTransaction,
-    group: &mut Group,
+    round: &mut Round,
     topic: &Arc<Topic>,
     partition: u32,
     changes: Vec<crate::compaction::Change>,
 ) -> Result<()> {
-    match group.topic(shared, &topic.name) {
+    match round.topic(shared, &topic.name) {
         Some(t) if t.id == topic.id => {}
         _ => return Ok(()),
     }
@@ -915,7 +915,7 @@ fn compact(
         }
     }
     drop(records);
-    let s = group.part(topic, partition);
+    let s = round.part(topic, partition);
     s.state.2 = s.state.2.saturating_add_signed(delta);
     Ok(())
 }
@@ -966,16 +966,16 @@ fn purge(txn: &WriteTransaction, limit: usize) -> Result<usize> {
     Ok(n)
 }
 
-/// Commits a group's offsets if every topic still exists; nothing otherwise.
+/// Commits a consumer group's offsets if every topic still exists; nothing otherwise.
 fn commit_offsets(
     shared: &Shared,
     txn: &WriteTransaction,
-    group: &mut Group,
+    round: &mut Round,
     name: &str,
     offsets: &[(Arc<Topic>, u32, u64)],
 ) -> Result<Result<()>> {
     for (topic, partition, _) in offsets {
-        match group.topic(shared, &topic.name) {
+        match round.topic(shared, &topic.name) {
             Some(t) if t.id == topic.id && *partition < t.partition_count() => {}
             Some(t) if t.id == topic.id => {
                 return Ok(Err(Error::PartitionNotFound {
@@ -990,7 +990,7 @@ fn commit_offsets(
     let mut table = txn.open_table(GROUP_OFFSETS)?;
     for (topic, partition, offset) in offsets {
         table.insert((name, topic.id, *partition), *offset)?;
-        group.redo(|| Put::GroupOffset {
+        round.redo(|| Put::GroupOffset {
             group: name.to_string(),
             topic_id: topic.id,
             partition: *partition,
