@@ -23,7 +23,7 @@ mod error;
 mod log;
 mod maintenance;
 mod murmur2;
-mod recent;
+mod pending;
 mod record;
 mod schema;
 mod topic;

@@ -147,7 +147,7 @@ pub(crate) struct Shared {
     pub topics: RwLock<HashMap<String, Arc<Topic>>>,
     pub poisoned: AtomicBool,
     /// Batches only the write-ahead log holds yet.
-    pub recent: crate::recent::Recent,
+    pub pending: crate::pending::PendingBatches,
     pub on_append: Option<AppendHook>,
     pub on_commit: Option<CommitHook>,
 }
@@ -360,7 +360,7 @@ impl Log {
             disk,
             topics: RwLock::new(topics),
             poisoned: AtomicBool::new(false),
-            recent: Default::default(),
+            pending: Default::default(),
             on_append: options.on_append.clone(),
             on_commit: options.on_commit.clone(),
         });
@@ -728,7 +728,7 @@ impl Log {
 
     /// Visits the stored batches of partition `pk` that may hold offsets in
     /// `[from, end)`, in offset order: from redb below the first offset of the
-    /// batches only the write-ahead log holds yet (see [`crate::recent`]), then
+    /// batches only the write-ahead log holds yet (see [`crate::pending`]), then
     /// those, enough of them for `max_records` records. `visit` gets a batch's first
     /// offset and bytes and says whether to go on.
     pub(crate) fn scan(
@@ -739,9 +739,13 @@ impl Log {
         max_records: usize,
         mut visit: impl FnMut(u64, &[u8]) -> Result<bool>,
     ) -> Result<()> {
-        // Taken before the read transaction is opened: see `crate::recent`.
-        let held = self.inner.shared.recent.tail(pk, from, max_records);
-        let stored_end = held.as_ref().map_or(end, |(first, _)| (*first).min(end));
+        // Taken before the read transaction is opened: see `crate::pending`.
+        let pending = self
+            .inner
+            .shared
+            .pending
+            .batches_from(pk, from, max_records);
+        let stored_end = pending.as_ref().map_or(end, |(first, _)| (*first).min(end));
         if from < stored_end {
             let txn = self.inner.shared.db.begin_read()?;
             let table = txn.open_table(RECORDS)?;
@@ -759,7 +763,7 @@ impl Log {
                 }
             }
         }
-        for (base, bytes) in held.map(|(_, b)| b).unwrap_or_default() {
+        for (base, bytes) in pending.map(|(_, b)| b).unwrap_or_default() {
             if base >= end || !visit(base, &bytes)? {
                 break;
             }

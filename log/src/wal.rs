@@ -3,7 +3,7 @@
 //! A small group made only of appends and offset commits appends the rows it
 //! writes to this file as one entry, fsync'd: one sequential write instead of
 //! redb's scattered pages. Its callers are answered after that. Its record batches
-//! and partition rows stay in memory ([`crate::recent`]) until they add up to
+//! and partition rows stay in memory ([`crate::pending`]) until they add up to
 //! enough to go to redb together, in a commit without an fsync
 //! (`Durability::None`); its dedupe rows and committed offsets go to redb that way
 //! at once. Every so often, and before anything else, a group is committed durably

@@ -7,7 +7,7 @@
 //! included: a round of appends and offset commits through the write-ahead log
 //! ([`crate::wal`]), any other round, and periodically one of those, by a durable
 //! redb commit. A round that goes through the write-ahead log leaves its record
-//! batches in memory ([`crate::recent`]) for a later commit to write to redb with
+//! batches in memory ([`crate::pending`]) for a later commit to write to redb with
 //! those of many other rounds. Only then does it publish the new offsets to readers
 //! and answer each command. A failed commit poisons the log: what reached the disk is
 //! unknown, so every later write is refused until the process reopens the log.
@@ -218,7 +218,7 @@ const CHECKPOINT_AFTER: std::time::Duration = std::time::Duration::from_millis(2
 const CHECKPOINT_BYTES: u64 = 16 << 20;
 /// Bytes of batches that only the write-ahead log holds, past which they
 /// go to redb with the next round, in a commit without an fsync.
-const RECENT_FLUSH_BYTES: usize = 1 << 20;
+const PENDING_FLUSH_BYTES: usize = 1 << 20;
 /// The largest round, in record bytes, that goes through the write-ahead log.
 const WAL_MAX_ROUND_BYTES: usize = 256 << 10;
 
@@ -379,7 +379,7 @@ impl Writer {
     fn checkpoint(&mut self) -> Result<()> {
         let mut txn = self.shared.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
-        self.shared.recent.write_into(&txn)?;
+        self.shared.pending.write_into(&txn)?;
         self.checkpointed(&txn)?;
         txn.commit()?;
         self.after_durable_commit()
@@ -420,10 +420,10 @@ impl Writer {
         }
         // The batches only the write-ahead log holds go to redb in a durable commit
         // (first, so this round's commands see every record), and otherwise once
-        // they add up to `RECENT_FLUSH_BYTES`: one B-tree update for many rounds.
-        let flush_recent = !logged || self.shared.recent.bytes() >= RECENT_FLUSH_BYTES;
-        if flush_recent {
-            self.shared.recent.write_into(&txn)?;
+        // they add up to `PENDING_FLUSH_BYTES`: one B-tree update for many rounds.
+        let flush_pending = !logged || self.shared.pending.bytes() >= PENDING_FLUSH_BYTES;
+        if flush_pending {
+            self.shared.pending.write_into(&txn)?;
         }
         for cmd in cmds.by_ref() {
             match cmd {
@@ -505,7 +505,7 @@ impl Writer {
             Some(puts) => {
                 // Dedupe rows and committed offsets are in redb at once (readers
                 // look for them there); records and partition rows are not.
-                if flush_recent
+                if flush_pending
                     || puts
                         .iter()
                         .any(|p| !matches!(p, Put::Record { .. } | Put::Partition { .. }))
@@ -514,14 +514,14 @@ impl Writer {
                 } else {
                     txn.abort()?;
                 }
-                if flush_recent {
+                if flush_pending {
                     // Readers find them in redb from now on.
-                    self.shared.recent.clear();
+                    self.shared.pending.clear();
                 }
                 if !puts.is_empty() {
                     self.wal.append(self.wal_seq + 1, &puts)?;
                     self.wal_seq += 1;
-                    self.shared.recent.add(&puts);
+                    self.shared.pending.add(&puts);
                 }
             }
             None => {
@@ -542,7 +542,7 @@ impl Writer {
 
     /// After a durable commit: the write-ahead log's entries are all in redb.
     fn after_durable_commit(&mut self) -> Result<()> {
-        self.shared.recent.clear();
+        self.shared.pending.clear();
         self.wal.reset()?;
         self.last_durable = std::time::Instant::now();
         Ok(())
@@ -741,7 +741,7 @@ fn flush_inserts(txn: &WriteTransaction, round: &mut Round) -> Result<()> {
     } = round;
     if !inserts.is_empty() {
         // Through the write-ahead log, batches go to redb later, many rounds at
-        // once (see `crate::recent`).
+        // once (see `crate::pending`).
         let mut records = match redo {
             Some(_) => None,
             None => Some(txn.open_table(RECORDS)?),

@@ -1,12 +1,12 @@
 //! Records made durable by the write-ahead log and not yet written to redb.
 //!
-//! A group that goes through the write-ahead log writes its record batches and
-//! partition rows only there. They are kept here, where reads find them, until
-//! about a megabyte of them has gathered (or a durable commit comes first); then
-//! the next group writes them all to redb in its transaction. One B-tree update for
-//! many groups costs far less than one per group: with 8 partitions, each small
-//! group would copy the leaf and branch pages of 8 B-tree paths to add a few
-//! hundred bytes to each.
+//! These are the *pending batches*: a commit round that goes through the
+//! write-ahead log writes its record batches and partition rows only there. They
+//! are kept here, where reads find them, until about a megabyte of them has
+//! gathered (or a durable commit comes first); then the next round writes them all
+//! to redb in its transaction. One B-tree update for many rounds costs far less
+//! than one per round: with 8 partitions, each small round would copy the leaf and
+//! branch pages of 8 B-tree paths to add a few hundred bytes to each.
 //!
 //! Readers take what they need from here before they open a redb read transaction.
 //! The writer forgets batches only after the redb commit that holds them, so a
@@ -23,33 +23,33 @@ use crate::schema::{record_key, split_record_key};
 use crate::wal::Put;
 
 /// A stored batch: its first offset and its bytes.
-pub(crate) type HeldBatch = (u64, Arc<Vec<u8>>);
+pub(crate) type PendingBatch = (u64, Arc<Vec<u8>>);
 
 #[derive(Default)]
-pub(crate) struct Recent {
-    held: RwLock<Held>,
+pub(crate) struct PendingBatches {
+    held: RwLock<ByPartition>,
 }
 
 #[derive(Default)]
-struct Held {
+struct ByPartition {
     /// By partition key, in key order.
-    parts: BTreeMap<u64, Pending>,
+    parts: BTreeMap<u64, PartitionBatches>,
     /// Bytes of all the batches.
     bytes: usize,
 }
 
 #[derive(Default)]
-struct Pending {
+struct PartitionBatches {
     /// Batches in offset order.
-    batches: VecDeque<HeldBatch>,
+    batches: VecDeque<PendingBatch>,
     /// The partition's row as of the newest put.
     state: Option<(u64, u64, u64)>,
 }
 
-impl Recent {
+impl PendingBatches {
     /// Keeps the record batches and partition rows of an entry just made durable.
     pub(crate) fn add(&self, puts: &[Put]) {
-        let mut held = self.held.write().expect("recent lock");
+        let mut held = self.held.write().expect("pending lock");
         for p in puts {
             match p {
                 Put::Record { key, value } => {
@@ -71,14 +71,14 @@ impl Recent {
 
     /// Bytes of the batches held.
     pub(crate) fn bytes(&self) -> usize {
-        self.held.read().expect("recent lock").bytes
+        self.held.read().expect("pending lock").bytes
     }
 
     /// Writes everything held into `txn`, in key order. It stays held until
-    /// [`Recent::clear`], once `txn` is committed.
+    /// [`PendingBatches::clear`], once `txn` is committed.
     pub(crate) fn write_into(&self, txn: &WriteTransaction) -> Result<()> {
         let puts: Vec<Put> = {
-            let held = self.held.read().expect("recent lock");
+            let held = self.held.read().expect("pending lock");
             held.parts
                 .iter()
                 .flat_map(|(&pk, p)| {
@@ -96,19 +96,19 @@ impl Recent {
 
     /// Forgets everything: a redb commit now holds it.
     pub(crate) fn clear(&self) {
-        *self.held.write().expect("recent lock") = Held::default();
+        *self.held.write().expect("pending lock") = ByPartition::default();
     }
 
     /// For a read of partition `pk` from offset `from`: the first offset held here
     /// (the records below it are in redb) and the held batches that may hold the
     /// next `max_records` records at or after `from`.
-    pub(crate) fn tail(
+    pub(crate) fn batches_from(
         &self,
         pk: u64,
         from: u64,
         max_records: usize,
-    ) -> Option<(u64, Vec<HeldBatch>)> {
-        let held = self.held.read().expect("recent lock");
+    ) -> Option<(u64, Vec<PendingBatch>)> {
+        let held = self.held.read().expect("pending lock");
         let batches = &held.parts.get(&pk)?.batches;
         let first = batches.front()?.0;
         // The batch holding `from`: the last one starting at or below it.
