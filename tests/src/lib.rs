@@ -231,6 +231,17 @@ pub async fn get_json(c: &reqwest::Client, s: &Server, path: &str) -> Value {
         .expect("json body")
 }
 
+/// `GET path` and its body as text.
+pub async fn get_text(c: &reqwest::Client, s: &Server, path: &str) -> String {
+    c.get(s.url(path))
+        .send()
+        .await
+        .expect("get")
+        .text()
+        .await
+        .expect("text body")
+}
+
 /// Waits (bounded) until a table is live and has applied everything its topic
 /// holds; returns its description.
 pub async fn table_caught_up(c: &reqwest::Client, s: &Server, table: &str) -> Value {

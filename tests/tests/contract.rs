@@ -83,14 +83,7 @@ async fn served_document_is_the_committed_one_and_docs_work_offline() {
             assert_eq!(r.status(), 200, "asset {url}");
         }
     }
-    let init = c
-        .get(s.url("/docs/swagger-initializer.js"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let init = sluice_tests::get_text(&c, &s, "/docs/swagger-initializer.js").await;
     assert!(init.contains("/openapi.json"), "{init}");
 }
 

@@ -93,14 +93,7 @@ async fn a_full_disk_refuses_appends_keeps_reads_and_recovers() {
         body["detail"].as_str().unwrap().contains("bytes free"),
         "{body}"
     );
-    let metrics = c
-        .get(s.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = sluice_tests::get_text(&c, &s, "/metrics").await;
     assert!(metrics.contains("sluice_disk_free_bytes"), "{metrics}");
 
     // Reads, and what does not grow the store, go on.
