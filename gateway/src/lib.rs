@@ -434,3 +434,75 @@ pub fn app(config: &Config, state: AppState) -> Router {
     }
     app
 }
+
+/// Serves the gateway on `listener` until `shutdown` resolves: opens the data
+/// directory, builds the state, starts the upkeep tasks (session expiry, rate-limit
+/// and metrics upkeep), serves, and on shutdown turns `/readyz` to 503, waits
+/// `--shutdown-delay-ms`, drains in-flight requests and closes the store. Prints
+/// `listening on http://ADDR` once it accepts connections.
+pub async fn run(
+    config: Config,
+    listener: tokio::net::TcpListener,
+    metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use std::time::Duration;
+    if let Some(m) = metrics.clone() {
+        every(Duration::from_secs(5), move || m.run_upkeep());
+    }
+    let waiters = Arc::new(Waiters::default());
+    let log = open_log(&config, waiters.clone())
+        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+    let (stopping, stopped) = tokio::sync::watch::channel(false);
+    let state = build_state(&config, log.clone(), waiters, stopped, metrics)?;
+    let addr = listener.local_addr()?;
+    tracing::info!(data_dir = %config.data_dir.display(), log_epoch = log.epoch(), "data directory open");
+    if state.auth.is_none() {
+        tracing::warn!(
+            "auth is off: anyone who can reach {addr} can read, write and delete everything"
+        );
+    }
+    // Sessions end on time even when nobody polls the group.
+    let groups = state.groups.clone();
+    every(Duration::from_millis(250), move || groups.expire_all());
+    let limits = state.limits.clone();
+    every(Duration::from_secs(60), move || limits.forget_idle());
+    println!("listening on http://{addr}");
+    let delay = Duration::from_millis(config.shutdown_delay_ms);
+    let router = app(&config, state);
+    server::run(
+        listener,
+        router,
+        server::ServeLimits {
+            header_timeout: Duration::from_millis(config.header_timeout_ms),
+            drain: Duration::from_secs(10),
+            max_connections: config.max_connections,
+        },
+        async move {
+            shutdown.await;
+            // /readyz answers 503 from here on; WebSockets and event streams close
+            // themselves.
+            let _ = stopping.send(true);
+            if !delay.is_zero() {
+                tracing::info!(?delay, "shutting down: not ready, still serving");
+                tokio::time::sleep(delay).await;
+            }
+        },
+    )
+    .await?;
+    tracing::info!("stopped serving; closing the log");
+    drop(log);
+    Ok(())
+}
+
+/// Runs `f` every `period` in the background.
+fn every(period: std::time::Duration, f: impl Fn() + Send + 'static) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        loop {
+            tick.tick().await;
+            f();
+        }
+    });
+}

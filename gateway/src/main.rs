@@ -1,15 +1,11 @@
-//! The `sluice` binary: parse the configuration, open the data directory, serve;
-//! or mint a token (`sluice token`).
-
-use std::sync::Arc;
-use std::time::Duration;
+//! The `sluice` binary: parse the configuration, set up logging and metrics, bind
+//! the address and hand over to [`sluice_gateway::run`]; or run one of the other
+//! commands (token, backup, restore).
 
 use anyhow::Context;
 use sluice_gateway::auth::Permissions;
 use sluice_gateway::config::{Cli, Command, LogFormat, TokenArgs};
-use sluice_gateway::server::{self, ServeLimits};
-use sluice_gateway::state::Waiters;
-use sluice_gateway::{Config, app, build_state, cli, open_log};
+use sluice_gateway::{Config, cli};
 use tokio::net::TcpListener;
 
 /// jemalloc: measured faster than the system allocator on the request path, with a
@@ -115,65 +111,10 @@ fn init_tracing(format: LogFormat) {
 
 async fn serve(config: Config) -> anyhow::Result<()> {
     let metrics = sluice_gateway::telemetry::install()?;
-    let upkeep = metrics.clone();
-    every(Duration::from_secs(5), move || upkeep.run_upkeep());
-    let waiters = Arc::new(Waiters::default());
-    let log = open_log(&config, waiters.clone())
-        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
-    let (stopping, shutdown) = tokio::sync::watch::channel(false);
-    let state = build_state(&config, log.clone(), waiters, shutdown, Some(metrics))?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let addr = listener.local_addr()?;
-    tracing::info!(data_dir = %config.data_dir.display(), log_epoch = log.epoch(), "data directory open");
-    if state.auth.is_none() {
-        tracing::warn!(
-            "auth is off: anyone who can reach {addr} can read, write and delete everything"
-        );
-    }
-    // Sessions end on time even when nobody polls the group.
-    let groups = state.groups.clone();
-    every(Duration::from_millis(250), move || groups.expire_all());
-    let limits = state.limits.clone();
-    every(Duration::from_secs(60), move || limits.forget_idle());
-    println!("listening on http://{addr}");
-    let delay = Duration::from_millis(config.shutdown_delay_ms);
-    let router = app(&config, state);
-    server::run(
-        listener,
-        router,
-        ServeLimits {
-            header_timeout: Duration::from_millis(config.header_timeout_ms),
-            drain: Duration::from_secs(10),
-            max_connections: config.max_connections,
-        },
-        async move {
-            shutdown_signal().await;
-            // /readyz answers 503 from here on; WebSockets and event streams close
-            // themselves.
-            let _ = stopping.send(true);
-            if !delay.is_zero() {
-                tracing::info!(?delay, "shutting down: not ready, still serving");
-                tokio::time::sleep(delay).await;
-            }
-        },
-    )
-    .await?;
-    tracing::info!("stopped serving; closing the log");
-    drop(log);
-    Ok(())
-}
-
-/// Runs `f` every `period` in the background.
-fn every(period: Duration, f: impl Fn() + Send + 'static) {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(period);
-        loop {
-            tick.tick().await;
-            f();
-        }
-    });
+    sluice_gateway::run(config, listener, Some(metrics), shutdown_signal()).await
 }
 
 async fn shutdown_signal() {
