@@ -10,6 +10,7 @@ pub mod auth;
 pub mod cli;
 pub mod cloudevents;
 pub mod config;
+mod engine;
 pub mod error;
 pub mod groups;
 pub mod limits;
@@ -28,7 +29,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use sluice_log::{Log, LogOptions};
+use sluice_log::Backend;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -89,27 +90,6 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
-/// Opens the log in the configured data directory, wired to wake long polls.
-pub fn open_log(config: &Config, waiters: Arc<Waiters>) -> sluice_log::Result<Log> {
-    let options = LogOptions {
-        two_phase_commit: config.two_phase_commit,
-        dedupe_window: std::time::Duration::from_secs(config.dedupe_window_secs),
-        cache_bytes: config.cache_mb * 1024 * 1024,
-        compaction_max_dirty: std::time::Duration::from_millis(config.compaction_max_dirty_ms),
-        min_free_bytes: config.min_free_disk_mb << 20,
-        on_append: Some(Arc::new(move |topic, partition, _end| {
-            waiters.notify(topic, partition)
-        })),
-        on_commit: Some(Arc::new(|stats: &sluice_log::CommitStats| {
-            metrics::histogram!("sluice_commit_batch_records").record(stats.records as f64);
-            metrics::histogram!("sluice_commit_duration_seconds")
-                .record(stats.duration.as_secs_f64());
-        })),
-        ..LogOptions::default()
-    };
-    Log::open(&config.data_dir, options)
-}
-
 /// Every documented route, with its OpenAPI operation.
 fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
@@ -149,14 +129,21 @@ fn api_routes() -> OpenApiRouter<AppState> {
 async fn ready(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<axum::Json<sluice_openapi::Readiness>, ApiError> {
-    if state.log.is_poisoned() || *state.shutdown.borrow() {
+    let health = state.log.health();
+    if health.poisoned || *state.shutdown.borrow() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
             "the store does not accept writes (shutting down, or a commit failed)",
         ));
     }
-    let disk = state.log.disk();
+    let Some(disk) = health.disk else {
+        return Ok(axum::Json(sluice_openapi::Readiness {
+            status: "ready".to_string(),
+            disk_free_bytes: 0,
+            min_free_disk_bytes: 0,
+        }));
+    };
     if !disk.appends_allowed() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -325,8 +312,7 @@ pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
 /// up the rate limits.
 pub fn build_state(
     config: &Config,
-    log: Log,
-    waiters: Arc<Waiters>,
+    log: Arc<dyn Backend>,
     shutdown: tokio::sync::watch::Receiver<bool>,
     metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 ) -> anyhow::Result<AppState> {
@@ -357,7 +343,6 @@ pub fn build_state(
             hook_waiters.notify(table, keys)
         })),
     )?);
-    let _ = waiters.engine.set(Arc::downgrade(&tables));
     let groups = Arc::new(crate::groups::Coordinator::new(
         Box::new({
             let log = log.clone();
@@ -365,6 +350,12 @@ pub fn build_state(
         }),
         std::time::Duration::from_millis(config.group_session_timeout_ms),
     ));
+    // Long polls and subscriptions wake on the commit that brings them data.
+    let waiters = Arc::new(Waiters::default());
+    log.subscribe(Arc::new({
+        let waiters = waiters.clone();
+        move |topic, partition, _end| waiters.notify(topic, partition)
+    }));
     Ok(AppState::new(crate::state::Shared {
         log,
         limits: Arc::new(Limits::new(
@@ -451,11 +442,10 @@ pub async fn run(
     if let Some(m) = metrics.clone() {
         every(Duration::from_secs(5), move || m.run_upkeep());
     }
-    let waiters = Arc::new(Waiters::default());
-    let log = open_log(&config, waiters.clone())
+    let log = crate::engine::open(&config)
         .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
     let (stopping, stopped) = tokio::sync::watch::channel(false);
-    let state = build_state(&config, log.clone(), waiters, stopped, metrics)?;
+    let state = build_state(&config, log.clone(), stopped, metrics)?;
     let addr = listener.local_addr()?;
     tracing::info!(data_dir = %config.data_dir.display(), log_epoch = log.epoch(), "data directory open");
     if state.auth.is_none() {

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use sluice_log::Log;
+use sluice_log::Backend;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
@@ -31,7 +31,8 @@ impl std::ops::Deref for AppState {
 }
 
 pub struct Shared {
-    pub log: Log,
+    /// The storage engine, through the seam.
+    pub log: Arc<dyn Backend>,
     pub limits: Arc<Limits>,
     pub waiters: Arc<Waiters>,
     /// Token verification; `None` when auth is off.
@@ -72,8 +73,6 @@ const ANY_PARTITION: u32 = u32::MAX;
 #[derive(Default)]
 pub struct Waiters {
     channels: Mutex<HashMap<(u64, u32), watch::Sender<u64>>>,
-    /// The table engine, woken by every append too.
-    pub engine: std::sync::OnceLock<std::sync::Weak<sluice_tables::Engine>>,
 }
 
 impl Waiters {
@@ -90,9 +89,6 @@ impl Waiters {
     }
 
     pub fn notify(&self, topic_id: u64, partition: u32) {
-        if let Some(engine) = self.engine.get().and_then(std::sync::Weak::upgrade) {
-            engine.topic_grew(topic_id);
-        }
         let mut map = self.channels.lock().expect("waiters lock");
         for key in [(topic_id, partition), (topic_id, ANY_PARTITION)] {
             if let Some(tx) = map.get(&key) {

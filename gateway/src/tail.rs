@@ -9,7 +9,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use sluice_log::{Log, Topic};
+use sluice_log::{Backend, Topic};
 
 use crate::api::fetch::write_record;
 
@@ -56,7 +56,7 @@ impl TailCache {
     /// the end.
     pub async fn read(
         self: &Arc<Self>,
-        log: &Log,
+        log: &Arc<dyn Backend>,
         topic: &Arc<Topic>,
         partition: u32,
         from: u64,
@@ -84,7 +84,7 @@ impl TailCache {
                 from,
                 CHUNK_RECORDS,
                 CHUNK_BYTES,
-                |o, r| {
+                &mut |o, r| {
                     if !json.is_empty() {
                         json.push(b',');
                     }

@@ -221,7 +221,7 @@ fn sample(state: &AppState) -> Result<(), ApiError> {
             gauge!("sluice_partition_bytes", &labels).set(p.bytes as f64);
         }
     }
-    for (group, topics) in state.log.groups()? {
+    for (group, topics) in state.log.committed_groups()? {
         let members = state.groups.members(&group);
         for t in crate::api::groups::group_topics(state, &group, &members, topics)? {
             for p in t.partitions {
@@ -239,12 +239,14 @@ fn sample(state: &AppState) -> Result<(), ApiError> {
         gauge!("sluice_table_rows", "table" => name.clone()).set(t.rows as f64);
         counter!("sluice_table_skipped_records_total", "table" => name).absolute(t.skipped);
     }
-    if let Ok(meta) = std::fs::metadata(state.log.path()) {
-        gauge!("sluice_storage_bytes").set(meta.len() as f64);
+    let health = state.log.health();
+    if let Some(bytes) = health.file_bytes {
+        gauge!("sluice_storage_bytes").set(bytes as f64);
     }
-    let disk = state.log.disk();
-    gauge!("sluice_disk_free_bytes").set(disk.free_bytes as f64);
-    gauge!("sluice_disk_min_free_bytes").set(disk.min_free_bytes as f64);
-    gauge!("sluice_disk_reserve_held").set(f64::from(u8::from(disk.reserve_held)));
+    if let Some(disk) = health.disk {
+        gauge!("sluice_disk_free_bytes").set(disk.free_bytes as f64);
+        gauge!("sluice_disk_min_free_bytes").set(disk.min_free_bytes as f64);
+        gauge!("sluice_disk_reserve_held").set(f64::from(u8::from(disk.reserve_held)));
+    }
     Ok(())
 }

@@ -66,9 +66,28 @@ pub enum Error {
         /// Offset of the record.
         offset: u64,
     },
-    /// The storage engine failed.
+    /// No state store of that name exists.
+    #[error("state store '{0}' does not exist")]
+    StoreNotFound(String),
+    /// A state store of that name already exists.
+    #[error("state store '{0}' already exists")]
+    StoreExists(String),
+    /// A newer writer of the state store was opened; this one may write no more.
+    #[error("writer {epoch} of state store '{store}' is fenced by writer {current}")]
+    Fenced {
+        /// The store.
+        store: String,
+        /// The writer epoch the batch named.
+        epoch: u64,
+        /// The store's current writer epoch.
+        current: u64,
+    },
+    /// The engine does not offer this operation.
+    #[error("{0}")]
+    Unsupported(String),
+    /// The storage engine failed; the text says how.
     #[error("storage: {0}")]
-    Storage(#[from] redb::Error),
+    Storage(String),
     /// The file system failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
@@ -78,12 +97,13 @@ macro_rules! from_redb {
     ($($t:ty),*) => {$(
         impl From<$t> for Error {
             fn from(e: $t) -> Self {
-                Error::Storage(e.into())
+                Error::Storage(e.to_string())
             }
         }
     )*};
 }
 from_redb!(
+    redb::Error,
     redb::DatabaseError,
     redb::TransactionError,
     redb::TableError,

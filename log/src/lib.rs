@@ -10,11 +10,16 @@
 //! directory's disk (a free-space floor for appends and a reserve for a full disk),
 //! and the durable counter behind consumer-group fencing tokens.
 //!
+//! It also owns the storage seam, [`Backend`]: the operations every engine offers
+//! (topics, records, the consumer-group store, state stores, epoch and health). The
+//! redb log implements it here; other engines nest under `log/` and implement the
+//! same trait. Above the seam nothing names redb.
+//!
 //! It must not depend on HTTP, async runtimes or auth: it is a synchronous library
 //! with a callback-style write API, so any front end (the gateway, the table engine,
-//! tests) drives it the same way, and another backend can stand behind the same
-//! operations.
+//! tests) drives it the same way.
 
+mod backend;
 mod backup;
 mod batch;
 mod compaction;
@@ -26,10 +31,12 @@ mod murmur2;
 mod pending;
 mod record;
 mod schema;
+mod state;
 mod topic;
 mod wal;
 mod writer;
 
+pub use crate::backend::{Backend, Health, wait};
 pub use crate::backup::{Summary, inspect, restore};
 pub use crate::disk::{DiskStatus, RESERVE_FILE};
 pub use crate::error::{Error, Result};
@@ -40,8 +47,8 @@ pub use crate::log::{
 pub use crate::murmur2::{murmur2, partition_for_key};
 pub use crate::record::{RecordParts, RecordView, ValueKind};
 pub use crate::schema::MAX_PARTITIONS;
+pub use crate::state::{StateBatch, StateRead, StoreStats};
 pub use crate::topic::{Compaction, PartitionInfo, Topic, TopicConfig};
-pub use crate::writer::WriteFn;
 
 /// Answers a write once its commit is known; see [`Log::append`].
 pub type Reply<T> = Box<dyn FnOnce(Result<T>) + Send>;

@@ -56,7 +56,8 @@ pub struct LogOptions {
     pub compaction_max_dirty: Duration,
     /// Size of redb's page cache in bytes: the bulk of the process's memory.
     pub cache_bytes: usize,
-    /// Called after each commit that appended records.
+    /// Called after each commit that appended records (more can subscribe later,
+    /// see [`Log::subscribe`]).
     pub on_append: Option<AppendHook>,
     /// Called after each commit round.
     pub on_commit: Option<CommitHook>,
@@ -148,7 +149,8 @@ pub(crate) struct Shared {
     pub poisoned: AtomicBool,
     /// Batches only the write-ahead log holds yet.
     pub pending: crate::pending::PendingBatches,
-    pub on_append: Option<AppendHook>,
+    /// Told of every partition whose end moved, after each commit round.
+    pub on_append: RwLock<Vec<AppendHook>>,
     pub on_commit: Option<CommitHook>,
 }
 
@@ -337,6 +339,7 @@ impl Log {
             txn.open_table(DEDUPE_EXPIRY)?;
             txn.open_table(PURGE)?;
             txn.open_table(GROUP_OFFSETS)?;
+            crate::state::create_tables(&txn)?;
             let parts = txn.open_table(PARTITIONS)?;
             let table = txn.open_table(TOPICS)?;
             for item in table.iter()? {
@@ -361,7 +364,7 @@ impl Log {
             topics: RwLock::new(topics),
             poisoned: AtomicBool::new(false),
             pending: Default::default(),
-            on_append: options.on_append.clone(),
+            on_append: RwLock::new(options.on_append.iter().cloned().collect()),
             on_commit: options.on_commit.clone(),
         });
         let (tx, rx) = channel();
@@ -427,6 +430,17 @@ impl Log {
     /// Free space of the data directory's disk, and whether appends are taken.
     pub fn disk(&self) -> crate::DiskStatus {
         self.inner.shared.disk.status()
+    }
+
+    /// Calls `hook(topic id, partition, end offset)` after every commit round that
+    /// moved a partition's end, on the writer thread (it must not block).
+    pub fn subscribe(&self, hook: AppendHook) {
+        self.inner
+            .shared
+            .on_append
+            .write()
+            .expect("subscribers lock")
+            .push(hook);
     }
 
     /// Whether a failed commit has stopped all writes.
@@ -516,10 +530,9 @@ impl Log {
         });
     }
 
-    /// Runs `apply` inside the next commit round's write transaction, for engines
-    /// that keep their own tables in the same file (so their state and what they
-    /// read commit together). `reply` is called once the commit is durable.
-    pub fn write(&self, apply: crate::WriteFn, reply: Reply<()>) {
+    /// Runs `apply` inside the next commit round's write transaction. `reply` is
+    /// called once the commit is durable.
+    pub(crate) fn write(&self, apply: crate::writer::WriteFn, reply: Reply<()>) {
         self.send(Command::Write { apply, reply });
     }
 
@@ -531,13 +544,12 @@ impl Log {
     }
 
     /// [`Log::write`], waiting for the answer.
-    pub fn write_blocking(&self, apply: crate::WriteFn) -> Result<()> {
+    pub(crate) fn write_blocking(&self, apply: crate::writer::WriteFn) -> Result<()> {
         blocking(|r| self.write(apply, r))
     }
 
-    /// A read transaction over the whole file, for engines that keep their own tables
-    /// in it.
-    pub fn begin_read(&self) -> Result<redb::ReadTransaction> {
+    /// A read transaction over the whole file.
+    pub(crate) fn read_txn(&self) -> Result<redb::ReadTransaction> {
         Ok(self.inner.shared.db.begin_read()?)
     }
 
@@ -558,7 +570,7 @@ impl Log {
 
     /// Every group with committed offsets, with the topics (that still exist) it
     /// committed for.
-    pub fn groups(&self) -> Result<Vec<(String, Vec<Arc<Topic>>)>> {
+    pub fn committed_groups(&self) -> Result<Vec<(String, Vec<Arc<Topic>>)>> {
         let by_id: HashMap<u64, Arc<Topic>> =
             self.topics().into_iter().map(|t| (t.id, t)).collect();
         let txn = self.inner.shared.db.begin_read()?;

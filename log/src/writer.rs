@@ -106,7 +106,7 @@ pub(crate) enum Command {
 /// A caller's writes in a round's transaction. The outer error is a storage failure
 /// that sinks the whole round; the inner one refuses this write alone and must only
 /// be returned before anything was written.
-pub type WriteFn = Box<dyn FnOnce(&WriteTransaction) -> Result<Result<()>> + Send>;
+pub(crate) type WriteFn = Box<dyn FnOnce(&WriteTransaction) -> Result<Result<()>> + Send>;
 
 /// What one command of a round leaves to do after the commit: publish its state and
 /// answer its caller.
@@ -599,7 +599,8 @@ impl Writer {
                 }
             }
         }
-        if let Some(hook) = &self.shared.on_append {
+        let hooks = self.shared.on_append.read().expect("subscribers lock");
+        for hook in hooks.iter() {
             for s in round.parts.values() {
                 hook(s.topic.id, s.partition, s.state.1);
             }
@@ -1008,4 +1009,33 @@ fn delete_group(txn: &WriteTransaction, name: &str) -> Result<usize> {
         false
     })?;
     Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    /// A commit that fails answers every command of its group with the failure, the
+    /// one that failed included (it used to be dropped, so its caller saw a closed
+    /// log), and the log then refuses writes until it is reopened.
+    #[test]
+    fn a_failed_commit_answers_its_commands_with_the_failure() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = crate::Log::open(tmp.path(), crate::LogOptions::default()).expect("open");
+        let failed = log.write_blocking(Box::new(|_| {
+            Err(crate::Error::Io(std::io::Error::other(
+                "the disk failed",
+            )))
+        }));
+        match failed {
+            Err(crate::Error::CommitFailed(why)) => assert!(why.contains("the disk failed")),
+            other => panic!("expected the commit's failure, got {other:?}"),
+        }
+        assert!(log.is_poisoned());
+        assert!(matches!(
+            log.create_topic_blocking("t", crate::TopicConfig::default()),
+            Err(crate::Error::Poisoned)
+        ));
+        drop(log);
+        let log = crate::Log::open(tmp.path(), crate::LogOptions::default()).expect("open");
+        assert!(!log.is_poisoned(), "reopening recovers");
+    }
 }

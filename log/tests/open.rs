@@ -63,29 +63,3 @@ fn a_damaged_store_is_refused_not_replaced() {
         bytes
     );
 }
-
-/// A commit that fails answers every command of its group with the failure, the
-/// one that failed included (it used to be dropped, so its caller saw a closed
-/// log), and the log then refuses writes until it is reopened.
-#[test]
-fn a_failed_commit_answers_its_commands_with_the_failure() {
-    let tmp = tempfile::tempdir().unwrap();
-    let log = open(tmp.path());
-    let failed = log.write_blocking(Box::new(|_| {
-        Err(sluice_log::Error::Io(std::io::Error::other(
-            "the disk failed",
-        )))
-    }));
-    match failed {
-        Err(sluice_log::Error::CommitFailed(why)) => assert!(why.contains("the disk failed")),
-        other => panic!("expected the commit's failure, got {other:?}"),
-    }
-    assert!(log.is_poisoned());
-    assert!(matches!(
-        log.create_topic_blocking("t", sluice_log::TopicConfig::default()),
-        Err(sluice_log::Error::Poisoned)
-    ));
-    drop(log);
-    let log = open(tmp.path());
-    assert!(!log.is_poisoned(), "reopening recovers");
-}

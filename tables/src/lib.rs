@@ -3,11 +3,13 @@
 //!
 //! It owns table definitions (JSON, or a SQL subset parsed with sqlparser), the
 //! materializer that follows each table's source partitions, and point and prefix
-//! queries. Rows and the source offsets they reflect are written in one transaction
-//! of the log's file, through the log's writer, so a crash neither loses nor counts
-//! an event twice, and a table is always rebuildable from its topic.
+//! queries. It reads its sources and keeps its rows only through the storage seam
+//! ([`sluice_log::Backend`]): each table is a state store whose rows and source
+//! offsets commit together as one [`StateBatch`] of the store's one fenced writer,
+//! so a crash neither loses nor counts an event twice, on any engine.
 //!
-//! It depends on `sluice-log` and redb, never on HTTP or an async runtime.
+//! It depends on `sluice-log` only, never on a storage engine's internals, HTTP or
+//! an async runtime.
 
 mod def;
 mod expr;
@@ -19,10 +21,9 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use redb::{ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use sluice_log::{Log, Topic};
+use sluice_log::{Backend, StateBatch, Topic, wait};
 
 pub use crate::def::{Aggregate, TableDef, Window};
 use crate::def::{Compiled, Kind};
@@ -45,39 +46,13 @@ pub enum Error {
     /// The source topic does not exist.
     #[error("source topic '{0}' does not exist")]
     NoSource(String),
-    /// The log failed.
+    /// The storage engine failed.
     #[error(transparent)]
     Log(#[from] sluice_log::Error),
 }
 
-impl From<redb::Error> for Error {
-    fn from(e: redb::Error) -> Self {
-        Error::Log(e.into())
-    }
-}
-
-macro_rules! from_redb {
-    ($($t:ty),*) => {$(
-        impl From<$t> for Error {
-            fn from(e: $t) -> Self {
-                Error::Log(sluice_log::Error::Storage(e.into()))
-            }
-        }
-    )*};
-}
-from_redb!(redb::TableError, redb::StorageError, redb::TransactionError);
-
 /// The engine's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Definitions: name → JSON [`StoredDef`].
-const DEFS: TableDefinition<&str, &[u8]> = TableDefinition::new("table_defs");
-/// Rows: (table, key) → JSON row (projections) or JSON [`StateRow`] (state tables).
-const ROWS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("table_rows");
-/// Applied source offsets: (table, partition) → next offset to apply.
-const OFFSETS: TableDefinition<(&str, u32), u64> = TableDefinition::new("table_offsets");
-/// Counters: table → (rows, skipped records).
-const STATS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("table_stats");
 
 /// Records folded into one commit per partition.
 const BATCH: usize = 5_000;
@@ -133,6 +108,8 @@ struct Table {
     state: Mutex<(State, Option<String>)>,
     /// Goes up with every applied batch.
     version: AtomicU64,
+    /// This engine's writer epoch for the table's store, once opened.
+    writer: Mutex<Option<u64>>,
     /// The newest record timestamp applied, for closing windows.
     stream_time: AtomicU64,
 }
@@ -141,7 +118,7 @@ struct Table {
 pub type ChangeHook = Arc<dyn Fn(&str, &[String]) + Send + Sync>;
 
 struct Shared {
-    log: Log,
+    log: Arc<dyn Backend>,
     tables: RwLock<HashMap<String, Arc<Table>>>,
     wake: (Mutex<bool>, Condvar),
     stop: AtomicBool,
@@ -164,6 +141,31 @@ impl Drop for Engine {
     }
 }
 
+impl Shared {
+    /// Wakes the materializer.
+    fn notify(&self) {
+        let (flag, cv) = &self.wake;
+        let mut woken = flag.lock().expect("wake lock");
+        if !*woken {
+            *woken = true;
+            cv.notify_one();
+        }
+    }
+
+    /// A topic grew: wakes the materializer if a table reads that topic.
+    fn topic_grew(&self, topic_id: u64) {
+        let read = self
+            .tables
+            .read()
+            .expect("tables lock")
+            .values()
+            .any(|t| t.topic.as_ref().is_some_and(|t| t.id() == topic_id));
+        if read {
+            self.notify();
+        }
+    }
+}
+
 fn table_of(shared: &Shared, name: &str) -> Result<Arc<Table>> {
     shared
         .tables
@@ -177,60 +179,42 @@ fn table_of(shared: &Shared, name: &str) -> Result<Arc<Table>> {
 impl Engine {
     /// Loads the table definitions kept in the log's file and starts following
     /// their topics.
-    pub fn open(log: Log, on_change: Option<ChangeHook>) -> Result<Engine> {
-        log.write_blocking(Box::new(|txn| {
-            txn.open_table(DEFS)?;
-            txn.open_table(ROWS)?;
-            txn.open_table(OFFSETS)?;
-            txn.open_table(STATS)?;
-            Ok(Ok(()))
-        }))?;
+    pub fn open(log: Arc<dyn Backend>, on_change: Option<ChangeHook>) -> Result<Engine> {
         let mut tables = HashMap::new();
-        {
-            let txn = log.begin_read()?;
-            let defs = txn.open_table(DEFS)?;
-            let offsets = txn.open_table(OFFSETS)?;
-            for item in defs.iter()? {
-                let (name, v) = item?;
-                let Ok(stored) = serde_json::from_slice::<StoredDef>(v.value()) else {
-                    continue;
-                };
-                let Ok(compiled) = stored.def.compile() else {
-                    continue;
-                };
-                let topic = log
-                    .topic(&stored.def.source)
-                    .filter(|t| t.id() == stored.topic_id);
-                let state = match &topic {
-                    Some(_) => (State::Backfilling, None),
-                    None => {
-                        tracing::warn!(table = name.value(), "source topic is gone");
-                        // Kept visible, failed, so that it can be seen and deleted.
-                        (State::Failed, Some(gone(&stored.def.source)))
-                    }
-                };
-                let partitions = topic.as_ref().map_or(0, |t| t.partition_count());
-                let mut applied = vec![0; partitions as usize];
-                for (p, a) in applied.iter_mut().enumerate() {
-                    *a = offsets
-                        .get((name.value(), p as u32))?
-                        .map(|v| v.value())
-                        .unwrap_or(0);
+        for (name, v) in log.stores()? {
+            let Ok(stored) = serde_json::from_slice::<StoredDef>(&v) else {
+                continue;
+            };
+            let Ok(compiled) = stored.def.compile() else {
+                continue;
+            };
+            let topic = log
+                .topic(&stored.def.source)
+                .filter(|t| t.id() == stored.topic_id);
+            let state = match &topic {
+                Some(_) => (State::Backfilling, None),
+                None => {
+                    tracing::warn!(table = %name, "source topic is gone");
+                    // Kept visible, failed, so that it can be seen and deleted.
+                    (State::Failed, Some(gone(&stored.def.source)))
                 }
-                tables.insert(
-                    name.value().to_string(),
-                    Arc::new(Table {
-                        compiled,
-                        topic,
-                        sql: stored.sql,
-                        created_ms: stored.created_ms,
-                        applied: Mutex::new(applied),
-                        state: Mutex::new(state),
-                        version: AtomicU64::new(0),
-                        stream_time: AtomicU64::new(0),
-                    }),
-                );
-            }
+            };
+            let partitions = topic.as_ref().map_or(0, |t| t.partition_count());
+            let applied = log.read_state(&name, &[], partitions)?.offsets;
+            tables.insert(
+                name,
+                Arc::new(Table {
+                    compiled,
+                    topic,
+                    sql: stored.sql,
+                    created_ms: stored.created_ms,
+                    applied: Mutex::new(applied),
+                    state: Mutex::new(state),
+                    version: AtomicU64::new(0),
+                    writer: Mutex::new(None),
+                    stream_time: AtomicU64::new(0),
+                }),
+            );
         }
         let shared = Arc::new(Shared {
             log,
@@ -239,6 +223,13 @@ impl Engine {
             stop: AtomicBool::new(false),
             on_change,
         });
+        // Woken by appends to the topics tables read, through the seam.
+        let weak = Arc::downgrade(&shared);
+        shared.log.subscribe(Arc::new(move |topic_id, _, _| {
+            if let Some(s) = weak.upgrade() {
+                s.topic_grew(topic_id);
+            }
+        }));
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("sluice-tables".into())
@@ -251,27 +242,8 @@ impl Engine {
     }
 
     /// Wakes the materializer.
-    pub fn notify(&self) {
-        let (flag, cv) = &self.shared.wake;
-        let mut woken = flag.lock().expect("wake lock");
-        if !*woken {
-            *woken = true;
-            cv.notify_one();
-        }
-    }
-
-    /// A topic grew: wakes the materializer if a table reads that topic.
-    pub fn topic_grew(&self, topic_id: u64) {
-        let read = self
-            .shared
-            .tables
-            .read()
-            .expect("tables lock")
-            .values()
-            .any(|t| t.topic.as_ref().is_some_and(|t| t.id() == topic_id));
-        if read {
-            self.notify();
-        }
+    fn notify(&self) {
+        self.shared.notify();
     }
 
     /// Creates a table; it fills from its topic's start in the background.
@@ -300,29 +272,11 @@ impl Engine {
         // Start at each partition's first retained record.
         let applied: Vec<u64> = topic.partitions().iter().map(|p| p.start_offset).collect();
         let json = serde_json::to_vec(&stored).expect("definition serializes");
-        let name = def.name.clone();
-        let offsets = applied.clone();
-        self.shared
-            .log
-            .write_blocking(Box::new(move |txn| {
-                let mut defs = txn.open_table(DEFS)?;
-                if defs.get(name.as_str())?.is_some() {
-                    return Ok(Err(sluice_log::Error::Invalid(format!(
-                        "table '{name}' already exists"
-                    ))));
-                }
-                defs.insert(name.as_str(), json.as_slice())?;
-                let mut o = txn.open_table(OFFSETS)?;
-                for (p, a) in offsets.iter().enumerate() {
-                    o.insert((name.as_str(), p as u32), *a)?;
-                }
-                txn.open_table(STATS)?.insert(name.as_str(), (0, 0))?;
-                Ok(Ok(()))
-            }))
-            .map_err(|e| match e {
-                sluice_log::Error::Invalid(_) => Error::Exists(def.name.clone()),
-                e => e.into(),
-            })?;
+        let log = &self.shared.log;
+        wait(|r| log.create_store(&def.name, json, applied.clone(), r)).map_err(|e| match e {
+            sluice_log::Error::StoreExists(_) => Error::Exists(def.name.clone()),
+            e => e.into(),
+        })?;
         let table = Arc::new(Table {
             compiled,
             topic: Some(topic),
@@ -331,6 +285,7 @@ impl Engine {
             applied: Mutex::new(applied),
             state: Mutex::new((State::Backfilling, None)),
             version: AtomicU64::new(0),
+            writer: Mutex::new(None),
             stream_time: AtomicU64::new(0),
         });
         self.shared
@@ -353,17 +308,8 @@ impl Engine {
         if removed.is_none() {
             return Err(Error::NotFound(name.to_string()));
         }
-        let name = name.to_string();
-        self.shared.log.write_blocking(Box::new(move |txn| {
-            let n = name.as_str();
-            txn.open_table(DEFS)?.remove(n)?;
-            txn.open_table(STATS)?.remove(n)?;
-            txn.open_table(ROWS)?
-                .retain_in((n, "")..(n, "\u{10FFFF}\u{10FFFF}"), |_, _| false)?;
-            txn.open_table(OFFSETS)?
-                .retain_in((n, 0u32)..=(n, u32::MAX), |_, _| false)?;
-            Ok(Ok(()))
-        }))?;
+        let log = &self.shared.log;
+        wait(|r| log.drop_store(name, r))?;
         Ok(())
     }
 
@@ -384,12 +330,7 @@ impl Engine {
     /// A table's definition, state, size and progress.
     pub fn status(&self, name: &str) -> Result<Status> {
         let t = table_of(&self.shared, name)?;
-        let txn = self.shared.log.begin_read()?;
-        let (rows, skipped) = txn
-            .open_table(STATS)?
-            .get(name)?
-            .map(|v| v.value())
-            .unwrap_or((0, 0));
+        let sluice_log::StoreStats { rows, skipped } = self.shared.log.state_stats(name)?;
         let applied = t.applied.lock().expect("applied lock").clone();
         let (state, reason) = t.state.lock().expect("state lock").clone();
         Ok(Status {
@@ -428,14 +369,10 @@ impl Engine {
     /// One row, with the source offsets it reflects.
     pub fn get(&self, name: &str, key: &str) -> Result<Option<(Value, Vec<u64>)>> {
         let t = table_of(&self.shared, name)?;
-        let txn = self.shared.log.begin_read()?;
-        let rows = txn.open_table(ROWS)?;
         let partitions = t.topic.as_ref().map_or(0, |t| t.partition_count());
-        let offsets = read_offsets(&txn, name, partitions)?;
-        let row = rows
-            .get((name, key))?
-            .map(|v| render(&t.compiled, v.value()));
-        Ok(row.map(|r| (r, offsets)))
+        let mut read = self.shared.log.read_state(name, &[key], partitions)?;
+        let row = read.rows.pop().flatten().map(|v| render(&t.compiled, &v));
+        Ok(row.map(|r| (r, read.offsets)))
     }
 
     /// Rows whose keys start with `prefix`, after `after`, at most `limit`; and
@@ -448,35 +385,25 @@ impl Engine {
         limit: usize,
     ) -> Result<(Vec<(String, Value)>, bool)> {
         let t = table_of(&self.shared, name)?;
-        let txn = self.shared.log.begin_read()?;
-        let rows = txn.open_table(ROWS)?;
         let mut out = Vec::new();
-        let start = after.map_or(prefix.to_string(), str::to_string);
+        let start = after.unwrap_or(prefix);
         let mut more = false;
-        for item in rows.range((name, start.as_str())..(name, "\u{10FFFF}\u{10FFFF}"))? {
-            let (k, v) = item?;
-            let (_, key) = k.value();
+        self.shared.log.scan_state(name, start, &mut |key, v| {
             if Some(key) == after {
-                continue;
+                return true;
             }
             if !key.starts_with(prefix) {
-                break;
+                return false;
             }
             if out.len() == limit {
                 more = true;
-                break;
+                return false;
             }
-            out.push((key.to_string(), render(&t.compiled, v.value())));
-        }
+            out.push((key.to_string(), render(&t.compiled, v)));
+            true
+        })?;
         Ok((out, more))
     }
-}
-
-fn read_offsets(txn: &redb::ReadTransaction, name: &str, partitions: u32) -> Result<Vec<u64>> {
-    let t = txn.open_table(OFFSETS)?;
-    (0..partitions)
-        .map(|p| Ok(t.get((name, p))?.map(|v| v.value()).unwrap_or(0)))
-        .collect()
 }
 
 fn render(c: &Compiled, bytes: &[u8]) -> Value {
@@ -558,7 +485,7 @@ fn step(shared: &Shared, name: &str, t: &Table) -> Result<bool> {
         }
         let outcome = shared
             .log
-            .read(topic, p as u32, from, BATCH, usize::MAX, |_, r| {
+            .read(topic, p as u32, from, BATCH, usize::MAX, &mut |_, r| {
                 folded.add(&t.compiled, &r);
             })?;
         next[p] = outcome.next_offset;
@@ -570,62 +497,44 @@ fn step(shared: &Shared, name: &str, t: &Table) -> Result<bool> {
         }
         return Ok(false);
     }
-    let compiled = t.compiled.clone();
     let changed: Vec<String> = folded.changes.keys().cloned().collect();
     let newest = folded.newest;
-    let (table, expect, to) = (name.to_string(), applied.clone(), next.clone());
-    shared.log.write_blocking(Box::new(move |txn| {
-        let n = table.as_str();
-        let mut offsets = txn.open_table(OFFSETS)?;
-        for (p, want) in expect.iter().enumerate() {
-            let stored = offsets.get((n, p as u32))?.map(|v| v.value()).unwrap_or(0);
-            if stored != *want {
-                return Ok(Err(sluice_log::Error::Invalid(format!(
-                    "table '{n}' partition {p}: stored offset {stored}, expected {want}"
-                ))));
+    // The rows merges start from: this engine is the store's one writer, so they
+    // cannot change before its batch commits.
+    let merged: Vec<&str> = folded
+        .changes
+        .iter()
+        .filter(|(_, c)| matches!(c, Change::Merge(_)))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    let mut old = shared
+        .log
+        .read_state(name, &merged, 0)?
+        .rows
+        .into_iter()
+        .map(|v| v.and_then(|v| serde_json::from_slice::<StateRow>(&v).ok()));
+    let mut rows = Vec::with_capacity(folded.changes.len());
+    for (key, change) in folded.changes {
+        let value = match change {
+            Change::Put(v) => Some(serde_json::to_vec(&v).expect("row serializes")),
+            Change::Delete => None,
+            Change::Merge(partial) => {
+                let mut row = old
+                    .next()
+                    .flatten()
+                    .unwrap_or_else(|| empty_state(&t.compiled, &partial));
+                row.merge(&partial);
+                Some(serde_json::to_vec(&row).expect("row serializes"))
             }
-        }
-        let mut rows = txn.open_table(ROWS)?;
-        let mut stats = txn.open_table(STATS)?;
-        let (mut count, mut skipped) = stats.get(n)?.map(|v| v.value()).unwrap_or((0, 0));
-        skipped += folded.skipped;
-        for (key, change) in folded.changes {
-            let k = key.as_str();
-            match change {
-                Change::Put(v) => {
-                    let bytes = serde_json::to_vec(&v).expect("row serializes");
-                    if rows.insert((n, k), bytes.as_slice())?.is_none() {
-                        count += 1;
-                    }
-                }
-                Change::Delete => {
-                    if rows.remove((n, k))?.is_some() {
-                        count -= 1;
-                    }
-                }
-                Change::Merge(partial) => {
-                    let old: Option<StateRow> = rows
-                        .get((n, k))?
-                        .and_then(|v| serde_json::from_slice(v.value()).ok());
-                    let mut row = match old {
-                        Some(r) => r,
-                        None => {
-                            count += 1;
-                            empty_state(&compiled, &partial)
-                        }
-                    };
-                    row.merge(&partial);
-                    let bytes = serde_json::to_vec(&row).expect("row serializes");
-                    rows.insert((n, k), bytes.as_slice())?;
-                }
-            }
-        }
-        for (p, o) in to.iter().enumerate() {
-            offsets.insert((n, p as u32), *o)?;
-        }
-        stats.insert(n, (count, skipped))?;
-        Ok(Ok(()))
-    }))?;
+        };
+        rows.push((key, value));
+    }
+    let batch = StateBatch {
+        rows,
+        offsets: Some(next.clone()),
+        skipped: folded.skipped,
+    };
+    commit(shared, name, t, batch)?;
     *t.applied.lock().expect("applied lock") = next;
     t.version.fetch_add(1, Ordering::AcqRel);
     t.stream_time.fetch_max(newest, Ordering::AcqRel);
@@ -649,40 +558,39 @@ fn expire_windows(shared: &Shared, name: &str, t: &Table) -> Result<()> {
     let now = t.stream_time.load(Ordering::Acquire);
     let cutoff = now.saturating_sub(keep);
     let mut doomed = Vec::new();
-    {
-        let txn = shared.log.begin_read()?;
-        let rows = txn.open_table(ROWS)?;
-        for item in rows.range((name, "")..(name, "\u{10FFFF}\u{10FFFF}"))? {
-            let (k, v) = item?;
-            let old = serde_json::from_slice::<StateRow>(v.value())
-                .ok()
-                .and_then(|r| r.window)
-                .is_some_and(|(_, end)| end <= cutoff);
-            if old {
-                doomed.push(k.value().1.to_string());
-            }
+    shared.log.scan_state(name, "", &mut |key, v| {
+        let old = serde_json::from_slice::<StateRow>(v)
+            .ok()
+            .and_then(|r| r.window)
+            .is_some_and(|(_, end)| end <= cutoff);
+        if old {
+            doomed.push(key.to_string());
         }
-    }
+        true
+    })?;
     if doomed.is_empty() {
         return Ok(());
     }
-    let table = name.to_string();
-    let keys = doomed.clone();
-    shared.log.write_blocking(Box::new(move |txn| {
-        let n = table.as_str();
-        let mut rows = txn.open_table(ROWS)?;
-        let mut stats = txn.open_table(STATS)?;
-        let (mut count, skipped) = stats.get(n)?.map(|v| v.value()).unwrap_or((0, 0));
-        for k in &keys {
-            if rows.remove((n, k.as_str()))?.is_some() {
-                count -= 1;
-            }
-        }
-        stats.insert(n, (count, skipped))?;
-        Ok(Ok(()))
-    }))?;
+    let batch = StateBatch {
+        rows: doomed.iter().map(|k| (k.clone(), None)).collect(),
+        offsets: None,
+        skipped: 0,
+    };
+    commit(shared, name, t, batch)?;
     if let Some(hook) = &shared.on_change {
         hook(name, &doomed);
     }
+    Ok(())
+}
+
+/// Commits a batch of the table's store as its writer, opening the writer first if
+/// this engine has not yet (which fences any other engine writing the store).
+fn commit(shared: &Shared, name: &str, t: &Table, batch: StateBatch) -> Result<()> {
+    let mut writer = t.writer.lock().expect("writer lock");
+    let epoch = match *writer {
+        Some(e) => e,
+        None => *writer.insert(shared.log.open_writer(name)?),
+    };
+    wait(|r| shared.log.commit_state(name, epoch, batch, r))?;
     Ok(())
 }

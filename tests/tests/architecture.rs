@@ -67,7 +67,8 @@ fn closure(meta: &Value, package: &str) -> BTreeSet<String> {
 #[test]
 fn crate_boundaries_hold() {
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["metadata", "--format-version", "1", "--offline"])
+        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform"])
+        .arg(host_triple())
         .current_dir(workspace_root())
         .output()
         .expect("run cargo metadata");
@@ -82,21 +83,98 @@ fn crate_boundaries_hold() {
         let bad: Vec<&&str> = FORBIDDEN.iter().filter(|f| deps.contains(**f)).collect();
         assert!(bad.is_empty(), "{krate} depends on {bad:?}");
     }
-    let direct: Vec<String> = meta["packages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|p| p["name"] == "sluice-gateway")
-        .unwrap()["dependencies"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["name"].as_str().unwrap().to_string())
-        .collect();
+    let direct = direct_deps(&meta, "sluice-gateway");
     assert!(
         !direct.iter().any(|d| d == "redb"),
         "the gateway must reach storage through sluice-log only: {direct:?}"
     );
+    let tables = direct_deps(&meta, "sluice-tables");
+    assert!(
+        !tables.iter().any(|d| d == "redb"),
+        "the table engine keeps its state through the storage seam only: {tables:?}"
+    );
     // The check sees through to what the gateway does pull in.
     assert!(closure(&meta, "sluice-gateway").contains("tokio"));
+}
+
+/// The names of a package's direct dependencies.
+fn direct_deps(meta: &Value, package: &str) -> Vec<String> {
+    meta["packages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == package)
+        .unwrap_or_else(|| panic!("no package {package}"))["dependencies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// The target this runs on, so `cargo metadata` resolves only its dependencies
+/// (and needs no download for other platforms' crates).
+fn host_triple() -> String {
+    let out = Command::new("rustc")
+        .arg("-vV")
+        .output()
+        .expect("run rustc -vV");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("host: "))
+        .expect("rustc -vV names the host")
+        .to_string()
+}
+
+/// The gateway holds its storage as `Arc<dyn Backend>`: only `engine.rs`, which
+/// chooses and opens the engine, names an engine's own types.
+#[test]
+fn the_gateway_reaches_storage_only_through_the_seam() {
+    let src = workspace_root().join("gateway/src");
+    let mut files = vec![src.clone()];
+    let mut offenders = Vec::new();
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            files.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+            continue;
+        }
+        if path.extension().is_none_or(|e| e != "rs") || path.ends_with("engine.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if names_engine(line) {
+                offenders.push(format!("{}:{}: {line}", path.display(), n + 1));
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "only gateway/src/engine.rs may name a storage engine:\n{}",
+        offenders.join("\n")
+    );
+}
+
+/// Whether a line of source names the embedded engine's handle or options.
+fn names_engine(line: &str) -> bool {
+    let imported = line.trim_start().starts_with("use sluice_log::")
+        && line
+            .split(|c: char| !c.is_alphanumeric() && c != '_')
+            .any(|w| w == "Log" || w == "LogOptions");
+    imported || line.contains("sluice_log::Log") || line.contains("Log::open(")
+}
+
+#[test]
+fn the_engine_check_sees_each_way_of_naming_it() {
+    for line in [
+        "use sluice_log::{Backend, Log};",
+        "use sluice_log::LogOptions;",
+        "    let l: sluice_log::Log = todo!();",
+        "    let l = Log::open(dir, o)?;",
+    ] {
+        assert!(names_engine(line), "{line}");
+    }
+    for line in ["use sluice_log::{Backend, Topic};", "    state.log.read(&t)"] {
+        assert!(!names_engine(line), "{line}");
+    }
 }

@@ -188,17 +188,17 @@ fn the_reserve_absorbs_the_store_meeting_a_full_disk() {
 
     let filler = fill(fs.path());
     assert!(!log.disk().appends_allowed());
-    // 8 MiB more in the file: it has to grow.
-    const BULK: redb::TableDefinition<u64, &[u8]> = redb::TableDefinition::new("bulk");
-    log.write_blocking(Box::new(|txn| {
-        let mut t = txn.open_table(BULK)?;
-        let value = vec![1u8; 64 << 10];
-        for i in 0..128u64 {
-            t.insert(i, value.as_slice())?;
-        }
-        Ok(Ok(()))
-    }))
-    .expect("the write that found the disk full went through");
+    // 8 MiB more in the file, in a state store (whose writes are not appends,
+    // so the floor lets them through): the file has to grow.
+    sluice_log::wait(|r| log.create_store("bulk", Vec::new(), Vec::new(), r)).unwrap();
+    let writer = log.open_writer("bulk").unwrap();
+    let value = vec![1u8; 64 << 10];
+    let batch = sluice_log::StateBatch {
+        rows: (0..128).map(|i| (format!("{i:03}"), Some(value.clone()))).collect(),
+        ..Default::default()
+    };
+    sluice_log::wait(|r| log.commit_state("bulk", writer, batch, r))
+        .expect("the write that found the disk full went through");
     assert!(!log.is_poisoned());
     assert!(!log.disk().reserve_held, "the reserve was spent");
     let mut seen = 0;

@@ -192,7 +192,7 @@ async fn stream(
             let read = tokio::task::spawn_blocking(move || {
                 let mut out = Vec::with_capacity(16 * 1024);
                 let mut record = Vec::with_capacity(512);
-                let outcome = log.read(&t, p2, from, 500, 256 * 1024, |o, r| {
+                let outcome = log.read(&t, p2, from, 500, 256 * 1024, &mut |o, r| {
                     record.clear();
                     write_record(&mut record, p2, o, &r);
                     out.extend_from_slice(b"event: record\nid: ");

@@ -115,7 +115,7 @@ pub async fn fetch(
         let (body, outcome) = tokio::task::spawn_blocking(move || {
             let mut body = Vec::with_capacity(4096);
             body.extend_from_slice(b"{\"records\":[");
-            let outcome = log.read(&topic, partition, offset, limit, max_bytes, |o, r| {
+            let outcome = log.read(&topic, partition, offset, limit, max_bytes, &mut |o, r| {
                 if body.len() > 12 {
                     body.push(b',');
                 }

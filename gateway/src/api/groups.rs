@@ -274,7 +274,7 @@ async fn read_assigned(
             // Retention passed the position: continue from the oldest record.
             let from = pos.clamp(info.start_offset, info.end_offset);
             let mut size = 0;
-            let outcome = log.read(&topic, p, from, left, bytes_left, |o, r| {
+            let outcome = log.read(&topic, p, from, left, bytes_left, &mut |o, r| {
                 if !body.is_empty() {
                     body.push(b',');
                 }
@@ -425,7 +425,7 @@ pub fn group_names(
 ) -> Result<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>, ApiError> {
     let mut names: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
         Default::default();
-    for (g, topics) in state.log.groups()? {
+    for (g, topics) in state.log.committed_groups()? {
         names
             .entry(g)
             .or_default()
@@ -496,7 +496,7 @@ pub async fn describe_group(
     let members = state.groups.members(&group);
     let mut topics: Vec<Arc<Topic>> = state
         .log
-        .groups()?
+        .committed_groups()?
         .into_iter()
         .find(|(g, _)| *g == group)
         .map(|(_, t)| t)

@@ -82,15 +82,15 @@ pub async fn stats(
     let data_bytes = tokio::task::spawn_blocking(move || stats.data_bytes())
         .await
         .unwrap_or(0);
-    let disk = state.log.disk();
+    let disk = state.log.health().disk;
     Ok(Json(ServerStats {
         version: env!("CARGO_PKG_VERSION").to_string(),
         started_ms: state.stats.started_ms(),
         uptime_ms: state.stats.uptime_ms(),
         now_ms: sluice_log::now_ms(),
         data_bytes,
-        disk_free_bytes: disk.free_bytes,
-        min_free_disk_bytes: disk.min_free_bytes,
+        disk_free_bytes: disk.map_or(0, |d| d.free_bytes),
+        min_free_disk_bytes: disk.map_or(0, |d| d.min_free_bytes),
         websocket_connections: state.stats.websockets(),
         topics,
         groups,

@@ -1,0 +1,27 @@
+//! Choosing and opening the storage engine. This is the one module of the gateway
+//! that names an engine; everything else holds an `Arc<dyn Backend>` (the seam).
+
+use std::sync::Arc;
+
+use sluice_log::{Backend, Log, LogOptions};
+
+use crate::config::Config;
+
+/// Opens the configured storage engine.
+pub(crate) fn open(config: &Config) -> sluice_log::Result<Arc<dyn Backend>> {
+    let options = LogOptions {
+        two_phase_commit: config.two_phase_commit,
+        dedupe_window: std::time::Duration::from_secs(config.dedupe_window_secs),
+        cache_bytes: config.cache_mb * 1024 * 1024,
+        compaction_max_dirty: std::time::Duration::from_millis(config.compaction_max_dirty_ms),
+        min_free_bytes: config.min_free_disk_mb << 20,
+        on_commit: Some(Arc::new(|stats: &sluice_log::CommitStats| {
+            metrics::histogram!("sluice_commit_batch_records").record(stats.records as f64);
+            metrics::histogram!("sluice_commit_duration_seconds")
+                .record(stats.duration.as_secs_f64());
+        })),
+        ..LogOptions::default()
+    };
+    Ok(Arc::new(Log::open(&config.data_dir, options)?))
+}
+

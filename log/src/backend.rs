@@ -1,0 +1,237 @@
+//! The storage seam: every operation the gateway and the table engine need from a
+//! storage engine, and nothing of how one engine keeps it.
+//!
+//! The embedded redb [`Log`] is one implementation; the Kafka engine is the other.
+//! What crosses the seam is this crate's own types ([`Topic`], [`AppendRequest`],
+//! [`RecordView`], [`StateBatch`], [`Error`], ...): no redb transaction, table or
+//! error. Calls that write take a [`Reply`] and answer once the write is durable (on
+//! whatever thread the engine finishes it), so a front end can wait for many
+//! writes at once without a thread each; reads answer on the caller's thread and
+//! may block, so async callers run them on a blocking pool.
+//!
+//! Placement is decided above the seam: an append names its partitions, chosen with
+//! Sluice's murmur2 ([`crate::partition_for_key`]), so a key lands on the same
+//! partition on every engine. Idempotency keys travel with the append
+//! ([`crate::AppendUnit::dedupe_key`]).
+//!
+//! The seam's behaviour is specified by the conformance suite in
+//! `log/tests/conformance.rs`, written against this trait only; every engine runs it.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::{
+    AppendHook, AppendRequest, DiskStatus, Log, ReadOutcome, RecordView, Reply, Result,
+    StateBatch, StateRead, StoreStats, Topic, TopicConfig,
+};
+
+/// A storage engine behind the seam.
+pub trait Backend: Send + Sync + 'static {
+    /// Identifies this store's data: it changes when the data is replaced (a new
+    /// data directory, a restore), so clients that resume from offsets can tell.
+    fn epoch(&self) -> &str;
+
+    /// Whether the engine takes writes, and the disk it writes to when it has one.
+    fn health(&self) -> Health;
+
+    // Topics.
+
+    /// A topic by name.
+    fn topic(&self, name: &str) -> Option<Arc<Topic>>;
+    /// All topics, sorted by name.
+    fn topics(&self) -> Vec<Arc<Topic>>;
+    /// Creates a topic; answers once it is durable.
+    fn create_topic(&self, name: &str, config: TopicConfig, reply: Reply<Arc<Topic>>);
+    /// Deletes a topic and (in the background) its records.
+    fn delete_topic(&self, name: &str, reply: Reply<()>);
+
+    // Records.
+
+    /// Appends units of records to the partitions they name; answers one
+    /// `(partition, offset)` per record, in request order, once all are durable. A
+    /// unit whose dedupe key was seen within the dedupe window is not written again:
+    /// its first offsets are answered instead.
+    fn append(&self, request: AppendRequest, reply: Reply<Vec<(u32, u64)>>);
+    /// Reads one partition from `from`: at most `max_records` records and about
+    /// `max_bytes` (the first record always, so a reader makes progress). Offsets
+    /// that hold no record (compacted away) are skipped.
+    fn read(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        visit: &mut dyn FnMut(u64, RecordView<'_>),
+    ) -> Result<ReadOutcome>;
+    /// The first offset whose record's timestamp is at or after `timestamp_ms`, or
+    /// the partition's end.
+    fn offset_for_timestamp(&self, topic: &Topic, partition: u32, timestamp_ms: u64)
+    -> Result<u64>;
+    /// Calls `hook(topic id, partition, end offset)` whenever a partition's end moves
+    /// (after the records are readable). Any number of subscribers; hooks run on the
+    /// engine's thread and must not block.
+    fn subscribe(&self, hook: AppendHook);
+
+    // The consumer-group store: committed offsets and fencing tokens.
+
+    /// Commits a group's offsets (the next offset to read per partition),
+    /// atomically; answers once they are durable.
+    fn commit_offsets(&self, group: &str, offsets: Vec<(Arc<Topic>, u32, u64)>, reply: Reply<()>);
+    /// A group's committed offsets on one topic, per partition.
+    fn committed_offsets(&self, group: &str, topic: &Topic) -> Result<Vec<Option<u64>>>;
+    /// Every group with committed offsets, with the topics (that still exist) it has
+    /// them on.
+    fn committed_groups(&self) -> Result<Vec<(String, Vec<Arc<Topic>>)>>;
+    /// Forgets a group's committed offsets; answers how many there were.
+    fn delete_group(&self, group: &str, reply: Reply<usize>);
+    /// Durably reserves a block of fencing tokens (consumer generations) that no
+    /// earlier reservation of this store handed out.
+    fn reserve_fencing_tokens(&self) -> Result<Range<u64>>;
+
+    // State stores: derived state written exactly once (see `crate::state`).
+
+    /// Creates a store with its definition and its starting source offsets.
+    fn create_store(&self, name: &str, definition: Vec<u8>, offsets: Vec<u64>, reply: Reply<()>);
+    /// Deletes a store and everything in it.
+    fn drop_store(&self, name: &str, reply: Reply<()>);
+    /// Every store with its definition.
+    fn stores(&self) -> Result<Vec<(String, Vec<u8>)>>;
+    /// Becomes the store's one writer, fencing every earlier one; returns the
+    /// writer's epoch.
+    fn open_writer(&self, store: &str) -> Result<u64>;
+    /// Commits rows and the source offsets they reflect, atomically, as writer
+    /// `epoch`; refused with [`crate::Error::Fenced`] once a newer writer opened.
+    fn commit_state(&self, store: &str, epoch: u64, batch: StateBatch, reply: Reply<()>);
+    /// Rows by key and the offsets they reflect, from one consistent view.
+    fn read_state(&self, store: &str, keys: &[&str], partitions: u32) -> Result<StateRead>;
+    /// Rows from key `from` on, in key order, until `visit` says stop.
+    fn scan_state(
+        &self,
+        store: &str,
+        from: &str,
+        visit: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<()>;
+    /// A store's counters.
+    fn state_stats(&self, store: &str) -> Result<StoreStats>;
+
+    // Operations.
+
+    /// A consistent copy of all data for a backup: a file open at its start, and
+    /// its length. [`crate::Error::Unsupported`] where the engine has its own means.
+    fn snapshot(&self, reply: Reply<(std::fs::File, u64)>);
+}
+
+/// Whether an engine takes writes.
+#[derive(Debug, Clone, Copy)]
+pub struct Health {
+    /// A failed durable commit stopped all writes until a restart.
+    pub poisoned: bool,
+    /// The local disk writes go to, for engines that have one.
+    pub disk: Option<DiskStatus>,
+    /// Size of the engine's local data file, for engines that have one.
+    pub file_bytes: Option<u64>,
+}
+
+impl Backend for Log {
+    fn epoch(&self) -> &str {
+        Log::epoch(self)
+    }
+    fn health(&self) -> Health {
+        Health {
+            poisoned: self.is_poisoned(),
+            disk: Some(self.disk()),
+            file_bytes: std::fs::metadata(self.path()).ok().map(|m| m.len()),
+        }
+    }
+    fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        Log::topic(self, name)
+    }
+    fn topics(&self) -> Vec<Arc<Topic>> {
+        Log::topics(self)
+    }
+    fn create_topic(&self, name: &str, config: TopicConfig, reply: Reply<Arc<Topic>>) {
+        Log::create_topic(self, name, config, reply)
+    }
+    fn delete_topic(&self, name: &str, reply: Reply<()>) {
+        Log::delete_topic(self, name, reply)
+    }
+    fn append(&self, request: AppendRequest, reply: Reply<Vec<(u32, u64)>>) {
+        Log::append(self, request, reply)
+    }
+    fn read(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        visit: &mut dyn FnMut(u64, RecordView<'_>),
+    ) -> Result<ReadOutcome> {
+        Log::read(self, topic, partition, from, max_records, max_bytes, visit)
+    }
+    fn offset_for_timestamp(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        timestamp_ms: u64,
+    ) -> Result<u64> {
+        Log::offset_for_timestamp(self, topic, partition, timestamp_ms)
+    }
+    fn subscribe(&self, hook: AppendHook) {
+        Log::subscribe(self, hook)
+    }
+    fn commit_offsets(&self, group: &str, offsets: Vec<(Arc<Topic>, u32, u64)>, reply: Reply<()>) {
+        Log::commit_offsets(self, group, offsets, reply)
+    }
+    fn committed_offsets(&self, group: &str, topic: &Topic) -> Result<Vec<Option<u64>>> {
+        Log::committed_offsets(self, group, topic)
+    }
+    fn committed_groups(&self) -> Result<Vec<(String, Vec<Arc<Topic>>)>> {
+        Log::committed_groups(self)
+    }
+    fn delete_group(&self, group: &str, reply: Reply<usize>) {
+        Log::delete_group(self, group, reply)
+    }
+    fn reserve_fencing_tokens(&self) -> Result<Range<u64>> {
+        Log::reserve_fencing_tokens(self)
+    }
+    fn create_store(&self, name: &str, definition: Vec<u8>, offsets: Vec<u64>, reply: Reply<()>) {
+        Log::create_store(self, name, definition, offsets, reply)
+    }
+    fn drop_store(&self, name: &str, reply: Reply<()>) {
+        Log::drop_store(self, name, reply)
+    }
+    fn stores(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        Log::stores(self)
+    }
+    fn open_writer(&self, store: &str) -> Result<u64> {
+        Log::open_writer(self, store)
+    }
+    fn commit_state(&self, store: &str, epoch: u64, batch: StateBatch, reply: Reply<()>) {
+        Log::commit_state(self, store, epoch, batch, reply)
+    }
+    fn read_state(&self, store: &str, keys: &[&str], partitions: u32) -> Result<StateRead> {
+        Log::read_state(self, store, keys, partitions)
+    }
+    fn scan_state(
+        &self,
+        store: &str,
+        from: &str,
+        visit: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<()> {
+        Log::scan_state(self, store, from, visit)
+    }
+    fn state_stats(&self, store: &str) -> Result<StoreStats> {
+        Log::state_stats(self, store)
+    }
+    fn snapshot(&self, reply: Reply<(std::fs::File, u64)>) {
+        Log::snapshot(self, reply)
+    }
+}
+
+/// Runs a callback-style call of the seam and waits for its answer, for callers on
+/// threads that may block.
+pub fn wait<T: Send + 'static>(call: impl FnOnce(Reply<T>)) -> Result<T> {
+    crate::log::blocking(call)
+}
