@@ -633,9 +633,8 @@ function groupPage(main, cleanup, name) {
     h('option', { value: 'earliest' }, 'earliest'), h('option', { value: 'latest' }, 'latest'),
     h('option', { value: 'offset' }, 'offset'), h('option', { value: 'timestamp' }, 'time'));
   const at = h('input', { name: 'at', placeholder: 'offset, or time as 2026-01-31T12:00', 'aria-label': 'Offset or time' });
-  const force = h('input', { type: 'checkbox', name: 'force' });
   const reset = h('form', { class: 'inline' }, h('label', {}, 'Topic', topicSelect), h('label', {}, 'To', to),
-    h('label', {}, 'Offset or time', at), h('label', {}, 'Even with live members', force),
+    h('label', {}, 'Offset or time', at),
     h('button', { type: 'submit', class: 'danger' }, 'Reset offsets'));
   reset.addEventListener('submit', async (e) => {
     e.preventDefault();
@@ -644,7 +643,7 @@ function groupPage(main, cleanup, name) {
     if (target === 'timestamp') target = { timestamp: new Date(at.value).getTime() };
     if (!window.confirm(`Move group ${name}'s offsets on ${topicSelect.value} to ${JSON.stringify(target)}?`)) return;
     try {
-      const r = await api('POST', `/v1/groups/${enc(name)}/offsets/reset`, { topic: topicSelect.value, to: target, force: force.checked });
+      const r = await api('POST', `/v1/groups/${enc(name)}/offsets/reset`, { topic: topicSelect.value, to: target });
       say(out, `Committed ${r.offsets.map((o) => `p${o.partition}→${o.offset}`).join(', ')}.`, true);
     } catch (err) { say(out, explain(err), false); }
   });

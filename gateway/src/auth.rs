@@ -41,7 +41,7 @@ pub struct Permissions {
 
 /// The object an operation touches.
 #[derive(Debug, Clone, Copy)]
-pub enum Object<'a> {
+pub(crate) enum Object<'a> {
     /// Write to a topic.
     Produce(&'a str),
     /// Read a topic.
@@ -56,7 +56,7 @@ pub enum Object<'a> {
 
 /// Who is calling, and what they may do.
 #[derive(Debug, Clone)]
-pub struct Principal {
+pub(crate) struct Principal {
     /// The token's subject, if a token was given and names one.
     pub sub: Option<String>,
     /// The token's permissions; `None` when auth is off and everything is allowed.
@@ -67,7 +67,7 @@ pub struct Principal {
 }
 
 /// `*` matches any run of characters; everything else matches itself.
-pub fn glob(pattern: &str, name: &str) -> bool {
+pub(crate) fn glob(pattern: &str, name: &str) -> bool {
     let (p, n) = (pattern.as_bytes(), name.as_bytes());
     let (mut pi, mut ni) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
@@ -95,7 +95,7 @@ fn any(patterns: &[String], name: &str) -> bool {
 
 impl Principal {
     /// Whether the caller may touch `object`.
-    pub fn may(&self, object: Object<'_>) -> bool {
+    pub(crate) fn may(&self, object: Object<'_>) -> bool {
         let Some(p) = &self.permissions else {
             return true;
         };
@@ -110,7 +110,7 @@ impl Principal {
     }
 
     /// [`Principal::may`], answering 403 when not.
-    pub fn require(&self, object: Object<'_>) -> Result<(), ApiError> {
+    pub(crate) fn require(&self, object: Object<'_>) -> Result<(), ApiError> {
         if self.may(object) {
             return Ok(());
         }
@@ -130,7 +130,7 @@ impl Principal {
 }
 
 /// How tokens are checked.
-pub struct Auth {
+pub(crate) struct Auth {
     keys: Vec<(Option<String>, DecodingKey, Vec<Algorithm>)>,
     issuer: Option<String>,
     audience: Option<String>,
@@ -138,7 +138,7 @@ pub struct Auth {
 }
 
 /// Where the verification key comes from.
-pub enum KeyConfig<'a> {
+pub(crate) enum KeyConfig<'a> {
     /// A shared HMAC secret (HS256).
     Secret(&'a [u8]),
     /// A PEM public key file (RSA, EC or Ed25519).
@@ -161,7 +161,7 @@ fn unauthorized(detail: impl Into<String>) -> ApiError {
 
 impl Auth {
     /// Loads the verification keys.
-    pub fn new(
+    pub(crate) fn new(
         key: KeyConfig<'_>,
         issuer: Option<String>,
         audience: Option<String>,
@@ -241,7 +241,7 @@ impl Auth {
     }
 
     /// Verifies a token and returns its subject and permissions.
-    pub fn verify(&self, token: &str) -> Result<(Option<String>, Permissions), ApiError> {
+    pub(crate) fn verify(&self, token: &str) -> Result<(Option<String>, Permissions), ApiError> {
         let raw_header = token
             .split('.')
             .next()
@@ -362,7 +362,7 @@ impl FromRequestParts<AppState> for Principal {
 
 /// The client's address, set on each request by the server loop.
 #[derive(Debug, Clone, Copy)]
-pub struct PeerAddr(pub std::net::SocketAddr);
+pub(crate) struct PeerAddr(pub std::net::SocketAddr);
 
 /// The token of a request: `Authorization: Bearer`, or for WebSocket and SSE (which
 /// browsers cannot give headers) the `access_token` query parameter.

@@ -13,8 +13,8 @@ use serde_json::value::RawValue;
 use sluice_log::{AppendUnit, RecordParts, Topic, ValueKind};
 
 use crate::api::BASE64_IN;
-use crate::api::produce::encode_parts;
 use crate::error::{ApiError, json_error};
+use crate::records::encode_parts;
 
 type Event = BTreeMap<String, Box<RawValue>>;
 
@@ -35,14 +35,14 @@ fn invalid(msg: impl Into<String>) -> ApiError {
 }
 
 /// `application/cloudevents+json`: one event.
-pub fn structured(topic: &Topic, body: &[u8], now: u64) -> Result<AppendUnit, ApiError> {
+pub(crate) fn structured(topic: &Topic, body: &[u8], now: u64) -> Result<AppendUnit, ApiError> {
     let event: Event = serde_json::from_slice(body).map_err(json_error)?;
     from_structured(topic, event, now).map_err(invalid)
 }
 
 /// `application/cloudevents-batch+json`: an array of events, each deduplicated on its
 /// own.
-pub fn batch(topic: &Topic, body: &[u8], now: u64) -> Result<Vec<AppendUnit>, ApiError> {
+pub(crate) fn batch(topic: &Topic, body: &[u8], now: u64) -> Result<Vec<AppendUnit>, ApiError> {
     let events: Vec<Event> = serde_json::from_slice(body).map_err(json_error)?;
     events
         .into_iter()
@@ -99,7 +99,7 @@ fn from_structured(topic: &Topic, mut event: Event, now: u64) -> Result<AppendUn
 }
 
 /// Binary mode: attributes in `ce-*` headers, the body is the data.
-pub fn binary(
+pub(crate) fn binary(
     topic: &Topic,
     headers: &HeaderMap,
     content_type: &str,

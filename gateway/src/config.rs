@@ -454,10 +454,10 @@ impl Config {
                 self.listen
             ));
         }
-        if self.request_timeout_secs * 1000 <= crate::api::fetch::MAX_WAIT_MS {
+        if self.request_timeout_secs * 1000 <= crate::stream::MAX_WAIT_MS {
             return Err(format!(
                 "--request-timeout-secs must exceed the longest long-poll ({} s)",
-                crate::api::fetch::MAX_WAIT_MS / 1000
+                crate::stream::MAX_WAIT_MS / 1000
             ));
         }
         Ok(())

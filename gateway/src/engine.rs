@@ -24,4 +24,3 @@ pub(crate) fn open(config: &Config) -> sluice_log::Result<Arc<dyn Backend>> {
     };
     Ok(Arc::new(Log::open(&config.data_dir, options)?))
 }
-

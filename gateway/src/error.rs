@@ -8,7 +8,7 @@ use sluice_openapi::Problem;
 
 /// An error answer: status, stable code and a sentence for a person.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub detail: String,
@@ -19,7 +19,7 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, detail: impl Into<String>) -> Self {
         ApiError {
             status,
             code,
@@ -28,17 +28,17 @@ impl ApiError {
             retry_after: None,
         }
     }
-    pub fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
+    pub(crate) fn bad_request(code: &'static str, detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, detail)
     }
-    pub fn topic_not_found(name: &str) -> Self {
+    pub(crate) fn topic_not_found(name: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,
             "topic_not_found",
             format!("topic '{name}' does not exist"),
         )
     }
-    pub fn internal() -> Self {
+    pub(crate) fn internal() -> Self {
         Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
@@ -133,14 +133,14 @@ impl IntoResponse for ApiError {
 
 /// Parses a JSON body, answering malformed JSON and wrong shapes with a 400 that
 /// says where the problem is.
-pub fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(bytes).map_err(json_error)
 }
 
 /// Checks that no object of a JSON document names a key twice (which a parse into
 /// a map or a `serde_json::Value` would let pass, the last one winning); answers
 /// the first such key, or bad JSON, with a 400.
-pub fn reject_duplicate_keys(bytes: &[u8]) -> Result<(), ApiError> {
+pub(crate) fn reject_duplicate_keys(bytes: &[u8]) -> Result<(), ApiError> {
     serde_json::from_slice::<Unique>(bytes)
         .map(|_| ())
         .map_err(json_error)
@@ -195,7 +195,7 @@ impl<'de> serde::de::Visitor<'de> for Unique {
     }
 }
 
-pub fn json_error(e: serde_json::Error) -> ApiError {
+pub(crate) fn json_error(e: serde_json::Error) -> ApiError {
     use serde_json::error::Category;
     match e.classify() {
         Category::Syntax | Category::Eof | Category::Io => {
@@ -230,20 +230,20 @@ impl From<axum::extract::rejection::BytesRejection> for ApiError {
 /// `Query` whose rejection is a problem+json 400.
 #[derive(axum::extract::FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
-pub struct Query<T>(pub T);
+pub(crate) struct Query<T>(pub T);
 
 /// `Path` whose rejection is a problem+json 400.
 #[derive(axum::extract::FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
-pub struct Path<T>(pub T);
+pub(crate) struct Path<T>(pub T);
 
 /// The request body as bytes, with 413 problem+json past the body limit. It holds
 /// its share of the server's in-flight body budget until the handler is done, so
 /// many large requests at once wait for each other instead of exhausting memory.
-pub struct Body(pub axum::body::Bytes, pub InFlight);
+pub(crate) struct Body(pub axum::body::Bytes, pub InFlight);
 
 /// A share of the in-flight body budget; released when dropped.
-pub struct InFlight(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
+pub(crate) struct InFlight(#[allow(dead_code)] Option<tokio::sync::OwnedSemaphorePermit>);
 
 fn payload_too_large() -> ApiError {
     ApiError::new(

@@ -2,26 +2,34 @@
 //! the `sluice` command's other commands (token, backup, restore).
 //!
 //! It owns everything that speaks HTTP: routes, request parsing and validation,
-//! problem+json errors, long-polling, the OpenAPI wiring and the embedded dashboard. Storage stays behind
-//! the `sluice-log` crate's operations; this crate never touches redb directly.
+//! problem+json errors, long-polling, the OpenAPI wiring and the embedded dashboard.
+//! Storage stays behind the seam, `sluice_log::Backend` (only `engine.rs` names an
+//! engine); the consumer-group coordinator is `sluice_log::groups`.
+//!
+//! Its face is [`run`], the configuration types, [`cli`] and the generated API
+//! documents; everything else is `pub(crate)`.
 
-pub mod api;
-pub mod auth;
+#![warn(unreachable_pub)]
+
+mod api;
+mod auth;
 pub mod cli;
-pub mod cloudevents;
-pub mod config;
+mod cloudevents;
+mod config;
 mod engine;
-pub mod error;
-pub mod groups;
-pub mod limits;
-pub mod problems;
-pub mod server;
-pub mod state;
-pub mod stats;
-pub mod tail;
-pub mod telemetry;
-pub mod web;
-pub mod ws;
+mod error;
+mod limits;
+mod problems;
+mod records;
+mod server;
+mod session;
+mod state;
+mod stats;
+mod stream;
+mod telemetry;
+mod views;
+mod web;
+mod ws;
 
 use std::sync::Arc;
 
@@ -35,10 +43,12 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
-pub use crate::config::Config;
+pub use crate::auth::Permissions;
+pub use crate::config::{Cli, Command, Config, LogFormat, TokenArgs};
 use crate::error::ApiError;
 use crate::limits::Limits;
 use crate::state::{AppState, Waiters};
+pub use crate::telemetry::install as install_metrics;
 
 /// The OpenAPI document's static part; paths are added by the router.
 #[derive(OpenApi)]
@@ -343,12 +353,17 @@ pub fn build_state(
             hook_waiters.notify(table, keys)
         })),
     )?);
-    let groups = Arc::new(crate::groups::Coordinator::new(
+    let group_changes = Arc::new(crate::state::Signals::default());
+    let groups = Arc::new(sluice_log::groups::Coordinator::new(
         Box::new({
             let log = log.clone();
             move || log.reserve_fencing_tokens().map_err(|e| e.to_string())
         }),
         std::time::Duration::from_millis(config.group_session_timeout_ms),
+        Some(Arc::new({
+            let changes = group_changes.clone();
+            move |group: &str| changes.notify(group)
+        })),
     ));
     // Long polls and subscriptions wake on the commit that brings them data.
     let waiters = Arc::new(Waiters::default());
@@ -367,10 +382,11 @@ pub fn build_state(
         waiters,
         auth,
         groups,
+        group_changes,
         group_config: crate::state::GroupConfig {
             bind_subject: config.bind_consumers_to_subject,
         },
-        tail: Arc::new(crate::tail::TailCache::new(
+        tail: Arc::new(crate::stream::tail::TailCache::new(
             config.tail_cache_mb * 1024 * 1024,
         )),
         ws: Arc::new(crate::ws::WsConfig {

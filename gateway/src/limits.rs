@@ -16,10 +16,10 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::error::ApiError;
 
 /// The longest a request body waits for room in the in-flight budget.
-pub const BODY_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+pub(crate) const BODY_BUDGET_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Limits the handlers check.
-pub struct Limits {
+pub(crate) struct Limits {
     /// Largest request body accepted.
     pub max_body_bytes: usize,
     /// Request bodies being read or handled at once, in KiB.
@@ -38,7 +38,7 @@ fn limiter(per_second: u32) -> Option<DefaultKeyedRateLimiter<String>> {
 
 impl Limits {
     /// `(requests, records)` per second; `0` turns a rate limit off.
-    pub fn new(
+    pub(crate) fn new(
         max_body_bytes: usize,
         in_flight_bytes: usize,
         (requests_per_second, records_per_second): (u32, u32),
@@ -60,7 +60,7 @@ impl Limits {
     /// the nearest address its forwarding header names that is not itself a
     /// trusted proxy (addresses further left could be made up by the client).
     /// `Forwarded` (RFC 7239) is read before `X-Forwarded-For`.
-    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+    pub(crate) fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let trusted = |ip: &IpAddr| self.trusted_proxies.iter().any(|n| n.contains(ip));
         if !trusted(&peer) {
             return peer;
@@ -101,7 +101,7 @@ impl Limits {
     /// budget and all wait for more would wait for each other forever, so a wait is
     /// bounded: past [`BODY_BUDGET_WAIT`] the request is refused with 429, its share
     /// goes back, and the others go on.
-    pub async fn hold_body(
+    pub(crate) async fn hold_body(
         &self,
         held: &mut Option<OwnedSemaphorePermit>,
         bytes: usize,
@@ -135,12 +135,12 @@ impl Limits {
     }
 
     /// Whether any per-principal rate limit is on (and so needs a principal's key).
-    pub fn rate_limited(&self) -> bool {
+    pub(crate) fn rate_limited(&self) -> bool {
         self.requests.is_some() || self.records.is_some()
     }
 
     /// Counts one request of `key`.
-    pub fn check_requests(&self, key: &str) -> Result<(), ApiError> {
+    pub(crate) fn check_requests(&self, key: &str) -> Result<(), ApiError> {
         let Some(l) = &self.requests else {
             return Ok(());
         };
@@ -153,7 +153,7 @@ impl Limits {
     }
 
     /// Counts `n` produced records of `key`.
-    pub fn check_records(&self, key: &str, n: usize) -> Result<(), ApiError> {
+    pub(crate) fn check_records(&self, key: &str, n: usize) -> Result<(), ApiError> {
         let (Some(l), Some(n)) = (
             &self.records,
             NonZeroU32::new(n.min(u32::MAX as usize) as u32),
@@ -171,7 +171,7 @@ impl Limits {
     }
 
     /// Forgets principals that are back to a full bucket, so the tables stay small.
-    pub fn forget_idle(&self) {
+    pub(crate) fn forget_idle(&self) {
         for l in [&self.requests, &self.records].into_iter().flatten() {
             l.retain_recent();
             l.shrink_to_fit();

@@ -3,9 +3,7 @@
 //! commands (token, backup, restore).
 
 use anyhow::Context;
-use sluice_gateway::auth::Permissions;
-use sluice_gateway::config::{Cli, Command, LogFormat, TokenArgs};
-use sluice_gateway::{Config, cli};
+use sluice_gateway::{Cli, Command, Config, LogFormat, Permissions, TokenArgs, cli};
 use tokio::net::TcpListener;
 
 /// jemalloc: measured faster than the system allocator on the request path, with a
@@ -110,7 +108,7 @@ fn init_tracing(format: LogFormat) {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let metrics = sluice_gateway::telemetry::install()?;
+    let metrics = sluice_gateway::install_metrics()?;
     let listener = TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

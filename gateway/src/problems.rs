@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 
 /// `(code, status, meaning)`, grouped by status.
-pub const CODES: &[(&str, u16, &str)] = &[
+pub(crate) const CODES: &[(&str, u16, &str)] = &[
     (
         "invalid_json",
         400,
@@ -206,12 +206,12 @@ pub const CODES: &[(&str, u16, &str)] = &[
 ];
 
 /// The `type` of a problem with `code`: the anchor on the `/problems` page.
-pub fn type_uri(code: &str) -> String {
+pub(crate) fn type_uri(code: &str) -> String {
     format!("/problems#{code}")
 }
 
 /// `GET /problems`: the page of every code.
-pub async fn page() -> Response {
+pub(crate) async fn page() -> Response {
     let mut html = String::from(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\">\

@@ -17,7 +17,7 @@ use tokio::net::TcpListener;
 
 /// Connection-level limits.
 #[derive(Debug, Clone, Copy)]
-pub struct ServeLimits {
+pub(crate) struct ServeLimits {
     /// Longest time a client may take to send a request's headers.
     pub header_timeout: Duration,
     /// How long in-flight requests may take to finish at shutdown.
@@ -28,7 +28,7 @@ pub struct ServeLimits {
 
 /// Serves `router` on `listener` until `shutdown` resolves, then lets in-flight
 /// requests finish for up to `drain`.
-pub async fn run(
+pub(crate) async fn run(
     listener: TcpListener,
     router: Router,
     limits: ServeLimits,

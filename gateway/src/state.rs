@@ -8,10 +8,10 @@ use sluice_log::Backend;
 use tokio::sync::watch;
 
 use crate::auth::Auth;
-use crate::groups::Coordinator;
 use crate::limits::Limits;
-use crate::tail::TailCache;
+use crate::stream::tail::TailCache;
 use crate::ws::WsConfig;
+use sluice_log::groups::Coordinator;
 
 /// What every handler shares; cloned per request, so it is one `Arc`.
 #[derive(Clone)]
@@ -32,81 +32,113 @@ impl std::ops::Deref for AppState {
 
 pub struct Shared {
     /// The storage engine, through the seam.
-    pub log: Arc<dyn Backend>,
-    pub limits: Arc<Limits>,
-    pub waiters: Arc<Waiters>,
+    pub(crate) log: Arc<dyn Backend>,
+    pub(crate) limits: Arc<Limits>,
+    pub(crate) waiters: Arc<Waiters>,
     /// Token verification; `None` when auth is off.
-    pub auth: Option<Arc<Auth>>,
+    pub(crate) auth: Option<Arc<Auth>>,
     /// Consumer-group membership and positions.
-    pub groups: Arc<Coordinator>,
+    pub(crate) groups: Arc<Coordinator>,
+    /// Bumped whenever a group's generation moves, for polls waiting on it.
+    pub(crate) group_changes: Arc<Signals<String>>,
     /// Consumer-group settings.
-    pub group_config: GroupConfig,
+    pub(crate) group_config: GroupConfig,
     /// Recently encoded record chunks, shared by subscribers.
-    pub tail: Arc<TailCache>,
+    pub(crate) tail: Arc<TailCache>,
     /// WebSocket settings.
-    pub ws: Arc<WsConfig>,
+    pub(crate) ws: Arc<WsConfig>,
     /// Becomes true when the server starts shutting down.
-    pub shutdown: watch::Receiver<bool>,
+    pub(crate) shutdown: watch::Receiver<bool>,
     /// The table engine.
-    pub tables: Arc<sluice_tables::Engine>,
+    pub(crate) tables: Arc<sluice_tables::Engine>,
     /// Long polls on table changes park here.
-    pub table_waiters: Arc<TableWaiters>,
+    pub(crate) table_waiters: Arc<TableWaiters>,
     /// Start-up time and delivery counts for `/v1/stats`.
-    pub stats: Arc<crate::stats::Stats>,
+    pub(crate) stats: Arc<crate::stats::Stats>,
     /// The Prometheus recorder's handle, when metrics are on.
-    pub metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
+    pub(crate) metrics: Option<metrics_exporter_prometheus::PrometheusHandle>,
 }
 
 /// Consumer-group settings.
 #[derive(Debug, Clone, Copy)]
-pub struct GroupConfig {
+pub(crate) struct GroupConfig {
     /// Whether a consumer id belongs to the token subject that first used it.
-    pub bind_subject: bool,
+    pub(crate) bind_subject: bool,
+}
+
+/// Named wake-up counters: a watch channel per key that someone waits on, bumped by
+/// `notify`, dropped once nobody holds a receiver. Long polls and subscriptions wake
+/// on the event that concerns them instead of polling.
+pub(crate) struct Signals<K> {
+    channels: Mutex<HashMap<K, watch::Sender<u64>>>,
+}
+
+impl<K> Default for Signals<K> {
+    fn default() -> Self {
+        Signals {
+            channels: Mutex::default(),
+        }
+    }
+}
+
+impl<K: std::hash::Hash + Eq> Signals<K> {
+    /// A receiver that changes at every `notify(key)` from now on.
+    pub(crate) fn subscribe(&self, key: K) -> watch::Receiver<u64> {
+        let mut map = self.channels.lock().expect("signals lock");
+        map.entry(key)
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
+    }
+
+    /// Wakes whoever waits on `key`.
+    pub(crate) fn notify<Q>(&self, key: &Q)
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ?Sized,
+    {
+        let mut map = self.channels.lock().expect("signals lock");
+        if let Some(tx) = map.get(key) {
+            if tx.receiver_count() == 0 {
+                map.remove(key);
+            } else {
+                tx.send_modify(|v| *v = v.wrapping_add(1));
+            }
+        }
+    }
 }
 
 /// The key of a topic-wide channel.
 const ANY_PARTITION: u32 = u32::MAX;
 
-/// One watch channel per partition that someone waits on (and one per topic), each a
-/// counter the log's commit hook bumps, so a long poll wakes on the commit that brings
-/// it data instead of polling.
+/// One signal per partition that someone waits on (and one per topic), bumped by
+/// the storage engine's append subscription, so a long poll wakes on the commit that
+/// brings it data.
 #[derive(Default)]
-pub struct Waiters {
-    channels: Mutex<HashMap<(u64, u32), watch::Sender<u64>>>,
+pub(crate) struct Waiters {
+    signals: Signals<(u64, u32)>,
 }
 
 impl Waiters {
-    pub fn subscribe(&self, topic_id: u64, partition: u32) -> watch::Receiver<u64> {
-        let mut map = self.channels.lock().expect("waiters lock");
-        map.entry((topic_id, partition))
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+    pub(crate) fn subscribe(&self, topic_id: u64, partition: u32) -> watch::Receiver<u64> {
+        self.signals.subscribe((topic_id, partition))
     }
 
     /// A receiver that changes whenever any partition of the topic grows.
-    pub fn subscribe_topic(&self, topic_id: u64) -> watch::Receiver<u64> {
+    pub(crate) fn subscribe_topic(&self, topic_id: u64) -> watch::Receiver<u64> {
         self.subscribe(topic_id, ANY_PARTITION)
     }
 
-    pub fn notify(&self, topic_id: u64, partition: u32) {
-        let mut map = self.channels.lock().expect("waiters lock");
-        for key in [(topic_id, partition), (topic_id, ANY_PARTITION)] {
-            if let Some(tx) = map.get(&key) {
-                if tx.receiver_count() == 0 {
-                    map.remove(&key);
-                } else {
-                    tx.send_modify(|v| *v = v.wrapping_add(1));
-                }
-            }
-        }
+    pub(crate) fn notify(&self, topic_id: u64, partition: u32) {
+        self.signals.notify(&(topic_id, partition));
+        self.signals.notify(&(topic_id, ANY_PARTITION));
     }
 }
 
 /// Per table: a watch channel that long polls wait on, and a broadcast of changed
 /// keys for live subscribers; the engine's change hook feeds both.
 #[derive(Default)]
-pub struct TableWaiters {
-    channels: Mutex<HashMap<String, watch::Sender<u64>>>,
+pub(crate) struct TableWaiters {
+    channels: Signals<String>,
     feeds: Mutex<HashMap<String, tokio::sync::broadcast::Sender<Arc<[String]>>>>,
 }
 
@@ -115,32 +147,20 @@ pub struct TableWaiters {
 const FEED_DEPTH: usize = 64;
 
 impl TableWaiters {
-    pub fn subscribe(&self, table: &str) -> watch::Receiver<u64> {
-        let mut map = self.channels.lock().expect("table waiters lock");
-        map.entry(table.to_string())
-            .or_insert_with(|| watch::channel(0).0)
-            .subscribe()
+    pub(crate) fn subscribe(&self, table: &str) -> watch::Receiver<u64> {
+        self.channels.subscribe(table.to_string())
     }
 
     /// Changed keys of a table, batch by batch.
-    pub fn feed(&self, table: &str) -> tokio::sync::broadcast::Receiver<Arc<[String]>> {
+    pub(crate) fn feed(&self, table: &str) -> tokio::sync::broadcast::Receiver<Arc<[String]>> {
         let mut map = self.feeds.lock().expect("table feeds lock");
         map.entry(table.to_string())
             .or_insert_with(|| tokio::sync::broadcast::channel(FEED_DEPTH).0)
             .subscribe()
     }
 
-    pub fn notify(&self, table: &str, keys: &[String]) {
-        {
-            let mut map = self.channels.lock().expect("table waiters lock");
-            if let Some(tx) = map.get(table) {
-                if tx.receiver_count() == 0 {
-                    map.remove(table);
-                } else {
-                    tx.send_modify(|v| *v = v.wrapping_add(1));
-                }
-            }
-        }
+    pub(crate) fn notify(&self, table: &str, keys: &[String]) {
+        self.channels.notify(table);
         let mut feeds = self.feeds.lock().expect("table feeds lock");
         if let Some(tx) = feeds.get(table) {
             if tx.receiver_count() == 0 {

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-pub struct Stats {
+pub(crate) struct Stats {
     started: Instant,
     started_ms: u64,
     data_dir: PathBuf,
@@ -21,7 +21,7 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn new(data_dir: PathBuf) -> Self {
+    pub(crate) fn new(data_dir: PathBuf) -> Self {
         Stats {
             started: Instant::now(),
             started_ms: sluice_log::now_ms(),
@@ -45,7 +45,7 @@ impl Stats {
     }
 
     /// Counts records (and their encoded bytes) written to `topic`.
-    pub fn produced(&self, topic: &str, records: u64, bytes: u64) {
+    pub(crate) fn produced(&self, topic: &str, records: u64, bytes: u64) {
         self.with_topic(topic, |c| {
             c.produce_records.increment(records);
             c.produce_bytes.increment(bytes);
@@ -53,7 +53,7 @@ impl Stats {
     }
 
     /// Counts records (and their encoded bytes) handed to a reader of `topic`.
-    pub fn delivered(&self, topic: &str, records: u64, bytes: u64) {
+    pub(crate) fn delivered(&self, topic: &str, records: u64, bytes: u64) {
         if records == 0 {
             return;
         }
@@ -64,18 +64,18 @@ impl Stats {
         });
     }
 
-    pub fn delivered_total(&self, topic: &str) -> u64 {
+    pub(crate) fn delivered_total(&self, topic: &str) -> u64 {
         let map = self.topics.lock().expect("stats lock");
         map.get(topic).map_or(0, |c| c.delivered)
     }
 
     /// Drops a deleted topic's counts.
-    pub fn forget(&self, topic: &str) {
+    pub(crate) fn forget(&self, topic: &str) {
         self.topics.lock().expect("stats lock").remove(topic);
     }
 
     /// A WebSocket opened (`true`) or closed.
-    pub fn websocket(&self, open: bool) {
+    pub(crate) fn websocket(&self, open: bool) {
         let gauge = metrics::gauge!("sluice_websocket_connections");
         if open {
             self.websockets.fetch_add(1, Ordering::Relaxed);
@@ -86,21 +86,21 @@ impl Stats {
         }
     }
 
-    pub fn websockets(&self) -> u64 {
+    pub(crate) fn websockets(&self) -> u64 {
         self.websockets.load(Ordering::Relaxed)
     }
 
-    pub fn started_ms(&self) -> u64 {
+    pub(crate) fn started_ms(&self) -> u64 {
         self.started_ms
     }
 
-    pub fn uptime_ms(&self) -> u64 {
+    pub(crate) fn uptime_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
 
     /// Bytes the data directory takes, summed over its files but the disk reserve
     /// (room kept free for a full disk, not data).
-    pub fn data_bytes(&self) -> u64 {
+    pub(crate) fn data_bytes(&self) -> u64 {
         fn walk(dir: &std::path::Path) -> u64 {
             let Ok(entries) = std::fs::read_dir(dir) else {
                 return 0;

@@ -36,7 +36,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 /// Gives each request an `x-request-id` (unless the client sent one): a random
 /// per-process prefix and a counter.
 #[derive(Clone)]
-pub struct RequestIds {
+pub(crate) struct RequestIds {
     prefix: u32,
     next: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -79,7 +79,7 @@ tokio::task_local! {
 }
 
 /// The span for a log line of the current request (none outside one).
-pub fn request_span() -> tracing::Span {
+pub(crate) fn request_span() -> tracing::Span {
     REQUEST
         .try_with(|r| {
             let id = r.id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or("");
@@ -91,7 +91,7 @@ pub fn request_span() -> tracing::Span {
 /// Answers 408 past the request timeout; counts every request by route, method and
 /// status, and times it; logs an answer with a server error; keeps the request's
 /// [`RequestContext`] for its log lines.
-pub async fn track(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
+pub(crate) async fn track(State(timeout): State<Duration>, req: Request, next: Next) -> Response {
     let route = req.extensions().get::<MatchedPath>().cloned();
     let method = method_label(req.method());
     let context = RequestContext {
@@ -188,7 +188,7 @@ fn route_metrics(route: &str, method: &'static str, status: u16) -> RouteMetrics
         (status = 403, description = "`forbidden`: needs admin.", body = sluice_openapi::Problem, content_type = "application/problem+json"),
         (status = 404, description = "`not_found`: metrics are not enabled in this process.", body = sluice_openapi::Problem, content_type = "application/problem+json"),
     ))]
-pub async fn render(
+pub(crate) async fn render(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Response, ApiError> {
@@ -223,7 +223,7 @@ fn sample(state: &AppState) -> Result<(), ApiError> {
     }
     for (group, topics) in state.log.committed_groups()? {
         let members = state.groups.members(&group);
-        for t in crate::api::groups::group_topics(state, &group, &members, topics)? {
+        for t in crate::views::group_topics(state, &group, &members, topics)? {
             for p in t.partitions {
                 gauge!("sluice_group_lag", "group" => group.clone(), "topic" => t.topic.clone(), "partition" => p.partition.to_string())
                     .set(p.lag as f64);
@@ -234,7 +234,7 @@ fn sample(state: &AppState) -> Result<(), ApiError> {
         let Ok(s) = state.tables.status(&name) else {
             continue;
         };
-        let t = crate::api::tables::info(s);
+        let t = crate::views::info(s);
         gauge!("sluice_table_lag_records", "table" => name.clone()).set(t.lag as f64);
         gauge!("sluice_table_rows", "table" => name.clone()).set(t.rows as f64);
         counter!("sluice_table_skipped_records_total", "table" => name).absolute(t.skipped);

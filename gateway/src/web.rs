@@ -18,12 +18,12 @@ const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
     form-action 'self'";
 
 /// `GET /`: the dashboard's page.
-pub async fn index(headers: HeaderMap) -> Response {
+pub(crate) async fn index(headers: HeaderMap) -> Response {
     serve("index.html", &headers)
 }
 
 /// `GET /ui/{file}`: its scripts, styles and icons.
-pub async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
+pub(crate) async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Response {
     serve(&file, &headers)
 }
 

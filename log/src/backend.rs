@@ -21,8 +21,8 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::{
-    AppendHook, AppendRequest, DiskStatus, Log, ReadOutcome, RecordView, Reply, Result,
-    StateBatch, StateRead, StoreStats, Topic, TopicConfig,
+    AppendHook, AppendRequest, DiskStatus, Log, ReadOutcome, RecordView, Reply, Result, StateBatch,
+    StateRead, StoreStats, Topic, TopicConfig,
 };
 
 /// A storage engine behind the seam.

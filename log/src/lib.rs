@@ -8,7 +8,10 @@
 //! then), idempotent appends, retention, compaction, the purge of deleted topics,
 //! consistent snapshots of the file for backups (and restoring one), the data
 //! directory's disk (a free-space floor for appends and a reserve for a full disk),
-//! and the durable counter behind consumer-group fencing tokens.
+//! the durable counter behind consumer-group fencing tokens, state stores for
+//! derived state (rows and the source offsets they reflect, one fenced writer per
+//! store), and the embedded consumer-group coordinator ([`groups`]: membership,
+//! sticky assignment, generations, positions).
 //!
 //! It also owns the storage seam, [`Backend`]: the operations every engine offers
 //! (topics, records, the consumer-group store, state stores, epoch and health). The
@@ -25,6 +28,7 @@ mod batch;
 mod compaction;
 mod disk;
 mod error;
+pub mod groups;
 mod log;
 mod maintenance;
 mod murmur2;

@@ -22,10 +22,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use redb::{ReadableTable, TableDefinition, WriteTransaction};
 
+use crate::Reply;
 use crate::error::{Error, Result};
 use crate::log::Log;
 use crate::schema::META;
-use crate::Reply;
 
 /// Definitions: store name → definition bytes.
 const DEFS: TableDefinition<&str, &[u8]> = TableDefinition::new("table_defs");
@@ -87,8 +87,10 @@ pub(crate) fn create_tables(txn: &WriteTransaction) -> Result<()> {
 fn read_epoch(txn: &WriteTransaction, store: &str) -> Result<u64> {
     let meta = txn.open_table(META)?;
     let v = meta.get(writer_key(store).as_str())?;
-    Ok(v.map(|v| u64::from_le_bytes(v.value().try_into().unwrap_or([0; 8])))
-        .unwrap_or(0))
+    Ok(
+        v.map(|v| u64::from_le_bytes(v.value().try_into().unwrap_or([0; 8])))
+            .unwrap_or(0),
+    )
 }
 
 impl Log {

@@ -1021,9 +1021,7 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let log = crate::Log::open(tmp.path(), crate::LogOptions::default()).expect("open");
         let failed = log.write_blocking(Box::new(|_| {
-            Err(crate::Error::Io(std::io::Error::other(
-                "the disk failed",
-            )))
+            Err(crate::Error::Io(std::io::Error::other("the disk failed")))
         }));
         match failed {
             Err(crate::Error::CommitFailed(why)) => assert!(why.contains("the disk failed")),

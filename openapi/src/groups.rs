@@ -94,9 +94,6 @@ pub struct ResetRequest {
     pub topic: String,
     /// Where to.
     pub to: ResetTo,
-    /// Reset even while the group has live members on the topic.
-    #[serde(default)]
-    pub force: bool,
 }
 
 /// The offsets a reset committed.

@@ -2,6 +2,8 @@
 //! port with a temporary data directory, and hands tests its address. Tests and the
 //! benchmark talk to it only over real HTTP.
 
+pub mod conformance;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -67,7 +67,13 @@ fn closure(meta: &Value, package: &str) -> BTreeSet<String> {
 #[test]
 fn crate_boundaries_hold() {
     let out = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--filter-platform",
+        ])
         .arg(host_triple())
         .current_dir(workspace_root())
         .output()
@@ -174,7 +180,49 @@ fn the_engine_check_sees_each_way_of_naming_it() {
     ] {
         assert!(names_engine(line), "{line}");
     }
-    for line in ["use sluice_log::{Backend, Topic};", "    state.log.read(&t)"] {
+    for line in [
+        "use sluice_log::{Backend, Topic};",
+        "    state.log.read(&t)",
+    ] {
         assert!(!names_engine(line), "{line}");
     }
+}
+
+/// Handlers share code through layers (`stream`, `session`, `records`, `views`),
+/// never by importing from one another: no module under `gateway/src/api/` or
+/// `gateway/src/ws/` names another handler module.
+#[test]
+fn handler_modules_do_not_import_from_one_another() {
+    let src = workspace_root().join("gateway/src");
+    let handlers: Vec<String> = std::fs::read_dir(src.join("api"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.file_stem().is_some_and(|s| s != "mod"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        handlers.len() > 5,
+        "found the handler modules: {handlers:?}"
+    );
+    let mut offenders = Vec::new();
+    for dir in ["api", "ws"] {
+        for e in std::fs::read_dir(src.join(dir)).unwrap() {
+            let path = e.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            for (n, line) in text.lines().enumerate() {
+                let named = handlers
+                    .iter()
+                    .any(|h| line.contains(&format!("crate::api::{h}::")))
+                    || (dir == "api" && line.contains("crate::ws::"));
+                if named {
+                    offenders.push(format!("{}:{}: {line}", path.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(
+        offenders.is_empty(),
+        "handler modules import from one another:\n{}",
+        offenders.join("\n")
+    );
 }

@@ -795,7 +795,7 @@ async fn groups_are_covered_and_members_bound_to_subjects() {
         403
     );
     // Group administration needs admin.
-    let reset = json!({"topic": "orders", "to": "earliest", "force": true});
+    let reset = json!({"topic": "orders", "to": "earliest"});
     assert_eq!(
         status(
             c.post(s.url("/v1/groups/billing-eu/offsets/reset"))

@@ -194,7 +194,9 @@ fn the_reserve_absorbs_the_store_meeting_a_full_disk() {
     let writer = log.open_writer("bulk").unwrap();
     let value = vec![1u8; 64 << 10];
     let batch = sluice_log::StateBatch {
-        rows: (0..128).map(|i| (format!("{i:03}"), Some(value.clone()))).collect(),
+        rows: (0..128)
+            .map(|i| (format!("{i:03}"), Some(value.clone())))
+            .collect(),
         ..Default::default()
     };
     sluice_log::wait(|r| log.commit_state("bulk", writer, batch, r))

@@ -253,15 +253,25 @@ async fn auto_commit_reset_and_delete() {
         "the first poll's records were committed by the second"
     );
 
-    // Reset is refused while members are live, unless forced.
-    let reset = |to: Value, force: bool| {
+    // Reset is refused while members are live: it would move offsets under them.
+    let reset = |to: Value| {
         c.post(s.url("/v1/groups/g/offsets/reset"))
-            .json(&json!({"topic": "t", "to": to, "force": force}))
+            .json(&json!({"topic": "t", "to": to}))
     };
-    let r = reset(json!("earliest"), false).send().await.unwrap();
+    let r = reset(json!("earliest")).send().await.unwrap();
     assert_eq!(r.status(), 409);
     assert_eq!(r.json::<Value>().await.unwrap()["code"], "group_active");
-    let r: Value = reset(json!("earliest"), true)
+    let forced = c
+        .post(s.url("/v1/groups/g/offsets/reset"))
+        .json(&json!({"topic": "t", "to": "earliest", "force": true}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forced.status(), 400, "there is no forcing it");
+    // Once the member has left, it goes through, and the next poll reads from there.
+    let leave = || c.delete(s.url("/v1/groups/g/consumers/a"));
+    assert_eq!(leave().send().await.unwrap().status(), 204);
+    let r: Value = reset(json!("earliest"))
         .send()
         .await
         .unwrap()
@@ -277,7 +287,8 @@ async fn auto_commit_reset_and_delete() {
         v["records"][0]["offset"], 0,
         "members read from the reset offset"
     );
-    let r: Value = reset(json!({"offset": 3}), true)
+    assert_eq!(leave().send().await.unwrap().status(), 204);
+    let r: Value = reset(json!({"offset": 3}))
         .send()
         .await
         .unwrap()
@@ -285,7 +296,7 @@ async fn auto_commit_reset_and_delete() {
         .await
         .unwrap();
     assert_eq!(r["offsets"][0]["offset"], 3);
-    let r: Value = reset(json!({"offset": 999}), true)
+    let r: Value = reset(json!({"offset": 999}))
         .send()
         .await
         .unwrap()
@@ -293,7 +304,7 @@ async fn auto_commit_reset_and_delete() {
         .await
         .unwrap();
     assert_eq!(r["offsets"][0]["offset"], 6, "clamped to the end");
-    let r: Value = reset(json!("latest"), true)
+    let r: Value = reset(json!("latest"))
         .send()
         .await
         .unwrap()
@@ -301,7 +312,7 @@ async fn auto_commit_reset_and_delete() {
         .await
         .unwrap();
     assert_eq!(r["offsets"][0]["offset"], 6);
-    let r: Value = reset(json!({"timestamp": 0}), true)
+    let r: Value = reset(json!({"timestamp": 0}))
         .send()
         .await
         .unwrap()
@@ -309,7 +320,7 @@ async fn auto_commit_reset_and_delete() {
         .await
         .unwrap();
     assert_eq!(r["offsets"][0]["offset"], 0);
-    let r: Value = reset(json!({"timestamp": 9_000_000_000_000u64}), true)
+    let r: Value = reset(json!({"timestamp": 9_000_000_000_000u64}))
         .send()
         .await
         .unwrap()
@@ -317,6 +328,8 @@ async fn auto_commit_reset_and_delete() {
         .await
         .unwrap();
     assert_eq!(r["offsets"][0]["offset"], 6);
+    // A member again, for deleting a group with live members below.
+    poll(&c, &s, "g", "t", "consumer=a&limit=1").await;
 
     let list: Value = c
         .get(s.url("/v1/groups"))

@@ -27,7 +27,7 @@ use crate::state::AppState;
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`unavailable`: the store refuses writes after a failed commit.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn backup(
+pub(crate) async fn backup(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Response, ApiError> {

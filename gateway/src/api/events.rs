@@ -2,28 +2,28 @@
 //! WebSocket. Each record is one event whose `id` is `partition:offset`; a client
 //! that reconnects with `Last-Event-ID` resumes that partition right after it.
 
-use std::sync::Arc;
+use std::convert::Infallible;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::http::HeaderMap;
+use axum::response::IntoResponse;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::StreamExt;
 use serde::Deserialize;
-use sluice_log::Topic;
 use sluice_openapi::Problem;
-use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
-use crate::api::fetch::write_record;
 use crate::api::topic;
 use crate::auth::{Object, Principal};
 use crate::error::{ApiError, Path, Query};
 use crate::state::AppState;
+use crate::stream::follow::{Follower, Found};
+use crate::stream::start::{self, Start};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct EventParams {
+pub(crate) struct EventParams {
     /// Where to start: `earliest`, `latest` (default), or offsets per partition as
     /// `0:12,1:7` (partitions not named start at the end).
     #[param(pattern = "^(earliest|latest|[0-9]{1,9}:[0-9]{1,18}(,[0-9]{1,9}:[0-9]{1,18})*)$")]
@@ -54,13 +54,13 @@ pub struct EventParams {
         (status = 416, description = "`offset_out_of_range`.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn events(
+pub(crate) async fn events(
     State(state): State<AppState>,
     principal: Principal,
     Path(name): Path<String>,
     Query(params): Query<EventParams>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<impl IntoResponse, ApiError> {
     principal.require(Object::Consume(&name))?;
     let topic = topic(&state, &name)?;
     let partitions: Vec<u32> = match params.partition {
@@ -70,20 +70,8 @@ pub async fn events(
         }
         None => (0..topic.partition_count()).collect(),
     };
-    let mut positions = Vec::with_capacity(partitions.len());
-    let named = parse_from(params.from.as_deref())?;
-    for &p in &partitions {
-        let info = topic.partition(p).expect("partition in range");
-        let o = match &named {
-            From::Earliest => info.start_offset,
-            From::Latest => info.end_offset,
-            From::Offsets(list) => list
-                .iter()
-                .find(|(q, _)| *q == p)
-                .map_or(info.end_offset, |(_, o)| *o),
-        };
-        positions.push((p, o));
-    }
+    let start = parse_from(params.from.as_deref())?;
+    let mut positions = start::resolve(&state, &topic, &partitions, &start).await?;
     // An empty Last-Event-ID is what a client that saw no event sends: no position.
     if let Some(last) = headers.get("last-event-id").filter(|v| !v.is_empty()) {
         let (p, o) = last
@@ -98,141 +86,79 @@ pub async fn events(
                 )
             })?;
         if let Some(slot) = positions.iter_mut().find(|(q, _)| *q == p) {
-            slot.1 = o + 1;
+            let after = start::resolve(
+                &state,
+                &topic,
+                &[p],
+                &Start::Offsets([(p, o.saturating_add(1))].into()),
+            )
+            .await?;
+            *slot = after[0];
         }
     }
-    for &(p, o) in &positions {
-        let info = topic.partition(p).expect("partition in range");
-        if o < info.start_offset || o > info.end_offset {
-            return Err(sluice_log::Error::OffsetOutOfRange {
-                offset: o,
-                start: info.start_offset,
-                end: info.end_offset,
+    let follower = Follower::new(&state, topic, positions);
+    let shutdown = state.shutdown.clone();
+    let events = futures_util::stream::unfold(
+        (follower, state, shutdown),
+        |(mut follower, state, mut shutdown)| async move {
+            loop {
+                match follower.next(&state).await {
+                    Ok(Some(Found::Records { partition, chunk })) => {
+                        let events: Vec<Result<Event, Infallible>> = chunk
+                            .records()
+                            .map(|(offset, json)| {
+                                // The chunk is JSON written by `write_record`: UTF-8.
+                                let json = std::str::from_utf8(json).unwrap_or_default();
+                                Ok(Event::default()
+                                    .event("record")
+                                    .id(format!("{partition}:{offset}"))
+                                    .data(json))
+                            })
+                            .collect();
+                        let next = (follower, state, shutdown);
+                        return Some((futures_util::stream::iter(events), next));
+                    }
+                    // Retention passed the reader: it goes on from the oldest record.
+                    Ok(Some(Found::Deleted { .. })) => {}
+                    Ok(None) => {
+                        tokio::select! {
+                            more = follower.wait() => if !more { return None },
+                            _ = shutdown.wait_for(|s| *s) => return None,
+                        }
+                    }
+                    Err(_) => return None,
+                }
             }
-            .into());
-        }
-    }
-    let (tx, rx) = mpsc::channel::<Bytes>(8);
-    tokio::spawn(stream(state, topic, positions, tx));
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv()
-            .await
-            .map(|b| (Ok::<_, std::convert::Infallible>(b), rx))
-    }));
-    let mut res = body.into_response();
-    let h = res.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/event-stream"),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    Ok(res)
+        },
+    )
+    .flatten();
+    let opened = futures_util::stream::once(async {
+        Ok::<_, Infallible>(Event::default().comment("stream open"))
+    });
+    Ok(Sse::new(opened.chain(events)).keep_alive(
+        KeepAlive::new()
+            .interval(Duration::from_secs(15))
+            .text("keepalive"),
+    ))
 }
 
-enum From {
-    Earliest,
-    Latest,
-    Offsets(Vec<(u32, u64)>),
-}
-
-fn parse_from(s: Option<&str>) -> Result<From, ApiError> {
+fn parse_from(s: Option<&str>) -> Result<Start, ApiError> {
     match s {
-        None | Some("latest") => Ok(From::Latest),
-        Some("earliest") => Ok(From::Earliest),
+        None | Some("latest") => Ok(Start::Latest),
+        Some("earliest") => Ok(Start::Earliest),
         Some(list) => list
             .split(',')
             .map(|pair| {
                 pair.split_once(':')
                     .and_then(|(p, o)| Some((p.trim().parse().ok()?, o.trim().parse().ok()?)))
             })
-            .collect::<Option<Vec<(u32, u64)>>>()
-            .map(From::Offsets)
+            .collect::<Option<std::collections::HashMap<u32, u64>>>()
+            .map(Start::Offsets)
             .ok_or_else(|| {
                 ApiError::bad_request(
                     "invalid_query",
                     "from is `earliest`, `latest` or `partition:offset,...`",
                 )
             }),
-    }
-}
-
-/// Writes events into the channel; the bounded channel holds the reader back when
-/// the client is slow. Ends when the client goes away.
-async fn stream(
-    state: AppState,
-    topic: Arc<Topic>,
-    mut positions: Vec<(u32, u64)>,
-    tx: mpsc::Sender<Bytes>,
-) {
-    let mut appended = state.waiters.subscribe_topic(topic.id());
-    let mut shutdown = state.shutdown.clone();
-    if tx
-        .send(Bytes::from_static(b": stream open\n\n"))
-        .await
-        .is_err()
-    {
-        return;
-    }
-    loop {
-        appended.borrow_and_update();
-        let mut sent = false;
-        for (p, pos) in positions.iter_mut() {
-            let Some(info) = topic.partition(*p) else {
-                continue;
-            };
-            if *pos >= info.end_offset {
-                continue;
-            }
-            let (log, t, p2, from) = (
-                state.log.clone(),
-                topic.clone(),
-                *p,
-                (*pos).max(info.start_offset),
-            );
-            let read = tokio::task::spawn_blocking(move || {
-                let mut out = Vec::with_capacity(16 * 1024);
-                let mut record = Vec::with_capacity(512);
-                let outcome = log.read(&t, p2, from, 500, 256 * 1024, &mut |o, r| {
-                    record.clear();
-                    write_record(&mut record, p2, o, &r);
-                    out.extend_from_slice(b"event: record\nid: ");
-                    out.extend_from_slice(itoa::Buffer::new().format(p2).as_bytes());
-                    out.push(b':');
-                    out.extend_from_slice(itoa::Buffer::new().format(o).as_bytes());
-                    out.extend_from_slice(b"\ndata: ");
-                    out.extend_from_slice(&record);
-                    out.extend_from_slice(b"\n\n");
-                });
-                outcome.map(|o| (out, o.next_offset))
-            })
-            .await;
-            match read {
-                Ok(Ok((bytes, next))) if next > from => {
-                    state
-                        .stats
-                        .delivered(topic.name(), next - from, bytes.len() as u64);
-                    if tx.send(Bytes::from(bytes)).await.is_err() {
-                        return;
-                    }
-                    *pos = next;
-                    sent = true;
-                }
-                Ok(Ok(_)) => {}
-                Ok(Err(sluice_log::Error::OffsetOutOfRange { start, .. })) => *pos = start,
-                _ => return,
-            }
-        }
-        if sent {
-            continue;
-        }
-        tokio::select! {
-            r = appended.changed() => if r.is_err() { return },
-            () = tokio::time::sleep(Duration::from_secs(15)) => {
-                if tx.send(Bytes::from_static(b": keepalive\n\n")).await.is_err() {
-                    return;
-                }
-            }
-            _ = async { shutdown.wait_for(|s| *s).await.map(|_| ()) } => return,
-        }
     }
 }

@@ -1,18 +1,13 @@
-//! Direct fetch by partition and offset, with long-polling.
-//!
-//! The response is written straight from the storage pages into one buffer: JSON
-//! values are stored as JSON text and copied as they are, so a fetch neither parses
-//! nor builds a JSON tree per record.
+//! Direct fetch by partition and offset, with long-polling. The answer is written
+//! straight from the storage engine's bytes into one buffer (see
+//! [`crate::stream::encode`]).
 
 use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use serde::Deserialize;
-use sluice_log::{RecordView, ValueKind};
 use sluice_openapi::{FetchResponse, Problem};
 use utoipa::IntoParams;
 
@@ -20,21 +15,13 @@ use crate::api::topic;
 use crate::auth::{Object, Principal};
 use crate::error::{ApiError, Path, Query};
 use crate::state::AppState;
-
-/// Most records one fetch returns.
-pub const MAX_LIMIT: usize = 10_000;
-/// Default records per fetch.
-pub const DEFAULT_LIMIT: usize = 100;
-/// Default byte budget of a fetch.
-pub const DEFAULT_MAX_BYTES: usize = 1024 * 1024;
-/// Longest long-poll of a fetch, in milliseconds.
-pub const MAX_WAIT_MS: u64 = 60_000;
-/// Largest byte budget of a fetch.
-pub const MAX_MAX_BYTES: usize = 64 * 1024 * 1024;
+use crate::stream::encode::{JsonRecords, push_u64};
+use crate::stream::poll::LongPoll;
+use crate::stream::{DEFAULT_LIMIT, DEFAULT_MAX_BYTES, MAX_LIMIT, MAX_MAX_BYTES, MAX_WAIT_MS};
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct FetchParams {
+pub(crate) struct FetchParams {
     /// First offset to read; default: the partition's first retained offset.
     #[param(minimum = 0, maximum = 9223372036854775807i64)]
     offset: Option<u64>,
@@ -68,7 +55,7 @@ pub struct FetchParams {
         (status = 403, description = "`forbidden`: the token does not cover this object.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn fetch(
+pub(crate) async fn fetch(
     State(state): State<AppState>,
     principal: Principal,
     Path((name, partition)): Path<(String, u32)>,
@@ -106,30 +93,24 @@ pub async fn fetch(
             "offset must be at most 2^63 - 1",
         ));
     }
-    let deadline = tokio::time::Instant::now() + wait;
-    // Subscribe before reading, so a commit between the read and the wait still wakes us.
-    let mut waiter = (!wait.is_zero()).then(|| state.waiters.subscribe(topic.id(), partition));
+    let mut poll = LongPoll::new(wait, || state.waiters.subscribe(topic.id(), partition));
     loop {
         let log = state.log.clone();
         let topic = topic.clone();
         let (body, outcome) = tokio::task::spawn_blocking(move || {
             let mut body = Vec::with_capacity(4096);
             body.extend_from_slice(b"{\"records\":[");
-            let outcome = log.read(&topic, partition, offset, limit, max_bytes, &mut |o, r| {
-                if body.len() > 12 {
-                    body.push(b',');
-                }
-                write_record(&mut body, partition, o, &r);
-            })?;
+            let mut records = JsonRecords::new(body, false);
+            let outcome = records.read(&log, &topic, partition, offset, limit, max_bytes)?;
+            let body = records.buf;
             Ok::<_, sluice_log::Error>((body, outcome))
         })
         .await
         .map_err(|_| ApiError::internal())??;
-        let waited_out = tokio::time::Instant::now() >= deadline;
         state
             .stats
             .delivered(&name, outcome.records as u64, body.len() as u64);
-        if outcome.records > 0 || waited_out || waiter.is_none() {
+        if outcome.records > 0 || poll.done() {
             let mut body = body;
             body.extend_from_slice(b"],\"next_offset\":");
             push_u64(&mut body, outcome.next_offset);
@@ -147,109 +128,6 @@ pub async fn fetch(
             );
             return Ok(res);
         }
-        let w = waiter.as_mut().expect("waiter present when waiting");
-        if tokio::time::timeout_at(deadline, w.changed())
-            .await
-            .is_err()
-        {
-            // Out of time: read once more and answer with whatever is there.
-            waiter = None;
-        }
-    }
-}
-
-fn push_u64(out: &mut Vec<u8>, v: u64) {
-    out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
-}
-
-/// Writes one record as the JSON object of [`sluice_openapi::FetchedRecord`].
-pub fn write_record(out: &mut Vec<u8>, partition: u32, offset: u64, r: &RecordView<'_>) {
-    out.extend_from_slice(b"{\"partition\":");
-    out.extend_from_slice(itoa::Buffer::new().format(partition).as_bytes());
-    out.extend_from_slice(b",\"offset\":");
-    push_u64(out, offset);
-    out.extend_from_slice(b",\"timestamp\":");
-    push_u64(out, r.timestamp);
-    if let Some(k) = r.key {
-        out.extend_from_slice(b",\"key\":");
-        write_str(out, k);
-    }
-    if r.has_headers() {
-        out.extend_from_slice(b",\"headers\":{");
-        for (i, (n, v)) in r.headers().enumerate() {
-            if i > 0 {
-                out.push(b',');
-            }
-            write_str(out, n);
-            out.push(b':');
-            write_str(out, v);
-        }
-        out.push(b'}');
-    }
-    match r.kind {
-        ValueKind::Null => out.extend_from_slice(b",\"value\":null"),
-        ValueKind::Json => {
-            out.extend_from_slice(b",\"value\":");
-            out.extend_from_slice(r.value);
-        }
-        ValueKind::Binary => {
-            out.extend_from_slice(b",\"value_base64\":\"");
-            let start = out.len();
-            out.resize(
-                start + base64::encoded_len(r.value.len(), true).unwrap_or(0),
-                0,
-            );
-            let n = BASE64.encode_slice(r.value, &mut out[start..]).unwrap_or(0);
-            out.truncate(start + n);
-            out.push(b'"');
-        }
-    }
-    out.push(b'}');
-}
-
-fn write_str(out: &mut Vec<u8>, s: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, s);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use sluice_log::RecordParts;
-    use sluice_openapi::FetchedRecord;
-
-    /// The hand-written encoder produces exactly the documented wire type.
-    #[test]
-    fn written_records_parse_as_the_wire_type() {
-        let headers = vec![("a\"b".to_string(), "é\n".to_string())];
-        for (kind, value) in [
-            (ValueKind::Json, &br#"{"x":[1,2]}"#[..]),
-            (ValueKind::Null, &b""[..]),
-            (ValueKind::Binary, &[0u8, 255, 7][..]),
-        ] {
-            let bytes = RecordParts {
-                timestamp: 5,
-                key: Some("k\u{1}"),
-                headers: &headers,
-                kind,
-                value,
-            }
-            .encode();
-            let view = RecordView::decode(&bytes).unwrap();
-            let mut out = Vec::new();
-            write_record(&mut out, 3, 9, &view);
-            let r: FetchedRecord = serde_json::from_slice(&out).unwrap();
-            assert_eq!((r.partition, r.offset, r.timestamp), (3, 9, 5));
-            assert_eq!(r.key.as_deref(), Some("k\u{1}"));
-            assert_eq!(r.headers.unwrap()["a\"b"], "é\n");
-            match kind {
-                ValueKind::Json => assert_eq!(r.value.unwrap(), serde_json::json!({"x":[1,2]})),
-                ValueKind::Null => {
-                    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-                    assert!(v["value"].is_null() && v.get("value").is_some());
-                }
-                ValueKind::Binary => assert_eq!(r.value_base64.unwrap(), "AP8H"),
-            }
-        }
+        poll.wait(None).await;
     }
 }

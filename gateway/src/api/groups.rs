@@ -12,18 +12,21 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sluice_log::{Topic, valid_name};
 use sluice_openapi::{
-    CommitRequest, GroupDescription, GroupList, GroupPartition, GroupSummary, GroupTopic, MapOnly,
-    MemberDescription, PollResponse, Problem, ResetNamed, ResetRequest, ResetResponse, ResetTo,
-    TopicOffset,
+    CommitRequest, GroupDescription, GroupList, GroupSummary, MapOnly, MemberDescription,
+    PollResponse, Problem, ResetNamed, ResetRequest, ResetResponse, ResetTo, TopicOffset,
 };
 use utoipa::IntoParams;
 
-use crate::api::fetch::{MAX_LIMIT, MAX_MAX_BYTES, MAX_WAIT_MS, write_record};
 use crate::api::{call, topic};
 use crate::auth::{Object, Principal};
 use crate::error::{ApiError, Body, Path, Query, parse_json};
-use crate::groups::GroupError;
+use crate::session::Member;
 use crate::state::AppState;
+use crate::stream::encode::JsonRecords;
+use crate::stream::poll::LongPoll;
+use crate::stream::{DEFAULT_LIMIT, DEFAULT_MAX_BYTES, MAX_LIMIT, MAX_MAX_BYTES, MAX_WAIT_MS};
+use crate::views::{group_names, group_topics};
+use sluice_log::groups::GroupError;
 
 /// Shortest and longest session timeouts a member may ask for.
 const SESSION_RANGE_MS: (u64, u64) = (1_000, 300_000);
@@ -58,7 +61,8 @@ impl From<GroupError> for ApiError {
             GroupError::Active => ApiError::new(
                 StatusCode::CONFLICT,
                 "group_active",
-                "the group has live members; pass force to do it anyway",
+                "the group has live members; wait until they leave or their sessions expire \
+                 (deleting a group may pass force=true)",
             ),
         }
     }
@@ -66,7 +70,7 @@ impl From<GroupError> for ApiError {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct PollParams {
+pub(crate) struct PollParams {
     /// This consumer's id, chosen by the client: `[A-Za-z0-9._-]{1,249}`.
     #[param(pattern = "^[A-Za-z0-9._-]{1,249}$")]
     consumer: String,
@@ -112,7 +116,7 @@ pub struct PollParams {
         (status = 404, description = "`topic_not_found`.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn poll(
+pub(crate) async fn poll(
     State(state): State<AppState>,
     principal: Principal,
     Path((group, name)): Path<(String, String)>,
@@ -123,8 +127,8 @@ pub async fn poll(
     check_name("invalid_group", &group)?;
     check_name("invalid_consumer", &params.consumer)?;
     let topic = topic(&state, &name)?;
-    let limit = params.limit.unwrap_or(100);
-    let max_bytes = params.max_bytes.unwrap_or(1024 * 1024);
+    let limit = params.limit.unwrap_or(DEFAULT_LIMIT);
+    let max_bytes = params.max_bytes.unwrap_or(DEFAULT_MAX_BYTES);
     let wait_ms = params.wait_ms.unwrap_or(0);
     let session_ms = params.session_timeout_ms;
     if !(1..=MAX_LIMIT).contains(&limit)
@@ -141,38 +145,25 @@ pub async fn poll(
             ),
         ));
     }
-    let consumer = params.consumer;
-    let session = session_ms.map(Duration::from_millis);
-    let reset = params.reset.unwrap_or(ResetNamed::Earliest);
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(wait_ms);
-    let mut data_watch = (wait_ms > 0).then(|| state.waiters.subscribe_topic(topic.id()));
+    let member = Member {
+        group: &group,
+        topic: &topic,
+        consumer: &params.consumer,
+        session: session_ms.map(Duration::from_millis),
+        subject: principal.sub.as_deref(),
+        reset: params.reset.unwrap_or(ResetNamed::Earliest),
+    };
+    let mut poll = LongPoll::new(Duration::from_millis(wait_ms), || {
+        state.waiters.subscribe_topic(topic.id())
+    });
     let mut auto_commit = params.auto_commit.unwrap_or(false);
     loop {
-        let view = state.groups.join(
-            &group,
-            &name,
-            topic.id(),
-            topic.partition_count(),
-            &consumer,
-            session,
-            principal.sub.as_deref(),
-            state.group_config.bind_subject,
-        )?;
-        let mut group_watch = state.groups.watch(&group);
-        let committed = ensure_committed(&state, &group, &topic, &view.assignment, reset).await?;
-        let Some(positions) =
-            state
-                .groups
-                .positions(&group, &name, &consumer, view.generation, |p| {
-                    committed[p as usize]
-                })
-        else {
-            continue;
-        };
+        let mut turn = member.turn(&state).await?;
         if std::mem::take(&mut auto_commit) {
-            let offsets: Vec<(Arc<Topic>, u32, u64)> = positions
+            let offsets: Vec<(Arc<Topic>, u32, u64)> = turn
+                .positions
                 .iter()
-                .filter(|(p, pos)| *pos > committed[*p as usize])
+                .filter(|(p, pos)| *pos > turn.committed[*p as usize])
                 .map(|(p, pos)| (topic.clone(), *p, *pos))
                 .collect();
             if !offsets.is_empty() {
@@ -180,71 +171,24 @@ pub async fn poll(
                 call(|r| log.commit_offsets(&group, offsets, r)).await?;
             }
         }
+        let positions = std::mem::take(&mut turn.positions);
         let (body, read) = read_assigned(&state, &topic, positions, limit, max_bytes).await?;
         let got = read.iter().any(|(_, from, next)| next > from);
-        let out_of_time = tokio::time::Instant::now() >= deadline;
         // A member not yet told of the current generation (a rebalance before or
         // during this poll) is answered at once, so it learns its assignment
         // without waiting out the poll.
-        if got || out_of_time || !view.informed || data_watch.is_none() {
-            if got
-                && !state
-                    .groups
-                    .advance(&group, &name, &consumer, view.generation, &read)
-            {
+        if got || poll.done() || !turn.view.informed {
+            if got && !member.hand_out(&state, &turn, &read) {
                 // A rebalance happened while reading: hand nothing out, poll again.
                 continue;
             }
             let records = read.iter().map(|(_, from, next)| next - from).sum();
             state.stats.delivered(&name, records, body.len() as u64);
-            state
-                .groups
-                .answered(&group, &name, &consumer, view.generation);
-            return Ok(poll_response(&view, body));
+            member.answered(&state, turn.view.generation);
+            return Ok(poll_response(&turn.view, body));
         }
-        let data = data_watch.as_mut().expect("waiting");
-        tokio::select! {
-            _ = data.changed() => {}
-            () = crate::groups::rebalanced(group_watch.as_mut()) => {}
-            () = tokio::time::sleep_until(deadline) => {}
-        }
+        poll.wait(Some(&mut turn.rebalanced)).await;
     }
-}
-
-/// The committed offsets of a topic's partitions; the owned partitions that have
-/// none get one now, from the reset policy, durably, so a `latest` group does not
-/// skip what is produced before its first commit.
-pub(crate) async fn ensure_committed(
-    state: &AppState,
-    group: &str,
-    topic: &Arc<Topic>,
-    owned: &[u32],
-    reset: ResetNamed,
-) -> Result<Vec<u64>, ApiError> {
-    let stored = state.log.committed_offsets(group, topic)?;
-    let mut initial = Vec::new();
-    let mut out = Vec::with_capacity(stored.len());
-    for (p, c) in stored.into_iter().enumerate() {
-        let info = topic.partition(p as u32).expect("partition in range");
-        let start = match reset {
-            ResetNamed::Earliest => info.start_offset,
-            ResetNamed::Latest => info.end_offset,
-        };
-        match c {
-            Some(c) => out.push(c.max(info.start_offset)),
-            None => {
-                if owned.contains(&(p as u32)) {
-                    initial.push((topic.clone(), p as u32, start));
-                }
-                out.push(start);
-            }
-        }
-    }
-    if !initial.is_empty() {
-        let log = state.log.clone();
-        call(|r| log.commit_offsets(group, initial, r)).await?;
-    }
-    Ok(out)
 }
 
 /// Reads the assigned partitions from their positions into one JSON array; returns
@@ -259,7 +203,7 @@ async fn read_assigned(
     let log = state.log.clone();
     let topic = topic.clone();
     tokio::task::spawn_blocking(move || {
-        let mut body = Vec::with_capacity(4096);
+        let mut body = JsonRecords::new(Vec::with_capacity(4096), false);
         let mut read = Vec::with_capacity(positions.len());
         let (mut left, mut bytes_left) = (limit, max_bytes);
         // Start at a different partition each time so none starves the others.
@@ -273,15 +217,9 @@ async fn read_assigned(
             let info = topic.partition(p).expect("partition in range");
             // Retention passed the position: continue from the oldest record.
             let from = pos.clamp(info.start_offset, info.end_offset);
-            let mut size = 0;
-            let outcome = log.read(&topic, p, from, left, bytes_left, &mut |o, r| {
-                if !body.is_empty() {
-                    body.push(b',');
-                }
-                let before = body.len();
-                write_record(&mut body, p, o, &r);
-                size += body.len() - before;
-            });
+            let before = body.buf.len();
+            let outcome = body.read(&log, &topic, p, from, left, bytes_left);
+            let size = body.buf.len() - before;
             let outcome = match outcome {
                 Ok(o) => o,
                 Err(sluice_log::Error::OffsetOutOfRange { .. }) => {
@@ -294,14 +232,14 @@ async fn read_assigned(
             bytes_left = bytes_left.saturating_sub(size);
             read.push((p, pos, outcome.next_offset.max(pos)));
         }
-        Ok((body, read))
+        Ok((body.buf, read))
     })
     .await
     .map_err(|_| ApiError::internal())?
     .map_err(ApiError::from)
 }
 
-fn poll_response(view: &crate::groups::MemberView, records: Vec<u8>) -> Response {
+fn poll_response(view: &sluice_log::groups::MemberView, records: Vec<u8>) -> Response {
     let mut body = Vec::with_capacity(records.len() + 96);
     body.extend_from_slice(b"{\"generation\":");
     body.extend_from_slice(itoa::Buffer::new().format(view.generation).as_bytes());
@@ -339,7 +277,7 @@ fn poll_response(view: &crate::groups::MemberView, records: Vec<u8>) -> Response
         (status = 416, description = "`offset_out_of_range`: an offset beyond the partition's end.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn commit(
+pub(crate) async fn commit(
     State(state): State<AppState>,
     principal: Principal,
     Path(group): Path<String>,
@@ -400,7 +338,7 @@ pub async fn commit(
         (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn list_groups(
+pub(crate) async fn list_groups(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<GroupList>, ApiError> {
@@ -418,64 +356,6 @@ pub async fn list_groups(
     Ok(Json(GroupList { groups }))
 }
 
-/// Every group with live members or committed offsets, with the topics it has them
-/// on, sorted by name.
-pub fn group_names(
-    state: &AppState,
-) -> Result<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>, ApiError> {
-    let mut names: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
-        Default::default();
-    for (g, topics) in state.log.committed_groups()? {
-        names
-            .entry(g)
-            .or_default()
-            .extend(topics.iter().map(|t| t.name().to_string()));
-    }
-    for g in state.groups.live_groups() {
-        let topics = state.groups.members(&g).into_iter().map(|m| m.topic);
-        names.entry(g).or_default().extend(topics);
-    }
-    Ok(names)
-}
-
-/// A group's committed offsets, owners and lag on each of `topics`.
-pub fn group_topics(
-    state: &AppState,
-    group: &str,
-    members: &[crate::groups::MemberInfo],
-    topics: Vec<Arc<Topic>>,
-) -> Result<Vec<GroupTopic>, ApiError> {
-    let mut out_topics = Vec::new();
-    for t in topics {
-        let committed = state.log.committed_offsets(group, &t)?;
-        let partitions: Vec<GroupPartition> = t
-            .partitions()
-            .into_iter()
-            .map(|info| {
-                let c = committed[info.partition as usize];
-                GroupPartition {
-                    partition: info.partition,
-                    owner: members
-                        .iter()
-                        .find(|m| m.topic == t.name() && m.assignment.contains(&info.partition))
-                        .map(|m| m.consumer.clone()),
-                    committed: c,
-                    end_offset: info.end_offset,
-                    lag: info.end_offset
-                        - c.unwrap_or(info.start_offset)
-                            .clamp(info.start_offset, info.end_offset),
-                }
-            })
-            .collect();
-        out_topics.push(GroupTopic {
-            topic: t.name().to_string(),
-            lag: partitions.iter().map(|p| p.lag).sum(),
-            partitions,
-        });
-    }
-    Ok(out_topics)
-}
-
 /// Describe a group: members, assignment, committed offsets and lag per partition.
 #[utoipa::path(get, path = "/v1/groups/{group}", tag = "groups",
     params(("group" = String, Path, description = "Group name", pattern = "^[A-Za-z0-9._-]{1,249}$")),
@@ -487,7 +367,7 @@ pub fn group_topics(
         (status = 404, description = "`group_not_found`.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn describe_group(
+pub(crate) async fn describe_group(
     State(state): State<AppState>,
     principal: Principal,
     Path(group): Path<String>,
@@ -553,7 +433,7 @@ pub async fn describe_group(
         (status = 404, description = "`member_not_found`.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn leave(
+pub(crate) async fn leave(
     State(state): State<AppState>,
     principal: Principal,
     Path((group, consumer)): Path<(String, String)>,
@@ -576,8 +456,9 @@ pub async fn leave(
 
 /// Move a group's committed offsets for a topic (admin).
 ///
-/// Refused while the group has live members on the topic unless `force`; then the
-/// members read from the new offsets on their next poll.
+/// Refused with 409 while the group has live members on the topic: they would read
+/// on from positions moved under them. Members that join after it (once the others
+/// left or expired) start from the new offsets.
 #[utoipa::path(post, path = "/v1/groups/{group}/offsets/reset", tag = "groups",
     params(("group" = String, Path, description = "Group name", pattern = "^[A-Za-z0-9._-]{1,249}$")),
     request_body = ResetRequest,
@@ -591,7 +472,7 @@ pub async fn leave(
         (status = 409, description = "`group_active`.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn reset_offsets(
+pub(crate) async fn reset_offsets(
     State(state): State<AppState>,
     principal: Principal,
     Path(group): Path<String>,
@@ -601,7 +482,7 @@ pub async fn reset_offsets(
     check_name("invalid_group", &group)?;
     let MapOnly(req): MapOnly<ResetRequest> = parse_json(&body)?;
     let t = topic(&state, &req.topic)?;
-    if !req.force && state.groups.active_on(&group, &req.topic) {
+    if state.groups.active_on(&group, &req.topic) {
         return Err(GroupError::Active.into());
     }
     let mut offsets = Vec::new();
@@ -640,7 +521,7 @@ pub async fn reset_offsets(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct DeleteGroupParams {
+pub(crate) struct DeleteGroupParams {
     /// Delete even while the group has live members.
     force: Option<bool>,
 }
@@ -661,7 +542,7 @@ pub struct DeleteGroupParams {
         (status = 409, description = "`group_active`.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn delete_group(
+pub(crate) async fn delete_group(
     State(state): State<AppState>,
     principal: Principal,
     Path(group): Path<String>,

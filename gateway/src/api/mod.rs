@@ -1,13 +1,13 @@
 //! The HTTP routes, each annotated for the OpenAPI document.
 
-pub mod backup;
-pub mod events;
-pub mod fetch;
-pub mod groups;
-pub mod produce;
-pub mod stats;
-pub mod tables;
-pub mod topics;
+pub(crate) mod backup;
+pub(crate) mod events;
+pub(crate) mod fetch;
+pub(crate) mod groups;
+pub(crate) mod produce;
+pub(crate) mod stats;
+pub(crate) mod tables;
+pub(crate) mod topics;
 
 use std::sync::Arc;
 
@@ -21,7 +21,7 @@ use crate::error::ApiError;
 
 /// Base64 as producers send it: the standard alphabet, padding optional, and unused
 /// bits of the last character not required to be zero.
-pub const BASE64_IN: GeneralPurpose = GeneralPurpose::new(
+pub(crate) const BASE64_IN: GeneralPurpose = GeneralPurpose::new(
     &alphabet::STANDARD,
     GeneralPurposeConfig::new()
         .with_decode_allow_trailing_bits(true)
@@ -30,7 +30,9 @@ pub const BASE64_IN: GeneralPurpose = GeneralPurpose::new(
 use crate::state::AppState;
 
 /// Runs a callback-style log call and awaits its answer.
-pub async fn call<T: Send + 'static>(f: impl FnOnce(sluice_log::Reply<T>)) -> Result<T, ApiError> {
+pub(crate) async fn call<T: Send + 'static>(
+    f: impl FnOnce(sluice_log::Reply<T>),
+) -> Result<T, ApiError> {
     let (tx, rx) = oneshot::channel();
     f(Box::new(move |r| {
         let _ = tx.send(r);
@@ -41,7 +43,7 @@ pub async fn call<T: Send + 'static>(f: impl FnOnce(sluice_log::Reply<T>)) -> Re
     }
 }
 
-pub fn topic(state: &AppState, name: &str) -> Result<Arc<Topic>, ApiError> {
+pub(crate) fn topic(state: &AppState, name: &str) -> Result<Arc<Topic>, ApiError> {
     state
         .log
         .topic(name)

@@ -7,17 +7,17 @@
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
-use base64::Engine;
-use sluice_log::{AppendRequest, AppendUnit, NewRecord, RecordParts, Topic, ValueKind, now_ms};
+use sluice_log::{NewRecord, Topic, now_ms};
 use sluice_openapi::{
     CloudEvent, MapOnly, Problem, ProduceBatch, ProduceBody, ProduceRecord, ProduceRecordSchema,
-    ProduceResponse, RecordOffset,
+    ProduceResponse,
 };
 
-use crate::api::{BASE64_IN, call, topic};
+use crate::api::topic;
 use crate::auth::{Object, Principal};
 use crate::cloudevents;
 use crate::error::{ApiError, Body, Path, json_error};
+use crate::records::{encode, encode_all, unit, write};
 use crate::state::AppState;
 
 /// The longest `Idempotency-Key` accepted.
@@ -68,7 +68,7 @@ const ACCEPTED_TYPES: &[&str] = &[
         (status = 403, description = "`forbidden`: the token does not cover this object.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn produce(
+pub(crate) async fn produce(
     State(state): State<AppState>,
     principal: Principal,
     Path(name): Path<String>,
@@ -132,105 +132,6 @@ pub async fn produce(
     Ok(Json(ProduceResponse { offsets }))
 }
 
-/// Appends encoded units for `principal`, after the record rate limit; with an
-/// idempotency key the whole request is one unit. Answers once durable.
-pub async fn write(
-    state: &AppState,
-    principal: &Principal,
-    topic: &Topic,
-    mut units: Vec<AppendUnit>,
-    idempotency_key: Option<Vec<u8>>,
-) -> Result<Vec<RecordOffset>, ApiError> {
-    if units.iter().all(|u| u.records.is_empty()) {
-        // An empty batch is nothing to do, not a mistake.
-        return Ok(Vec::new());
-    }
-    let count = units.iter().map(|u| u.records.len()).sum();
-    state.limits.check_records(&principal.rate_key, count)?;
-    let bytes: usize = units
-        .iter()
-        .flat_map(|u| &u.records)
-        .map(|r| r.bytes.len())
-        .sum();
-    if let Some(key) = idempotency_key {
-        // One key covers the whole request: merge the units into one.
-        let records = units.drain(..).flat_map(|u| u.records).collect();
-        units.push(AppendUnit {
-            dedupe_key: Some(key),
-            records,
-        });
-    }
-    let request = AppendRequest {
-        topic: topic.name().to_string(),
-        topic_id: topic.id(),
-        units,
-    };
-    let log = state.log.clone();
-    let offsets = call(|r| log.append(request, r)).await?;
-    state
-        .stats
-        .produced(topic.name(), count as u64, bytes as u64);
-    Ok(offsets
-        .into_iter()
-        .map(|(partition, offset)| RecordOffset { partition, offset })
-        .collect())
-}
-
-/// Validates and encodes wire records; errors name the record's index.
-pub fn encode_all(
-    topic: &Topic,
-    records: &[ProduceRecord],
-    now: u64,
-) -> Result<Vec<NewRecord>, ApiError> {
-    records
-        .iter()
-        .enumerate()
-        .map(|(i, r)| encode(topic, r, now).map_err(|e| e.at(format!("record {i}"))))
-        .collect()
-}
-
-fn unit(records: Vec<NewRecord>) -> AppendUnit {
-    AppendUnit {
-        dedupe_key: None,
-        records,
-    }
-}
-
-/// Why a record cannot be written.
-#[derive(Debug)]
-pub struct RecordError {
-    /// The record names a partition the topic does not have.
-    pub missing_partition: bool,
-    pub message: String,
-}
-
-impl From<String> for RecordError {
-    fn from(message: String) -> Self {
-        RecordError {
-            missing_partition: false,
-            message,
-        }
-    }
-}
-
-impl From<&str> for RecordError {
-    fn from(message: &str) -> Self {
-        message.to_string().into()
-    }
-}
-
-impl RecordError {
-    /// The answer for this error at `place` ("record 3", "line 7").
-    pub fn at(self, place: impl std::fmt::Display) -> ApiError {
-        let detail = format!("{place}: {}", self.message);
-        if self.missing_partition {
-            ApiError::new(StatusCode::NOT_FOUND, "partition_not_found", detail)
-        } else {
-            ApiError::bad_request("invalid_record", detail)
-        }
-    }
-}
-
 fn idempotency_key(headers: &HeaderMap) -> Result<Option<Vec<u8>>, ApiError> {
     let Some(v) = headers.get("idempotency-key") else {
         return Ok(None);
@@ -261,63 +162,4 @@ fn ndjson(topic: &Topic, body: &[u8], now: u64) -> Result<Vec<NewRecord>, ApiErr
         out.push(encode(topic, &r, now).map_err(|e| e.at(format!("line {}", i + 1)))?);
     }
     Ok(out)
-}
-
-/// Validates a wire record, chooses its partition and encodes it.
-pub fn encode(topic: &Topic, r: &ProduceRecord, now: u64) -> Result<NewRecord, RecordError> {
-    let binary;
-    let (kind, value): (ValueKind, &[u8]) = match (&r.value, &r.value_base64) {
-        (Some(_), Some(_)) => return Err("give `value` or `value_base64`, not both".into()),
-        (None, None) => return Err("a record needs `value` or `value_base64`".into()),
-        (Some(v), None) if v.get() == "null" => (ValueKind::Null, b""),
-        (Some(v), None) => (ValueKind::Json, v.get().as_bytes()),
-        (None, Some(b)) => {
-            binary = BASE64_IN
-                .decode(b)
-                .map_err(|e| RecordError::from(format!("`value_base64` is not base64: {e}")))?;
-            (ValueKind::Binary, &binary)
-        }
-    };
-    if r.timestamp.is_some_and(|t| t > i64::MAX as u64) {
-        return Err("`timestamp` must be at most 2^63 - 1".into());
-    }
-    let headers = r.headers.as_ref().map(|h| h.0.as_slice()).unwrap_or(&[]);
-    encode_parts(
-        topic,
-        r.partition,
-        RecordParts {
-            timestamp: r.timestamp.unwrap_or(now),
-            key: r.key.as_deref(),
-            headers,
-            kind,
-            value,
-        },
-    )
-}
-
-/// Chooses the partition (explicit, else by key, else round-robin) and encodes.
-pub fn encode_parts(
-    topic: &Topic,
-    partition: Option<u32>,
-    parts: RecordParts<'_>,
-) -> Result<NewRecord, RecordError> {
-    parts.check()?;
-    let partition = match partition {
-        Some(p) if p >= topic.partition_count() => {
-            return Err(RecordError {
-                missing_partition: true,
-                message: format!(
-                    "partition {p} does not exist; topic '{}' has {} partitions",
-                    topic.name(),
-                    topic.partition_count()
-                ),
-            });
-        }
-        Some(p) => p,
-        None => topic.pick_partition(parts.key),
-    };
-    Ok(NewRecord {
-        partition,
-        bytes: parts.encode(),
-    })
 }

@@ -4,12 +4,10 @@ use axum::Json;
 use axum::extract::State;
 use sluice_openapi::{GroupStats, Problem, ServerStats, TableStats, TopicStats};
 
-use crate::api::groups::{group_names, group_topics};
-use crate::api::tables::info;
-use crate::api::topics::may_see;
 use crate::auth::{Object, Principal};
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::views::{group_names, group_topics, info, may_see};
 
 /// The server at a glance: version, uptime, disk use, and per topic, group and table
 /// its size, traffic and lag (only those the token covers). Counters are cumulative;
@@ -21,7 +19,7 @@ use crate::state::AppState;
         (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn stats(
+pub(crate) async fn stats(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<ServerStats>, ApiError> {

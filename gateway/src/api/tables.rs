@@ -12,14 +12,14 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sluice_openapi::{
     Problem, Row, RowPage, RowResponse, SqlDefinition, TableDefinition, TableInfo, TableList,
-    TablePartition,
 };
-use sluice_tables::{Error as TableError, Status, TableDef};
+use sluice_tables::{Error as TableError, TableDef};
 use utoipa::IntoParams;
 
 use crate::auth::{Object, Principal};
 use crate::error::{ApiError, Body, Path, Query, parse_json, reject_duplicate_keys};
 use crate::state::AppState;
+use crate::views::info;
 
 impl From<TableError> for ApiError {
     fn from(e: TableError) -> Self {
@@ -47,37 +47,6 @@ impl From<TableError> for ApiError {
     }
 }
 
-pub(crate) fn info(s: Status) -> TableInfo {
-    let definition: TableDefinition = serde_json::to_value(&s.def)
-        .and_then(serde_json::from_value)
-        .expect("a table definition is a valid wire definition");
-    let partitions: Vec<TablePartition> = s
-        .partitions
-        .iter()
-        .map(|&(partition, applied, end)| TablePartition {
-            partition,
-            applied_offset: applied,
-            end_offset: end,
-            lag: end.saturating_sub(applied),
-        })
-        .collect();
-    TableInfo {
-        name: s.def.name.clone(),
-        definition,
-        sql: s.sql,
-        state: serde_json::to_value(s.state)
-            .ok()
-            .and_then(|v| v.as_str().map(str::to_string))
-            .unwrap_or_default(),
-        reason: s.reason,
-        rows: s.rows,
-        skipped: s.skipped,
-        created_ms: s.created_ms,
-        lag: partitions.iter().map(|p| p.lag).sum(),
-        partitions,
-    }
-}
-
 /// Define a table from a topic (admin), in JSON or SQL. It fills from the topic's
 /// first record in the background and then follows it live.
 #[utoipa::path(post, path = "/v1/tables", tag = "tables",
@@ -96,7 +65,7 @@ pub(crate) fn info(s: Status) -> TableInfo {
         (status = 422, description = "`invalid_table`: a bad path, filter or unsupported SQL; the detail says where.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn create_table(
+pub(crate) async fn create_table(
     State(state): State<AppState>,
     principal: Principal,
     Body(body, _in_flight): Body,
@@ -129,7 +98,7 @@ pub async fn create_table(
         (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn list_tables(
+pub(crate) async fn list_tables(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Result<Json<TableList>, ApiError> {
@@ -155,7 +124,7 @@ pub async fn list_tables(
         (status = 404, description = "`table_not_found`.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get_table(
+pub(crate) async fn get_table(
     State(state): State<AppState>,
     principal: Principal,
     Path(name): Path<String>,
@@ -175,7 +144,7 @@ pub async fn get_table(
         (status = 404, description = "`table_not_found`.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn delete_table(
+pub(crate) async fn delete_table(
     State(state): State<AppState>,
     principal: Principal,
     Path(name): Path<String>,
@@ -190,7 +159,7 @@ pub async fn delete_table(
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct RowParams {
+pub(crate) struct RowParams {
     /// With `If-None-Match`: wait up to this many milliseconds (at most 60000) for the
     /// row to change. With `after`: how long to wait for the table to catch up
     /// (default 5000).
@@ -231,7 +200,7 @@ fn etag(row: &serde_json::Value) -> String {
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
         (status = 503, description = "`table_lagging`: the table had not applied `after` in time; see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get_row(
+pub(crate) async fn get_row(
     State(state): State<AppState>,
     principal: Principal,
     Path((name, key)): Path<(String, String)>,
@@ -242,7 +211,7 @@ pub async fn get_row(
     let wait_ms = params
         .wait_ms
         .unwrap_or(if params.after.is_some() { 5_000 } else { 0 });
-    if wait_ms > crate::api::fetch::MAX_WAIT_MS {
+    if wait_ms > crate::stream::MAX_WAIT_MS {
         return Err(ApiError::bad_request(
             "invalid_query",
             "wait_ms may be at most 60000",
@@ -363,7 +332,7 @@ fn parse_offsets(s: &str) -> Result<Vec<(u32, u64)>, ApiError> {
 
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
-pub struct ScanParams {
+pub(crate) struct ScanParams {
     /// Only keys starting with this.
     prefix: Option<String>,
     /// Keys after this one (the previous page's `next`).
@@ -388,7 +357,7 @@ pub struct ScanParams {
         (status = 404, description = "`table_not_found`.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn scan_rows(
+pub(crate) async fn scan_rows(
     State(state): State<AppState>,
     principal: Principal,
     Path(name): Path<String>,

@@ -10,8 +10,9 @@ use crate::api::{call, topic};
 use crate::auth::{Object, Principal};
 use crate::error::{ApiError, Body, Path, parse_json};
 use crate::state::AppState;
+use crate::views::may_see;
 
-pub fn describe(t: &sluice_log::Topic, epoch: &str) -> Topic {
+pub(crate) fn describe(t: &sluice_log::Topic, epoch: &str) -> Topic {
     let parts: Vec<PartitionInfo> = t
         .partitions()
         .into_iter()
@@ -55,7 +56,7 @@ pub fn describe(t: &sluice_log::Topic, epoch: &str) -> Topic {
         (status = 403, description = "`forbidden`: the token does not cover this object.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn create_topic(
+pub(crate) async fn create_topic(
     State(state): State<AppState>,
     principal: Principal,
     Body(body, _in_flight): Body,
@@ -110,7 +111,10 @@ pub async fn create_topic(
         (status = 403, description = "`forbidden`: the token does not cover this object.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn list_topics(State(state): State<AppState>, principal: Principal) -> Json<TopicList> {
+pub(crate) async fn list_topics(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Json<TopicList> {
     let epoch = state.log.epoch();
     Json(TopicList {
         topics: state
@@ -121,11 +125,6 @@ pub async fn list_topics(State(state): State<AppState>, principal: Principal) ->
             .map(|t| describe(t, epoch))
             .collect(),
     })
-}
-
-/// A topic is visible to whoever may produce to it or read it.
-pub(crate) fn may_see(principal: &Principal, topic: &str) -> bool {
-    principal.may(Object::Produce(topic)) || principal.may(Object::Consume(topic))
 }
 
 /// Describe a topic: settings and per-partition offsets.
@@ -139,7 +138,7 @@ pub(crate) fn may_see(principal: &Principal, topic: &str) -> bool {
         (status = 403, description = "`forbidden`: the token does not cover this object.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn get_topic(
+pub(crate) async fn get_topic(
     State(state): State<AppState>,
     principal: Principal,
     Path(name): Path<String>,
@@ -162,7 +161,7 @@ pub async fn get_topic(
         (status = 403, description = "`forbidden`: the token does not cover this object.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`: see `Retry-After`.", body = Problem, content_type = "application/problem+json"),
     ))]
-pub async fn delete_topic(
+pub(crate) async fn delete_topic(
     State(state): State<AppState>,
     principal: Principal,
     Path(name): Path<String>,

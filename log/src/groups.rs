@@ -6,7 +6,8 @@
 //! the members that poll that topic. Each consumer has a generation of its own, a
 //! fencing token that changes whenever its assignment does; a commit must name the
 //! consumer's current one. The HTTP poll and the WebSocket group subscription both
-//! drive this type.
+//! drive this type, through the gateway's one poll cycle. It knows no HTTP and no
+//! async runtime: a long poll learns of a rebalance through the [`ChangeHook`].
 //!
 //! **Revoke before assign**: a partition moves to another member only once its
 //! owner has been told it lost it (an answer to its poll without it), or once the
@@ -20,10 +21,12 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+/// Called with a group's name whenever its generation moves (a rebalance, a member
+/// told of its new assignment, the group removed), so waiting polls can look again.
+pub type ChangeHook = Arc<dyn Fn(&str) + Send + Sync>;
 
 /// A member's view after joining or refreshing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +77,6 @@ struct TopicState {
     partitions: Vec<PartitionState>,
 }
 
-#[derive(Debug)]
 struct Group {
     /// The newest generation any of its consumers got.
     generation: u64,
@@ -83,18 +85,22 @@ struct Group {
     /// Set by the poll that made the group; the same for all its members.
     session_timeout: Duration,
     topics: HashMap<String, TopicState>,
-    /// Carries `generation`; long polls wait on it to learn of rebalances.
-    changed: watch::Sender<u64>,
+    /// The group's name, for the hook.
+    name: String,
+    /// Told whenever `generation` moves; long polls wait on it to learn of
+    /// rebalances. Called with the coordinator's lock held: it must not call back.
+    on_change: Option<ChangeHook>,
 }
 
 impl Group {
-    fn new(session_timeout: Duration) -> Self {
+    fn new(name: &str, session_timeout: Duration, on_change: Option<ChangeHook>) -> Self {
         Group {
             generation: 0,
             tokens: HashMap::new(),
             session_timeout,
             topics: HashMap::new(),
-            changed: watch::channel(0).0,
+            name: name.to_string(),
+            on_change,
         }
     }
 
@@ -123,7 +129,9 @@ impl Group {
                 self.tokens.insert(c, self.generation);
             }
         }
-        self.changed.send_replace(self.generation);
+        if let Some(hook) = &self.on_change {
+            hook(&self.name);
+        }
     }
 
     fn token(&self, consumer: &str) -> Option<u64> {
@@ -200,15 +208,21 @@ pub struct Coordinator {
     tokens: Mutex<Tokens>,
     /// A new group's session timeout when its first poll names none.
     default_session: Duration,
+    on_change: Option<ChangeHook>,
 }
 
 impl Coordinator {
     /// A coordinator whose generations come from `source`, and whose groups
     /// time members out after `default_session` unless their first poll asks for
     /// another value.
-    pub fn new(source: TokenSource, default_session: Duration) -> Self {
+    pub fn new(
+        source: TokenSource,
+        default_session: Duration,
+        on_change: Option<ChangeHook>,
+    ) -> Self {
         Coordinator {
             default_session,
+            on_change,
             groups: Mutex::default(),
             tokens: Mutex::new(Tokens {
                 next: 0,
@@ -236,9 +250,10 @@ impl Coordinator {
         bind_subject: bool,
     ) -> Result<MemberView, GroupError> {
         let mut groups = self.groups.lock().expect("groups lock");
-        let g = groups
-            .entry(group.to_string())
-            .or_insert_with(|| Group::new(session_timeout.unwrap_or(self.default_session)));
+        let g = groups.entry(group.to_string()).or_insert_with(|| {
+            let session = session_timeout.unwrap_or(self.default_session);
+            Group::new(group, session, self.on_change.clone())
+        });
         let now = Instant::now();
         let mut changed = expire(g, now);
         let t = g.topics.entry(topic.to_string()).or_default();
@@ -353,12 +368,6 @@ impl Coordinator {
             g.expire(now, &self.tokens);
         }
         groups.retain(|_, g| g.topics.values().any(|t| !t.members.is_empty()));
-    }
-
-    /// A receiver that changes with the group's generation.
-    pub fn watch(&self, group: &str) -> Option<watch::Receiver<u64>> {
-        let groups = self.groups.lock().expect("groups lock");
-        groups.get(group).map(|g| g.changed.subscribe())
     }
 
     /// The positions to read from for `consumer`'s partitions, if it still owns them
@@ -536,13 +545,17 @@ impl Coordinator {
     /// unless `force`.
     pub fn remove(&self, group: &str, force: bool) -> Result<(), GroupError> {
         let mut groups = self.groups.lock().expect("groups lock");
-        if let Some(g) = groups.get(group) {
-            if !force && g.topics.values().any(|t| !t.members.is_empty()) {
-                return Err(GroupError::Active);
-            }
-            g.changed.send_replace(u64::MAX);
+        if let Some(g) = groups.get(group)
+            && !force
+            && g.topics.values().any(|t| !t.members.is_empty())
+        {
+            return Err(GroupError::Active);
         }
-        groups.remove(group);
+        if let Some(g) = groups.remove(group)
+            && let Some(hook) = &g.on_change
+        {
+            hook(group);
+        }
         Ok(())
     }
 
@@ -554,16 +567,6 @@ impl Coordinator {
         };
         g.expire(Instant::now(), &self.tokens);
         g.topics.get(topic).is_some_and(|t| !t.members.is_empty())
-    }
-}
-
-/// Resolves when the group's generation changes; never when there is no group.
-pub async fn rebalanced(watch: Option<&mut watch::Receiver<u64>>) {
-    match watch {
-        Some(w) => {
-            let _ = w.changed().await;
-        }
-        None => std::future::pending().await,
     }
 }
 
@@ -700,6 +703,7 @@ mod tests {
                 Ok(*n - 3..*n)
             }),
             Duration::from_secs(30),
+            None,
         )
     }
 
