@@ -230,6 +230,16 @@ fn check_value(arg: &clap::Arg, value: &str) -> Result<(), String> {
     }
 }
 
+/// Which storage engine serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    /// The embedded redb log.
+    Embedded,
+    /// An Apache Kafka cluster.
+    Kafka,
+}
+
 /// The server's options.
 #[derive(Debug, Clone, Args)]
 pub struct Config {
@@ -247,6 +257,31 @@ pub struct Config {
     /// Directory holding the data (created if missing).
     #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
     pub data_dir: PathBuf,
+
+    /// The storage engine: `embedded` (the redb log in `--data-dir`, one machine)
+    /// or `kafka` (an Apache Kafka cluster, `--kafka-bootstrap`).
+    #[arg(long, env = "SLUICE_BACKEND", value_enum, default_value_t = BackendKind::Embedded)]
+    pub backend: BackendKind,
+
+    /// With `--backend kafka`: some brokers, `host:port,...`.
+    #[arg(long, env = "SLUICE_KAFKA_BOOTSTRAP")]
+    pub kafka_bootstrap: Option<String>,
+
+    /// With `--backend kafka`: a librdkafka client setting, `name=value`
+    /// (repeatable; e.g. `security.protocol=SASL_PLAINTEXT`,
+    /// `sasl.mechanism=SCRAM-SHA-512`, `sasl.username=...`).
+    #[arg(
+        long = "kafka-config",
+        env = "SLUICE_KAFKA_CONFIG",
+        value_delimiter = ',',
+        value_name = "NAME=VALUE"
+    )]
+    pub kafka_config: Vec<String>,
+
+    /// With `--backend kafka`: the replication factor of new topics (default 3,
+    /// or the number of brokers if smaller).
+    #[arg(long, env = "SLUICE_KAFKA_REPLICATION")]
+    pub kafka_replication: Option<u16>,
 
     /// Verify bearer tokens with this HS256 shared secret (at least 32 bytes).
     #[arg(
@@ -447,6 +482,12 @@ impl Config {
 
     /// Refuses settings that would expose an unprotected server.
     pub fn check(&self) -> Result<(), String> {
+        if self.backend == BackendKind::Kafka && self.kafka_bootstrap.is_none() {
+            return Err("--backend kafka needs --kafka-bootstrap HOST:PORT,...".into());
+        }
+        if let Some(bad) = self.kafka_config.iter().find(|kv| !kv.contains('=')) {
+            return Err(format!("--kafka-config takes NAME=VALUE, not '{bad}'"));
+        }
         if !self.auth_configured() && !self.listen.ip().is_loopback() && !self.insecure_no_auth {
             return Err(format!(
                 "refusing to listen on {} without auth: configure --jwt-secret, --jwt-public-key \

@@ -5,10 +5,23 @@ use std::sync::Arc;
 
 use sluice_log::{Backend, Log, LogOptions};
 
-use crate::config::Config;
+use crate::config::{BackendKind, Config};
 
 /// Opens the configured storage engine.
 pub(crate) fn open(config: &Config) -> sluice_log::Result<Arc<dyn Backend>> {
+    if config.backend == BackendKind::Kafka {
+        let mut options =
+            sluice_kafka::KafkaOptions::new(config.kafka_bootstrap.as_deref().unwrap_or_default());
+        options.client = config
+            .kafka_config
+            .iter()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        options.replication = config.kafka_replication;
+        options.dedupe_window = std::time::Duration::from_secs(config.dedupe_window_secs);
+        return Ok(Arc::new(sluice_kafka::Kafka::open(options)?));
+    }
     let options = LogOptions {
         two_phase_commit: config.two_phase_commit,
         dedupe_window: std::time::Duration::from_secs(config.dedupe_window_secs),

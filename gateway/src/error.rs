@@ -87,6 +87,20 @@ impl From<sluice_log::Error> for ApiError {
                     "the store cannot accept writes right now; nothing was written",
                 )
             }
+            E::Unavailable(_) => {
+                crate::telemetry::request_span()
+                    .in_scope(|| tracing::warn!(error = %e, "storage unavailable"));
+                let mut e = ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("{e}; try again"),
+                );
+                e.retry_after = Some(1);
+                e
+            }
+            E::Unsupported(what) => {
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", what)
+            }
             other => {
                 crate::telemetry::request_span()
                     .in_scope(|| tracing::error!(error = %other, "storage error"));

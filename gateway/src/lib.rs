@@ -140,7 +140,7 @@ async fn ready(
     axum::extract::State(state): axum::extract::State<AppState>,
 ) -> Result<axum::Json<sluice_openapi::Readiness>, ApiError> {
     let health = state.log.health();
-    if health.poisoned || *state.shutdown.borrow() {
+    if health.poisoned || !health.available || *state.shutdown.borrow() {
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "not_ready",
@@ -458,12 +458,19 @@ pub async fn run(
     if let Some(m) = metrics.clone() {
         every(Duration::from_secs(5), move || m.run_upkeep());
     }
-    let log = crate::engine::open(&config)
-        .with_context(|| format!("opening data directory {}", config.data_dir.display()))?;
+    let log = crate::engine::open(&config).with_context(|| match config.backend {
+        crate::config::BackendKind::Embedded => {
+            format!("opening data directory {}", config.data_dir.display())
+        }
+        crate::config::BackendKind::Kafka => format!(
+            "connecting to the Kafka cluster at {}",
+            config.kafka_bootstrap.as_deref().unwrap_or_default()
+        ),
+    })?;
     let (stopping, stopped) = tokio::sync::watch::channel(false);
     let state = build_state(&config, log.clone(), stopped, metrics)?;
     let addr = listener.local_addr()?;
-    tracing::info!(data_dir = %config.data_dir.display(), log_epoch = log.epoch(), "data directory open");
+    tracing::info!(backend = ?config.backend, data_dir = %config.data_dir.display(), log_epoch = log.epoch(), "storage open");
     if state.auth.is_none() {
         tracing::warn!(
             "auth is off: anyone who can reach {addr} can read, write and delete everything"

@@ -131,7 +131,7 @@ pub(crate) const CODES: &[(&str, u16, &str)] = &[
     (
         "group_active",
         409,
-        "The group has live members; the operation needs `force`.",
+        "The group has live members: a reset is refused until they leave or expire; a delete needs `force=true`.",
     ),
     (
         "backup_in_progress",
@@ -184,9 +184,14 @@ pub(crate) const CODES: &[(&str, u16, &str)] = &[
         "The server failed to handle the request; its log has the cause, under the request's `x-request-id`.",
     ),
     (
+        "not_implemented",
+        501,
+        "The storage engine in use does not offer this yet (groups, tables and backups over Kafka); the detail says which.",
+    ),
+    (
         "unavailable",
         503,
-        "The store cannot accept writes right now; nothing was written.",
+        "The store cannot take the request right now (a failed commit, or a Kafka cluster electing a leader or out of reach); nothing was written. See `Retry-After`.",
     ),
     (
         "not_ready",

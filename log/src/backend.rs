@@ -127,6 +127,8 @@ pub trait Backend: Send + Sync + 'static {
 pub struct Health {
     /// A failed durable commit stopped all writes until a restart.
     pub poisoned: bool,
+    /// The engine can reach its storage (always, for a local one).
+    pub available: bool,
     /// The local disk writes go to, for engines that have one.
     pub disk: Option<DiskStatus>,
     /// Size of the engine's local data file, for engines that have one.
@@ -140,6 +142,7 @@ impl Backend for Log {
     fn health(&self) -> Health {
         Health {
             poisoned: self.is_poisoned(),
+            available: true,
             disk: Some(self.disk()),
             file_bytes: std::fs::metadata(self.path()).ok().map(|m| m.len()),
         }

@@ -85,6 +85,10 @@ pub enum Error {
     /// The engine does not offer this operation.
     #[error("{0}")]
     Unsupported(String),
+    /// The engine's cluster could not take the request now (no leader, no broker
+    /// reachable); nothing was written, and trying again later may succeed.
+    #[error("the cluster is unavailable: {0}")]
+    Unavailable(String),
     /// The storage engine failed; the text says how.
     #[error("storage: {0}")]
     Storage(String),

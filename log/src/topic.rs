@@ -118,6 +118,32 @@ impl Topic {
         }
     }
 
+    /// A topic as another engine describes it: its partitions start empty until
+    /// [`Topic::publish`] says where they stand.
+    pub fn describe(id: u64, name: &str, config: TopicConfig, created_ms: u64) -> Topic {
+        Topic {
+            id,
+            name: name.to_string(),
+            parts: (0..config.partitions)
+                .map(|_| PartitionState::default())
+                .collect(),
+            config,
+            created_ms,
+            round_robin: AtomicU32::new(0),
+        }
+    }
+
+    /// For engines: records where a partition stands now. The end and start only
+    /// move forward (an older answer arriving late changes nothing); `bytes` is
+    /// taken as given.
+    pub fn publish(&self, partition: u32, start: u64, end: u64, bytes: u64) {
+        if let Some(s) = self.parts.get(partition as usize) {
+            s.start.fetch_max(start, Ordering::AcqRel);
+            s.bytes.store(bytes, Ordering::Release);
+            s.end.fetch_max(end, Ordering::AcqRel);
+        }
+    }
+
     /// The topic's unique id; never reused, even after deletion.
     pub fn id(&self) -> u64 {
         self.id

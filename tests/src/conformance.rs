@@ -14,12 +14,29 @@ use sluice_log::{
 };
 
 /// An engine under test, fresh, and what it needs to stay alive (a temporary
-/// directory, a cluster topic prefix, ...).
+/// directory, ...).
 pub type Engine = (Arc<dyn Backend>, Box<dyn std::any::Any>);
+
+/// What a check runs against: an engine, and the prefix of every topic, group and
+/// store name it makes (so checks can share a cluster with other tests and runs).
+pub struct Suite {
+    pub backend: Arc<dyn Backend>,
+    pub prefix: String,
+}
+
+impl Suite {
+    /// `name` under the suite's prefix.
+    pub fn name(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+}
+
+/// One check of the suite.
+pub type Check = fn(&Suite);
 
 /// Every check, by name; `tests/tests/conformance.rs` has a test per check and
 /// engine, and fails if one is missing.
-pub const CHECKS: &[(&str, fn(&Arc<dyn Backend>))] = &[
+pub const CHECKS: &[(&str, Check)] = &[
     (
         "dense_offsets_in_request_order",
         dense_offsets_in_request_order,
@@ -104,10 +121,11 @@ fn read(b: &Arc<dyn Backend>, t: &Topic, p: u32, from: u64, max: usize) -> Vec<(
 
 /// Offsets start at 0 and are dense per partition; an append is answered in
 /// request order, mixing partitions; what was answered is what is read.
-pub fn dense_offsets_in_request_order(b: &Arc<dyn Backend>) {
+pub fn dense_offsets_in_request_order(s: &Suite) {
+    let b = &s.backend;
     let t = create(
         b,
-        "dense",
+        &s.name("dense"),
         TopicConfig {
             partitions: 3,
             ..Default::default()
@@ -132,15 +150,16 @@ pub fn dense_offsets_in_request_order(b: &Arc<dyn Backend>) {
             (4, "late".into())
         ]
     );
-    let t = b.topic("dense").expect("topic");
+    let t = b.topic(&s.name("dense")).expect("topic");
     let ends: Vec<u64> = t.partitions().iter().map(|p| p.end_offset).collect();
     assert_eq!(ends, vec![4, 5, 4]);
 }
 
 /// A read takes at most `max_records`, stops at the byte budget but always takes
 /// one record, and says where to go on.
-pub fn reads_honour_their_limits(b: &Arc<dyn Backend>) {
-    let t = create(b, "limits", TopicConfig::default());
+pub fn reads_honour_their_limits(s: &Suite) {
+    let b = &s.backend;
+    let t = create(b, &s.name("limits"), TopicConfig::default());
     let big = "x".repeat(1000);
     let records: Vec<(u32, Vec<u8>)> = (0..10).map(|_| (0, record(None, &big, 1))).collect();
     append(b, &t, &records);
@@ -169,8 +188,9 @@ pub fn reads_honour_their_limits(b: &Arc<dyn Backend>) {
 
 /// Offsets past the end, partitions and topics that do not exist: refused, not
 /// guessed.
-pub fn reads_outside_the_range_are_refused(b: &Arc<dyn Backend>) {
-    let t = create(b, "range", TopicConfig::default());
+pub fn reads_outside_the_range_are_refused(s: &Suite) {
+    let b = &s.backend;
+    let t = create(b, &s.name("range"), TopicConfig::default());
     append(b, &t, &[(0, record(None, "a", 1))]);
     assert!(matches!(
         b.read(&t, 0, 2, 10, usize::MAX, &mut |_, _| {}),
@@ -184,15 +204,16 @@ pub fn reads_outside_the_range_are_refused(b: &Arc<dyn Backend>) {
         b.read(&t, 5, 0, 10, usize::MAX, &mut |_, _| {}),
         Err(Error::PartitionNotFound { .. })
     ));
-    assert!(b.topic("never-made").is_none());
+    assert!(b.topic(&s.name("never-made")).is_none());
 }
 
 /// A unit appended again under the same dedupe key writes nothing and is
 /// answered with the first offsets.
-pub fn a_dedupe_key_is_written_once(b: &Arc<dyn Backend>) {
+pub fn a_dedupe_key_is_written_once(s: &Suite) {
+    let b = &s.backend;
     let t = create(
         b,
-        "dedupe",
+        &s.name("dedupe"),
         TopicConfig {
             partitions: 2,
             ..Default::default()
@@ -233,10 +254,11 @@ pub fn a_dedupe_key_is_written_once(b: &Arc<dyn Backend>) {
 
 /// The partition of a keyed record is Kafka's murmur2 placement, chosen above
 /// the seam: the topic picks it, the engine keeps it.
-pub fn placement_is_murmur2(b: &Arc<dyn Backend>) {
+pub fn placement_is_murmur2(s: &Suite) {
+    let b = &s.backend;
     let t = create(
         b,
-        "placed",
+        &s.name("placed"),
         TopicConfig {
             partitions: 6,
             ..Default::default()
@@ -255,10 +277,11 @@ pub fn placement_is_murmur2(b: &Arc<dyn Backend>) {
 
 /// Subscribers hear of every partition whose end moved, with the new end, and
 /// any number may subscribe.
-pub fn subscribers_hear_of_appends(b: &Arc<dyn Backend>) {
+pub fn subscribers_hear_of_appends(s: &Suite) {
+    let b = &s.backend;
     let t = create(
         b,
-        "heard",
+        &s.name("heard"),
         TopicConfig {
             partitions: 2,
             ..Default::default()
@@ -290,8 +313,9 @@ pub fn subscribers_hear_of_appends(b: &Arc<dyn Backend>) {
 }
 
 /// The offset for a timestamp is the first record at or after it, else the end.
-pub fn offset_for_timestamp(b: &Arc<dyn Backend>) {
-    let t = create(b, "timed", TopicConfig::default());
+pub fn offset_for_timestamp(s: &Suite) {
+    let b = &s.backend;
+    let t = create(b, &s.name("timed"), TopicConfig::default());
     let records: Vec<(u32, Vec<u8>)> = [100, 200, 200, 300]
         .iter()
         .map(|ts| (0, record(None, "v", *ts)))
@@ -308,20 +332,25 @@ pub fn offset_for_timestamp(b: &Arc<dyn Backend>) {
 
 /// Topics are listed by name and described per partition; a deleted topic is
 /// gone, and one made again under its name is another topic.
-pub fn topics_are_created_listed_and_deleted(b: &Arc<dyn Backend>) {
+pub fn topics_are_created_listed_and_deleted(s: &Suite) {
+    let b = &s.backend;
     let first = create(
         b,
-        "b-topic",
+        &s.name("b-topic"),
         TopicConfig {
             partitions: 2,
             ..Default::default()
         },
     );
-    create(b, "a-topic", TopicConfig::default());
-    let names: Vec<String> = b.topics().iter().map(|t| t.name().to_string()).collect();
-    assert_eq!(names, vec!["a-topic", "b-topic"]);
+    create(b, &s.name("a-topic"), TopicConfig::default());
+    let names: Vec<String> = b
+        .topics()
+        .iter()
+        .filter_map(|t| t.name().strip_prefix(&s.prefix).map(str::to_string))
+        .collect();
+    assert_eq!(names, vec!["a-topic", "b-topic"], "listed by name");
     assert!(matches!(
-        wait(|r| b.create_topic("a-topic", TopicConfig::default(), r)),
+        wait(|r| b.create_topic(&s.name("a-topic"), TopicConfig::default(), r)),
         Err(Error::TopicExists(_))
     ));
     let parts = first.partitions();
@@ -331,19 +360,19 @@ pub fn topics_are_created_listed_and_deleted(b: &Arc<dyn Backend>) {
             .iter()
             .all(|p| p.start_offset == 0 && p.end_offset == 0)
     );
-    wait(|r| b.delete_topic("b-topic", r)).unwrap();
-    assert!(b.topic("b-topic").is_none());
+    wait(|r| b.delete_topic(&s.name("b-topic"), r)).unwrap();
+    assert!(b.topic(&s.name("b-topic")).is_none());
     assert!(matches!(
-        wait(|r| b.delete_topic("b-topic", r)),
+        wait(|r| b.delete_topic(&s.name("b-topic"), r)),
         Err(Error::TopicNotFound(_))
     ));
-    let again = create(b, "b-topic", TopicConfig::default());
+    let again = create(b, &s.name("b-topic"), TopicConfig::default());
     assert_ne!(again.id(), first.id());
     // An append aimed at the old topic is refused, not misplaced.
     let stale = wait(|r| {
         b.append(
             AppendRequest {
-                topic: "b-topic".into(),
+                topic: s.name("b-topic"),
                 topic_id: first.id(),
                 units: vec![AppendUnit {
                     dedupe_key: None,
@@ -360,10 +389,11 @@ pub fn topics_are_created_listed_and_deleted(b: &Arc<dyn Backend>) {
 }
 
 /// Committed offsets are stored per group and partition, listed, and deleted.
-pub fn group_offsets_are_stored(b: &Arc<dyn Backend>) {
+pub fn group_offsets_are_stored(s: &Suite) {
+    let b = &s.backend;
     let t = create(
         b,
-        "consumed",
+        &s.name("consumed"),
         TopicConfig {
             partitions: 2,
             ..Default::default()
@@ -374,22 +404,24 @@ pub fn group_offsets_are_stored(b: &Arc<dyn Backend>) {
         &t,
         &[(0, record(None, "a", 1)), (0, record(None, "b", 1))],
     );
-    assert_eq!(b.committed_offsets("g", &t).unwrap(), vec![None, None]);
-    wait(|r| b.commit_offsets("g", vec![(t.clone(), 0, 2)], r)).unwrap();
-    assert_eq!(b.committed_offsets("g", &t).unwrap(), vec![Some(2), None]);
+    let g = s.name("g");
+    assert_eq!(b.committed_offsets(&g, &t).unwrap(), vec![None, None]);
+    wait(|r| b.commit_offsets(&g, vec![(t.clone(), 0, 2)], r)).unwrap();
+    assert_eq!(b.committed_offsets(&g, &t).unwrap(), vec![Some(2), None]);
     let groups: Vec<String> = b
         .committed_groups()
         .unwrap()
         .into_iter()
         .map(|(g, _)| g)
         .collect();
-    assert_eq!(groups, vec!["g"]);
-    assert_eq!(wait(|r| b.delete_group("g", r)).unwrap(), 1);
-    assert_eq!(b.committed_offsets("g", &t).unwrap(), vec![None, None]);
+    assert!(groups.contains(&g), "{groups:?}");
+    assert_eq!(wait(|r| b.delete_group(&g, r)).unwrap(), 1);
+    assert_eq!(b.committed_offsets(&g, &t).unwrap(), vec![None, None]);
 }
 
 /// Blocks of fencing tokens never overlap and only go up.
-pub fn fencing_tokens_never_repeat(b: &Arc<dyn Backend>) {
+pub fn fencing_tokens_never_repeat(s: &Suite) {
+    let b = &s.backend;
     let blocks: Vec<_> = (0..3)
         .map(|_| b.reserve_fencing_tokens().unwrap())
         .collect();
@@ -409,11 +441,12 @@ fn coordinator(b: &Arc<dyn Backend>) -> Coordinator {
 }
 
 /// A commit must carry the consumer's current generation.
-pub fn group_commits_are_fenced(b: &Arc<dyn Backend>) {
+pub fn group_commits_are_fenced(s: &Suite) {
+    let b = &s.backend;
     let c = coordinator(b);
     let t = create(
         b,
-        "fenced",
+        &s.name("fenced"),
         TopicConfig {
             partitions: 2,
             ..Default::default()
@@ -444,11 +477,12 @@ pub fn group_commits_are_fenced(b: &Arc<dyn Backend>) {
 }
 
 /// A partition moves to a new member only after its owner was told it lost it.
-pub fn revoke_before_assign(b: &Arc<dyn Backend>) {
+pub fn revoke_before_assign(s: &Suite) {
+    let b = &s.backend;
     let c = coordinator(b);
     let t = create(
         b,
-        "moved",
+        &s.name("moved"),
         TopicConfig {
             partitions: 2,
             ..Default::default()
@@ -476,16 +510,15 @@ pub fn revoke_before_assign(b: &Arc<dyn Backend>) {
 }
 
 /// Rows and the offsets they reflect commit together, and are read together.
-pub fn state_batches_are_atomic(b: &Arc<dyn Backend>) {
-    wait(|r| b.create_store("s", b"def".to_vec(), vec![0, 0], r)).unwrap();
+pub fn state_batches_are_atomic(s: &Suite) {
+    let b = &s.backend;
+    let st = s.name("s");
+    wait(|r| b.create_store(&st, b"def".to_vec(), vec![0, 0], r)).unwrap();
     assert!(matches!(
-        wait(|r| b.create_store("s", Vec::new(), Vec::new(), r)),
+        wait(|r| b.create_store(&st, Vec::new(), Vec::new(), r)),
         Err(Error::StoreExists(_))
     ));
-    assert_eq!(
-        b.stores().unwrap(),
-        vec![("s".to_string(), b"def".to_vec())]
-    );
+    assert_eq!(b.stores().unwrap(), vec![(st.clone(), b"def".to_vec())]);
     let w = b.open_writer("s").unwrap();
     let batch = StateBatch {
         rows: vec![
@@ -495,8 +528,8 @@ pub fn state_batches_are_atomic(b: &Arc<dyn Backend>) {
         offsets: Some(vec![5, 7]),
         skipped: 1,
     };
-    wait(|r| b.commit_state("s", w, batch, r)).unwrap();
-    let read = b.read_state("s", &["k1", "k2", "k3"], 2).unwrap();
+    wait(|r| b.commit_state(&st, w, batch, r)).unwrap();
+    let read = b.read_state(&st, &["k1", "k2", "k3"], 2).unwrap();
     assert_eq!(
         read.rows,
         vec![Some(b"1".to_vec()), Some(b"2".to_vec()), None]
@@ -507,9 +540,9 @@ pub fn state_batches_are_atomic(b: &Arc<dyn Backend>) {
         offsets: Some(vec![6, 7]),
         skipped: 0,
     };
-    wait(|r| b.commit_state("s", w, delete, r)).unwrap();
+    wait(|r| b.commit_state(&st, w, delete, r)).unwrap();
     let mut keys = Vec::new();
-    b.scan_state("s", "", &mut |k, _| {
+    b.scan_state(&st, "", &mut |k, _| {
         keys.push(k.to_string());
         true
     })
@@ -517,14 +550,16 @@ pub fn state_batches_are_atomic(b: &Arc<dyn Backend>) {
     assert_eq!(keys, vec!["k2"]);
     let stats = b.state_stats("s").unwrap();
     assert_eq!((stats.rows, stats.skipped), (1, 1));
-    wait(|r| b.drop_store("s", r)).unwrap();
+    wait(|r| b.drop_store(&st, r)).unwrap();
     assert!(b.stores().unwrap().is_empty());
-    assert!(b.read_state("s", &["k2"], 0).unwrap().rows[0].is_none());
+    assert!(b.read_state(&st, &["k2"], 0).unwrap().rows[0].is_none());
 }
 
 /// Opening a writer fences the one before: its batches write nothing.
-pub fn an_older_state_writer_is_fenced(b: &Arc<dyn Backend>) {
-    wait(|r| b.create_store("s", Vec::new(), vec![0], r)).unwrap();
+pub fn an_older_state_writer_is_fenced(s: &Suite) {
+    let b = &s.backend;
+    let st = s.name("s");
+    wait(|r| b.create_store(&st, Vec::new(), vec![0], r)).unwrap();
     let old = b.open_writer("s").unwrap();
     let new = b.open_writer("s").unwrap();
     assert!(new > old);
@@ -534,11 +569,11 @@ pub fn an_older_state_writer_is_fenced(b: &Arc<dyn Backend>) {
         skipped: 0,
     };
     assert!(matches!(
-        wait(|r| b.commit_state("s", old, batch(b"old", 1), r)),
+        wait(|r| b.commit_state(&st, old, batch(b"old", 1), r)),
         Err(Error::Fenced { .. })
     ));
-    wait(|r| b.commit_state("s", new, batch(b"new", 2), r)).unwrap();
-    let read = b.read_state("s", &["k"], 1).unwrap();
+    wait(|r| b.commit_state(&st, new, batch(b"new", 2), r)).unwrap();
+    let read = b.read_state(&st, &["k"], 1).unwrap();
     assert_eq!(
         (read.rows[0].as_deref(), read.offsets[0]),
         (Some(&b"new"[..]), 2)
@@ -547,33 +582,34 @@ pub fn an_older_state_writer_is_fenced(b: &Arc<dyn Backend>) {
 
 /// Retention moves a partition's start forward, never back, and reads below it
 /// are refused.
-pub fn retention_start_moves_only_forward(b: &Arc<dyn Backend>) {
+pub fn retention_start_moves_only_forward(s: &Suite) {
+    let b = &s.backend;
     let config = TopicConfig {
         retention_bytes: Some(4_000),
         ..Default::default()
     };
-    let t = create(b, "kept", config);
+    let t = create(b, &s.name("kept"), config);
     let value = "r".repeat(1_000);
     let mut last = 0;
     let deadline = Instant::now() + Duration::from_secs(60);
     for round in 0..20 {
         let records: Vec<(u32, Vec<u8>)> = (0..5).map(|_| (0, record(None, &value, 1))).collect();
         append(b, &t, &records);
-        let start = b.topic("kept").unwrap().partitions()[0].start_offset;
+        let start = b.topic(&s.name("kept")).unwrap().partitions()[0].start_offset;
         assert!(
             start >= last,
             "round {round}: start went back from {last} to {start}"
         );
         last = start;
     }
-    while b.topic("kept").unwrap().partitions()[0].start_offset == 0 {
+    while b.topic(&s.name("kept")).unwrap().partitions()[0].start_offset == 0 {
         assert!(
             Instant::now() < deadline,
             "retention never removed anything"
         );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let start = b.topic("kept").unwrap().partitions()[0].start_offset;
+    let start = b.topic(&s.name("kept")).unwrap().partitions()[0].start_offset;
     assert!(start >= last);
     assert!(matches!(
         b.read(&t, 0, 0, 1, usize::MAX, &mut |_, _| {}),

@@ -371,6 +371,29 @@ pub fn tool_available(group: &str, test: &str, missing: Option<String>, install:
     false
 }
 
+/// The test Kafka cluster's bootstrap servers (`SLUICE_KAFKA_BOOTSTRAP`, which
+/// `bash tests/run` sets after starting the cluster); `None` only when
+/// `SLUICE_TEST_SKIP` names `kafka`, else the test fails with how to start one.
+pub fn kafka_bootstrap(test: &str) -> Option<String> {
+    let bootstrap = std::env::var("SLUICE_KAFKA_BOOTSTRAP")
+        .ok()
+        .filter(|b| !b.is_empty());
+    let missing = bootstrap
+        .is_none()
+        .then(|| "no Kafka cluster: SLUICE_KAFKA_BOOTSTRAP is not set".to_string());
+    if tool_available(
+        "kafka",
+        test,
+        missing,
+        "tests/kafka/cluster start, then export \
+         SLUICE_KAFKA_BOOTSTRAP=127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094",
+    ) {
+        bootstrap
+    } else {
+        None
+    }
+}
+
 /// A small tmpfs mounted for one test, so that it can fill a disk; unmounted when
 /// dropped. Mounting needs root (as CI runs); without it the test fails with that
 /// hint, or is skipped with `SLUICE_TEST_SKIP=disk`.

@@ -167,7 +167,10 @@ fn names_engine(line: &str) -> bool {
         && line
             .split(|c: char| !c.is_alphanumeric() && c != '_')
             .any(|w| w == "Log" || w == "LogOptions");
-    imported || line.contains("sluice_log::Log") || line.contains("Log::open(")
+    imported
+        || line.contains("sluice_log::Log")
+        || line.contains("Log::open(")
+        || line.contains("sluice_kafka")
 }
 
 #[test]
@@ -177,6 +180,7 @@ fn the_engine_check_sees_each_way_of_naming_it() {
         "use sluice_log::LogOptions;",
         "    let l: sluice_log::Log = todo!();",
         "    let l = Log::open(dir, o)?;",
+        "    let k = sluice_kafka::Kafka::open(options)?;",
     ] {
         assert!(names_engine(line), "{line}");
     }

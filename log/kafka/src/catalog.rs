@@ -1,0 +1,95 @@
+//! The topic catalog: `_sluice.topics`, a compacted topic of one partition whose
+//! records map a topic's name to the id and creation time Sluice gave it (a
+//! tombstone when it was deleted). Every gateway reads it from the start when it
+//! opens and follows it after, so all of them give a topic the same id, and a topic
+//! deleted and made again under its name gets a new one. A topic made by another
+//! client, without a catalog record, gets an id derived from its name.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use sluice_log::{Error, Result};
+
+/// The catalog topic's name.
+pub(crate) const TOPIC: &str = "_sluice.topics";
+
+/// What the catalog says of one topic.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub id: u64,
+    pub created_ms: u64,
+}
+
+/// The id of a topic the catalog does not name: a hash of its name, with the top
+/// bit set so it never meets an id Sluice gave.
+pub(crate) fn foreign_id(name: &str) -> u64 {
+    // FNV-1a.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in name.as_bytes() {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h | (1 << 63)
+}
+
+/// Applies one catalog record.
+pub(crate) fn apply(entries: &mut HashMap<String, Entry>, key: &[u8], value: Option<&[u8]>) {
+    let name = String::from_utf8_lossy(key).into_owned();
+    match value.map(serde_json::from_slice::<Entry>) {
+        Some(Ok(e)) => {
+            entries.insert(name, e);
+        }
+        Some(Err(_)) => {}
+        None => {
+            entries.remove(&name);
+        }
+    }
+}
+
+/// Reads the whole catalog as it stands.
+pub(crate) fn load(consumer: &BaseConsumer, timeout: Duration) -> Result<HashMap<String, Entry>> {
+    let mut entries = HashMap::new();
+    let deadline = std::time::Instant::now() + timeout;
+    // Just made, the catalog's partition may not have a leader yet.
+    let (low, high) = loop {
+        match consumer.fetch_watermarks(TOPIC, 0, timeout) {
+            Ok(w) => break w,
+            Err(_) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            Err(e) => return Err(crate::engine::unavailable(e)),
+        }
+    };
+    if high <= low {
+        return Ok(entries);
+    }
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
+        .map_err(crate::engine::unavailable)?;
+    consumer.assign(&tpl).map_err(crate::engine::unavailable)?;
+    let mut next = low;
+    while next < high {
+        if std::time::Instant::now() >= deadline {
+            return Err(Error::Storage(format!(
+                "reading the topic catalog stopped at offset {next} of {high}"
+            )));
+        }
+        match consumer.poll(Duration::from_millis(100)) {
+            Some(Ok(m)) => {
+                if let Some(key) = m.key() {
+                    apply(&mut entries, key, m.payload());
+                }
+                next = m.offset() + 1;
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => return Err(crate::engine::unavailable(e)),
+            None => {}
+        }
+    }
+    let _ = consumer.unassign();
+    Ok(entries)
+}

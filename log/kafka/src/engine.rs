@@ -1,0 +1,886 @@
+//! The engine: one producer, an admin client, a metadata consumer, the reader pool
+//! and a thread that follows the cluster (topics, their partitions' start and end,
+//! the catalog), implementing the seam.
+
+use std::collections::HashMap;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sluice_log::{
+    AppendHook, AppendRequest, Backend, Error, Health, ReadOutcome, RecordView, Reply, Result,
+    StateBatch, StateRead, StoreStats, Topic, TopicConfig, now_ms,
+};
+
+use crate::catalog::{self, Entry};
+use crate::read::Readers;
+use crate::record::outgoing;
+
+/// `(partition, offset)` of each record of an append.
+type Offsets = Vec<(u32, u64)>;
+
+/// A unit's dedupe key within a topic: (topic id, key).
+type DedupeKey = (u64, Vec<u8>);
+
+/// How to reach the cluster.
+#[derive(Debug, Clone)]
+pub struct KafkaOptions {
+    /// `host:port,...` of some brokers.
+    pub bootstrap: String,
+    /// Client settings passed through to librdkafka (`security.protocol`,
+    /// `sasl.mechanism`, `ssl.ca.location`, ...).
+    pub client: Vec<(String, String)>,
+    /// Replication factor of new topics; by default 3, or the broker count if
+    /// smaller.
+    pub replication: Option<u16>,
+    /// How long an idempotency key is remembered.
+    pub dedupe_window: Duration,
+    /// How long a metadata or admin call may take.
+    pub timeout: Duration,
+}
+
+impl KafkaOptions {
+    /// Options for the brokers at `bootstrap`, with the defaults.
+    pub fn new(bootstrap: &str) -> Self {
+        KafkaOptions {
+            bootstrap: bootstrap.to_string(),
+            client: Vec::new(),
+            replication: None,
+            dedupe_window: Duration::from_secs(3600),
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// An error from the cluster: the write or read did not happen, and may if tried
+/// again.
+pub(crate) fn unavailable(e: KafkaError) -> Error {
+    Error::Unavailable(e.to_string())
+}
+
+/// The engine's handle; cheap to clone.
+#[derive(Clone)]
+pub struct Kafka {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    options: KafkaOptions,
+    cluster_id: String,
+    producer: ThreadedProducer<Deliveries>,
+    admin: AdminClient<DefaultClientContext>,
+    meta: BaseConsumer,
+    readers: Readers,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    catalog: Mutex<HashMap<String, Entry>>,
+    subscribers: Arc<RwLock<Vec<AppendHook>>>,
+    /// Units written under a dedupe key: (topic id, key) → when, and their offsets.
+    dedupe: Mutex<HashMap<DedupeKey, (Instant, Offsets)>>,
+    reachable: AtomicBool,
+    stop: Arc<AtomicBool>,
+    follower: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Release);
+        self.producer.flush(Duration::from_secs(10)).ok();
+    }
+}
+
+/// Answers appends once Kafka acknowledged all their records.
+struct Deliveries;
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Box<Delivery>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, d: Box<Delivery>) {
+        let outcome = match result {
+            Ok(m) => Ok((m.partition() as u32, m.offset() as u64)),
+            Err((e, _)) => Err(unavailable(e.clone())),
+        };
+        d.batch.done(d.index, outcome);
+    }
+}
+
+/// One record of an append in flight.
+struct Delivery {
+    batch: Arc<Batch>,
+    index: usize,
+}
+
+/// An append in flight: its answer once every record is acknowledged.
+struct Batch {
+    offsets: Mutex<Vec<(u32, u64)>>,
+    failed: Mutex<Option<Error>>,
+    left: AtomicUsize,
+    reply: Mutex<Option<Reply<Offsets>>>,
+}
+
+impl Batch {
+    fn done(&self, index: usize, outcome: Result<(u32, u64)>) {
+        match outcome {
+            Ok(at) => self.offsets.lock().expect("batch lock")[index] = at,
+            Err(e) => {
+                self.failed.lock().expect("batch lock").get_or_insert(e);
+            }
+        }
+        if self.left.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.finish();
+        }
+    }
+
+    fn finish(&self) {
+        let Some(reply) = self.reply.lock().expect("batch lock").take() else {
+            return;
+        };
+        match self.failed.lock().expect("batch lock").take() {
+            Some(e) => reply(Err(e)),
+            None => reply(Ok(std::mem::take(
+                &mut *self.offsets.lock().expect("batch lock"),
+            ))),
+        }
+    }
+}
+
+fn client_config(options: &KafkaOptions) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &options.bootstrap);
+    for (k, v) in &options.client {
+        c.set(k, v);
+    }
+    c
+}
+
+impl Kafka {
+    /// Connects to the cluster, reads the topic catalog and starts following the
+    /// cluster. Fails when no broker answers within the timeout.
+    pub fn open(options: KafkaOptions) -> Result<Kafka> {
+        let base = client_config(&options);
+        let mut producer_config = base.clone();
+        producer_config
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "1")
+            .set("message.timeout.ms", "30000")
+            .set("max.in.flight.requests.per.connection", "5");
+        let producer: ThreadedProducer<Deliveries> = producer_config
+            .create_with_context(Deliveries)
+            .map_err(unavailable)?;
+        let admin: AdminClient<DefaultClientContext> = base.create().map_err(unavailable)?;
+        let mut consumer_config = base.clone();
+        consumer_config
+            .set("group.id", "sluice-readers")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("auto.offset.reset", "error")
+            .set("isolation.level", "read_committed")
+            .set("fetch.wait.max.ms", "20")
+            .set("queued.max.messages.kbytes", "16384");
+        let meta: BaseConsumer = consumer_config.create().map_err(unavailable)?;
+        let cluster_id = meta
+            .client()
+            .fetch_cluster_id(options.timeout)
+            .ok_or_else(|| {
+                Error::Unavailable(format!("no broker of {} answered", options.bootstrap))
+            })?;
+        let inner = Arc::new(Inner {
+            readers: Readers::new(consumer_config.clone()),
+            options,
+            cluster_id,
+            producer,
+            admin,
+            meta,
+            topics: RwLock::new(HashMap::new()),
+            catalog: Mutex::new(HashMap::new()),
+            subscribers: Arc::new(RwLock::new(Vec::new())),
+            dedupe: Mutex::new(HashMap::new()),
+            reachable: AtomicBool::new(true),
+            stop: Arc::new(AtomicBool::new(false)),
+            follower: Mutex::new(None),
+        });
+        inner.ensure_catalog()?;
+        let entries = catalog::load(&inner.meta, inner.options.timeout)?;
+        *inner.catalog.lock().expect("catalog lock") = entries;
+        inner.refresh()?;
+        let tail = Tail::new(&consumer_config, &inner)?;
+        let weak = Arc::downgrade(&inner);
+        let stop = inner.stop.clone();
+        let handle = std::thread::Builder::new()
+            .name("sluice-kafka".into())
+            .spawn(move || tail.run(weak, stop))
+            .map_err(Error::Io)?;
+        *inner.follower.lock().expect("follower lock") = Some(handle);
+        Ok(Kafka { inner })
+    }
+}
+
+impl Inner {
+    fn admin_options(&self) -> AdminOptions {
+        AdminOptions::new().operation_timeout(Some(self.options.timeout))
+    }
+
+    /// Makes the catalog topic if the cluster has none yet.
+    fn ensure_catalog(&self) -> Result<()> {
+        let md = self
+            .meta
+            .fetch_metadata(Some(catalog::TOPIC), self.options.timeout)
+            .map_err(unavailable)?;
+        let exists = md
+            .topics()
+            .iter()
+            .any(|t| t.name() == catalog::TOPIC && t.error().is_none());
+        if exists {
+            self.wait_for_leaders(catalog::TOPIC, 1);
+            return Ok(());
+        }
+        let replication = self.replication()?;
+        let topic = NewTopic::new(
+            catalog::TOPIC,
+            1,
+            TopicReplication::Fixed(i32::from(replication)),
+        )
+        .set("cleanup.policy", "compact");
+        let topic = if replication >= 3 {
+            topic.set("min.insync.replicas", "2")
+        } else {
+            topic
+        };
+        let results =
+            futures_executor::block_on(self.admin.create_topics([&topic], &self.admin_options()))
+                .map_err(unavailable)?;
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(Error::Unavailable(format!(
+                        "creating the topic catalog: {code}"
+                    )));
+                }
+            }
+        }
+        self.wait_for_leaders(catalog::TOPIC, 1);
+        Ok(())
+    }
+
+    /// Waits (up to the timeout) until every partition of a new topic has a leader.
+    fn wait_for_leaders(&self, name: &str, partitions: usize) {
+        let deadline = Instant::now() + self.options.timeout;
+        loop {
+            let ready = self
+                .meta
+                .fetch_metadata(Some(name), self.options.timeout)
+                .ok()
+                .is_some_and(|md| {
+                    md.topics().iter().any(|t| {
+                        t.name() == name
+                            && t.error().is_none()
+                            && t.partitions().len() == partitions
+                            && t.partitions().iter().all(|p| p.leader() >= 0)
+                    })
+                });
+            if ready || Instant::now() >= deadline {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The replication factor for new topics.
+    fn replication(&self) -> Result<u16> {
+        if let Some(r) = self.options.replication {
+            return Ok(r);
+        }
+        let md = self
+            .meta
+            .fetch_metadata(None, self.options.timeout)
+            .map_err(unavailable)?;
+        Ok((md.brokers().len() as u16).clamp(1, 3))
+    }
+
+    /// Reads the cluster's topics and their partitions' offsets into `topics`.
+    fn refresh(&self) -> Result<()> {
+        let md = match self.meta.fetch_metadata(None, self.options.timeout) {
+            Ok(md) => md,
+            Err(e) => {
+                self.reachable.store(false, Ordering::Release);
+                return Err(unavailable(e));
+            }
+        };
+        self.reachable.store(true, Ordering::Release);
+        let catalog = self.catalog.lock().expect("catalog lock").clone();
+        let mut seen = HashMap::new();
+        for t in md.topics() {
+            let name = t.name();
+            if name.starts_with('_') || t.error().is_some() || t.partitions().is_empty() {
+                continue;
+            }
+            let entry = catalog.get(name).copied().unwrap_or(Entry {
+                id: catalog::foreign_id(name),
+                created_ms: 0,
+            });
+            let known = self.topics.read().expect("topics lock").get(name).cloned();
+            let topic = match known {
+                Some(k)
+                    if k.id() == entry.id
+                        && k.partition_count() as usize == t.partitions().len() =>
+                {
+                    k
+                }
+                _ => Arc::new(Topic::describe(
+                    entry.id,
+                    name,
+                    TopicConfig {
+                        partitions: t.partitions().len() as u32,
+                        ..TopicConfig::default()
+                    },
+                    entry.created_ms,
+                )),
+            };
+            for p in t.partitions() {
+                if let Ok((low, high)) =
+                    self.meta
+                        .fetch_watermarks(name, p.id(), self.options.timeout)
+                {
+                    topic.publish(p.id() as u32, low.max(0) as u64, high.max(0) as u64, 0);
+                }
+            }
+            seen.insert(name.to_string(), topic);
+        }
+        *self.topics.write().expect("topics lock") = seen;
+        Ok(())
+    }
+
+    /// Tells the subscribers that a partition's end moved.
+    fn grew(&self, topic: &Topic, partition: u32, end: u64) {
+        topic.publish(partition, 0, end, 0);
+        for hook in self.subscribers.read().expect("subscribers lock").iter() {
+            hook(topic.id(), partition, end);
+        }
+    }
+
+    fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().expect("topics lock").get(name).cloned()
+    }
+}
+
+/// The thread that follows the cluster: a consumer at the end of every partition
+/// (and of the catalog) that moves ends and wakes subscribers as records arrive,
+/// and a metadata refresh every second for topics made or deleted elsewhere and
+/// for retention moving starts.
+struct Tail {
+    consumer: BaseConsumer,
+    assigned: Vec<(String, i32)>,
+}
+
+impl Tail {
+    fn new(config: &ClientConfig, _inner: &Inner) -> Result<Tail> {
+        let mut config = config.clone();
+        config.set("enable.partition.eof", "false");
+        Ok(Tail {
+            consumer: config.create().map_err(unavailable)?,
+            assigned: Vec::new(),
+        })
+    }
+
+    fn reassign(&mut self, inner: &Inner) {
+        let mut wanted: Vec<(String, i32)> = vec![(catalog::TOPIC.to_string(), 0)];
+        for t in inner.topics.read().expect("topics lock").values() {
+            for p in 0..t.partition_count() {
+                wanted.push((t.name().to_string(), p as i32));
+            }
+        }
+        wanted.sort();
+        if wanted == self.assigned {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for (t, p) in &wanted {
+            let _ = tpl.add_partition_offset(t, *p, Offset::End);
+        }
+        if self.consumer.assign(&tpl).is_ok() {
+            self.assigned = wanted;
+        }
+    }
+
+    fn run(mut self, inner: std::sync::Weak<Inner>, stop: Arc<AtomicBool>) {
+        let mut last_refresh = Instant::now();
+        if let Some(i) = inner.upgrade() {
+            self.reassign(&i);
+        }
+        while !stop.load(Ordering::Acquire) {
+            let polled = self.consumer.poll(Duration::from_millis(100));
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            if let Some(Ok(m)) = polled {
+                if m.topic() == catalog::TOPIC {
+                    if let Some(key) = m.key() {
+                        let mut c = inner.catalog.lock().expect("catalog lock");
+                        catalog::apply(&mut c, key, m.payload());
+                    }
+                } else if let Some(t) = inner.topic(m.topic()) {
+                    inner.grew(&t, m.partition() as u32, m.offset() as u64 + 1);
+                }
+            }
+            if last_refresh.elapsed() >= Duration::from_secs(1) {
+                last_refresh = Instant::now();
+                if let Err(e) = inner.refresh() {
+                    tracing::warn!(error = %e, "reading the cluster's metadata failed");
+                }
+                self.reassign(&inner);
+            }
+        }
+    }
+}
+
+fn unsupported<T>(what: &str) -> Result<T> {
+    Err(Error::Unsupported(format!(
+        "{what} is not offered by the Kafka engine yet"
+    )))
+}
+
+impl Backend for Kafka {
+    fn epoch(&self) -> &str {
+        &self.inner.cluster_id
+    }
+
+    fn health(&self) -> Health {
+        Health {
+            poisoned: false,
+            available: self.inner.reachable.load(Ordering::Acquire),
+            disk: None,
+            file_bytes: None,
+        }
+    }
+
+    fn topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.inner.topic(name)
+    }
+
+    fn topics(&self) -> Vec<Arc<Topic>> {
+        let mut v: Vec<_> = self
+            .inner
+            .topics
+            .read()
+            .expect("topics lock")
+            .values()
+            .cloned()
+            .collect();
+        v.sort_by(|a, b| a.name().cmp(b.name()));
+        v
+    }
+
+    fn create_topic(&self, name: &str, config: TopicConfig, reply: Reply<Arc<Topic>>) {
+        reply(self.create_topic_now(name, config));
+    }
+
+    fn delete_topic(&self, name: &str, reply: Reply<()>) {
+        reply(self.delete_topic_now(name));
+    }
+
+    fn append(&self, request: AppendRequest, reply: Reply<Vec<(u32, u64)>>) {
+        self.append_now(request, reply);
+    }
+
+    fn read(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        from: u64,
+        max_records: usize,
+        max_bytes: usize,
+        visit: &mut dyn FnMut(u64, RecordView<'_>),
+    ) -> Result<ReadOutcome> {
+        let mut info = topic.partition_checked(partition)?;
+        if from > info.end_offset || from < info.start_offset {
+            // Another gateway may have written since, or retention moved on.
+            if let Ok((low, high)) = self.inner.meta.fetch_watermarks(
+                topic.name(),
+                partition as i32,
+                self.inner.options.timeout,
+            ) {
+                topic.publish(partition, low.max(0) as u64, high.max(0) as u64, 0);
+                info = topic.partition_checked(partition)?;
+            }
+        }
+        if from < info.start_offset || from > info.end_offset {
+            return Err(Error::OffsetOutOfRange {
+                offset: from,
+                start: info.start_offset,
+                end: info.end_offset,
+            });
+        }
+        self.inner.readers.read(
+            topic.name(),
+            partition,
+            from,
+            info.start_offset,
+            info.end_offset,
+            max_records,
+            max_bytes,
+            visit,
+        )
+    }
+
+    fn offset_for_timestamp(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        timestamp_ms: u64,
+    ) -> Result<u64> {
+        let info = topic.partition_checked(partition)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(
+            topic.name(),
+            partition as i32,
+            Offset::Offset(timestamp_ms as i64),
+        )
+        .map_err(unavailable)?;
+        let found = self
+            .inner
+            .meta
+            .offsets_for_times(tpl, self.inner.options.timeout)
+            .map_err(unavailable)?;
+        let offset = found
+            .elements()
+            .first()
+            .map(|e| e.offset())
+            .unwrap_or(Offset::End);
+        Ok(match offset {
+            Offset::Offset(o) if o >= 0 => (o as u64).min(info.end_offset.max(o as u64)),
+            _ => info.end_offset,
+        })
+    }
+
+    fn subscribe(&self, hook: AppendHook) {
+        self.inner
+            .subscribers
+            .write()
+            .expect("subscribers lock")
+            .push(hook);
+    }
+
+    fn commit_offsets(&self, _: &str, _: Vec<(Arc<Topic>, u32, u64)>, reply: Reply<()>) {
+        reply(unsupported("the consumer-group store"));
+    }
+    fn committed_offsets(&self, _: &str, _: &Topic) -> Result<Vec<Option<u64>>> {
+        unsupported("the consumer-group store")
+    }
+    fn committed_groups(&self) -> Result<Vec<(String, Vec<Arc<Topic>>)>> {
+        Ok(Vec::new())
+    }
+    fn delete_group(&self, _: &str, reply: Reply<usize>) {
+        reply(unsupported("the consumer-group store"));
+    }
+    fn reserve_fencing_tokens(&self) -> Result<Range<u64>> {
+        unsupported("the consumer-group store")
+    }
+    fn create_store(&self, _: &str, _: Vec<u8>, _: Vec<u64>, reply: Reply<()>) {
+        reply(unsupported("tables"));
+    }
+    fn drop_store(&self, _: &str, reply: Reply<()>) {
+        reply(unsupported("tables"));
+    }
+    fn stores(&self) -> Result<Vec<(String, Vec<u8>)>> {
+        Ok(Vec::new())
+    }
+    fn open_writer(&self, _: &str) -> Result<u64> {
+        unsupported("tables")
+    }
+    fn commit_state(&self, _: &str, _: u64, _: StateBatch, reply: Reply<()>) {
+        reply(unsupported("tables"));
+    }
+    fn read_state(&self, _: &str, _: &[&str], _: u32) -> Result<StateRead> {
+        unsupported("tables")
+    }
+    fn scan_state(&self, _: &str, _: &str, _: &mut dyn FnMut(&str, &[u8]) -> bool) -> Result<()> {
+        unsupported("tables")
+    }
+    fn state_stats(&self, _: &str) -> Result<StoreStats> {
+        unsupported("tables")
+    }
+    fn snapshot(&self, reply: Reply<(std::fs::File, u64)>) {
+        reply(Err(Error::Unsupported(
+            "backups of a Kafka cluster are Kafka's own (replication, MirrorMaker, broker \
+             snapshots); /v1/backup copies the embedded engine only"
+                .into(),
+        )));
+    }
+}
+
+impl Kafka {
+    fn create_topic_now(&self, name: &str, config: TopicConfig) -> Result<Arc<Topic>> {
+        let inner = &self.inner;
+        if !sluice_log::valid_name(name) || name.starts_with('_') {
+            return Err(Error::Invalid(
+                "topic names are 1 to 249 characters of [A-Za-z0-9._-], not starting with _".into(),
+            ));
+        }
+        if config.partitions == 0 || config.partitions > sluice_log::MAX_PARTITIONS {
+            return Err(Error::Invalid(format!(
+                "partitions must be between 1 and {}",
+                sluice_log::MAX_PARTITIONS
+            )));
+        }
+        if inner.topic(name).is_some() {
+            return Err(Error::TopicExists(name.to_string()));
+        }
+        let replication = inner.replication()?;
+        let (retention_ms, retention_bytes, tombstones);
+        let mut topic = NewTopic::new(
+            name,
+            config.partitions as i32,
+            TopicReplication::Fixed(i32::from(replication)),
+        );
+        if replication >= 3 {
+            topic = topic.set("min.insync.replicas", "2");
+        }
+        if let Some(ms) = config.retention_ms {
+            retention_ms = ms.to_string();
+            topic = topic.set("retention.ms", &retention_ms);
+        }
+        if let Some(b) = config.retention_bytes {
+            retention_bytes = b.to_string();
+            topic = topic.set("retention.bytes", &retention_bytes);
+        }
+        if let Some(c) = config.compaction {
+            tombstones = c.tombstone_retention_ms.to_string();
+            topic = topic
+                .set("cleanup.policy", "compact")
+                .set("delete.retention.ms", &tombstones);
+        }
+        let results =
+            futures_executor::block_on(inner.admin.create_topics([&topic], &inner.admin_options()))
+                .map_err(unavailable)?;
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
+                    return Err(Error::TopicExists(name.to_string()));
+                }
+                Err((_, code)) => return Err(Error::Unavailable(format!("{code}"))),
+            }
+        }
+        let entry = Entry {
+            id: rand_id(),
+            created_ms: now_ms(),
+        };
+        let value = serde_json::to_vec(&entry).expect("an entry serializes");
+        self.write_catalog(name, Some(&value))?;
+        inner
+            .catalog
+            .lock()
+            .expect("catalog lock")
+            .insert(name.to_string(), entry);
+        let partitions = config.partitions as usize;
+        let topic = Arc::new(Topic::describe(entry.id, name, config, entry.created_ms));
+        // The topic's partitions may take a moment to have leaders; wait for them,
+        // so the first append does not meet an unknown partition.
+        inner.wait_for_leaders(name, partitions);
+        inner
+            .topics
+            .write()
+            .expect("topics lock")
+            .insert(name.to_string(), topic.clone());
+        Ok(topic)
+    }
+
+    fn delete_topic_now(&self, name: &str) -> Result<()> {
+        let inner = &self.inner;
+        if inner.topic(name).is_none() {
+            return Err(Error::TopicNotFound(name.to_string()));
+        }
+        let results =
+            futures_executor::block_on(inner.admin.delete_topics(&[name], &inner.admin_options()))
+                .map_err(unavailable)?;
+        for r in results {
+            match r {
+                Ok(_) => {}
+                Err((_, rdkafka::types::RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+                    return Err(Error::TopicNotFound(name.to_string()));
+                }
+                Err((_, code)) => return Err(Error::Unavailable(format!("{code}"))),
+            }
+        }
+        self.write_catalog(name, None)?;
+        inner.catalog.lock().expect("catalog lock").remove(name);
+        inner.topics.write().expect("topics lock").remove(name);
+        Ok(())
+    }
+
+    /// Writes a catalog record and waits for its acknowledgement.
+    fn write_catalog(&self, name: &str, value: Option<&[u8]>) -> Result<()> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let batch = Arc::new(Batch {
+            offsets: Mutex::new(vec![(0, 0)]),
+            failed: Mutex::new(None),
+            left: AtomicUsize::new(1),
+            reply: Mutex::new(Some(Box::new(move |r: Result<Vec<(u32, u64)>>| {
+                let _ = tx.send(r);
+            }))),
+        });
+        let mut record = BaseRecord::with_opaque_to(
+            catalog::TOPIC,
+            Box::new(Delivery {
+                batch: batch.clone(),
+                index: 0,
+            }),
+        )
+        .partition(0)
+        .key(name);
+        if let Some(v) = value {
+            record = record.payload(v);
+        }
+        if let Err((e, _)) = self.inner.producer.send::<str, [u8]>(record) {
+            return Err(unavailable(e));
+        }
+        rx.recv().unwrap_or(Err(Error::Closed)).map(|_| ())
+    }
+
+    fn append_now(&self, request: AppendRequest, reply: Reply<Vec<(u32, u64)>>) {
+        let inner = &self.inner;
+        let topic = match inner.topic(&request.topic) {
+            Some(t) if t.id() == request.topic_id => t,
+            _ => return reply(Err(Error::TopicNotFound(request.topic))),
+        };
+        // Units already written under their dedupe key answer their first offsets.
+        let window = inner.options.dedupe_window;
+        let mut known: Vec<Option<Vec<(u32, u64)>>> = Vec::with_capacity(request.units.len());
+        {
+            let mut dedupe = inner.dedupe.lock().expect("dedupe lock");
+            dedupe.retain(|_, (at, _)| at.elapsed() < window);
+            for u in &request.units {
+                known.push(
+                    u.dedupe_key
+                        .as_ref()
+                        .and_then(|k| dedupe.get(&(topic.id(), k.clone())))
+                        .map(|(_, o)| o.clone()),
+                );
+            }
+        }
+        for u in &request.units {
+            for r in &u.records {
+                if r.partition >= topic.partition_count() {
+                    return reply(Err(Error::PartitionNotFound {
+                        topic: topic.name().to_string(),
+                        partition: r.partition,
+                        partitions: topic.partition_count(),
+                    }));
+                }
+                if RecordView::decode(&r.bytes).is_none() {
+                    return reply(Err(Error::Invalid("a record does not decode".into())));
+                }
+            }
+        }
+        // What the answer needs of each unit, and the records to send.
+        let mut to_send = Vec::new();
+        let mut shapes = Vec::with_capacity(request.units.len());
+        for (u, k) in request.units.into_iter().zip(known) {
+            shapes.push((u.records.len(), u.dedupe_key, k.clone()));
+            if k.is_none() {
+                to_send.extend(u.records);
+            }
+        }
+        let this = self.clone();
+        let topic2 = topic.clone();
+        let finish = move |written: Result<Vec<(u32, u64)>>| {
+            let written = match written {
+                Ok(w) => w,
+                Err(e) => return reply(Err(e)),
+            };
+            let mut answer = Vec::new();
+            let mut taken = written.into_iter();
+            let mut dedupe = this.inner.dedupe.lock().expect("dedupe lock");
+            for (len, key, first) in shapes {
+                match first {
+                    Some(first) => answer.extend(first),
+                    None => {
+                        let offsets: Vec<(u32, u64)> = taken.by_ref().take(len).collect();
+                        if let Some(key) = key {
+                            dedupe.insert((topic2.id(), key), (Instant::now(), offsets.clone()));
+                        }
+                        answer.extend(offsets);
+                    }
+                }
+            }
+            drop(dedupe);
+            let mut ends: HashMap<u32, u64> = HashMap::new();
+            for (p, o) in &answer {
+                let e = ends.entry(*p).or_default();
+                *e = (*e).max(o + 1);
+            }
+            for (p, end) in ends {
+                this.inner.grew(&topic2, p, end);
+            }
+            reply(Ok(answer));
+        };
+        if to_send.is_empty() {
+            return finish(Ok(Vec::new()));
+        }
+        let batch = Arc::new(Batch {
+            offsets: Mutex::new(vec![(0, 0); to_send.len()]),
+            failed: Mutex::new(None),
+            left: AtomicUsize::new(to_send.len()),
+            reply: Mutex::new(Some(Box::new(finish))),
+        });
+        for (index, r) in to_send.iter().enumerate() {
+            let view = RecordView::decode(&r.bytes).expect("checked above");
+            let out = outgoing(&view);
+            let delivery = Box::new(Delivery {
+                batch: batch.clone(),
+                index,
+            });
+            let mut record: BaseRecord<'_, str, [u8], Box<Delivery>> =
+                BaseRecord::with_opaque_to(topic.name(), delivery)
+                    .partition(r.partition as i32)
+                    .timestamp(out.timestamp);
+            if let Some(k) = out.key {
+                record = record.key(k);
+            }
+            if let Some(v) = out.value {
+                record = record.payload(v);
+            }
+            if let Some(h) = out.headers {
+                record = record.headers(h);
+            }
+            loop {
+                match inner.producer.send(record) {
+                    Ok(()) => break,
+                    Err((
+                        KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull),
+                        back,
+                    )) => {
+                        // librdkafka's queue is full: wait for acknowledgements.
+                        record = back;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    Err((e, _)) => {
+                        batch.done(index, Err(unavailable(e)));
+                        break;
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn rand_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(now_ms());
+    h.finish() & !(1 << 63)
+}

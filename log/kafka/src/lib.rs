@@ -1,0 +1,29 @@
+//! Sluice's Apache Kafka engine: the storage seam ([`sluice_log::Backend`]) over a
+//! replicated Kafka cluster, for users who outgrow one machine.
+//!
+//! It owns the mapping of Sluice's topics, records and offsets onto Kafka's: topics
+//! are Kafka topics (partitions, replication factor, `min.insync.replicas`,
+//! retention and compaction as topic configs), a record is a Kafka record (key,
+//! value, timestamp, headers; a binary value is marked by the `sluice-binary`
+//! header, a null value is a tombstone), offsets are Kafka's. Appends go through one
+//! idempotent producer with `acks=all` and are answered once Kafka acknowledged
+//! every record; the partition is the one Sluice chose above the seam (murmur2), so
+//! placement is the same as on the embedded engine and for Java clients. Reads use
+//! a small pool of `read_committed` consumers that keep their position, so a reader
+//! that comes back for the next offset costs no seek. A tail consumer follows every
+//! partition's end and tells the seam's subscribers, also of records other gateways
+//! wrote. Topic ids (which tell a re-created topic from the old one) live in a
+//! compacted catalog topic, `_sluice.topics`, that every gateway reads.
+//!
+//! Not yet offered over Kafka (the seam answers `Unsupported`): the consumer-group
+//! store, state stores and snapshots; they come with groups and tables over Kafka.
+//!
+//! It depends on `sluice-log` (the seam's types) and rdkafka, never on HTTP or an
+//! async runtime.
+
+mod catalog;
+mod engine;
+mod read;
+mod record;
+
+pub use crate::engine::{Kafka, KafkaOptions};

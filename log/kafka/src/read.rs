@@ -1,0 +1,175 @@
+//! Reading partitions: a small pool of `read_committed` consumers, each assigned to
+//! at most one partition at a time. A consumer keeps its assignment and position
+//! after a read, so the reader that comes back for the next offset (a follower of
+//! the tail, a long poll) takes the same consumer and reads on from what librdkafka
+//! already fetched, with no seek. A read from elsewhere takes an idle consumer and
+//! assigns it there.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::Message;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::KafkaError;
+use rdkafka::{Offset, TopicPartitionList};
+use sluice_log::{Error, ReadOutcome, RecordView, Result};
+
+use crate::engine::unavailable;
+use crate::record::incoming;
+
+/// Most consumers in the pool.
+const POOL: usize = 8;
+
+/// How long a read waits for a record it knows exists.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+struct Reader {
+    consumer: BaseConsumer,
+    /// (topic, partition, next offset) the consumer is assigned at, if any.
+    at: Option<(String, i32, u64)>,
+}
+
+/// The pool.
+pub(crate) struct Readers {
+    config: ClientConfig,
+    idle: Mutex<Vec<Reader>>,
+    count: Mutex<usize>,
+    free: std::sync::Condvar,
+}
+
+impl Readers {
+    pub(crate) fn new(config: ClientConfig) -> Readers {
+        Readers {
+            config,
+            idle: Mutex::new(Vec::new()),
+            count: Mutex::new(0),
+            free: std::sync::Condvar::new(),
+        }
+    }
+
+    /// A consumer for reading `topic`/`partition` from `from`: one already there if
+    /// any is idle, else any idle one, else a new one while the pool has room, else
+    /// the first to come back.
+    fn take(&self, topic: &str, partition: i32, from: u64) -> Result<Reader> {
+        let mut idle = self.idle.lock().expect("readers lock");
+        loop {
+            let here = idle.iter().position(|r| {
+                r.at.as_ref()
+                    .is_some_and(|(t, p, o)| t == topic && *p == partition && *o == from)
+            });
+            if let Some(i) = here.or(if idle.is_empty() { None } else { Some(0) }) {
+                return Ok(idle.swap_remove(i));
+            }
+            let mut count = self.count.lock().expect("readers count");
+            if *count < POOL {
+                *count += 1;
+                drop(count);
+                drop(idle);
+                let consumer: BaseConsumer = self.config.create().map_err(unavailable)?;
+                return Ok(Reader { consumer, at: None });
+            }
+            drop(count);
+            idle = self.free.wait(idle).expect("readers lock");
+        }
+    }
+
+    fn give_back(&self, reader: Reader) {
+        self.idle.lock().expect("readers lock").push(reader);
+        self.free.notify_one();
+    }
+
+    /// Reads `partition` of `topic` from `from` up to `end` (the partition's end as
+    /// last seen), at most `max_records` and about `max_bytes`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn read(
+        &self,
+        topic: &str,
+        partition: u32,
+        from: u64,
+        start: u64,
+        end: u64,
+        max_records: usize,
+        max_bytes: usize,
+        visit: &mut dyn FnMut(u64, RecordView<'_>),
+    ) -> Result<ReadOutcome> {
+        let mut outcome = ReadOutcome {
+            next_offset: from,
+            high_watermark: end,
+            start_offset: start,
+            records: 0,
+        };
+        if from >= end || max_records == 0 {
+            return Ok(outcome);
+        }
+        let p = partition as i32;
+        let mut reader = self.take(topic, p, from)?;
+        // Whether the consumer polled a record it did not hand out: it is then past
+        // `next_offset`, and the next read must seek back.
+        let mut overshot = false;
+        let result = (|| {
+            if reader
+                .at
+                .as_ref()
+                .is_none_or(|(t, q, o)| t != topic || *q != p || *o != from)
+            {
+                let mut tpl = TopicPartitionList::new();
+                tpl.add_partition_offset(topic, p, Offset::Offset(from as i64))
+                    .map_err(unavailable)?;
+                reader.at = None;
+                reader.consumer.assign(&tpl).map_err(unavailable)?;
+            }
+            let deadline = Instant::now() + READ_TIMEOUT;
+            let mut bytes = 0usize;
+            while outcome.next_offset < end && outcome.records < max_records {
+                let Some(polled) = reader.consumer.poll(Duration::from_millis(50)) else {
+                    if Instant::now() >= deadline {
+                        break;
+                    }
+                    continue;
+                };
+                let m = match polled {
+                    Ok(m) => m,
+                    Err(KafkaError::PartitionEOF(_)) => {
+                        // Nothing more is readable: the rest up to `end` are
+                        // transaction markers or not yet stable.
+                        break;
+                    }
+                    Err(KafkaError::MessageConsumption(
+                        rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange,
+                    )) => {
+                        return Err(Error::OffsetOutOfRange {
+                            offset: from,
+                            start,
+                            end,
+                        });
+                    }
+                    Err(e) => return Err(unavailable(e)),
+                };
+                let offset = m.offset() as u64;
+                if offset < outcome.next_offset {
+                    continue;
+                }
+                let stored = incoming(&m);
+                if outcome.records > 0 && bytes + stored.len() > max_bytes {
+                    overshot = true;
+                    return Ok(());
+                }
+                let view = RecordView::decode(&stored).ok_or(Error::Corrupted {
+                    pkey: u64::from(partition),
+                    offset,
+                })?;
+                visit(offset, view);
+                bytes += stored.len();
+                outcome.records += 1;
+                outcome.next_offset = offset + 1;
+            }
+            Ok(())
+        })();
+        reader.at =
+            (result.is_ok() && !overshot).then(|| (topic.to_string(), p, outcome.next_offset));
+        self.give_back(reader);
+        result?;
+        Ok(outcome)
+    }
+}

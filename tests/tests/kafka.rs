@@ -1,0 +1,276 @@
+//! The gateway over the Kafka engine: the real binary with `--backend kafka` against
+//! the three-broker test cluster (`SLUICE_KAFKA_BOOTSTRAP`), over real HTTP and
+//! WebSocket. Each test uses topics of its own, so tests and runs share the cluster.
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use sluice_tests::{Server, client, kafka_bootstrap};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A gateway over the test cluster, or `None` when `SLUICE_TEST_SKIP` names kafka.
+fn gateway(test: &str) -> Option<Server> {
+    let bootstrap = kafka_bootstrap(test)?;
+    Some(Server::start_with(&[
+        "--backend",
+        "kafka",
+        "--kafka-bootstrap",
+        &bootstrap,
+    ]))
+}
+
+fn unique(name: &str) -> String {
+    format!("{name}-{:08x}", rand::random::<u32>())
+}
+
+async fn create(c: &reqwest::Client, s: &Server, topic: &str, partitions: u32) {
+    let r = c
+        .post(s.url("/v1/topics"))
+        .json(&json!({"name": topic, "partitions": partitions}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
+async fn produce(c: &reqwest::Client, s: &Server, topic: &str, body: Value) -> Value {
+    let r = c
+        .post(s.url(&format!("/v1/topics/{topic}/records")))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    r.json().await.unwrap()
+}
+
+async fn fetch(c: &reqwest::Client, s: &Server, topic: &str, p: u32, query: &str) -> Value {
+    let r = c
+        .get(s.url(&format!(
+            "/v1/topics/{topic}/partitions/{p}/records?{query}"
+        )))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// Produce and fetch keep keys, values (JSON and bytes), tombstones and headers;
+/// keyed records land where murmur2 puts them; offsets are Kafka's.
+#[tokio::test]
+async fn produce_and_fetch_over_kafka() {
+    let Some(s) = gateway("produce_and_fetch_over_kafka") else {
+        return;
+    };
+    let c = client();
+    let t = unique("orders");
+    create(&c, &s, &t, 3).await;
+    let answer = produce(
+        &c,
+        &s,
+        &t,
+        json!({"records": [
+            {"key": "customer-1", "value": {"n": 1}, "headers": {"source": "test"}},
+            {"key": "customer-1", "value": [1, 2]},
+            {"key": "customer-2", "value_base64": "AP8="},
+            {"key": "customer-1", "value": null},
+        ]}),
+    )
+    .await;
+    let offsets = answer["offsets"].as_array().unwrap();
+    let p1 = offsets[0]["partition"].as_u64().unwrap() as u32;
+    assert_eq!(
+        p1,
+        sluice_log::partition_for_key(b"customer-1", 3),
+        "murmur2 placement"
+    );
+    assert_eq!(offsets[1]["partition"], p1);
+    assert_eq!(
+        (offsets[0]["offset"].as_u64(), offsets[1]["offset"].as_u64()),
+        (Some(0), Some(1))
+    );
+    let got = fetch(&c, &s, &t, p1, "offset=0").await;
+    let records = got["records"].as_array().unwrap();
+    assert_eq!(records.len(), 3);
+    assert_eq!(records[0]["value"], json!({"n": 1}));
+    assert_eq!(records[0]["headers"], json!({"source": "test"}));
+    assert_eq!(records[1]["value"], json!([1, 2]));
+    assert!(records[2]["value"].is_null() && records[2].get("value").is_some());
+    assert_eq!(got["next_offset"], 3);
+    let p2 = offsets[2]["partition"].as_u64().unwrap() as u32;
+    let got = fetch(&c, &s, &t, p2, "offset=0").await;
+    assert_eq!(got["records"][0]["value_base64"], "AP8=");
+    assert!(
+        got["records"][0].get("headers").is_none(),
+        "the binary marker is hidden"
+    );
+    // Out of range and unknown things are refused as on the embedded engine.
+    let r = c
+        .get(s.url(&format!("/v1/topics/{t}/partitions/{p1}/records?offset=99")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416);
+    let r = c
+        .get(s.url("/v1/topics/never-made-here/partitions/0/records"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+/// A long poll is woken by a record produced through another gateway over the
+/// same cluster, and an idempotent retry through the same gateway writes nothing.
+#[tokio::test]
+async fn two_gateways_share_the_cluster() {
+    let Some(a) = gateway("two_gateways_share_the_cluster") else {
+        return;
+    };
+    let Some(b) = gateway("two_gateways_share_the_cluster") else {
+        return;
+    };
+    let c = client();
+    let t = unique("shared");
+    create(&c, &a, &t, 1).await;
+    // The other gateway learns of the topic from the cluster.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c
+            .get(b.url(&format!("/v1/topics/{t}")))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second gateway never saw the topic"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let waiting = {
+        let c = c.clone();
+        let url = b.url(&format!(
+            "/v1/topics/{t}/partitions/0/records?offset=0&wait_ms=20000"
+        ));
+        tokio::spawn(async move {
+            c.get(url)
+                .send()
+                .await
+                .unwrap()
+                .json::<Value>()
+                .await
+                .unwrap()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    produce(&c, &a, &t, json!({"value": {"hello": "b"}})).await;
+    let got = waiting.await.unwrap();
+    assert_eq!(got["records"][0]["value"], json!({"hello": "b"}));
+    // Retrying with the same idempotency key writes nothing new.
+    let send = || {
+        c.post(a.url(&format!("/v1/topics/{t}/records")))
+            .header("idempotency-key", "order-7")
+            .json(&json!({"value": 7}))
+            .send()
+    };
+    let first: Value = send().await.unwrap().json().await.unwrap();
+    let again: Value = send().await.unwrap().json().await.unwrap();
+    assert_eq!(first, again);
+    let all = fetch(&c, &a, &t, 0, "offset=0").await;
+    assert_eq!(all["records"].as_array().unwrap().len(), 2);
+}
+
+/// A WebSocket subscription and an event stream over Kafka deliver what is
+/// produced after they start.
+#[tokio::test]
+async fn websocket_and_sse_over_kafka() {
+    let Some(s) = gateway("websocket_and_sse_over_kafka") else {
+        return;
+    };
+    let c = client();
+    let t = unique("live");
+    create(&c, &s, &t, 2).await;
+    let url = format!("{}/v1/ws", s.base.replace("http://", "ws://"));
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    ws.send(Message::Text(
+        json!({"op": "subscribe", "id": "s", "topic": t, "from": "earliest"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let sse = c
+        .get(s.url(&format!("/v1/topics/{t}/events?from=earliest")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sse.status(), 200);
+    let records: Vec<Value> = (0..6)
+        .map(|i| json!({"key": format!("k{i}"), "value": i}))
+        .collect();
+    produce(&c, &s, &t, json!({ "records": records })).await;
+    let mut seen = 0;
+    while seen < 6 {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a frame within 20 s")
+            .unwrap()
+            .unwrap();
+        if let Message::Text(text) = m {
+            let f: Value = serde_json::from_str(&text).unwrap();
+            if f["type"] == "records" {
+                seen += f["records"].as_array().unwrap().len();
+            }
+        }
+    }
+    assert_eq!(seen, 6);
+    let mut body = sse.bytes_stream();
+    let mut text = String::new();
+    while text.matches("event: record").count() < 6 {
+        let chunk = tokio::time::timeout(Duration::from_secs(20), body.next())
+            .await
+            .expect("events within 20 s")
+            .unwrap()
+            .unwrap();
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    assert_eq!(text.matches("event: record").count(), 6);
+}
+
+/// What the Kafka engine does not offer yet answers 501 `not_implemented`, never
+/// a 500 or a hang.
+#[tokio::test]
+async fn what_kafka_does_not_offer_yet_is_refused_clearly() {
+    let Some(s) = gateway("what_kafka_does_not_offer_yet_is_refused_clearly") else {
+        return;
+    };
+    let c = client();
+    let t = unique("later");
+    create(&c, &s, &t, 1).await;
+    for (method, path, body) in [
+        (
+            "GET",
+            format!("/v1/groups/g/topics/{t}/records?consumer=c"),
+            None,
+        ),
+        ("GET", "/v1/backup".to_string(), None),
+        (
+            "POST",
+            "/v1/tables".to_string(),
+            Some(json!({"name": unique("tbl"), "source": t, "key": "$.k"})),
+        ),
+    ] {
+        let mut req = c.request(method.parse().unwrap(), s.url(&path));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let r = req.send().await.unwrap();
+        assert_eq!(r.status(), 501, "{method} {path}");
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["code"], "not_implemented", "{method} {path}: {p}");
+    }
+}
