@@ -84,7 +84,12 @@ fn crate_boundaries_hold() {
         String::from_utf8_lossy(&out.stderr)
     );
     let meta: Value = serde_json::from_slice(&out.stdout).unwrap();
-    for krate in ["sluice-log", "sluice-tables", "sluice-openapi"] {
+    for krate in [
+        "sluice-log",
+        "sluice-kafka",
+        "sluice-tables",
+        "sluice-openapi",
+    ] {
         let deps = closure(&meta, krate);
         let bad: Vec<&&str> = FORBIDDEN.iter().filter(|f| deps.contains(**f)).collect();
         assert!(bad.is_empty(), "{krate} depends on {bad:?}");

@@ -3,7 +3,7 @@
 //!
 //! - [`encode`]: a record's wire JSON, and the one read-and-encode every reader uses.
 //! - [`tail`]: the shared cache of encoded chunks, so subscribers that follow the
-//!   same partition cost one read and one encoding per chunk between them.
+//!   same partition share the reads and encodings of its chunks.
 //! - [`follow`]: following partitions from positions (the next chunk, retention
 //!   passing a reader, waiting for appends): WebSocket topic subscriptions and
 //!   server-sent events.

@@ -3,9 +3,10 @@
 //! Subscribers that follow a topic's tail all ask for the same offsets; the first
 //! to ask reads the storage engine and encodes the chunk, the others reuse its
 //! bytes, so a thousand subscribers cost one read and one encoding per chunk, not a
-//! thousand. Concurrent misses on one chunk wait for the first reader instead of
-//! reading it again. The cache holds a fixed number of bytes and forgets the oldest
-//! chunks first.
+//! thousand. Subscribers that miss the same chunk at the same moment each read it
+//! (making them wait for the first reader was measured to delay the median
+//! delivery to a thousand subscribers from under 0.1 ms to 0.4–2 ms); the cache
+//! holds a fixed number of bytes and forgets the oldest chunks first.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -60,8 +61,6 @@ struct Inner {
     chunks: HashMap<Key, Chunk>,
     /// Insertion order, for eviction.
     order: VecDeque<Key>,
-    /// Chunks being read now: later readers of the same chunk wait on its lock.
-    loading: HashMap<Key, Arc<tokio::sync::Mutex<()>>>,
 }
 
 impl TailCache {
@@ -94,22 +93,13 @@ impl TailCache {
                 end: info.end_offset,
             });
         }
-        let loading = {
-            let mut inner = self.inner.lock().expect("tail lock");
-            if let Some(c) = inner.chunks.get(&key) {
-                return Ok(c.clone());
-            }
-            inner.loading.entry(key).or_default().clone()
-        };
-        let _turn = loading.lock().await;
         if let Some(c) = self.inner.lock().expect("tail lock").chunks.get(&key) {
-            // Another reader loaded it while this one waited.
             return Ok(c.clone());
         }
-        let (log, topic2) = (log.clone(), topic.clone());
-        let read = tokio::task::spawn_blocking(move || {
+        let (log, topic) = (log.clone(), topic.clone());
+        let chunk = tokio::task::spawn_blocking(move || {
             let mut json = JsonRecords::new(Vec::with_capacity(16 * 1024), true);
-            let outcome = json.read(&log, &topic2, partition, from, CHUNK_RECORDS, CHUNK_BYTES)?;
+            let outcome = json.read(&log, &topic, partition, from, CHUNK_RECORDS, CHUNK_BYTES)?;
             Ok::<_, sluice_log::Error>(Chunk {
                 first: from,
                 next: outcome.next_offset,
@@ -118,13 +108,12 @@ impl TailCache {
             })
         })
         .await
-        .map_err(|_| sluice_log::Error::Closed)
-        .and_then(|r| r);
-        let mut inner = self.inner.lock().expect("tail lock");
-        inner.loading.remove(&key);
-        let chunk = read?;
+        .map_err(|_| sluice_log::Error::Closed)??;
         if chunk.next > chunk.first {
-            inner.insert(key, chunk.clone(), self.budget);
+            self.inner
+                .lock()
+                .expect("tail lock")
+                .insert(key, chunk.clone(), self.budget);
         }
         Ok(chunk)
     }

@@ -84,8 +84,8 @@ struct Inner {
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     catalog: Mutex<HashMap<String, Entry>>,
     subscribers: Arc<RwLock<Vec<AppendHook>>>,
-    /// Units written under a dedupe key: (topic id, key) → when, and their offsets.
-    dedupe: Mutex<HashMap<DedupeKey, (Instant, Offsets)>>,
+    /// Units written under a dedupe key, within the window.
+    dedupe: Mutex<Dedupe>,
     reachable: AtomicBool,
     stop: Arc<AtomicBool>,
     follower: Mutex<Option<JoinHandle<()>>>,
@@ -95,6 +95,33 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         self.producer.flush(Duration::from_secs(10)).ok();
+    }
+}
+
+/// Units written under a dedupe key: their offsets by key, and the keys in the
+/// order they were written, so expiry takes only what expired.
+#[derive(Default)]
+struct Dedupe {
+    offsets: HashMap<DedupeKey, Offsets>,
+    order: std::collections::VecDeque<(Instant, DedupeKey)>,
+}
+
+impl Dedupe {
+    fn expire(&mut self, window: Duration) {
+        while let Some((at, _)) = self.order.front() {
+            if at.elapsed() < window {
+                break;
+            }
+            if let Some((_, key)) = self.order.pop_front() {
+                self.offsets.remove(&key);
+            }
+        }
+    }
+
+    fn remember(&mut self, key: DedupeKey, offsets: Offsets) {
+        if self.offsets.insert(key.clone(), offsets).is_none() {
+            self.order.push_back((Instant::now(), key));
+        }
     }
 }
 
@@ -206,7 +233,7 @@ impl Kafka {
             topics: RwLock::new(HashMap::new()),
             catalog: Mutex::new(HashMap::new()),
             subscribers: Arc::new(RwLock::new(Vec::new())),
-            dedupe: Mutex::new(HashMap::new()),
+            dedupe: Mutex::new(Dedupe::default()),
             reachable: AtomicBool::new(true),
             stop: Arc::new(AtomicBool::new(false)),
             follower: Mutex::new(None),
@@ -214,7 +241,7 @@ impl Kafka {
         inner.ensure_catalog()?;
         let entries = catalog::load(&inner.meta, inner.options.timeout)?;
         *inner.catalog.lock().expect("catalog lock") = entries;
-        inner.refresh()?;
+        inner.refresh(true)?;
         let tail = Tail::new(&consumer_config, &inner)?;
         let weak = Arc::downgrade(&inner);
         let stop = inner.stop.clone();
@@ -311,8 +338,10 @@ impl Inner {
         Ok((md.brokers().len() as u16).clamp(1, 3))
     }
 
-    /// Reads the cluster's topics and their partitions' offsets into `topics`.
-    fn refresh(&self) -> Result<()> {
+    /// Reads the cluster's topics into `topics`; with `offsets`, also every
+    /// partition's start and end (new topics always get theirs). Ends move as the
+    /// tail consumer sees records; this catches retention moving starts.
+    fn refresh(&self, offsets: bool) -> Result<()> {
         let md = match self.meta.fetch_metadata(None, self.options.timeout) {
             Ok(md) => md,
             Err(e) => {
@@ -333,6 +362,7 @@ impl Inner {
                 created_ms: 0,
             });
             let known = self.topics.read().expect("topics lock").get(name).cloned();
+            let mut fresh = false;
             let topic = match known {
                 Some(k)
                     if k.id() == entry.id
@@ -340,16 +370,23 @@ impl Inner {
                 {
                     k
                 }
-                _ => Arc::new(Topic::describe(
-                    entry.id,
-                    name,
-                    TopicConfig {
-                        partitions: t.partitions().len() as u32,
-                        ..TopicConfig::default()
-                    },
-                    entry.created_ms,
-                )),
+                _ => {
+                    fresh = true;
+                    Arc::new(Topic::describe(
+                        entry.id,
+                        name,
+                        TopicConfig {
+                            partitions: t.partitions().len() as u32,
+                            ..TopicConfig::default()
+                        },
+                        entry.created_ms,
+                    ))
+                }
             };
+            if !(offsets || fresh) {
+                seen.insert(name.to_string(), topic);
+                continue;
+            }
             for p in t.partitions() {
                 if let Ok((low, high)) =
                     self.meta
@@ -418,6 +455,7 @@ impl Tail {
 
     fn run(mut self, inner: std::sync::Weak<Inner>, stop: Arc<AtomicBool>) {
         let mut last_refresh = Instant::now();
+        let mut refreshes = 0u64;
         if let Some(i) = inner.upgrade() {
             self.reassign(&i);
         }
@@ -438,7 +476,8 @@ impl Tail {
             }
             if last_refresh.elapsed() >= Duration::from_secs(1) {
                 last_refresh = Instant::now();
-                if let Err(e) = inner.refresh() {
+                refreshes += 1;
+                if let Err(e) = inner.refresh(refreshes.is_multiple_of(10)) {
                     tracing::warn!(error = %e, "reading the cluster's metadata failed");
                 }
                 self.reassign(&inner);
@@ -524,7 +563,7 @@ impl Backend for Kafka {
                 end: info.end_offset,
             });
         }
-        self.inner.readers.read(
+        let read = self.inner.readers.read(
             topic.name(),
             partition,
             from,
@@ -533,7 +572,26 @@ impl Backend for Kafka {
             max_records,
             max_bytes,
             visit,
-        )
+        );
+        match read {
+            // Retention removed what the read asked for: say where the partition
+            // starts now, so the reader can go on from there.
+            Err(Error::OffsetOutOfRange { .. }) => {
+                let (low, high) = self
+                    .inner
+                    .meta
+                    .fetch_watermarks(topic.name(), partition as i32, self.inner.options.timeout)
+                    .map_err(unavailable)?;
+                topic.publish(partition, low.max(0) as u64, high.max(0) as u64, 0);
+                let info = topic.partition_checked(partition)?;
+                Err(Error::OffsetOutOfRange {
+                    offset: from,
+                    start: info.start_offset,
+                    end: info.end_offset,
+                })
+            }
+            other => other,
+        }
     }
 
     fn offset_for_timestamp(
@@ -561,7 +619,7 @@ impl Backend for Kafka {
             .map(|e| e.offset())
             .unwrap_or(Offset::End);
         Ok(match offset {
-            Offset::Offset(o) if o >= 0 => (o as u64).min(info.end_offset.max(o as u64)),
+            Offset::Offset(o) if o >= 0 => o as u64,
             _ => info.end_offset,
         })
     }
@@ -663,16 +721,30 @@ impl Kafka {
                 .set("cleanup.policy", "compact")
                 .set("delete.retention.ms", &tombstones);
         }
-        let results =
-            futures_executor::block_on(inner.admin.create_topics([&topic], &inner.admin_options()))
-                .map_err(unavailable)?;
-        for r in results {
-            match r {
-                Ok(_) => {}
-                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {
-                    return Err(Error::TopicExists(name.to_string()));
+        // A topic of that name deleted a moment ago may still be going away in the
+        // cluster: its name is taken until then.
+        let deadline = Instant::now() + inner.options.timeout;
+        loop {
+            let results = futures_executor::block_on(
+                inner.admin.create_topics([&topic], &inner.admin_options()),
+            )
+            .map_err(unavailable)?;
+            match results.into_iter().next() {
+                Some(Ok(_)) | None => break,
+                Some(Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists))) => {
+                    let going = inner
+                        .catalog
+                        .lock()
+                        .expect("catalog lock")
+                        .get(name)
+                        .is_none()
+                        && inner.topic(name).is_none();
+                    if !going || Instant::now() >= deadline {
+                        return Err(Error::TopicExists(name.to_string()));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
                 }
-                Err((_, code)) => return Err(Error::Unavailable(format!("{code}"))),
+                Some(Err((_, code))) => return Err(Error::Unavailable(format!("{code}"))),
             }
         }
         let entry = Entry {
@@ -762,13 +834,13 @@ impl Kafka {
         let mut known: Vec<Option<Vec<(u32, u64)>>> = Vec::with_capacity(request.units.len());
         {
             let mut dedupe = inner.dedupe.lock().expect("dedupe lock");
-            dedupe.retain(|_, (at, _)| at.elapsed() < window);
+            dedupe.expire(window);
             for u in &request.units {
                 known.push(
                     u.dedupe_key
                         .as_ref()
-                        .and_then(|k| dedupe.get(&(topic.id(), k.clone())))
-                        .map(|(_, o)| o.clone()),
+                        .and_then(|k| dedupe.offsets.get(&(topic.id(), k.clone())))
+                        .cloned(),
                 );
             }
         }
@@ -811,7 +883,7 @@ impl Kafka {
                     None => {
                         let offsets: Vec<(u32, u64)> = taken.by_ref().take(len).collect();
                         if let Some(key) = key {
-                            dedupe.insert((topic2.id(), key), (Instant::now(), offsets.clone()));
+                            dedupe.remember((topic2.id(), key), offsets.clone());
                         }
                         answer.extend(offsets);
                     }
