@@ -133,8 +133,14 @@ async fn two_gateways_share_the_cluster() {
     };
     let c = client();
     let t = unique("shared");
-    create(&c, &a, &t, 1).await;
-    // The other gateway learns of the topic from the cluster.
+    let r = c
+        .post(a.url("/v1/topics"))
+        .json(&json!({"name": t, "partitions": 1, "retention_ms": 3_600_000}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    // The other gateway learns of the topic, and its settings, from the cluster.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
         let r = c
@@ -143,6 +149,8 @@ async fn two_gateways_share_the_cluster() {
             .await
             .unwrap();
         if r.status() == 200 {
+            let d: Value = r.json().await.unwrap();
+            assert_eq!(d["retention_ms"], 3_600_000, "{d}");
             break;
         }
         assert!(

@@ -1,6 +1,6 @@
 //! The topic catalog: `_sluice.topics`, a compacted topic of one partition whose
-//! records map a topic's name to the id and creation time Sluice gave it (a
-//! tombstone when it was deleted). Every gateway reads it from the start when it
+//! records map a topic's name to the id, creation time and settings (retention,
+//! compaction) Sluice gave it (a tombstone when it was deleted). Every gateway reads it from the start when it
 //! opens and follows it after, so all of them give a topic the same id, and a topic
 //! deleted and made again under its name gets a new one. A topic made by another
 //! client, without a catalog record, gets an id derived from its name.
@@ -22,11 +22,40 @@ pub(crate) const TOPIC: &str = "_sluice.topics";
 pub(crate) struct Entry {
     pub id: u64,
     pub created_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retention_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compaction: Option<sluice_log::Compaction>,
+}
+
+impl Entry {
+    /// The entry of a topic the catalog does not name.
+    pub(crate) fn foreign(name: &str) -> Entry {
+        Entry {
+            id: foreign_id(name),
+            created_ms: 0,
+            retention_ms: None,
+            retention_bytes: None,
+            compaction: None,
+        }
+    }
+
+    /// The topic's settings, with its partition count from the cluster.
+    pub(crate) fn config(&self, partitions: u32) -> sluice_log::TopicConfig {
+        sluice_log::TopicConfig {
+            partitions,
+            retention_ms: self.retention_ms,
+            retention_bytes: self.retention_bytes,
+            compaction: self.compaction,
+        }
+    }
 }
 
 /// The id of a topic the catalog does not name: a hash of its name, with the top
 /// bit set so it never meets an id Sluice gave.
-pub(crate) fn foreign_id(name: &str) -> u64 {
+fn foreign_id(name: &str) -> u64 {
     // FNV-1a.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in name.as_bytes() {
@@ -50,8 +79,12 @@ pub(crate) fn apply(entries: &mut HashMap<String, Entry>, key: &[u8], value: Opt
     }
 }
 
-/// Reads the whole catalog as it stands.
-pub(crate) fn load(consumer: &BaseConsumer, timeout: Duration) -> Result<HashMap<String, Entry>> {
+/// Reads the whole catalog as it stands; returns it with the offset to follow it
+/// from.
+pub(crate) fn load(
+    consumer: &BaseConsumer,
+    timeout: Duration,
+) -> Result<(HashMap<String, Entry>, i64)> {
     let mut entries = HashMap::new();
     let deadline = std::time::Instant::now() + timeout;
     // Just made, the catalog's partition may not have a leader yet.
@@ -65,7 +98,7 @@ pub(crate) fn load(consumer: &BaseConsumer, timeout: Duration) -> Result<HashMap
         }
     };
     if high <= low {
-        return Ok(entries);
+        return Ok((entries, high));
     }
     let mut tpl = TopicPartitionList::new();
     tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
@@ -91,5 +124,5 @@ pub(crate) fn load(consumer: &BaseConsumer, timeout: Duration) -> Result<HashMap
         }
     }
     let _ = consumer.unassign();
-    Ok(entries)
+    Ok((entries, next))
 }

@@ -87,6 +87,10 @@ struct Inner {
     /// Units written under a dedupe key, within the window.
     dedupe: Mutex<Dedupe>,
     reachable: AtomicBool,
+    /// Whether the first refresh is done (the catalog was complete for it).
+    opened: AtomicBool,
+    /// Topics in the cluster that the catalog did not name at the last refresh.
+    unnamed: Mutex<std::collections::HashSet<String>>,
     stop: Arc<AtomicBool>,
     follower: Mutex<Option<JoinHandle<()>>>,
 }
@@ -235,14 +239,16 @@ impl Kafka {
             subscribers: Arc::new(RwLock::new(Vec::new())),
             dedupe: Mutex::new(Dedupe::default()),
             reachable: AtomicBool::new(true),
+            opened: AtomicBool::new(false),
+            unnamed: Mutex::new(Default::default()),
             stop: Arc::new(AtomicBool::new(false)),
             follower: Mutex::new(None),
         });
         inner.ensure_catalog()?;
-        let entries = catalog::load(&inner.meta, inner.options.timeout)?;
+        let (entries, catalog_next) = catalog::load(&inner.meta, inner.options.timeout)?;
         *inner.catalog.lock().expect("catalog lock") = entries;
         inner.refresh(true)?;
-        let tail = Tail::new(&consumer_config, &inner)?;
+        let tail = Tail::new(&consumer_config, catalog_next)?;
         let weak = Arc::downgrade(&inner);
         let stop = inner.stop.clone();
         let handle = std::thread::Builder::new()
@@ -342,6 +348,7 @@ impl Inner {
     /// partition's start and end (new topics always get theirs). Ends move as the
     /// tail consumer sees records; this catches retention moving starts.
     fn refresh(&self, offsets: bool) -> Result<()> {
+        let opened = self.opened.swap(true, Ordering::AcqRel);
         let md = match self.meta.fetch_metadata(None, self.options.timeout) {
             Ok(md) => md,
             Err(e) => {
@@ -357,11 +364,21 @@ impl Inner {
             if name.starts_with('_') || t.error().is_some() || t.partitions().is_empty() {
                 continue;
             }
-            let entry = catalog.get(name).copied().unwrap_or(Entry {
-                id: catalog::foreign_id(name),
-                created_ms: 0,
-            });
             let known = self.topics.read().expect("topics lock").get(name).cloned();
+            let entry = match catalog.get(name) {
+                Some(e) => *e,
+                None => {
+                    // A topic the catalog does not name yet may be one another
+                    // gateway is making (its catalog record is on the way): it
+                    // counts as made elsewhere only if still unnamed a refresh later.
+                    let mut waiting = self.unnamed.lock().expect("unnamed lock");
+                    if known.is_none() && opened && waiting.insert(name.to_string()) {
+                        continue;
+                    }
+                    waiting.remove(name);
+                    Entry::foreign(name)
+                }
+            };
             let mut fresh = false;
             let topic = match known {
                 Some(k)
@@ -375,10 +392,7 @@ impl Inner {
                     Arc::new(Topic::describe(
                         entry.id,
                         name,
-                        TopicConfig {
-                            partitions: t.partitions().len() as u32,
-                            ..TopicConfig::default()
-                        },
+                        entry.config(t.partitions().len() as u32),
                         entry.created_ms,
                     ))
                 }
@@ -420,37 +434,59 @@ impl Inner {
 /// for retention moving starts.
 struct Tail {
     consumer: BaseConsumer,
-    assigned: Vec<(String, i32)>,
+    /// The topics' partitions it follows (the catalog's is always assigned).
+    assigned: std::collections::BTreeSet<(String, i32)>,
 }
 
 impl Tail {
-    fn new(config: &ClientConfig, _inner: &Inner) -> Result<Tail> {
+    /// A tail that reads the catalog on from `catalog_next` (where loading it
+    /// stopped, so no record written in between is missed).
+    fn new(config: &ClientConfig, catalog_next: i64) -> Result<Tail> {
         let mut config = config.clone();
         config.set("enable.partition.eof", "false");
+        let consumer: BaseConsumer = config.create().map_err(unavailable)?;
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(catalog::TOPIC, 0, Offset::Offset(catalog_next))
+            .map_err(unavailable)?;
+        consumer.assign(&tpl).map_err(unavailable)?;
         Ok(Tail {
-            consumer: config.create().map_err(unavailable)?,
-            assigned: Vec::new(),
+            consumer,
+            assigned: Default::default(),
         })
     }
 
+    /// Follows the partitions of topics that appeared from their end, and stops
+    /// following those of topics that went; the others keep their place.
     fn reassign(&mut self, inner: &Inner) {
-        let mut wanted: Vec<(String, i32)> = vec![(catalog::TOPIC.to_string(), 0)];
+        let mut wanted = std::collections::BTreeSet::new();
         for t in inner.topics.read().expect("topics lock").values() {
             for p in 0..t.partition_count() {
-                wanted.push((t.name().to_string(), p as i32));
+                wanted.insert((t.name().to_string(), p as i32));
             }
         }
-        wanted.sort();
-        if wanted == self.assigned {
+        let list = |set: &mut dyn Iterator<Item = &(String, i32)>, offset: Option<Offset>| {
+            let mut tpl = TopicPartitionList::new();
+            for (t, p) in set {
+                match offset {
+                    Some(o) => {
+                        let _ = tpl.add_partition_offset(t, *p, o);
+                    }
+                    None => {
+                        tpl.add_partition(t, *p);
+                    }
+                }
+            }
+            tpl
+        };
+        let gone = list(&mut self.assigned.difference(&wanted), None);
+        if gone.count() > 0 && self.consumer.incremental_unassign(&gone).is_err() {
             return;
         }
-        let mut tpl = TopicPartitionList::new();
-        for (t, p) in &wanted {
-            let _ = tpl.add_partition_offset(t, *p, Offset::End);
+        let new = list(&mut wanted.difference(&self.assigned), Some(Offset::End));
+        if new.count() > 0 && self.consumer.incremental_assign(&new).is_err() {
+            return;
         }
-        if self.consumer.assign(&tpl).is_ok() {
-            self.assigned = wanted;
-        }
+        self.assigned = wanted;
     }
 
     fn run(mut self, inner: std::sync::Weak<Inner>, stop: Arc<AtomicBool>) {
@@ -721,36 +757,21 @@ impl Kafka {
                 .set("cleanup.policy", "compact")
                 .set("delete.retention.ms", &tombstones);
         }
-        // A topic of that name deleted a moment ago may still be going away in the
-        // cluster: its name is taken until then.
-        let deadline = Instant::now() + inner.options.timeout;
-        loop {
-            let results = futures_executor::block_on(
-                inner.admin.create_topics([&topic], &inner.admin_options()),
-            )
-            .map_err(unavailable)?;
-            match results.into_iter().next() {
-                Some(Ok(_)) | None => break,
-                Some(Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists))) => {
-                    let going = inner
-                        .catalog
-                        .lock()
-                        .expect("catalog lock")
-                        .get(name)
-                        .is_none()
-                        && inner.topic(name).is_none();
-                    if !going || Instant::now() >= deadline {
-                        return Err(Error::TopicExists(name.to_string()));
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Some(Err((_, code))) => return Err(Error::Unavailable(format!("{code}"))),
-            }
-        }
+        // The catalog names the topic before the cluster has it, so every gateway
+        // that sees it in the cluster's metadata already knows its id.
         let entry = Entry {
             id: rand_id(),
             created_ms: now_ms(),
+            retention_ms: config.retention_ms,
+            retention_bytes: config.retention_bytes,
+            compaction: config.compaction,
         };
+        let previous = inner
+            .catalog
+            .lock()
+            .expect("catalog lock")
+            .get(name)
+            .copied();
         let value = serde_json::to_vec(&entry).expect("an entry serializes");
         self.write_catalog(name, Some(&value))?;
         inner
@@ -758,6 +779,18 @@ impl Kafka {
             .lock()
             .expect("catalog lock")
             .insert(name.to_string(), entry);
+        if let Err(e) = self.create_in_cluster(&topic) {
+            // Put the catalog back as it was.
+            let back = previous.map(|p| serde_json::to_vec(&p).expect("an entry serializes"));
+            if self.write_catalog(name, back.as_deref()).is_ok() {
+                let mut c = inner.catalog.lock().expect("catalog lock");
+                match previous {
+                    Some(p) => c.insert(name.to_string(), p),
+                    None => c.remove(name),
+                };
+            }
+            return Err(e);
+        }
         let partitions = config.partitions as usize;
         let topic = Arc::new(Topic::describe(entry.id, name, config, entry.created_ms));
         // The topic's partitions may take a moment to have leaders; wait for them,
@@ -769,6 +802,30 @@ impl Kafka {
             .expect("topics lock")
             .insert(name.to_string(), topic.clone());
         Ok(topic)
+    }
+
+    /// Creates the topic in the cluster. A topic of that name deleted a moment ago
+    /// may still be going away: its name is taken until then.
+    fn create_in_cluster(&self, topic: &NewTopic<'_>) -> Result<()> {
+        let inner = &self.inner;
+        let name = topic.name;
+        let deadline = Instant::now() + inner.options.timeout;
+        loop {
+            let results = futures_executor::block_on(
+                inner.admin.create_topics([topic], &inner.admin_options()),
+            )
+            .map_err(unavailable)?;
+            match results.into_iter().next() {
+                Some(Ok(_)) | None => return Ok(()),
+                Some(Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists))) => {
+                    if inner.topic(name).is_some() || Instant::now() >= deadline {
+                        return Err(Error::TopicExists(name.to_string()));
+                    }
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Some(Err((_, code))) => return Err(Error::Unavailable(format!("{code}"))),
+            }
+        }
     }
 
     fn delete_topic_now(&self, name: &str) -> Result<()> {
