@@ -122,7 +122,7 @@ async fn produce_and_fetch_over_kafka() {
 }
 
 /// A long poll is woken by a record produced through another gateway over the
-/// same cluster, and an idempotent retry through the same gateway writes nothing.
+/// same cluster, and an idempotent retry through either gateway writes nothing.
 #[tokio::test]
 async fn two_gateways_share_the_cluster() {
     let Some(a) = gateway("two_gateways_share_the_cluster") else {
@@ -178,16 +178,19 @@ async fn two_gateways_share_the_cluster() {
     produce(&c, &a, &t, json!({"value": {"hello": "b"}})).await;
     let got = waiting.await.unwrap();
     assert_eq!(got["records"][0]["value"], json!({"hello": "b"}));
-    // Retrying with the same idempotency key writes nothing new.
-    let send = || {
-        c.post(a.url(&format!("/v1/topics/{t}/records")))
+    // Retrying with the same idempotency key writes nothing new, through the
+    // same gateway or through the other one.
+    let send = |s: &Server| {
+        c.post(s.url(&format!("/v1/topics/{t}/records")))
             .header("idempotency-key", "order-7")
             .json(&json!({"value": 7}))
             .send()
     };
-    let first: Value = send().await.unwrap().json().await.unwrap();
-    let again: Value = send().await.unwrap().json().await.unwrap();
+    let first: Value = send(&a).await.unwrap().json().await.unwrap();
+    let again: Value = send(&a).await.unwrap().json().await.unwrap();
     assert_eq!(first, again);
+    let elsewhere: Value = send(&b).await.unwrap().json().await.unwrap();
+    assert_eq!(first, elsewhere, "a retry through the other gateway");
     let all = fetch(&c, &a, &t, 0, "offset=0").await;
     assert_eq!(all["records"].as_array().unwrap().len(), 2);
 }

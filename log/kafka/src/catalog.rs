@@ -86,10 +86,27 @@ pub(crate) fn load(
     timeout: Duration,
 ) -> Result<(HashMap<String, Entry>, i64)> {
     let mut entries = HashMap::new();
+    let next = read_all(consumer, TOPIC, timeout, &mut |key, value| {
+        apply(&mut entries, key, value)
+    })?;
+    Ok((entries, next))
+}
+
+/// Called with each record's key and value (none for a tombstone).
+pub(crate) type Visit<'a> = dyn FnMut(&[u8], Option<&[u8]>) + 'a;
+
+/// Reads partition 0 of `topic` from its start to its end as it stands now,
+/// handing each keyed record to `visit`; returns the offset to follow it from.
+pub(crate) fn read_all(
+    consumer: &BaseConsumer,
+    topic: &str,
+    timeout: Duration,
+    visit: &mut Visit<'_>,
+) -> Result<i64> {
     let deadline = std::time::Instant::now() + timeout;
-    // Just made, the catalog's partition may not have a leader yet.
+    // Just made, the partition may not have a leader yet.
     let (low, high) = loop {
-        match consumer.fetch_watermarks(TOPIC, 0, timeout) {
+        match consumer.fetch_watermarks(topic, 0, timeout) {
             Ok(w) => break w,
             Err(_) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(Duration::from_millis(100));
@@ -98,23 +115,23 @@ pub(crate) fn load(
         }
     };
     if high <= low {
-        return Ok((entries, high));
+        return Ok(high);
     }
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(TOPIC, 0, Offset::Beginning)
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
         .map_err(crate::engine::unavailable)?;
     consumer.assign(&tpl).map_err(crate::engine::unavailable)?;
     let mut next = low;
     while next < high {
         if std::time::Instant::now() >= deadline {
             return Err(Error::Storage(format!(
-                "reading the topic catalog stopped at offset {next} of {high}"
+                "reading {topic} stopped at offset {next} of {high}"
             )));
         }
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(m)) => {
                 if let Some(key) = m.key() {
-                    apply(&mut entries, key, m.payload());
+                    visit(key, m.payload());
                 }
                 next = m.offset() + 1;
             }
@@ -124,5 +141,5 @@ pub(crate) fn load(
         }
     }
     let _ = consumer.unassign();
-    Ok((entries, next))
+    Ok(next)
 }

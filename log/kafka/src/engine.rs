@@ -23,14 +23,9 @@ use sluice_log::{
 };
 
 use crate::catalog::{self, Entry};
+use crate::dedupe::{self, Dedupe, Offsets};
 use crate::read::Readers;
 use crate::record::outgoing;
-
-/// `(partition, offset)` of each record of an append.
-type Offsets = Vec<(u32, u64)>;
-
-/// A unit's dedupe key within a topic: (topic id, key).
-type DedupeKey = (u64, Vec<u8>);
 
 /// How to reach the cluster.
 #[derive(Debug, Clone)]
@@ -86,6 +81,12 @@ struct Inner {
     subscribers: Arc<RwLock<Vec<AppendHook>>>,
     /// Units written under a dedupe key, within the window.
     dedupe: Mutex<Dedupe>,
+    /// The next offset of the dedupe topic the tail has not read, and a signal
+    /// for appends waiting for it to catch up.
+    dedupe_seen: (Mutex<i64>, std::sync::Condvar),
+    /// Appends whose dedupe keys this gateway has not seen, waiting to be checked
+    /// against the dedupe topic (see `crate::dedupe`).
+    checks: Mutex<Option<std::sync::mpsc::Sender<Check>>>,
     reachable: AtomicBool,
     /// Whether the first refresh is done (the catalog was complete for it).
     opened: AtomicBool,
@@ -99,33 +100,6 @@ impl Drop for Inner {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
         self.producer.flush(Duration::from_secs(10)).ok();
-    }
-}
-
-/// Units written under a dedupe key: their offsets by key, and the keys in the
-/// order they were written, so expiry takes only what expired.
-#[derive(Default)]
-struct Dedupe {
-    offsets: HashMap<DedupeKey, Offsets>,
-    order: std::collections::VecDeque<(Instant, DedupeKey)>,
-}
-
-impl Dedupe {
-    fn expire(&mut self, window: Duration) {
-        while let Some((at, _)) = self.order.front() {
-            if at.elapsed() < window {
-                break;
-            }
-            if let Some((_, key)) = self.order.pop_front() {
-                self.offsets.remove(&key);
-            }
-        }
-    }
-
-    fn remember(&mut self, key: DedupeKey, offsets: Offsets) {
-        if self.offsets.insert(key.clone(), offsets).is_none() {
-            self.order.push_back((Instant::now(), key));
-        }
     }
 }
 
@@ -238,17 +212,41 @@ impl Kafka {
             catalog: Mutex::new(HashMap::new()),
             subscribers: Arc::new(RwLock::new(Vec::new())),
             dedupe: Mutex::new(Dedupe::default()),
+            dedupe_seen: (Mutex::new(0), std::sync::Condvar::new()),
+            checks: Mutex::new(None),
             reachable: AtomicBool::new(true),
             opened: AtomicBool::new(false),
             unnamed: Mutex::new(Default::default()),
             stop: Arc::new(AtomicBool::new(false)),
             follower: Mutex::new(None),
         });
-        inner.ensure_catalog()?;
+        inner.ensure_internal(catalog::TOPIC, &[("cleanup.policy", "compact")])?;
+        // Dedupe records outlive the window a little, then go.
+        let keep = (inner.options.dedupe_window + Duration::from_secs(600))
+            .as_millis()
+            .to_string();
+        inner.ensure_internal(
+            dedupe::TOPIC,
+            &[
+                ("cleanup.policy", "compact,delete"),
+                ("retention.ms", &keep),
+            ],
+        )?;
         let (entries, catalog_next) = catalog::load(&inner.meta, inner.options.timeout)?;
         *inner.catalog.lock().expect("catalog lock") = entries;
+        let window = inner.options.dedupe_window;
+        let dedupe_next = {
+            let mut d = inner.dedupe.lock().expect("dedupe lock");
+            catalog::read_all(
+                &inner.meta,
+                dedupe::TOPIC,
+                inner.options.timeout,
+                &mut |k, v| d.apply(k, v, window),
+            )?
+        };
+        *inner.dedupe_seen.0.lock().expect("dedupe seen lock") = dedupe_next;
         inner.refresh(true)?;
-        let tail = Tail::new(&consumer_config, catalog_next)?;
+        let tail = Tail::new(&consumer_config, catalog_next, dedupe_next)?;
         let weak = Arc::downgrade(&inner);
         let stop = inner.stop.clone();
         let handle = std::thread::Builder::new()
@@ -265,47 +263,41 @@ impl Inner {
         AdminOptions::new().operation_timeout(Some(self.options.timeout))
     }
 
-    /// Makes the catalog topic if the cluster has none yet.
-    fn ensure_catalog(&self) -> Result<()> {
+    /// Makes one of Sluice's own topics (one partition, replicated like the
+    /// others, with the given settings) if the cluster has none yet.
+    fn ensure_internal(&self, name: &str, settings: &[(&str, &str)]) -> Result<()> {
         let md = self
             .meta
-            .fetch_metadata(Some(catalog::TOPIC), self.options.timeout)
+            .fetch_metadata(Some(name), self.options.timeout)
             .map_err(unavailable)?;
         let exists = md
             .topics()
             .iter()
-            .any(|t| t.name() == catalog::TOPIC && t.error().is_none());
-        if exists {
-            self.wait_for_leaders(catalog::TOPIC, 1);
-            return Ok(());
-        }
-        let replication = self.replication()?;
-        let topic = NewTopic::new(
-            catalog::TOPIC,
-            1,
-            TopicReplication::Fixed(i32::from(replication)),
-        )
-        .set("cleanup.policy", "compact");
-        let topic = if replication >= 3 {
-            topic.set("min.insync.replicas", "2")
-        } else {
-            topic
-        };
-        let results =
-            futures_executor::block_on(self.admin.create_topics([&topic], &self.admin_options()))
-                .map_err(unavailable)?;
-        for r in results {
-            match r {
-                Ok(_) => {}
-                Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
-                Err((_, code)) => {
-                    return Err(Error::Unavailable(format!(
-                        "creating the topic catalog: {code}"
-                    )));
+            .any(|t| t.name() == name && t.error().is_none());
+        if !exists {
+            let replication = self.replication()?;
+            let mut topic = NewTopic::new(name, 1, TopicReplication::Fixed(i32::from(replication)));
+            for (k, v) in settings {
+                topic = topic.set(k, v);
+            }
+            if replication >= 3 {
+                topic = topic.set("min.insync.replicas", "2");
+            }
+            let results = futures_executor::block_on(
+                self.admin.create_topics([&topic], &self.admin_options()),
+            )
+            .map_err(unavailable)?;
+            for r in results {
+                match r {
+                    Ok(_) => {}
+                    Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                    Err((_, code)) => {
+                        return Err(Error::Unavailable(format!("creating {name}: {code}")));
+                    }
                 }
             }
         }
-        self.wait_for_leaders(catalog::TOPIC, 1);
+        self.wait_for_leaders(name, 1);
         Ok(())
     }
 
@@ -441,12 +433,14 @@ struct Tail {
 impl Tail {
     /// A tail that reads the catalog on from `catalog_next` (where loading it
     /// stopped, so no record written in between is missed).
-    fn new(config: &ClientConfig, catalog_next: i64) -> Result<Tail> {
+    fn new(config: &ClientConfig, catalog_next: i64, dedupe_next: i64) -> Result<Tail> {
         let mut config = config.clone();
         config.set("enable.partition.eof", "false");
         let consumer: BaseConsumer = config.create().map_err(unavailable)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(catalog::TOPIC, 0, Offset::Offset(catalog_next))
+            .map_err(unavailable)?;
+        tpl.add_partition_offset(dedupe::TOPIC, 0, Offset::Offset(dedupe_next))
             .map_err(unavailable)?;
         consumer.assign(&tpl).map_err(unavailable)?;
         Ok(Tail {
@@ -506,6 +500,15 @@ impl Tail {
                         let mut c = inner.catalog.lock().expect("catalog lock");
                         catalog::apply(&mut c, key, m.payload());
                     }
+                } else if m.topic() == dedupe::TOPIC {
+                    if let Some(key) = m.key() {
+                        let window = inner.options.dedupe_window;
+                        let mut d = inner.dedupe.lock().expect("dedupe lock");
+                        d.apply(key, m.payload(), window);
+                    }
+                    let (seen, signal) = &inner.dedupe_seen;
+                    *seen.lock().expect("dedupe seen lock") = m.offset() + 1;
+                    signal.notify_all();
                 } else if let Some(t) = inner.topic(m.topic()) {
                     inner.grew(&t, m.partition() as u32, m.offset() as u64 + 1);
                 }
@@ -560,15 +563,34 @@ impl Backend for Kafka {
     }
 
     fn create_topic(&self, name: &str, config: TopicConfig, reply: Reply<Arc<Topic>>) {
-        reply(self.create_topic_now(name, config));
+        // Admin calls wait for the cluster: never on the caller's thread.
+        let (this, name) = (self.clone(), name.to_string());
+        spawn("sluice-kafka-admin", move || {
+            reply(this.create_topic_now(&name, config))
+        });
     }
 
     fn delete_topic(&self, name: &str, reply: Reply<()>) {
-        reply(self.delete_topic_now(name));
+        let (this, name) = (self.clone(), name.to_string());
+        spawn("sluice-kafka-admin", move || {
+            reply(this.delete_topic_now(&name))
+        });
     }
 
     fn append(&self, request: AppendRequest, reply: Reply<Vec<(u32, u64)>>) {
-        self.append_now(request, reply);
+        let unseen = {
+            let dedupe = self.inner.dedupe.lock().expect("dedupe lock");
+            request.units.iter().any(|u| {
+                u.dedupe_key
+                    .as_ref()
+                    .is_some_and(|k| !dedupe.offsets.contains_key(&(request.topic_id, k.clone())))
+            })
+        };
+        if unseen {
+            self.check_then_append(request, reply);
+        } else {
+            self.append_now(request, reply);
+        }
     }
 
     fn read(
@@ -644,11 +666,12 @@ impl Backend for Kafka {
             Offset::Offset(timestamp_ms as i64),
         )
         .map_err(unavailable)?;
-        let found = self
-            .inner
-            .meta
-            .offsets_for_times(tpl, self.inner.options.timeout)
-            .map_err(unavailable)?;
+        // A topic made a moment ago may not be in the client's metadata yet.
+        let found = retry(self.inner.options.timeout, || {
+            self.inner
+                .meta
+                .offsets_for_times(tpl.clone(), self.inner.options.timeout)
+        })?;
         let offset = found
             .elements()
             .first()
@@ -932,6 +955,7 @@ impl Kafka {
                 Err(e) => return reply(Err(e)),
             };
             let mut answer = Vec::new();
+            let mut keyed = Vec::new();
             let mut taken = written.into_iter();
             let mut dedupe = this.inner.dedupe.lock().expect("dedupe lock");
             for (len, key, first) in shapes {
@@ -940,7 +964,9 @@ impl Kafka {
                     None => {
                         let offsets: Vec<(u32, u64)> = taken.by_ref().take(len).collect();
                         if let Some(key) = key {
-                            dedupe.remember((topic2.id(), key), offsets.clone());
+                            let key = (topic2.id(), key);
+                            dedupe.remember(key.clone(), offsets.clone());
+                            keyed.push((key, offsets.clone()));
                         }
                         answer.extend(offsets);
                     }
@@ -955,7 +981,8 @@ impl Kafka {
             for (p, end) in ends {
                 this.inner.grew(&topic2, p, end);
             }
-            reply(Ok(answer));
+            // Other gateways learn of the keys before the client hears back.
+            this.remember_everywhere(keyed, Box::new(move |()| reply(Ok(answer))));
         };
         if to_send.is_empty() {
             return finish(Ok(Vec::new()));
@@ -1012,4 +1039,126 @@ fn rand_id() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(now_ms());
     h.finish() & !(1 << 63)
+}
+
+/// An append waiting for the dedupe check, with its answer.
+type Check = (AppendRequest, Reply<Offsets>);
+
+/// Runs `op` until it succeeds or `timeout` passes, for calls that fail while the
+/// cluster's metadata catches up (a partition of a topic made a moment ago).
+fn retry<T>(
+    timeout: Duration,
+    mut op: impl FnMut() -> rdkafka::error::KafkaResult<T>,
+) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match op() {
+            Ok(v) => return Ok(v),
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(unavailable(e)),
+        }
+    }
+}
+
+/// Runs `f` on a thread of its own.
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) {
+    if let Err(e) = std::thread::Builder::new().name(name.into()).spawn(f) {
+        tracing::error!(error = %e, "could not start a thread");
+    }
+}
+
+impl Kafka {
+    /// Hands an append with dedupe keys this gateway has not seen to the checker
+    /// thread, which reads the dedupe topic up to its end first.
+    fn check_then_append(&self, request: AppendRequest, reply: Reply<Offsets>) {
+        let mut checks = self.inner.checks.lock().expect("checks lock");
+        let tx = checks.get_or_insert_with(|| {
+            let (tx, rx) = std::sync::mpsc::channel();
+            let this = self.clone();
+            spawn("sluice-kafka-dedupe", move || this.checker(rx));
+            tx
+        });
+        if let Err(back) = tx.send((request, reply)) {
+            let (_, reply) = back.0;
+            reply(Err(Error::Closed));
+        }
+    }
+
+    /// The checker: takes every append waiting, reads the dedupe topic's end once
+    /// for all of them, waits until the tail has read up to it, then appends
+    /// them (now knowing every key written before).
+    fn checker(&self, rx: std::sync::mpsc::Receiver<Check>) {
+        let inner = &self.inner;
+        while let Ok(first) = rx.recv() {
+            let mut waiting = vec![first];
+            waiting.extend(rx.try_iter());
+            let caught_up = inner
+                .meta
+                .fetch_watermarks(dedupe::TOPIC, 0, inner.options.timeout)
+                .map_err(unavailable)
+                .and_then(|(_, end)| {
+                    let (seen, signal) = &inner.dedupe_seen;
+                    let guard = seen.lock().expect("dedupe seen lock");
+                    let (guard, timeout) = signal
+                        .wait_timeout_while(guard, inner.options.timeout, |s| *s < end)
+                        .expect("dedupe seen lock");
+                    drop(guard);
+                    if timeout.timed_out() {
+                        Err(Error::Unavailable(
+                            "the dedupe topic could not be read up to its end".into(),
+                        ))
+                    } else {
+                        Ok(())
+                    }
+                });
+            for (request, reply) in waiting {
+                match &caught_up {
+                    Ok(()) => self.append_now(request, reply),
+                    Err(e) => reply(Err(Error::Unavailable(e.to_string()))),
+                }
+            }
+            if inner.stop.load(Ordering::Acquire) {
+                return;
+            }
+        }
+    }
+
+    /// Writes dedupe records for units just written, then calls `done` (also if
+    /// writing them failed: the records themselves are written, and are logged).
+    fn remember_everywhere(
+        &self,
+        keyed: Vec<(dedupe::Key, Offsets)>,
+        done: Box<dyn FnOnce(()) + Send>,
+    ) {
+        if keyed.is_empty() {
+            return done(());
+        }
+        let batch = Arc::new(Batch {
+            offsets: Mutex::new(vec![(0, 0); keyed.len()]),
+            failed: Mutex::new(None),
+            left: AtomicUsize::new(keyed.len()),
+            reply: Mutex::new(Some(Box::new(move |r: Result<Offsets>| {
+                if let Err(e) = r {
+                    tracing::warn!(error = %e, "a dedupe record was not written; a retry through another gateway may be written again");
+                }
+                done(())
+            }))),
+        });
+        for (index, (key, offsets)) in keyed.iter().enumerate() {
+            let (k, v) = (dedupe::record_key(key), dedupe::record_value(offsets));
+            let record: BaseRecord<'_, [u8], [u8], Box<Delivery>> = BaseRecord::with_opaque_to(
+                dedupe::TOPIC,
+                Box::new(Delivery {
+                    batch: batch.clone(),
+                    index,
+                }),
+            )
+            .partition(0)
+            .key(k.as_slice())
+            .payload(v.as_slice());
+            if let Err((e, _)) = self.inner.producer.send(record) {
+                batch.done(index, Err(unavailable(e)));
+            }
+        }
+    }
 }

@@ -12,8 +12,10 @@
 //! a small pool of `read_committed` consumers that keep their position, so a reader
 //! that comes back for the next offset costs no seek. A tail consumer follows every
 //! partition's end and tells the seam's subscribers, also of records other gateways
-//! wrote. Topic ids (which tell a re-created topic from the old one) live in a
-//! compacted catalog topic, `_sluice.topics`, that every gateway reads.
+//! wrote. Topic ids (which tell a re-created topic from the old one) and settings
+//! live in a compacted catalog topic, `_sluice.topics`, that every gateway reads;
+//! dedupe keys in another, `_sluice.dedupe`, so a retry through any gateway is
+//! answered with the first offsets (see `dedupe`).
 //!
 //! Not yet offered over Kafka (the seam answers `Unsupported`): the consumer-group
 //! store, state stores and snapshots; they come with groups and tables over Kafka.
@@ -22,6 +24,7 @@
 //! async runtime.
 
 mod catalog;
+mod dedupe;
 mod engine;
 mod read;
 mod record;
