@@ -10,7 +10,10 @@
 //! - scan: raw redb range reads of 1,000 records from a 1M-record table.
 //!
 //! Run: `cargo run --release -p sluice-tests --bin bench` (add `-- --seconds 3`
-//! for a shorter run).
+//! for a shorter run). `-- --kafka` measures the Kafka engine instead, against the
+//! cluster `SLUICE_KAFKA_BOOTSTRAP` names (see `kafka.rs`).
+
+mod kafka;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -51,6 +54,11 @@ fn main() -> Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
+    if args.iter().any(|a| a == "--kafka") {
+        let bootstrap = std::env::var("SLUICE_KAFKA_BOOTSTRAP")
+            .context("--kafka needs SLUICE_KAFKA_BOOTSTRAP (tests/kafka/cluster start)")?;
+        return runtime.block_on(kafka::run(Duration::from_secs(seconds), &bootstrap));
+    }
     runtime.block_on(run(Duration::from_secs(seconds), only))
 }
 
@@ -799,7 +807,16 @@ struct Row {
 
 async fn run(duration: Duration, only: Option<u32>) -> Result<()> {
     let want = |n: u32| only.is_none_or(|o| o == n);
-    let machine = format!(
+    let machine = machine();
+    eprintln!("machine: {machine}; {duration:?} per scenario");
+    let mut rows = Vec::new();
+    let tmp = tempfile::tempdir()?;
+    run_embedded(duration, want, machine, &mut rows, tmp.path()).await
+}
+
+/// The machine's cores and processor.
+fn machine() -> String {
+    format!(
         "{} cores, {}",
         std::thread::available_parallelism()
             .map(|n| n.get())
@@ -815,13 +832,18 @@ async fn run(duration: Duration, only: Option<u32>) -> Result<()> {
                     .to_string())
             )
             .unwrap_or_default()
-    );
-    eprintln!("machine: {machine}; {duration:?} per scenario");
-    let mut rows = Vec::new();
-    let tmp = tempfile::tempdir()?;
+    )
+}
 
+async fn run_embedded(
+    duration: Duration,
+    want: impl Fn(u32) -> bool,
+    machine: String,
+    rows: &mut Vec<Row>,
+    tmp: &std::path::Path,
+) -> Result<()> {
     // Ceilings that need no server.
-    let raw = tmp.path().join("raw.redb");
+    let raw = tmp.join("raw.redb");
     let total = 1_000_000u64;
     let (storage, scan) = if want(2) || want(3) {
         let storage = storage_ceiling(&raw, total)?;
@@ -1006,13 +1028,25 @@ async fn run(duration: Duration, only: Option<u32>) -> Result<()> {
         sample(server.pid());
     }
     let peak = peak_rss_bytes(server.pid()).unwrap_or(peak);
+    print_rows(&machine, rows);
+    for l in &group_lines {
+        println!("{l}");
+    }
+    println!(
+        "\nserver peak RSS: {:.0} MiB (target < 256 MiB)",
+        peak as f64 / (1024.0 * 1024.0)
+    );
+    Ok(())
+}
 
+/// Prints the table of figures next to their ceilings.
+fn print_rows(machine: &str, rows: &[Row]) {
     println!("\nmachine: {machine}\n");
     println!(
         "| scenario | records/s | MB/s | p50 ms | p99 ms | ceiling records/s | ratio | target |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|");
-    for r in &rows {
+    for r in rows {
         println!(
             "| {} | {:.0} | {:.1} | {:.2} | {:.2} | {:.0} | {:.0}% | {}{:.0}% |",
             r.scenario,
@@ -1030,12 +1064,4 @@ async fn run(duration: Duration, only: Option<u32>) -> Result<()> {
             r.target * 100.0
         );
     }
-    for l in &group_lines {
-        println!("{l}");
-    }
-    println!(
-        "\nserver peak RSS: {:.0} MiB (target < 256 MiB)",
-        peak as f64 / (1024.0 * 1024.0)
-    );
-    Ok(())
 }
