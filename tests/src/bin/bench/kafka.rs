@@ -61,8 +61,9 @@ fn producer(bootstrap: &str) -> Result<ThreadedProducer<Acks>> {
         .create_with_context(Acks)?)
 }
 
-/// Sends `n` records of 200 bytes to `topic` and resolves once all are
-/// acknowledged (false if any failed).
+/// Sends `n` records of 200 bytes to `topic`, over its 8 partitions in turn from
+/// `partition` (where the gateway places records without a key), and resolves
+/// once all are acknowledged (false if any failed).
 fn send(
     p: &ThreadedProducer<Acks>,
     topic: &str,
@@ -73,14 +74,14 @@ fn send(
     let (tx, rx) = tokio::sync::oneshot::channel();
     let left = Arc::new(AtomicUsize::new(n));
     let tx = Arc::new(std::sync::Mutex::new(Some(tx)));
-    for _ in 0..n {
+    for j in 0..n {
         let ack = Box::new(Ack {
             left: left.clone(),
             tx: tx.clone(),
         });
         let mut record: BaseRecord<'_, [u8], [u8], Box<Ack>> =
             BaseRecord::with_opaque_to(topic, ack)
-                .partition(partition)
+                .partition((partition + j as i32) % 8)
                 .payload(value);
         loop {
             match p.send(record) {
