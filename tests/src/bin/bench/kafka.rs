@@ -219,23 +219,9 @@ pub(crate) async fn run(duration: Duration, bootstrap: &str) -> Result<()> {
     )
     .await?;
     let mut ceil = read_ceiling(bootstrap, &scan, duration)?;
-    let fetch_base = server.url(&format!("/v1/topics/{scan}/partitions/0/records"));
-    let fc = c.clone();
     let before = cpu_seconds(server.pid());
-    let mut s = drive(4, duration, 1000, (1000 * VALUE_BYTES) as u64, move |i| {
-        let c = fc.clone();
-        let url = format!(
-            "{fetch_base}?offset={}&limit=1000&max_bytes=10000000",
-            (i * 1000) % (FETCH_TOTAL - 1000)
-        );
-        async move {
-            match c.get(&url).send().await {
-                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                Err(_) => false,
-            }
-        }
-    })
-    .await;
+    let fetch_base = server.url(&format!("/v1/topics/{scan}/partitions/0/records"));
+    let mut s = fetch_load(&c, fetch_base, FETCH_TOTAL, duration).await;
     cpu_lines.push(format!(
         "K3: gateway CPU {:.1} s per 1M records",
         (cpu_seconds(server.pid()) - before) / s.records.max(1) as f64 * 1e6

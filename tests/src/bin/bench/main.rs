@@ -197,6 +197,28 @@ async fn produce_load(
     .await
 }
 
+/// 4 clients fetching 1,000 records per request from the partition at `url` (which
+/// holds `total`), at offsets that walk through it.
+async fn fetch_load(c: &reqwest::Client, url: String, total: u64, duration: Duration) -> Stats {
+    let c = c.clone();
+    let mut s = drive(4, duration, 1000, 0, move |i| {
+        let c = c.clone();
+        let url = format!(
+            "{url}?offset={}&limit=1000&max_bytes=10000000",
+            (i * 1000) % (total - 1000)
+        );
+        async move {
+            match c.get(&url).send().await {
+                Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
+                Err(_) => false,
+            }
+        }
+    })
+    .await;
+    s.bytes = s.records * VALUE_BYTES as u64;
+    s
+}
+
 /// Produces `total` records of 200 bytes to `url`, 10,000 per request, 4 at a time.
 async fn load(c: &reqwest::Client, url: &str, total: u64) -> Result<()> {
     let records: Vec<Value> = (0..10_000u64)
@@ -932,22 +954,7 @@ async fn run_embedded(
         load(&c, &server.url("/v1/topics/scan/records"), total).await?;
         sample(server.pid());
         let fetch_base = server.url("/v1/topics/scan/partitions/0/records");
-        let fc = c.clone();
-        let mut s = drive(4, duration, 1000, 0, move |i| {
-            let c = fc.clone();
-            let url = format!(
-                "{fetch_base}?offset={}&limit=1000&max_bytes=10000000",
-                (i * 1000) % (total - 1000)
-            );
-            async move {
-                match c.get(&url).send().await {
-                    Ok(r) => r.status().is_success() && r.bytes().await.is_ok(),
-                    Err(_) => false,
-                }
-            }
-        })
-        .await;
-        s.bytes = s.records * VALUE_BYTES as u64;
+        let mut s = fetch_load(&c, fetch_base, total, duration).await;
         sample(server.pid());
         rows.push(Row {
             scenario: "3. fetch 1000 records/request, 1M-record partition, 4 clients".into(),
