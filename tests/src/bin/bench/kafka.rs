@@ -18,8 +18,8 @@ use serde_json::json;
 use sluice_tests::{Server, peak_rss_bytes};
 
 use crate::{
-    Row, Stats, VALUE_BYTES, drive, http_client, load, machine, median, print_rows, produce_load,
-    value_200,
+    Row, Stats, VALUE_BYTES, drive, fetch_load, http_client, load, machine, median, print_rows,
+    produce_load, value_200,
 };
 
 /// Records read back in the fetch scenario (a 1M-record load into a replicated
