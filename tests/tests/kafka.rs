@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use sluice_tests::{Server, client, kafka_bootstrap};
+use sluice_tests::{Server, client, create_topic, fetch, kafka_bootstrap};
 use tokio_tungstenite::tungstenite::Message;
 
 /// A gateway over the test cluster, or `None` when `SLUICE_TEST_SKIP` names kafka.
@@ -24,16 +24,6 @@ fn unique(name: &str) -> String {
     format!("{name}-{:08x}", rand::random::<u32>())
 }
 
-async fn create(c: &reqwest::Client, s: &Server, topic: &str, partitions: u32) {
-    let r = c
-        .post(s.url("/v1/topics"))
-        .json(&json!({"name": topic, "partitions": partitions}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-}
-
 async fn produce(c: &reqwest::Client, s: &Server, topic: &str, body: Value) -> Value {
     let r = c
         .post(s.url(&format!("/v1/topics/{topic}/records")))
@@ -42,18 +32,6 @@ async fn produce(c: &reqwest::Client, s: &Server, topic: &str, body: Value) -> V
         .await
         .unwrap();
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
-    r.json().await.unwrap()
-}
-
-async fn fetch(c: &reqwest::Client, s: &Server, topic: &str, p: u32, query: &str) -> Value {
-    let r = c
-        .get(s.url(&format!(
-            "/v1/topics/{topic}/partitions/{p}/records?{query}"
-        )))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
     r.json().await.unwrap()
 }
 
@@ -66,7 +44,7 @@ async fn produce_and_fetch_over_kafka() {
     };
     let c = client();
     let t = unique("orders");
-    create(&c, &s, &t, 3).await;
+    create_topic(&c, &s, &t, 3).await;
     let answer = produce(
         &c,
         &s,
@@ -91,7 +69,7 @@ async fn produce_and_fetch_over_kafka() {
         (offsets[0]["offset"].as_u64(), offsets[1]["offset"].as_u64()),
         (Some(0), Some(1))
     );
-    let got = fetch(&c, &s, &t, p1, "offset=0").await;
+    let got = fetch(&c, &s, &t, p1, 0, 100).await;
     let records = got["records"].as_array().unwrap();
     assert_eq!(records.len(), 3);
     assert_eq!(records[0]["value"], json!({"n": 1}));
@@ -100,7 +78,7 @@ async fn produce_and_fetch_over_kafka() {
     assert!(records[2]["value"].is_null() && records[2].get("value").is_some());
     assert_eq!(got["next_offset"], 3);
     let p2 = offsets[2]["partition"].as_u64().unwrap() as u32;
-    let got = fetch(&c, &s, &t, p2, "offset=0").await;
+    let got = fetch(&c, &s, &t, p2, 0, 100).await;
     assert_eq!(got["records"][0]["value_base64"], "AP8=");
     assert!(
         got["records"][0].get("headers").is_none(),
@@ -191,7 +169,7 @@ async fn two_gateways_share_the_cluster() {
     assert_eq!(first, again);
     let elsewhere: Value = send(&b).await.unwrap().json().await.unwrap();
     assert_eq!(first, elsewhere, "a retry through the other gateway");
-    let all = fetch(&c, &a, &t, 0, "offset=0").await;
+    let all = fetch(&c, &a, &t, 0, 0, 100).await;
     assert_eq!(all["records"].as_array().unwrap().len(), 2);
 }
 
@@ -204,7 +182,7 @@ async fn websocket_and_sse_over_kafka() {
     };
     let c = client();
     let t = unique("live");
-    create(&c, &s, &t, 2).await;
+    create_topic(&c, &s, &t, 2).await;
     let url = format!("{}/v1/ws", s.base.replace("http://", "ws://"));
     let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
     ws.send(Message::Text(
@@ -261,7 +239,7 @@ async fn what_kafka_does_not_offer_yet_is_refused_clearly() {
     };
     let c = client();
     let t = unique("later");
-    create(&c, &s, &t, 1).await;
+    create_topic(&c, &s, &t, 1).await;
     for (method, path, body) in [
         (
             "GET",

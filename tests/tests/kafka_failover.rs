@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_tests::{Server, client, kafka_bootstrap, workspace_root};
+use sluice_tests::{Server, client, fetch_all, kafka_bootstrap, workspace_root};
 
 fn cluster(args: &[&str]) -> String {
     let out = Command::new(workspace_root().join("tests/kafka/cluster"))
@@ -153,30 +153,11 @@ async fn a_leader_killed_mid_produce_loses_no_acknowledged_record() {
     // Read every partition back in full.
     let mut stored: BTreeMap<(u32, u64), String> = BTreeMap::new();
     for p in 0..6u32 {
-        let mut offset = 0u64;
-        loop {
-            let r: Value = c
-                .get(s.url(&format!(
-                    "/v1/topics/{topic}/partitions/{p}/records?offset={offset}&limit=10000"
-                )))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let records = r["records"].as_array().unwrap();
-            for rec in records {
-                stored.insert(
-                    (p, rec["offset"].as_u64().unwrap()),
-                    rec["value"].as_str().unwrap().to_string(),
-                );
-            }
-            let next = r["next_offset"].as_u64().unwrap();
-            if records.is_empty() || next >= r["high_watermark"].as_u64().unwrap() {
-                break;
-            }
-            offset = next;
+        for rec in fetch_all(&c, &s, &topic, p).await {
+            stored.insert(
+                (p, rec["offset"].as_u64().unwrap()),
+                rec["value"].as_str().unwrap().to_string(),
+            );
         }
     }
     for (value, p, o) in &acked {

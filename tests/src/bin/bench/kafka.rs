@@ -14,12 +14,11 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
-use serde_json::json;
 use sluice_tests::{Server, peak_rss_bytes};
 
 use crate::{
-    Row, Stats, VALUE_BYTES, drive, fetch_load, http_client, load, machine, median, print_rows,
-    produce_load, value_200,
+    Row, Stats, VALUE_BYTES, create_topics, drive, fetch_load, http_client, load, machine, median,
+    print_rows, produce_load, value_200,
 };
 
 /// Records read back in the fetch scenario (a 1M-record load into a replicated
@@ -134,14 +133,8 @@ pub(crate) async fn run(duration: Duration, bootstrap: &str) -> Result<()> {
         format!("bench-scan-{run}"),
         format!("bench-ceiling-{run}"),
     );
-    for (name, partitions) in [(&single, 8), (&batch, 8), (&scan, 1), (&ceiling, 8)] {
-        let r = c
-            .post(server.url("/v1/topics"))
-            .json(&json!({"name": name, "partitions": partitions}))
-            .send()
-            .await?;
-        anyhow::ensure!(r.status() == 201, "create topic {name}");
-    }
+    let topics = [(&*single, 8), (&*batch, 8), (&*scan, 1), (&*ceiling, 8)];
+    create_topics(&c, &server, &topics).await?;
     let p = Arc::new(producer(bootstrap)?);
     let value: Arc<Vec<u8>> = Arc::new(serde_json::to_vec(&value_200(7))?);
     let mut rows = Vec::new();

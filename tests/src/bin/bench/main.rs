@@ -197,6 +197,19 @@ async fn produce_load(
     .await
 }
 
+/// Creates topics (name, partitions) on the server.
+async fn create_topics(c: &reqwest::Client, server: &Server, topics: &[(&str, u32)]) -> Result<()> {
+    for (name, partitions) in topics {
+        let r = c
+            .post(server.url("/v1/topics"))
+            .json(&json!({"name": name, "partitions": partitions}))
+            .send()
+            .await?;
+        anyhow::ensure!(r.status() == 201, "create topic {name}");
+    }
+    Ok(())
+}
+
 /// 4 clients fetching 1,000 records per request from the partition at `url` (which
 /// holds `total`), at offsets that walk through it.
 async fn fetch_load(c: &reqwest::Client, url: String, total: u64, duration: Duration) -> Stats {
@@ -879,14 +892,7 @@ async fn run_embedded(
 
     let server = Server::start_with(&["--rate-limit-requests", "0", "--rate-limit-records", "0"]);
     let c = http_client();
-    for (name, partitions) in [("single", 8), ("batch", 8), ("scan", 1)] {
-        let r = c
-            .post(server.url("/v1/topics"))
-            .json(&json!({"name": name, "partitions": partitions}))
-            .send()
-            .await?;
-        anyhow::ensure!(r.status() == 201, "create topic {name}");
-    }
+    create_topics(&c, &server, &[("single", 8), ("batch", 8), ("scan", 1)]).await?;
     let ceiling = start_ceiling("ceiling-http")?;
     let mut peak = 0u64;
     let mut sample = |pid: u32| {
