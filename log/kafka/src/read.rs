@@ -21,6 +21,11 @@ use crate::record::incoming;
 /// Most consumers in the pool.
 const POOL: usize = 8;
 
+/// Most records a reader reads past rather than seek: reading on through what
+/// librdkafka has already fetched costs less than the round trip a seek takes
+/// (readers of one partition in step leapfrog each other by a read or two).
+const SKIP_AHEAD: u64 = 4000;
+
 /// How long a read waits for a record it knows exists.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -28,6 +33,16 @@ struct Reader {
     consumer: BaseConsumer,
     /// (topic, partition, next offset) the consumer is assigned at, if any.
     at: Option<(String, i32, u64)>,
+}
+
+impl Reader {
+    /// How many records this consumer would read past to get to `from` of
+    /// `topic`/`partition` without a seek (None: it must seek).
+    fn behind(&self, topic: &str, partition: i32, from: u64) -> Option<u64> {
+        let (t, p, at) = self.at.as_ref()?;
+        (t == topic && *p == partition && *at <= from && from - *at <= SKIP_AHEAD)
+            .then(|| from - *at)
+    }
 }
 
 /// The pool.
@@ -39,7 +54,13 @@ pub(crate) struct Readers {
 }
 
 impl Readers {
-    pub(crate) fn new(config: ClientConfig) -> Readers {
+    pub(crate) fn new(mut config: ClientConfig) -> Readers {
+        // librdkafka fetches ahead until its queue holds this many records (100,000
+        // by default): a reader that moves elsewhere throws that away, so keep it to
+        // about two reads' worth.
+        config
+            .set("queued.min.messages", "2000")
+            .set("fetch.queue.backoff.ms", "1");
         Readers {
             config,
             idle: Mutex::new(Vec::new()),
@@ -48,17 +69,20 @@ impl Readers {
         }
     }
 
-    /// A consumer for reading `topic`/`partition` from `from`: one already there if
-    /// any is idle, else any idle one, else a new one while the pool has room, else
-    /// the first to come back.
+    /// A consumer for reading `topic`/`partition` from `from`: the idle one that
+    /// can get there soonest (at `from`, else the nearest behind it within
+    /// [`SKIP_AHEAD`]), else any idle one, else a new one while the pool has room,
+    /// else the first to come back.
     fn take(&self, topic: &str, partition: i32, from: u64) -> Result<Reader> {
         let mut idle = self.idle.lock().expect("readers lock");
         loop {
-            let here = idle.iter().position(|r| {
-                r.at.as_ref()
-                    .is_some_and(|(t, p, o)| t == topic && *p == partition && *o == from)
-            });
-            if let Some(i) = here.or(if idle.is_empty() { None } else { Some(0) }) {
+            let near = idle
+                .iter()
+                .enumerate()
+                .filter_map(|(i, r)| Some((i, r.behind(topic, partition, from)?)))
+                .min_by_key(|&(_, behind)| behind)
+                .map(|(i, _)| i);
+            if let Some(i) = near.or(if idle.is_empty() { None } else { Some(0) }) {
                 return Ok(idle.swap_remove(i));
             }
             let mut count = self.count.lock().expect("readers count");
@@ -108,11 +132,7 @@ impl Readers {
         // `next_offset`, and the next read must seek back.
         let mut overshot = false;
         let result = (|| {
-            if reader
-                .at
-                .as_ref()
-                .is_none_or(|(t, q, o)| t != topic || *q != p || *o != from)
-            {
+            if reader.behind(topic, p, from).is_none() {
                 let mut tpl = TopicPartitionList::new();
                 tpl.add_partition_offset(topic, p, Offset::Offset(from as i64))
                     .map_err(unavailable)?;

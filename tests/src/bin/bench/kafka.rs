@@ -17,8 +17,8 @@ use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use sluice_tests::{Server, peak_rss_bytes};
 
 use crate::{
-    Row, Stats, VALUE_BYTES, create_topics, drive, fetch_load, http_client, load, machine, median,
-    print_rows, produce_load, value_200,
+    Row, Stats, Turn, VALUE_BYTES, create_topics, drive, fetch_load, http_client, load, machine,
+    median, print_rows, produce_load, value_200,
 };
 
 /// Records read back in the fetch scenario (a 1M-record load into a replicated
@@ -112,7 +112,8 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-pub(crate) async fn run(duration: Duration, bootstrap: &str) -> Result<()> {
+pub(crate) async fn run(duration: Duration, bootstrap: &str, only: Option<u32>) -> Result<()> {
+    let wanted = |n: u32| only.is_none_or(|o| o == n);
     let machine = machine();
     eprintln!("machine: {machine}; {duration:?} per scenario; Kafka at {bootstrap}");
     let run = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
@@ -140,92 +141,104 @@ pub(crate) async fn run(duration: Duration, bootstrap: &str) -> Result<()> {
     let mut rows = Vec::new();
     let mut cpu_lines = Vec::new();
 
-    // Scenario 1: single-record produce, 64 in flight; ceiling and gateway
-    // alternate over three rounds, the median of each reported.
-    let (mut ceilings, mut ours) = (Vec::new(), Vec::new());
-    let mut cpu = 0.0;
-    for _ in 0..3 {
-        let (p2, topic, v) = (p.clone(), ceiling.clone(), value.clone());
-        ceilings.push(
-            drive(64, duration, 1, VALUE_BYTES as u64, move |i| {
-                let rx = send(&p2, &topic, (i % 8) as i32, 1, &v);
-                async move { rx.await.unwrap_or(false) }
-            })
-            .await,
+    if wanted(1) {
+        // Scenario 1: single-record produce, 64 in flight; ceiling and gateway
+        // alternate over three rounds, the median of each reported.
+        let (mut ceilings, mut ours) = (Vec::new(), Vec::new());
+        let mut cpu = 0.0;
+        for _ in 0..3 {
+            let (p2, topic, v) = (p.clone(), ceiling.clone(), value.clone());
+            ceilings.push(
+                drive(64, duration, 1, VALUE_BYTES as u64, move |turn: Turn| {
+                    let rx = send(&p2, &topic, (turn.i % 8) as i32, 1, &v);
+                    async move { rx.await.unwrap_or(false) }
+                })
+                .await,
+            );
+            let before = cpu_seconds(server.pid());
+            let s = produce_load(
+                &server.base,
+                &format!("/v1/topics/{single}/records"),
+                64,
+                duration,
+                1,
+            )
+            .await;
+            cpu += (cpu_seconds(server.pid()) - before) / s.records.max(1) as f64 * 1e6;
+            ours.push(s);
+        }
+        let (mut ceil, mut s) = (median(ceilings), median(ours));
+        push(
+            &mut rows,
+            "K1. single-record produce, 64 clients",
+            &mut s,
+            &mut ceil,
+            0.5,
         );
-        let before = cpu_seconds(server.pid());
-        let s = produce_load(
-            &server.base,
-            &format!("/v1/topics/{single}/records"),
-            64,
+        cpu_lines.push(format!("K1: gateway CPU {:.1} s per 1M records", cpu / 3.0));
+    }
+
+    if wanted(2) {
+        // Scenario 2: 8 senders of 1,000-record batches.
+        let (p2, topic, v) = (p.clone(), ceiling.clone(), value.clone());
+        let mut ceil = drive(
+            8,
             duration,
-            1,
+            1000,
+            (1000 * VALUE_BYTES) as u64,
+            move |turn: Turn| {
+                let rx = send(&p2, &topic, (turn.i % 8) as i32, 1000, &v);
+                async move { rx.await.unwrap_or(false) }
+            },
         )
         .await;
-        cpu += (cpu_seconds(server.pid()) - before) / s.records.max(1) as f64 * 1e6;
-        ours.push(s);
+        let before = cpu_seconds(server.pid());
+        let mut s = produce_load(
+            &server.base,
+            &format!("/v1/topics/{batch}/records"),
+            8,
+            duration,
+            1000,
+        )
+        .await;
+        cpu_lines.push(format!(
+            "K2: gateway CPU {:.1} s per 1M records",
+            (cpu_seconds(server.pid()) - before) / s.records.max(1) as f64 * 1e6
+        ));
+        push(
+            &mut rows,
+            "K2. batched produce, 1000 x 200 B, 8 clients",
+            &mut s,
+            &mut ceil,
+            0.6,
+        );
     }
-    let (mut ceil, mut s) = (median(ceilings), median(ours));
-    push(
-        &mut rows,
-        "K1. single-record produce, 64 clients",
-        &mut s,
-        &mut ceil,
-        0.5,
-    );
-    cpu_lines.push(format!("K1: gateway CPU {:.1} s per 1M records", cpu / 3.0));
 
-    // Scenario 2: 8 senders of 1,000-record batches.
-    let (p2, topic, v) = (p.clone(), ceiling.clone(), value.clone());
-    let mut ceil = drive(8, duration, 1000, (1000 * VALUE_BYTES) as u64, move |i| {
-        let rx = send(&p2, &topic, (i % 8) as i32, 1000, &v);
-        async move { rx.await.unwrap_or(false) }
-    })
-    .await;
-    let before = cpu_seconds(server.pid());
-    let mut s = produce_load(
-        &server.base,
-        &format!("/v1/topics/{batch}/records"),
-        8,
-        duration,
-        1000,
-    )
-    .await;
-    cpu_lines.push(format!(
-        "K2: gateway CPU {:.1} s per 1M records",
-        (cpu_seconds(server.pid()) - before) / s.records.max(1) as f64 * 1e6
-    ));
-    push(
-        &mut rows,
-        "K2. batched produce, 1000 x 200 B, 8 clients",
-        &mut s,
-        &mut ceil,
-        0.6,
-    );
-
-    // Scenario 3: 1,000-record reads by 4 readers from a loaded partition.
-    eprintln!("loading {FETCH_TOTAL} records into one partition ...");
-    load(
-        &c,
-        &server.url(&format!("/v1/topics/{scan}/records")),
-        FETCH_TOTAL,
-    )
-    .await?;
-    let mut ceil = read_ceiling(bootstrap, &scan, duration)?;
-    let before = cpu_seconds(server.pid());
-    let fetch_base = server.url(&format!("/v1/topics/{scan}/partitions/0/records"));
-    let mut s = fetch_load(&c, fetch_base, FETCH_TOTAL, duration).await;
-    cpu_lines.push(format!(
-        "K3: gateway CPU {:.1} s per 1M records",
-        (cpu_seconds(server.pid()) - before) / s.records.max(1) as f64 * 1e6
-    ));
-    push(
-        &mut rows,
-        "K3. fetch 1000 records/request, 4 clients",
-        &mut s,
-        &mut ceil,
-        0.6,
-    );
+    if wanted(3) {
+        // Scenario 3: 1,000-record reads by 4 readers from a loaded partition.
+        eprintln!("loading {FETCH_TOTAL} records into one partition ...");
+        load(
+            &c,
+            &server.url(&format!("/v1/topics/{scan}/records")),
+            FETCH_TOTAL,
+        )
+        .await?;
+        let mut ceil = read_ceiling(bootstrap, &scan, duration)?;
+        let before = cpu_seconds(server.pid());
+        let fetch_base = server.url(&format!("/v1/topics/{scan}/partitions/0/records"));
+        let mut s = fetch_load(&c, fetch_base, FETCH_TOTAL, duration).await;
+        cpu_lines.push(format!(
+            "K3: gateway CPU {:.1} s per 1M records",
+            (cpu_seconds(server.pid()) - before) / s.records.max(1) as f64 * 1e6
+        ));
+        push(
+            &mut rows,
+            "K3. fetch 1000 records/request, 4 clients",
+            &mut s,
+            &mut ceil,
+            0.6,
+        );
+    }
 
     print_rows(&machine, &rows);
     for l in &cpu_lines {

@@ -57,7 +57,7 @@ fn main() -> Result<()> {
     if args.iter().any(|a| a == "--kafka") {
         let bootstrap = std::env::var("SLUICE_KAFKA_BOOTSTRAP")
             .context("--kafka needs SLUICE_KAFKA_BOOTSTRAP (tests/kafka/cluster start)")?;
-        return runtime.block_on(kafka::run(Duration::from_secs(seconds), &bootstrap));
+        return runtime.block_on(kafka::run(Duration::from_secs(seconds), &bootstrap, only));
     }
     runtime.block_on(run(Duration::from_secs(seconds), only))
 }
@@ -95,6 +95,14 @@ impl Stats {
     }
 }
 
+/// One request of a [`drive`] loop: the `i`th of the run, the `n`th of `client`.
+#[derive(Clone, Copy)]
+struct Turn {
+    i: u64,
+    client: u64,
+    n: u64,
+}
+
 /// Runs `clients` loops of `request` for `duration`, each request counting
 /// `records_per_request` records of `bytes_per_request` payload bytes.
 async fn drive<F, Fut>(
@@ -105,7 +113,7 @@ async fn drive<F, Fut>(
     request: F,
 ) -> Stats
 where
-    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    F: Fn(Turn) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
     let request = Arc::new(request);
@@ -113,16 +121,19 @@ where
     let start = Instant::now();
     let deadline = start + duration;
     let mut tasks = Vec::new();
-    for _ in 0..clients {
+    for client in 0..clients as u64 {
         let request = request.clone();
         let counter = counter.clone();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut ok = 0u64;
+            let mut n = 0;
             while Instant::now() < deadline {
                 let i = counter.fetch_add(1, Ordering::Relaxed);
                 let t = Instant::now();
-                if request(i).await {
+                let turn = Turn { i, client, n };
+                n += 1;
+                if request(turn).await {
                     ok += 1;
                     lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 }
@@ -176,10 +187,10 @@ async fn produce_load(
         duration,
         records_per_request as u64,
         (records_per_request * VALUE_BYTES) as u64,
-        move |i| {
+        move |turn: Turn| {
             let c = c.clone();
             let url = url.clone();
-            let body = bodies[(i % 64) as usize].clone();
+            let body = bodies[(turn.i % 64) as usize].clone();
             async move {
                 match c
                     .post(&url)
@@ -211,14 +222,16 @@ async fn create_topics(c: &reqwest::Client, server: &Server, topics: &[(&str, u3
 }
 
 /// 4 clients fetching 1,000 records per request from the partition at `url` (which
-/// holds `total`), at offsets that walk through it.
+/// holds `total`), each reading its quarter of it in order, as consumers of a
+/// partition read (and as the Kafka ceiling reads).
 async fn fetch_load(c: &reqwest::Client, url: String, total: u64, duration: Duration) -> Stats {
     let c = c.clone();
-    let mut s = drive(4, duration, 1000, 0, move |i| {
+    let quarter = total / 4 / 1000;
+    let mut s = drive(4, duration, 1000, 0, move |turn: Turn| {
         let c = c.clone();
         let url = format!(
             "{url}?offset={}&limit=1000&max_bytes=10000000",
-            (i * 1000) % (total - 1000)
+            (turn.client * quarter + turn.n % quarter) * 1000
         );
         async move {
             match c.get(&url).send().await {
