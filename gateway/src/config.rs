@@ -283,6 +283,13 @@ pub struct Config {
     #[arg(long, env = "SLUICE_KAFKA_REPLICATION")]
     pub kafka_replication: Option<u16>,
 
+    /// With `--backend kafka`: put before the name of every Kafka topic the
+    /// gateway makes or sees, its own catalog and dedupe topics too, so that
+    /// deployments with different prefixes share a cluster without seeing each
+    /// other's topics (e.g. `staging.`). Empty by default.
+    #[arg(long, env = "SLUICE_KAFKA_TOPIC_PREFIX", default_value = "")]
+    pub kafka_topic_prefix: String,
+
     /// Verify bearer tokens with this HS256 shared secret (at least 32 bytes).
     #[arg(
         long,
@@ -484,6 +491,12 @@ impl Config {
     pub fn check(&self) -> Result<(), String> {
         if self.backend == BackendKind::Kafka && self.kafka_bootstrap.is_none() {
             return Err("--backend kafka needs --kafka-bootstrap HOST:PORT,...".into());
+        }
+        if !self.kafka_topic_prefix.is_empty()
+            && (self.kafka_topic_prefix.len() > 100
+                || !sluice_log::valid_name(&self.kafka_topic_prefix))
+        {
+            return Err("--kafka-topic-prefix is at most 100 characters of [A-Za-z0-9._-]".into());
         }
         if let Some(bad) = self.kafka_config.iter().find(|kv| !kv.contains('=')) {
             return Err(format!("--kafka-config takes NAME=VALUE, not '{bad}'"));

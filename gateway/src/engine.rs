@@ -19,6 +19,7 @@ pub(crate) fn open(config: &Config) -> sluice_log::Result<Arc<dyn Backend>> {
             .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
             .collect();
         options.replication = config.kafka_replication;
+        options.topic_prefix = config.kafka_topic_prefix.clone();
         options.dedupe_window = std::time::Duration::from_secs(config.dedupe_window_secs);
         return Ok(Arc::new(sluice_kafka::Kafka::open(options)?));
     }

@@ -31,6 +31,21 @@ pub trait Backend: Send + Sync + 'static {
     /// data directory, a restore), so clients that resume from offsets can tell.
     fn epoch(&self) -> &str;
 
+    /// The epoch clients see with `topic`'s offsets: it changes when the offsets
+    /// start over (the store replaced, or an engine whose topics carry their own
+    /// identity recreating the topic). The store's epoch by default.
+    fn topic_epoch(&self, topic: &Topic) -> std::borrow::Cow<'_, str> {
+        let _ = topic;
+        std::borrow::Cow::Borrowed(self.epoch())
+    }
+
+    /// Brings `topic`'s partition sizes up to date, for engines that learn them
+    /// from elsewhere (and otherwise refresh them now and then); may block on
+    /// the network. Nothing to do by default.
+    fn refresh_sizes(&self, topic: &Topic) {
+        let _ = topic;
+    }
+
     /// Whether the engine takes writes, and the disk it writes to when it has one.
     fn health(&self) -> Health;
 

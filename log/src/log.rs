@@ -129,6 +129,32 @@ pub struct AppendRequest {
     pub units: Vec<AppendUnit>,
 }
 
+impl AppendRequest {
+    /// Checks every record against the topic it is for (`partitions` of them,
+    /// compacted or not): each decodes, names an existing partition, and has a
+    /// key when the topic is compacted. Engines check before writing anything.
+    pub fn check(&self, partitions: u32, compacted: bool) -> Result<()> {
+        for unit in &self.units {
+            for r in &unit.records {
+                let Some(view) = RecordView::decode(&r.bytes) else {
+                    return Err(Error::Invalid("a record does not decode".into()));
+                };
+                if compacted && view.key.is_none() {
+                    return Err(Error::KeyRequired(self.topic.clone()));
+                }
+                if r.partition >= partitions {
+                    return Err(Error::PartitionNotFound {
+                        topic: self.topic.clone(),
+                        partition: r.partition,
+                        partitions,
+                    });
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
 /// The outcome of a read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ReadOutcome {

@@ -134,12 +134,14 @@ impl Topic {
     }
 
     /// For engines: records where a partition stands now. The end and start only
-    /// move forward (an older answer arriving late changes nothing); `bytes` is
-    /// taken as given.
-    pub fn publish(&self, partition: u32, start: u64, end: u64, bytes: u64) {
+    /// move forward (an older answer arriving late changes nothing); `bytes`, when
+    /// given, is taken as it is.
+    pub fn publish(&self, partition: u32, start: u64, end: u64, bytes: Option<u64>) {
         if let Some(s) = self.parts.get(partition as usize) {
             s.start.fetch_max(start, Ordering::AcqRel);
-            s.bytes.store(bytes, Ordering::Release);
+            if let Some(b) = bytes {
+                s.bytes.store(b, Ordering::Release);
+            }
             s.end.fetch_max(end, Ordering::AcqRel);
         }
     }

@@ -666,21 +666,8 @@ fn append(
         Some(t) if t.id == request.topic_id => t,
         _ => return Ok(Err(Error::TopicNotFound(request.topic))),
     };
-    let n = topic.partition_count();
-    let compacted = topic.config.compaction.is_some();
-    for unit in &request.units {
-        for r in &unit.records {
-            if compacted && RecordView::decode(&r.bytes).is_none_or(|v| v.key.is_none()) {
-                return Ok(Err(Error::KeyRequired(request.topic)));
-            }
-            if r.partition >= n {
-                return Ok(Err(Error::PartitionNotFound {
-                    topic: request.topic.clone(),
-                    partition: r.partition,
-                    partitions: n,
-                }));
-            }
-        }
+    if let Err(e) = request.check(topic.partition_count(), topic.config.compaction.is_some()) {
+        return Ok(Err(e));
     }
     let total: usize = request.units.iter().map(|u| u.records.len()).sum();
     let mut out = Vec::with_capacity(total);

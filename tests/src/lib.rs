@@ -98,7 +98,10 @@ impl Server {
     }
 
     fn start_full(data_dir: PathBuf, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        if engine() == Engine::Kafka && !args.iter().any(|a| a == "--backend") {
+            args.extend(kafka_args(&data_dir));
+        }
         let env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -161,6 +164,88 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        // A server of its own temporary directory on the Kafka engine leaves its
+        // topics behind in the shared cluster: delete them.
+        if self._tmp.is_some()
+            && let Some(i) = self.args.iter().position(|a| a == "--kafka-topic-prefix")
+            && let Some(prefix) = self.args.get(i + 1)
+            && let Ok(bootstrap) = std::env::var("SLUICE_KAFKA_BOOTSTRAP")
+        {
+            delete_kafka_topics(&bootstrap, prefix);
+        }
+    }
+}
+
+/// The storage engine the harness starts servers on: `SLUICE_TEST_ENGINE=kafka`
+/// runs every server that does not choose its own `--backend` on the Kafka test
+/// cluster (`SLUICE_KAFKA_BOOTSTRAP`), each under a topic prefix of its own so
+/// that tests share the cluster without meeting; otherwise the embedded engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    Embedded,
+    Kafka,
+}
+
+/// The engine this run starts servers on.
+pub fn engine() -> Engine {
+    match std::env::var("SLUICE_TEST_ENGINE").as_deref() {
+        Ok("kafka") => Engine::Kafka,
+        Ok("embedded") | Ok("") | Err(_) => Engine::Embedded,
+        Ok(other) => panic!("SLUICE_TEST_ENGINE is embedded or kafka, not {other:?}"),
+    }
+}
+
+/// The flags that put a server on the Kafka test cluster, with a topic prefix
+/// derived from its data directory (so a restart on the same directory finds
+/// its topics again).
+fn kafka_args(data_dir: &Path) -> Vec<String> {
+    let bootstrap = std::env::var("SLUICE_KAFKA_BOOTSTRAP")
+        .ok()
+        .filter(|b| !b.is_empty())
+        .expect(
+            "SLUICE_TEST_ENGINE=kafka needs the Kafka test cluster: tests/kafka/cluster \
+             start, then export \
+             SLUICE_KAFKA_BOOTSTRAP=127.0.0.1:19092,127.0.0.1:19093,127.0.0.1:19094",
+        );
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write(data_dir.as_os_str().as_encoded_bytes());
+    let prefix = format!("t{:012x}.", h.finish() & 0xffff_ffff_ffff);
+    vec![
+        "--backend".into(),
+        "kafka".into(),
+        "--kafka-bootstrap".into(),
+        bootstrap,
+        "--kafka-topic-prefix".into(),
+        prefix,
+    ]
+}
+
+/// Deletes every topic of the cluster at `bootstrap` whose name starts with
+/// `prefix` (best effort).
+fn delete_kafka_topics(bootstrap: &str, prefix: &str) {
+    use rdkafka::admin::{AdminClient, AdminOptions};
+    use rdkafka::client::DefaultClientContext;
+    use rdkafka::config::ClientConfig;
+    let Ok(admin) = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create::<AdminClient<DefaultClientContext>>()
+    else {
+        return;
+    };
+    let timeout = Duration::from_secs(10);
+    let Ok(md) = admin.inner().fetch_metadata(None, timeout) else {
+        return;
+    };
+    let names: Vec<&str> = md
+        .topics()
+        .iter()
+        .map(|t| t.name())
+        .filter(|n| n.starts_with(prefix))
+        .collect();
+    if !names.is_empty() {
+        let options = AdminOptions::new().operation_timeout(Some(timeout));
+        let _ = futures_executor::block_on(admin.delete_topics(&names, &options));
     }
 }
 

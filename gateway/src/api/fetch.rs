@@ -93,6 +93,7 @@ pub(crate) async fn fetch(
             "offset must be at most 2^63 - 1",
         ));
     }
+    let epoch = state.log.topic_epoch(&topic).into_owned();
     let mut poll = LongPoll::new(wait, || state.waiters.subscribe(topic.id(), partition));
     loop {
         let log = state.log.clone();
@@ -119,7 +120,7 @@ pub(crate) async fn fetch(
             body.extend_from_slice(b",\"start_offset\":");
             push_u64(&mut body, outcome.start_offset);
             body.extend_from_slice(b",\"log_epoch\":\"");
-            body.extend_from_slice(state.log.epoch().as_bytes());
+            body.extend_from_slice(epoch.as_bytes());
             body.extend_from_slice(b"\"}");
             let mut res = body.into_response();
             res.headers_mut().insert(

@@ -99,7 +99,10 @@ pub(crate) async fn create_topic(
     };
     let log = state.log.clone();
     let t = call(|r| log.create_topic(&req.name, config, r)).await?;
-    Ok((StatusCode::CREATED, Json(describe(&t, state.log.epoch()))))
+    Ok((
+        StatusCode::CREATED,
+        Json(describe(&t, &state.log.topic_epoch(&t))),
+    ))
 }
 
 /// List topics.
@@ -115,14 +118,13 @@ pub(crate) async fn list_topics(
     State(state): State<AppState>,
     principal: Principal,
 ) -> Json<TopicList> {
-    let epoch = state.log.epoch();
     Json(TopicList {
         topics: state
             .log
             .topics()
             .iter()
             .filter(|t| may_see(&principal, t.name()))
-            .map(|t| describe(t, epoch))
+            .map(|t| describe(t, &state.log.topic_epoch(t)))
             .collect(),
     })
 }
@@ -147,7 +149,9 @@ pub(crate) async fn get_topic(
         principal.require(Object::Consume(&name))?;
     }
     let t = topic(&state, &name)?;
-    Ok(Json(describe(&t, state.log.epoch())))
+    let (log, t2) = (state.log.clone(), t.clone());
+    let _ = tokio::task::spawn_blocking(move || log.refresh_sizes(&t2)).await;
+    Ok(Json(describe(&t, &state.log.topic_epoch(&t))))
 }
 
 /// Delete a topic and all its records.

@@ -366,7 +366,7 @@ impl Connection {
                     topic: Some(name.clone()),
                     group: Some(g.group.clone()),
                     consumer: Some(g.consumer.clone()),
-                    log_epoch: Some(self.state.log.epoch().to_string()),
+                    log_epoch: Some(self.state.log.topic_epoch(&topic).into_owned()),
                     generation: Some(view.generation),
                     assignment: Some(view.assignment.clone()),
                     ..SubscribedFrame::default()
@@ -407,7 +407,7 @@ impl Connection {
                 self.send(text(ServerFrame::Subscribed(SubscribedFrame {
                     id: id.clone(),
                     topic: Some(name.clone()),
-                    log_epoch: Some(self.state.log.epoch().to_string()),
+                    log_epoch: Some(self.state.log.topic_epoch(&topic).into_owned()),
                     positions: Some(positions.iter().map(|(p, o)| (p.to_string(), *o)).collect()),
                     ..SubscribedFrame::default()
                 })))

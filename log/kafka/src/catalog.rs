@@ -14,7 +14,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use sluice_log::{Error, Result};
 
-/// The catalog topic's name.
+/// The catalog topic's name (after the gateway's topic prefix).
 pub(crate) const TOPIC: &str = "_sluice.topics";
 
 /// What the catalog says of one topic.
@@ -56,13 +56,9 @@ impl Entry {
 /// The id of a topic the catalog does not name: a hash of its name, with the top
 /// bit set so it never meets an id Sluice gave.
 fn foreign_id(name: &str) -> u64 {
-    // FNV-1a.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in name.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h | (1 << 63)
+    let mut h = crate::engine::Fnv::new();
+    h.write(name.as_bytes());
+    h.0 | (1 << 63)
 }
 
 /// Applies one catalog record.
@@ -79,14 +75,15 @@ pub(crate) fn apply(entries: &mut HashMap<String, Entry>, key: &[u8], value: Opt
     }
 }
 
-/// Reads the whole catalog as it stands; returns it with the offset to follow it
-/// from.
+/// Reads the whole catalog (Kafka topic `topic`) as it stands; returns it with
+/// the offset to follow it from.
 pub(crate) fn load(
     consumer: &BaseConsumer,
+    topic: &str,
     timeout: Duration,
 ) -> Result<(HashMap<String, Entry>, i64)> {
     let mut entries = HashMap::new();
-    let next = read_all(consumer, TOPIC, timeout, &mut |key, value| {
+    let next = read_all(consumer, topic, timeout, &mut |key, value| {
         apply(&mut entries, key, value)
     })?;
     Ok((entries, next))

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 use sluice_log::now_ms;
 
-/// The dedupe topic's name.
+/// The dedupe topic's name (after the gateway's topic prefix).
 pub(crate) const TOPIC: &str = "_sluice.dedupe";
 
 /// A unit's dedupe key within a topic: (topic id, key).

@@ -26,6 +26,7 @@ use crate::catalog::{self, Entry};
 use crate::dedupe::{self, Dedupe, Offsets};
 use crate::read::Readers;
 use crate::record::outgoing;
+use crate::wire::Wire;
 
 /// How to reach the cluster.
 #[derive(Debug, Clone)]
@@ -42,6 +43,10 @@ pub struct KafkaOptions {
     pub dedupe_window: Duration,
     /// How long a metadata or admin call may take.
     pub timeout: Duration,
+    /// Put before the name of every Kafka topic this gateway makes or sees (its
+    /// own catalog and dedupe topics too): gateways with different prefixes
+    /// share a cluster without seeing each other's topics. Empty by default.
+    pub topic_prefix: String,
 }
 
 impl KafkaOptions {
@@ -53,6 +58,7 @@ impl KafkaOptions {
             replication: None,
             dedupe_window: Duration::from_secs(3600),
             timeout: Duration::from_secs(10),
+            topic_prefix: String::new(),
         }
     }
 }
@@ -71,7 +77,11 @@ pub struct Kafka {
 
 struct Inner {
     options: KafkaOptions,
-    cluster_id: String,
+    /// Direct broker calls (partition sizes), when the listener is plaintext.
+    wire: Option<Wire>,
+    /// Sixteen hex digits from the cluster id and the topic prefix: the store's
+    /// epoch (a topic's adds its id).
+    epoch: String,
     producer: ThreadedProducer<Deliveries>,
     admin: AdminClient<DefaultClientContext>,
     meta: BaseConsumer,
@@ -201,10 +211,19 @@ impl Kafka {
             .ok_or_else(|| {
                 Error::Unavailable(format!("no broker of {} answered", options.bootstrap))
             })?;
+        let epoch = {
+            let mut h = Fnv::new();
+            h.write(cluster_id.as_bytes());
+            h.write(b"/");
+            h.write(options.topic_prefix.as_bytes());
+            format!("{:016x}", h.0)
+        };
+        let wire = Wire::new(&options.client, Duration::from_secs(2));
         let inner = Arc::new(Inner {
+            wire,
+            epoch,
             readers: Readers::new(consumer_config.clone()),
             options,
-            cluster_id,
             producer,
             admin,
             meta,
@@ -220,33 +239,38 @@ impl Kafka {
             stop: Arc::new(AtomicBool::new(false)),
             follower: Mutex::new(None),
         });
-        inner.ensure_internal(catalog::TOPIC, &[("cleanup.policy", "compact")])?;
+        let (catalog_topic, dedupe_topic) = (
+            inner.kafka_name(catalog::TOPIC),
+            inner.kafka_name(dedupe::TOPIC),
+        );
+        inner.ensure_internal(&catalog_topic, &[("cleanup.policy", "compact")])?;
         // Dedupe records outlive the window a little, then go.
         let keep = (inner.options.dedupe_window + Duration::from_secs(600))
             .as_millis()
             .to_string();
         inner.ensure_internal(
-            dedupe::TOPIC,
+            &dedupe_topic,
             &[
                 ("cleanup.policy", "compact,delete"),
                 ("retention.ms", &keep),
             ],
         )?;
-        let (entries, catalog_next) = catalog::load(&inner.meta, inner.options.timeout)?;
+        let (entries, catalog_next) =
+            catalog::load(&inner.meta, &catalog_topic, inner.options.timeout)?;
         *inner.catalog.lock().expect("catalog lock") = entries;
         let window = inner.options.dedupe_window;
         let dedupe_next = {
             let mut d = inner.dedupe.lock().expect("dedupe lock");
             catalog::read_all(
                 &inner.meta,
-                dedupe::TOPIC,
+                &dedupe_topic,
                 inner.options.timeout,
                 &mut |k, v| d.apply(k, v, window),
             )?
         };
         *inner.dedupe_seen.0.lock().expect("dedupe seen lock") = dedupe_next;
         inner.refresh(true)?;
-        let tail = Tail::new(&consumer_config, catalog_next, dedupe_next)?;
+        let tail = Tail::new(&consumer_config, &inner, catalog_next, dedupe_next)?;
         let weak = Arc::downgrade(&inner);
         let stop = inner.stop.clone();
         let handle = std::thread::Builder::new()
@@ -259,6 +283,16 @@ impl Kafka {
 }
 
 impl Inner {
+    /// The Kafka topic behind Sluice's topic (or internal topic) `name`.
+    fn kafka_name(&self, name: &str) -> String {
+        format!("{}{name}", self.options.topic_prefix)
+    }
+
+    /// Sluice's name for Kafka topic `name`, if it is one of this gateway's.
+    fn sluice_name<'a>(&self, name: &'a str) -> Option<&'a str> {
+        name.strip_prefix(self.options.topic_prefix.as_str())
+    }
+
     fn admin_options(&self) -> AdminOptions {
         AdminOptions::new().operation_timeout(Some(self.options.timeout))
     }
@@ -351,8 +385,12 @@ impl Inner {
         self.reachable.store(true, Ordering::Release);
         let catalog = self.catalog.lock().expect("catalog lock").clone();
         let mut seen = HashMap::new();
+        // With the offsets, the partitions' sizes: asked of each partition's leader.
+        let mut led: HashMap<i32, Vec<(String, i32)>> = HashMap::new();
         for t in md.topics() {
-            let name = t.name();
+            let Some(name) = self.sluice_name(t.name()) else {
+                continue;
+            };
             if name.starts_with('_') || t.error().is_some() || t.partitions().is_empty() {
                 continue;
             }
@@ -396,20 +434,55 @@ impl Inner {
             for p in t.partitions() {
                 if let Ok((low, high)) =
                     self.meta
-                        .fetch_watermarks(name, p.id(), self.options.timeout)
+                        .fetch_watermarks(t.name(), p.id(), self.options.timeout)
                 {
-                    topic.publish(p.id() as u32, low.max(0) as u64, high.max(0) as u64, 0);
+                    topic.publish(p.id() as u32, low.max(0) as u64, high.max(0) as u64, None);
+                }
+                if p.leader() >= 0 {
+                    led.entry(p.leader())
+                        .or_default()
+                        .push((t.name().to_string(), p.id()));
                 }
             }
             seen.insert(name.to_string(), topic);
         }
+        self.publish_sizes(&md, &led, &|name| seen.get(name).cloned());
         *self.topics.write().expect("topics lock") = seen;
         Ok(())
     }
 
+    /// Asks each broker of `md` the sizes of the partitions `led` says it leads
+    /// (by Kafka name) and publishes them on the topics `topic` finds by name.
+    fn publish_sizes(
+        &self,
+        md: &rdkafka::metadata::Metadata,
+        led: &HashMap<i32, Vec<(String, i32)>>,
+        topic: &dyn Fn(&str) -> Option<Arc<Topic>>,
+    ) {
+        let Some(wire) = &self.wire else {
+            return;
+        };
+        for b in md.brokers() {
+            let Some(partitions) = led.get(&b.id()) else {
+                continue;
+            };
+            let addr = format!("{}:{}", b.host(), b.port());
+            match wire.partition_sizes(&addr, partitions) {
+                Ok(sizes) => {
+                    for ((t, p), bytes) in sizes {
+                        if let Some(topic) = self.sluice_name(&t).and_then(topic) {
+                            topic.publish(p as u32, 0, 0, Some(bytes));
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(error = %e, "reading partition sizes failed"),
+            }
+        }
+    }
+
     /// Tells the subscribers that a partition's end moved.
     fn grew(&self, topic: &Topic, partition: u32, end: u64) {
-        topic.publish(partition, 0, end, 0);
+        topic.publish(partition, 0, end, None);
         for hook in self.subscribers.read().expect("subscribers lock").iter() {
             hook(topic.id(), partition, end);
         }
@@ -426,26 +499,40 @@ impl Inner {
 /// for retention moving starts.
 struct Tail {
     consumer: BaseConsumer,
-    /// The topics' partitions it follows (the catalog's is always assigned).
+    /// The topics' partitions it follows, by Kafka name (the catalog's and the
+    /// dedupe topic's are always assigned).
     assigned: std::collections::BTreeSet<(String, i32)>,
+    catalog_topic: String,
+    dedupe_topic: String,
 }
 
 impl Tail {
     /// A tail that reads the catalog on from `catalog_next` (where loading it
     /// stopped, so no record written in between is missed).
-    fn new(config: &ClientConfig, catalog_next: i64, dedupe_next: i64) -> Result<Tail> {
+    fn new(
+        config: &ClientConfig,
+        inner: &Inner,
+        catalog_next: i64,
+        dedupe_next: i64,
+    ) -> Result<Tail> {
         let mut config = config.clone();
         config.set("enable.partition.eof", "false");
         let consumer: BaseConsumer = config.create().map_err(unavailable)?;
+        let (catalog_topic, dedupe_topic) = (
+            inner.kafka_name(catalog::TOPIC),
+            inner.kafka_name(dedupe::TOPIC),
+        );
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset(catalog::TOPIC, 0, Offset::Offset(catalog_next))
+        tpl.add_partition_offset(&catalog_topic, 0, Offset::Offset(catalog_next))
             .map_err(unavailable)?;
-        tpl.add_partition_offset(dedupe::TOPIC, 0, Offset::Offset(dedupe_next))
+        tpl.add_partition_offset(&dedupe_topic, 0, Offset::Offset(dedupe_next))
             .map_err(unavailable)?;
         consumer.assign(&tpl).map_err(unavailable)?;
         Ok(Tail {
             consumer,
             assigned: Default::default(),
+            catalog_topic,
+            dedupe_topic,
         })
     }
 
@@ -455,7 +542,7 @@ impl Tail {
         let mut wanted = std::collections::BTreeSet::new();
         for t in inner.topics.read().expect("topics lock").values() {
             for p in 0..t.partition_count() {
-                wanted.insert((t.name().to_string(), p as i32));
+                wanted.insert((inner.kafka_name(t.name()), p as i32));
             }
         }
         let list = |set: &mut dyn Iterator<Item = &(String, i32)>, offset: Option<Offset>| {
@@ -495,12 +582,12 @@ impl Tail {
                 return;
             };
             if let Some(Ok(m)) = polled {
-                if m.topic() == catalog::TOPIC {
+                if m.topic() == self.catalog_topic {
                     if let Some(key) = m.key() {
                         let mut c = inner.catalog.lock().expect("catalog lock");
                         catalog::apply(&mut c, key, m.payload());
                     }
-                } else if m.topic() == dedupe::TOPIC {
+                } else if m.topic() == self.dedupe_topic {
                     if let Some(key) = m.key() {
                         let window = inner.options.dedupe_window;
                         let mut d = inner.dedupe.lock().expect("dedupe lock");
@@ -509,7 +596,7 @@ impl Tail {
                     let (seen, signal) = &inner.dedupe_seen;
                     *seen.lock().expect("dedupe seen lock") = m.offset() + 1;
                     signal.notify_all();
-                } else if let Some(t) = inner.topic(m.topic()) {
+                } else if let Some(t) = inner.sluice_name(m.topic()).and_then(|n| inner.topic(n)) {
                     inner.grew(&t, m.partition() as u32, m.offset() as u64 + 1);
                 }
             }
@@ -533,7 +620,14 @@ fn unsupported<T>(what: &str) -> Result<T> {
 
 impl Backend for Kafka {
     fn epoch(&self) -> &str {
-        &self.inner.cluster_id
+        &self.inner.epoch
+    }
+
+    fn topic_epoch(&self, topic: &Topic) -> std::borrow::Cow<'_, str> {
+        let mut h = Fnv::new();
+        h.write(self.inner.epoch.as_bytes());
+        h.write(&topic.id().to_be_bytes());
+        std::borrow::Cow::Owned(format!("{:016x}", h.0))
     }
 
     fn health(&self) -> Health {
@@ -606,11 +700,11 @@ impl Backend for Kafka {
         if from > info.end_offset || from < info.start_offset {
             // Another gateway may have written since, or retention moved on.
             if let Ok((low, high)) = self.inner.meta.fetch_watermarks(
-                topic.name(),
+                &self.inner.kafka_name(topic.name()),
                 partition as i32,
                 self.inner.options.timeout,
             ) {
-                topic.publish(partition, low.max(0) as u64, high.max(0) as u64, 0);
+                topic.publish(partition, low.max(0) as u64, high.max(0) as u64, None);
                 info = topic.partition_checked(partition)?;
             }
         }
@@ -622,7 +716,7 @@ impl Backend for Kafka {
             });
         }
         let read = self.inner.readers.read(
-            topic.name(),
+            &self.inner.kafka_name(topic.name()),
             partition,
             from,
             info.start_offset,
@@ -638,9 +732,13 @@ impl Backend for Kafka {
                 let (low, high) = self
                     .inner
                     .meta
-                    .fetch_watermarks(topic.name(), partition as i32, self.inner.options.timeout)
+                    .fetch_watermarks(
+                        &self.inner.kafka_name(topic.name()),
+                        partition as i32,
+                        self.inner.options.timeout,
+                    )
                     .map_err(unavailable)?;
-                topic.publish(partition, low.max(0) as u64, high.max(0) as u64, 0);
+                topic.publish(partition, low.max(0) as u64, high.max(0) as u64, None);
                 let info = topic.partition_checked(partition)?;
                 Err(Error::OffsetOutOfRange {
                     offset: from,
@@ -661,7 +759,7 @@ impl Backend for Kafka {
         let info = topic.partition_checked(partition)?;
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(
-            topic.name(),
+            &self.inner.kafka_name(topic.name()),
             partition as i32,
             Offset::Offset(timestamp_ms as i64),
         )
@@ -681,6 +779,29 @@ impl Backend for Kafka {
             Offset::Offset(o) if o >= 0 => o as u64,
             _ => info.end_offset,
         })
+    }
+
+    fn refresh_sizes(&self, topic: &Topic) {
+        let inner = &self.inner;
+        let name = inner.kafka_name(topic.name());
+        let Ok(md) = inner
+            .meta
+            .fetch_metadata(Some(&name), inner.options.timeout)
+        else {
+            return;
+        };
+        let mut led: HashMap<i32, Vec<(String, i32)>> = HashMap::new();
+        for t in md.topics().iter().filter(|t| t.name() == name) {
+            for p in t.partitions().iter().filter(|p| p.leader() >= 0) {
+                led.entry(p.leader())
+                    .or_default()
+                    .push((name.clone(), p.id()));
+            }
+        }
+        let wanted = topic.name();
+        inner.publish_sizes(&md, &led, &|n| {
+            (n == wanted).then(|| inner.topic(n)).flatten()
+        });
     }
 
     fn subscribe(&self, hook: AppendHook) {
@@ -747,6 +868,13 @@ impl Kafka {
                 "topic names are 1 to 249 characters of [A-Za-z0-9._-], not starting with _".into(),
             ));
         }
+        if inner.kafka_name(name).len() > 249 {
+            return Err(Error::Invalid(format!(
+                "topic names are at most {} characters here (Kafka's 249, less the \
+                 gateway's topic prefix)",
+                249 - inner.options.topic_prefix.len()
+            )));
+        }
         if config.partitions == 0 || config.partitions > sluice_log::MAX_PARTITIONS {
             return Err(Error::Invalid(format!(
                 "partitions must be between 1 and {}",
@@ -758,8 +886,9 @@ impl Kafka {
         }
         let replication = inner.replication()?;
         let (retention_ms, retention_bytes, tombstones);
+        let kafka_name = inner.kafka_name(name);
         let mut topic = NewTopic::new(
-            name,
+            &kafka_name,
             config.partitions as i32,
             TopicReplication::Fixed(i32::from(replication)),
         );
@@ -802,7 +931,7 @@ impl Kafka {
             .lock()
             .expect("catalog lock")
             .insert(name.to_string(), entry);
-        if let Err(e) = self.create_in_cluster(&topic) {
+        if let Err(e) = self.create_in_cluster(name, &topic) {
             // Put the catalog back as it was.
             let back = previous.map(|p| serde_json::to_vec(&p).expect("an entry serializes"));
             if self.write_catalog(name, back.as_deref()).is_ok() {
@@ -818,7 +947,7 @@ impl Kafka {
         let topic = Arc::new(Topic::describe(entry.id, name, config, entry.created_ms));
         // The topic's partitions may take a moment to have leaders; wait for them,
         // so the first append does not meet an unknown partition.
-        inner.wait_for_leaders(name, partitions);
+        inner.wait_for_leaders(&kafka_name, partitions);
         inner
             .topics
             .write()
@@ -829,9 +958,8 @@ impl Kafka {
 
     /// Creates the topic in the cluster. A topic of that name deleted a moment ago
     /// may still be going away: its name is taken until then.
-    fn create_in_cluster(&self, topic: &NewTopic<'_>) -> Result<()> {
+    fn create_in_cluster(&self, name: &str, topic: &NewTopic<'_>) -> Result<()> {
         let inner = &self.inner;
-        let name = topic.name;
         let deadline = Instant::now() + inner.options.timeout;
         loop {
             let results = futures_executor::block_on(
@@ -856,9 +984,12 @@ impl Kafka {
         if inner.topic(name).is_none() {
             return Err(Error::TopicNotFound(name.to_string()));
         }
-        let results =
-            futures_executor::block_on(inner.admin.delete_topics(&[name], &inner.admin_options()))
-                .map_err(unavailable)?;
+        let results = futures_executor::block_on(
+            inner
+                .admin
+                .delete_topics(&[&inner.kafka_name(name)], &inner.admin_options()),
+        )
+        .map_err(unavailable)?;
         for r in results {
             match r {
                 Ok(_) => {}
@@ -885,8 +1016,9 @@ impl Kafka {
                 let _ = tx.send(r);
             }))),
         });
+        let catalog_topic = self.inner.kafka_name(catalog::TOPIC);
         let mut record = BaseRecord::with_opaque_to(
-            catalog::TOPIC,
+            &catalog_topic,
             Box::new(Delivery {
                 batch: batch.clone(),
                 index: 0,
@@ -924,19 +1056,9 @@ impl Kafka {
                 );
             }
         }
-        for u in &request.units {
-            for r in &u.records {
-                if r.partition >= topic.partition_count() {
-                    return reply(Err(Error::PartitionNotFound {
-                        topic: topic.name().to_string(),
-                        partition: r.partition,
-                        partitions: topic.partition_count(),
-                    }));
-                }
-                if RecordView::decode(&r.bytes).is_none() {
-                    return reply(Err(Error::Invalid("a record does not decode".into())));
-                }
-            }
+        if let Err(e) = request.check(topic.partition_count(), topic.config().compaction.is_some())
+        {
+            return reply(Err(e));
         }
         // What the answer needs of each unit, and the records to send.
         let mut to_send = Vec::new();
@@ -993,6 +1115,7 @@ impl Kafka {
             left: AtomicUsize::new(to_send.len()),
             reply: Mutex::new(Some(Box::new(finish))),
         });
+        let kafka_name = inner.kafka_name(topic.name());
         for (index, r) in to_send.iter().enumerate() {
             let view = RecordView::decode(&r.bytes).expect("checked above");
             let out = outgoing(&view);
@@ -1001,7 +1124,7 @@ impl Kafka {
                 index,
             });
             let mut record: BaseRecord<'_, str, [u8], Box<Delivery>> =
-                BaseRecord::with_opaque_to(topic.name(), delivery)
+                BaseRecord::with_opaque_to(&kafka_name, delivery)
                     .partition(r.partition as i32)
                     .timestamp(out.timestamp);
             if let Some(k) = out.key {
@@ -1030,6 +1153,22 @@ impl Kafka {
                     }
                 }
             }
+        }
+    }
+}
+
+/// FNV-1a, for ids and epochs derived from names.
+pub(crate) struct Fnv(pub(crate) u64);
+
+impl Fnv {
+    pub(crate) fn new() -> Fnv {
+        Fnv(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub(crate) fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 ^= u64::from(*b);
+            self.0 = self.0.wrapping_mul(0x0100_0000_01b3);
         }
     }
 }
@@ -1094,7 +1233,7 @@ impl Kafka {
             waiting.extend(rx.try_iter());
             let caught_up = inner
                 .meta
-                .fetch_watermarks(dedupe::TOPIC, 0, inner.options.timeout)
+                .fetch_watermarks(&inner.kafka_name(dedupe::TOPIC), 0, inner.options.timeout)
                 .map_err(unavailable)
                 .and_then(|(_, end)| {
                     let (seen, signal) = &inner.dedupe_seen;
@@ -1144,10 +1283,11 @@ impl Kafka {
                 done(())
             }))),
         });
+        let dedupe_topic = self.inner.kafka_name(dedupe::TOPIC);
         for (index, (key, offsets)) in keyed.iter().enumerate() {
             let (k, v) = (dedupe::record_key(key), dedupe::record_value(offsets));
             let record: BaseRecord<'_, [u8], [u8], Box<Delivery>> = BaseRecord::with_opaque_to(
-                dedupe::TOPIC,
+                &dedupe_topic,
                 Box::new(Delivery {
                     batch: batch.clone(),
                     index,

@@ -28,5 +28,6 @@ mod dedupe;
 mod engine;
 mod read;
 mod record;
+mod wire;
 
 pub use crate::engine::{Kafka, KafkaOptions};
