@@ -113,6 +113,19 @@ pub struct RecordView<'a> {
 }
 
 impl<'a> RecordView<'a> {
+    /// A record without headers, borrowed from its parts (for engines that hold
+    /// records in another form).
+    pub fn plain(timestamp: u64, key: Option<&'a str>, kind: ValueKind, value: &'a [u8]) -> Self {
+        RecordView {
+            timestamp,
+            key,
+            headers: &[],
+            header_count: 0,
+            kind,
+            value,
+        }
+    }
+
     /// Decodes a stored record; `None` when the bytes are not a valid record.
     pub fn decode(bytes: &'a [u8]) -> Option<Self> {
         let mut r = Reader(bytes);

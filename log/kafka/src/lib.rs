@@ -15,13 +15,16 @@
 //! wrote. Topic ids (which tell a re-created topic from the old one) and settings
 //! live in a compacted catalog topic, `_sluice.topics`, that every gateway reads;
 //! dedupe keys in another, `_sluice.dedupe`, so a retry through any gateway is
-//! answered with the first offsets (see `dedupe`).
+//! answered with the first offsets (see `dedupe`). A topic prefix, when set, goes
+//! before every Kafka topic name, those two included. Requests librdkafka does not
+//! offer (partition sizes) are spoken directly with the `kafka-protocol` crate
+//! (see `wire`).
 //!
 //! Not yet offered over Kafka (the seam answers `Unsupported`): the consumer-group
 //! store, state stores and snapshots; they come with groups and tables over Kafka.
 //!
-//! It depends on `sluice-log` (the seam's types) and rdkafka, never on HTTP or an
-//! async runtime.
+//! It depends on `sluice-log` (the seam's types), rdkafka and kafka-protocol, never
+//! on HTTP or an async runtime.
 
 mod catalog;
 mod dedupe;

@@ -170,17 +170,23 @@ impl Readers {
                 if offset < outcome.next_offset {
                     continue;
                 }
-                let stored = incoming(&m);
-                if outcome.records > 0 && bytes + stored.len() > max_bytes {
-                    overshot = true;
-                    return Ok(());
-                }
-                let view = RecordView::decode(&stored).ok_or(Error::Corrupted {
+                let records = outcome.records;
+                let taken = incoming(&m, &mut |view, size| {
+                    if records > 0 && bytes + size > max_bytes {
+                        return false;
+                    }
+                    visit(offset, view);
+                    bytes += size;
+                    true
+                })
+                .ok_or(Error::Corrupted {
                     pkey: u64::from(partition),
                     offset,
                 })?;
-                visit(offset, view);
-                bytes += stored.len();
+                if !taken {
+                    overshot = true;
+                    return Ok(());
+                }
                 outcome.records += 1;
                 outcome.next_offset = offset + 1;
             }

@@ -49,8 +49,30 @@ pub(crate) fn outgoing<'a>(view: &RecordView<'a>) -> Outgoing<'a> {
     }
 }
 
-/// A Kafka record in Sluice's stored format.
-pub(crate) fn incoming(m: &BorrowedMessage<'_>) -> Vec<u8> {
+/// Hands a Kafka record to `visit` as a Sluice record, with about the bytes it
+/// takes stored. A record with no headers and a UTF-8 key (what Sluice writes for
+/// JSON values) is viewed in place; any other is converted to the stored format.
+pub(crate) fn incoming<T>(
+    m: &BorrowedMessage<'_>,
+    visit: &mut dyn FnMut(RecordView<'_>, usize) -> T,
+) -> Option<T> {
+    let timestamp = m.timestamp().to_millis().unwrap_or(0).max(0) as u64;
+    let value = m.payload();
+    let key = match m.key().map(std::str::from_utf8) {
+        None => Some(None),
+        Some(Ok(k)) => Some(Some(k)),
+        Some(Err(_)) => None,
+    };
+    if m.headers().is_none()
+        && let Some(key) = key
+    {
+        let kind = kind_of(value, false);
+        let size = 17 + key.map_or(0, str::len) + value.map_or(0, <[u8]>::len);
+        return Some(visit(
+            RecordView::plain(timestamp, key, kind, value.unwrap_or_default()),
+            size,
+        ));
+    }
     let mut headers = Vec::new();
     let mut binary = false;
     if let Some(h) = m.headers() {
@@ -68,19 +90,24 @@ pub(crate) fn incoming(m: &BorrowedMessage<'_>) -> Vec<u8> {
         }
     }
     let key = m.key().map(String::from_utf8_lossy);
-    let value = m.payload();
-    let kind = match value {
+    let stored = RecordParts {
+        timestamp,
+        key: key.as_deref(),
+        headers: &headers,
+        kind: kind_of(value, binary),
+        value: value.unwrap_or_default(),
+    }
+    .encode();
+    let view = RecordView::decode(&stored)?;
+    Some(visit(view, stored.len()))
+}
+
+/// A value's kind: null without one; bytes when marked binary or not JSON.
+fn kind_of(value: Option<&[u8]>, binary: bool) -> ValueKind {
+    match value {
         None => ValueKind::Null,
         Some(_) if binary => ValueKind::Binary,
         Some(v) if serde_json::from_slice::<serde::de::IgnoredAny>(v).is_ok() => ValueKind::Json,
         Some(_) => ValueKind::Binary,
-    };
-    RecordParts {
-        timestamp: m.timestamp().to_millis().unwrap_or(0).max(0) as u64,
-        key: key.as_deref(),
-        headers: &headers,
-        kind,
-        value: value.unwrap_or_default(),
     }
-    .encode()
 }
