@@ -31,6 +31,6 @@ mod dedupe;
 mod engine;
 mod read;
 mod record;
-mod wire;
+pub mod wire;
 
 pub use crate::engine::{Kafka, KafkaOptions};

@@ -1,8 +1,19 @@
-//! Kafka requests that librdkafka does not offer (today the partition sizes of
-//! `DescribeLogDirs`), spoken directly: one blocking call on a connection of its
-//! own to the broker that must answer, encoded and decoded by the `kafka-protocol`
-//! crate. Plaintext listeners only: with `security.protocol` other than
-//! `PLAINTEXT` these calls are not made (see `Wire::new`).
+//! Kafka requests that librdkafka does not offer, spoken directly: one blocking
+//! call on a connection of its own to the broker that must answer, encoded and
+//! decoded by the `kafka-protocol` crate. Partition sizes (`DescribeLogDirs`), and
+//! the consumer-group RPCs of KIP-848 sent on behalf of members that live in no
+//! client process (`FindCoordinator`, `ConsumerGroupHeartbeat`,
+//! `ConsumerGroupDescribe`, `OffsetCommit` and `OffsetFetch` with the member's id
+//! and epoch). Plaintext listeners only: with `security.protocol`
+//! other than `PLAINTEXT` these calls are not made (see [`Wire::new`]).
+//!
+//! What the broker allows (Kafka 4, checked by `tests/tests/kafka_wire.rs`): a
+//! member is a member id and an epoch, bound to no connection, so any gateway may
+//! heartbeat and commit for it. A gateway that never saw member M learns M's epoch
+//! and assignment from the broker, either with a full heartbeat (epoch 0 and the
+//! subscription: the coordinator answers M's current epoch and partitions, and M
+//! is not fenced) or read-only with `ConsumerGroupDescribe`, and goes on from
+//! there; a commit at any other epoch is refused with `STALE_MEMBER_EPOCH`.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -10,8 +21,14 @@ use std::time::Duration;
 
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::{
-    ApiKey, DescribeLogDirsRequest, DescribeLogDirsResponse, RequestHeader, TopicName,
+    ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
+    RequestHeader, TopicName,
     describe_log_dirs_request::DescribableLogDirTopic,
+    offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
+    offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics},
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
@@ -21,15 +38,37 @@ const MAX_RESPONSE: usize = 64 << 20;
 /// Partition sizes in bytes, by (Kafka topic name, partition).
 pub(crate) type Sizes = Vec<((String, i32), u64)>;
 
+/// What a group's coordinator answered a heartbeat.
+#[derive(Debug, Clone)]
+pub struct Heartbeat {
+    /// Kafka's error code (0: none), and its name.
+    pub error: i16,
+    pub error_name: Option<String>,
+    pub member_epoch: i32,
+    pub heartbeat_interval_ms: i32,
+    /// The member's partitions by topic id (16 bytes), when the answer carries
+    /// them (it does when they changed).
+    pub assignment: Option<Vec<([u8; 16], Vec<i32>)>>,
+}
+
+/// One member of a group, as `ConsumerGroupDescribe` tells it.
+#[derive(Debug, Clone)]
+pub struct MemberState {
+    pub member_id: String,
+    pub member_epoch: i32,
+    /// Its partitions, by topic name.
+    pub assignment: Vec<(String, Vec<i32>)>,
+}
+
 /// Direct calls to brokers.
-pub(crate) struct Wire {
+pub struct Wire {
     timeout: Duration,
 }
 
 impl Wire {
     /// Direct calls with `timeout`, or none when the client settings name a
     /// security protocol these calls do not speak.
-    pub(crate) fn new(client: &[(String, String)], timeout: Duration) -> Option<Wire> {
+    pub fn new(client: &[(String, String)], timeout: Duration) -> Option<Wire> {
         let plaintext = client
             .iter()
             .find(|(k, _)| k == "security.protocol")
@@ -74,6 +113,194 @@ impl Wire {
             }
         }
         Ok(sizes)
+    }
+
+    /// The `host:port` of `group`'s coordinator, asked of the first of
+    /// `bootstrap` (`host:port,...`) that answers.
+    pub fn find_coordinator(&self, bootstrap: &str, group: &str) -> Result<String, String> {
+        let request = FindCoordinatorRequest::default()
+            .with_key_type(0)
+            .with_coordinator_keys(vec![StrBytes::from_string(group.to_string())]);
+        let mut last = format!("no broker in {bootstrap:?}");
+        for addr in bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            match self.call::<_, FindCoordinatorResponse>(
+                addr,
+                ApiKey::FindCoordinator,
+                4,
+                &request,
+            ) {
+                Ok(r) => match r.coordinators.into_iter().next() {
+                    Some(c) if c.error_code == 0 => return Ok(format!("{}:{}", c.host, c.port)),
+                    Some(c) => last = format!("FindCoordinator: {}", error_name(c.error_code)),
+                    None => last = "FindCoordinator: no coordinator in the answer".into(),
+                },
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    /// Heartbeats for `member_id` of `group` at `epoch` (0 joins, -1 leaves);
+    /// `subscribe` names the topics when joining or changing them.
+    pub fn heartbeat(
+        &self,
+        coordinator: &str,
+        group: &str,
+        member_id: &str,
+        epoch: i32,
+        subscribe: Option<&[&str]>,
+        rebalance_timeout_ms: i32,
+    ) -> Result<Heartbeat, String> {
+        let mut request = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_member_id(StrBytes::from_string(member_id.to_string()))
+            .with_member_epoch(epoch)
+            .with_rebalance_timeout_ms(rebalance_timeout_ms)
+            .with_subscribed_topic_names(subscribe.map(|ts| {
+                ts.iter()
+                    .map(|t| TopicName(StrBytes::from_string(t.to_string())))
+                    .collect()
+            }));
+        if epoch == 0 {
+            request = request
+                .with_topic_partitions(Some(Vec::new()))
+                .with_server_assignor(None);
+        }
+        let r: ConsumerGroupHeartbeatResponse =
+            self.call(coordinator, ApiKey::ConsumerGroupHeartbeat, 1, &request)?;
+        Ok(Heartbeat {
+            error: r.error_code,
+            error_name: (r.error_code != 0).then(|| error_name(r.error_code)),
+            member_epoch: r.member_epoch,
+            heartbeat_interval_ms: r.heartbeat_interval_ms,
+            assignment: r.assignment.map(|a| {
+                a.topic_partitions
+                    .into_iter()
+                    .map(|tp| (*tp.topic_id.as_bytes(), tp.partitions))
+                    .collect()
+            }),
+        })
+    }
+
+    /// The members of `group`, with their epochs and partitions.
+    pub fn describe_members(
+        &self,
+        coordinator: &str,
+        group: &str,
+    ) -> Result<Vec<MemberState>, String> {
+        let request = ConsumerGroupDescribeRequest::default()
+            .with_group_ids(vec![GroupId(StrBytes::from_string(group.to_string()))]);
+        let r: ConsumerGroupDescribeResponse =
+            self.call(coordinator, ApiKey::ConsumerGroupDescribe, 0, &request)?;
+        let Some(g) = r.groups.into_iter().next() else {
+            return Ok(Vec::new());
+        };
+        if g.error_code != 0 {
+            return Err(format!(
+                "ConsumerGroupDescribe: {}",
+                error_name(g.error_code)
+            ));
+        }
+        Ok(g.members
+            .into_iter()
+            .map(|m| MemberState {
+                member_id: m.member_id.to_string(),
+                member_epoch: m.member_epoch,
+                assignment: m
+                    .assignment
+                    .topic_partitions
+                    .into_iter()
+                    .map(|tp| (tp.topic_name.0.to_string(), tp.partitions))
+                    .collect(),
+            })
+            .collect())
+    }
+
+    /// Commits `offsets` (next offset to read, by partition) of `topic` for
+    /// `group`, as `member_id` at `epoch` (a member of another epoch is refused
+    /// with `STALE_MEMBER_EPOCH`; an empty member id and epoch -1 commit for an
+    /// empty group). Answers each partition's error code.
+    pub fn commit_offsets(
+        &self,
+        coordinator: &str,
+        group: &str,
+        member_id: &str,
+        epoch: i32,
+        topic: &str,
+        offsets: &[(i32, i64)],
+    ) -> Result<Vec<(i32, i16)>, String> {
+        let request = OffsetCommitRequest::default()
+            .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+            .with_generation_id_or_member_epoch(epoch)
+            .with_member_id(StrBytes::from_string(member_id.to_string()))
+            .with_topics(vec![
+                OffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                    .with_partitions(
+                        offsets
+                            .iter()
+                            .map(|&(p, o)| {
+                                OffsetCommitRequestPartition::default()
+                                    .with_partition_index(p)
+                                    .with_committed_offset(o)
+                                    .with_committed_leader_epoch(-1)
+                            })
+                            .collect(),
+                    ),
+            ]);
+        let r: OffsetCommitResponse = self.call(coordinator, ApiKey::OffsetCommit, 9, &request)?;
+        Ok(r.topics
+            .into_iter()
+            .flat_map(|t| t.partitions)
+            .map(|p| (p.partition_index, p.error_code))
+            .collect())
+    }
+
+    /// The committed offsets of `partitions` of `topic` for `group` (-1 where
+    /// none is), asked as `member_id` at `epoch`.
+    pub fn committed_offsets(
+        &self,
+        coordinator: &str,
+        group: &str,
+        member_id: Option<&str>,
+        epoch: i32,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<(i32, i64)>, String> {
+        let request = OffsetFetchRequest::default()
+            .with_require_stable(true)
+            .with_groups(vec![
+                OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+                    .with_member_id(member_id.map(|m| StrBytes::from_string(m.to_string())))
+                    .with_member_epoch(epoch)
+                    .with_topics(Some(vec![
+                        OffsetFetchRequestTopics::default()
+                            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                            .with_partition_indexes(partitions.to_vec()),
+                    ])),
+            ]);
+        let r: OffsetFetchResponse = self.call(coordinator, ApiKey::OffsetFetch, 9, &request)?;
+        let Some(g) = r.groups.into_iter().next() else {
+            return Err("OffsetFetch: no group in the answer".into());
+        };
+        if g.error_code != 0 {
+            return Err(format!("OffsetFetch: {}", error_name(g.error_code)));
+        }
+        let mut out = Vec::new();
+        for t in g.topics {
+            for p in t.partitions {
+                if p.error_code != 0 {
+                    return Err(format!("OffsetFetch: {}", error_name(p.error_code)));
+                }
+                out.push((p.partition_index, p.committed_offset));
+            }
+        }
+        Ok(out)
     }
 
     /// Sends one request of `key` at `version` to `addr` and reads its response.
@@ -131,4 +358,11 @@ impl Wire {
         .and_then(|_| R::decode(&mut buf, version))
         .map_err(|e| fail("decode", &e))
     }
+}
+
+/// Kafka's name for an error code.
+fn error_name(code: i16) -> String {
+    kafka_protocol::ResponseError::try_from_code(code)
+        .map(|e| format!("{e:?}"))
+        .unwrap_or_else(|| format!("error {code}"))
 }

@@ -1,0 +1,166 @@
+//! The Kafka engine's direct broker calls (`sluice_kafka::wire`) against the
+//! three-broker test cluster: what KIP-848's consumer-group protocol allows a
+//! gateway that serves members living in no client process.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use sluice_kafka::wire::Wire;
+use sluice_tests::kafka_bootstrap;
+
+const FENCED_MEMBER_EPOCH: i16 = 110;
+const STALE_MEMBER_EPOCH: i16 = 113;
+
+fn topic(bootstrap: &str, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .expect("admin client");
+    let t = NewTopic::new(name, partitions, TopicReplication::Fixed(3));
+    let made = futures_executor::block_on(admin.create_topics(
+        [&t],
+        &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+    ))
+    .expect("create topic");
+    assert!(made.iter().all(|r| r.is_ok()), "{made:?}");
+}
+
+/// A member is its id and epoch, bound to no connection: a second gateway that
+/// never saw member M learns M's epoch and partitions from the broker, by a full
+/// heartbeat (epoch 0 with the subscription) or by `ConsumerGroupDescribe`, and
+/// heartbeats and commits on for it; M is not fenced and the first gateway
+/// carries on. A commit at another epoch is refused (`STALE_MEMBER_EPOCH`), a
+/// heartbeat ahead of the coordinator's epoch is fenced, and a leave (epoch -1)
+/// from either gateway removes M.
+#[test]
+fn a_member_is_served_by_a_gateway_that_never_saw_it() {
+    let Some(bootstrap) = kafka_bootstrap("a_member_is_served_by_a_gateway_that_never_saw_it")
+    else {
+        return;
+    };
+    let run = format!("{:08x}", rand::random::<u32>());
+    let (name, group, member) = (
+        format!("wire-{run}"),
+        format!("wire-group-{run}"),
+        format!("sluice-{run}-m"),
+    );
+    topic(&bootstrap, &name, 6);
+    let first = Wire::new(&[], Duration::from_secs(10)).expect("plaintext");
+    let coordinator = first
+        .find_coordinator(&bootstrap, &group)
+        .expect("find the coordinator");
+
+    // The first gateway joins M; the topic may take a moment to reach the
+    // coordinator's metadata, so heartbeat until M holds all six partitions.
+    let mut hb = first
+        .heartbeat(&coordinator, &group, &member, 0, Some(&[&name]), 30_000)
+        .expect("join");
+    assert_eq!(hb.error, 0, "{hb:?}");
+    let mut epoch = hb.member_epoch;
+    let mut owned = 0;
+    for _ in 0..100 {
+        if let Some(a) = &hb.assignment {
+            owned = a.iter().map(|(_, ps)| ps.len()).sum::<usize>();
+        }
+        if owned == 6 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        hb = first
+            .heartbeat(&coordinator, &group, &member, epoch, None, -1)
+            .expect("heartbeat");
+        assert_eq!(hb.error, 0, "{hb:?}");
+        epoch = hb.member_epoch;
+    }
+    assert_eq!(owned, 6, "M never got the topic's partitions: {hb:?}");
+    assert!(epoch > 0);
+
+    // A second gateway, knowing only M's id.
+    let second = Wire::new(&[], Duration::from_secs(10)).expect("plaintext");
+    let coordinator2 = second
+        .find_coordinator(&bootstrap, &group)
+        .expect("find the coordinator");
+    assert_eq!(coordinator2, coordinator);
+    // Joining again with epoch 0 (a full heartbeat) is answered with M's epoch
+    // and partitions: M is not fenced, and the first gateway carries on.
+    let joined = second
+        .heartbeat(&coordinator2, &group, &member, 0, Some(&[&name]), 30_000)
+        .expect("a join for a known member is answered");
+    assert_eq!(joined.error, 0, "{joined:?}");
+    assert!(joined.member_epoch >= epoch, "{joined:?}");
+    let owned: usize = joined
+        .assignment
+        .iter()
+        .flatten()
+        .map(|(_, ps)| ps.len())
+        .sum();
+    assert_eq!(owned, 6, "{joined:?}");
+    let back = first
+        .heartbeat(&coordinator, &group, &member, epoch, None, -1)
+        .expect("heartbeat from the first gateway");
+    assert_eq!(back.error, 0, "{back:?}");
+    epoch = back.member_epoch;
+    // Describing the group (read-only) tells the same.
+    let members = second
+        .describe_members(&coordinator2, &group)
+        .expect("describe");
+    let m = members
+        .iter()
+        .find(|m| m.member_id == member)
+        .unwrap_or_else(|| panic!("M is a member: {members:?}"));
+    assert_eq!(m.member_epoch, epoch);
+    let mut partitions: Vec<i32> = m
+        .assignment
+        .iter()
+        .filter(|(t, _)| *t == name)
+        .flat_map(|(_, ps)| ps.clone())
+        .collect();
+    partitions.sort_unstable();
+    assert_eq!(partitions, vec![0, 1, 2, 3, 4, 5]);
+    let on = second
+        .heartbeat(&coordinator2, &group, &member, m.member_epoch, None, -1)
+        .expect("heartbeat from the second gateway");
+    assert_eq!(on.error, 0, "{on:?}");
+    assert_eq!(on.member_epoch, epoch);
+
+    // Commits carry the member's epoch: the current one is taken, through
+    // either gateway; any other is refused.
+    let offsets: Vec<(i32, i64)> = (0..6).map(|p| (p, 10 + i64::from(p))).collect();
+    let committed = second
+        .commit_offsets(&coordinator2, &group, &member, epoch, &name, &offsets)
+        .expect("commit");
+    assert!(committed.iter().all(|(_, e)| *e == 0), "{committed:?}");
+    let stale = first
+        .commit_offsets(&coordinator, &group, &member, epoch - 1, &name, &[(0, 99)])
+        .expect("answered");
+    assert_eq!(stale, vec![(0, STALE_MEMBER_EPOCH)]);
+    let mut read = first
+        .committed_offsets(
+            &coordinator,
+            &group,
+            Some(&member),
+            epoch,
+            &name,
+            &[0, 1, 2, 3, 4, 5],
+        )
+        .expect("committed offsets");
+    read.sort_unstable();
+    assert_eq!(read, offsets);
+
+    let ahead = second
+        .heartbeat(&coordinator2, &group, &member, epoch + 5, None, -1)
+        .expect("answered");
+    assert_eq!(ahead.error, FENCED_MEMBER_EPOCH, "{ahead:?}");
+
+    // Leaving: epoch -1, from either gateway.
+    let left = second
+        .heartbeat(&coordinator2, &group, &member, -1, None, -1)
+        .expect("leave");
+    assert_eq!(left.error, 0, "{left:?}");
+    let members = first
+        .describe_members(&coordinator, &group)
+        .expect("describe");
+    assert!(members.iter().all(|m| m.member_id != member), "{members:?}");
+}
