@@ -7,6 +7,7 @@ use std::time::Duration;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
+use sluice_kafka::members::{MemberError, Members};
 use sluice_kafka::wire::Wire;
 use sluice_tests::kafka_bootstrap;
 
@@ -55,7 +56,15 @@ fn a_member_is_served_by_a_gateway_that_never_saw_it() {
     // The first gateway joins M; the topic may take a moment to reach the
     // coordinator's metadata, so heartbeat until M holds all six partitions.
     let mut hb = first
-        .heartbeat(&coordinator, &group, &member, 0, Some(&[&name]), 30_000)
+        .heartbeat(
+            &coordinator,
+            &group,
+            &member,
+            0,
+            Some(&[&name]),
+            30_000,
+            None,
+        )
         .expect("join");
     assert_eq!(hb.error, 0, "{hb:?}");
     let mut epoch = hb.member_epoch;
@@ -69,7 +78,7 @@ fn a_member_is_served_by_a_gateway_that_never_saw_it() {
         }
         std::thread::sleep(Duration::from_millis(100));
         hb = first
-            .heartbeat(&coordinator, &group, &member, epoch, None, -1)
+            .heartbeat(&coordinator, &group, &member, epoch, None, -1, None)
             .expect("heartbeat");
         assert_eq!(hb.error, 0, "{hb:?}");
         epoch = hb.member_epoch;
@@ -86,7 +95,15 @@ fn a_member_is_served_by_a_gateway_that_never_saw_it() {
     // Joining again with epoch 0 (a full heartbeat) is answered with M's epoch
     // and partitions: M is not fenced, and the first gateway carries on.
     let joined = second
-        .heartbeat(&coordinator2, &group, &member, 0, Some(&[&name]), 30_000)
+        .heartbeat(
+            &coordinator2,
+            &group,
+            &member,
+            0,
+            Some(&[&name]),
+            30_000,
+            None,
+        )
         .expect("a join for a known member is answered");
     assert_eq!(joined.error, 0, "{joined:?}");
     assert!(joined.member_epoch >= epoch, "{joined:?}");
@@ -98,7 +115,7 @@ fn a_member_is_served_by_a_gateway_that_never_saw_it() {
         .sum();
     assert_eq!(owned, 6, "{joined:?}");
     let back = first
-        .heartbeat(&coordinator, &group, &member, epoch, None, -1)
+        .heartbeat(&coordinator, &group, &member, epoch, None, -1, None)
         .expect("heartbeat from the first gateway");
     assert_eq!(back.error, 0, "{back:?}");
     epoch = back.member_epoch;
@@ -120,7 +137,15 @@ fn a_member_is_served_by_a_gateway_that_never_saw_it() {
     partitions.sort_unstable();
     assert_eq!(partitions, vec![0, 1, 2, 3, 4, 5]);
     let on = second
-        .heartbeat(&coordinator2, &group, &member, m.member_epoch, None, -1)
+        .heartbeat(
+            &coordinator2,
+            &group,
+            &member,
+            m.member_epoch,
+            None,
+            -1,
+            None,
+        )
         .expect("heartbeat from the second gateway");
     assert_eq!(on.error, 0, "{on:?}");
     assert_eq!(on.member_epoch, epoch);
@@ -150,17 +175,130 @@ fn a_member_is_served_by_a_gateway_that_never_saw_it() {
     assert_eq!(read, offsets);
 
     let ahead = second
-        .heartbeat(&coordinator2, &group, &member, epoch + 5, None, -1)
+        .heartbeat(&coordinator2, &group, &member, epoch + 5, None, -1, None)
         .expect("answered");
     assert_eq!(ahead.error, FENCED_MEMBER_EPOCH, "{ahead:?}");
 
     // Leaving: epoch -1, from either gateway.
     let left = second
-        .heartbeat(&coordinator2, &group, &member, -1, None, -1)
+        .heartbeat(&coordinator2, &group, &member, -1, None, -1, None)
         .expect("leave");
     assert_eq!(left.error, 0, "{left:?}");
     let members = first
         .describe_members(&coordinator, &group)
         .expect("describe");
     assert!(members.iter().all(|m| m.member_id != member), "{members:?}");
+}
+
+/// Heartbeats every consumer through the gateways in turn (each call to the
+/// next one, as a round-robin proxy would send them) until every consumer holds
+/// some partitions and together they hold each of `partitions` exactly once;
+/// returns them by consumer.
+fn settle(
+    gateways: &[&Members],
+    group: &str,
+    topic: &str,
+    consumers: &[&str],
+    partitions: usize,
+) -> Vec<Vec<i32>> {
+    let mut turn = 0;
+    let mut last = Vec::new();
+    for _ in 0..200 {
+        last = consumers
+            .iter()
+            .map(|c| {
+                turn += 1;
+                let a = gateways[turn % gateways.len()]
+                    .heartbeat(group, c, &[topic])
+                    .expect("heartbeat");
+                a.partitions
+                    .iter()
+                    .filter(|(t, _)| t == topic)
+                    .flat_map(|(_, ps)| ps.clone())
+                    .collect::<Vec<i32>>()
+            })
+            .collect();
+        let mut all: Vec<i32> = last.iter().flatten().copied().collect();
+        all.sort_unstable();
+        if all == (0..partitions as i32).collect::<Vec<_>>() && last.iter().all(|ps| !ps.is_empty())
+        {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("the assignments never settled: {last:?}");
+}
+
+/// Members served alternately by two gateways: three consumers of a 6-partition
+/// topic get disjoint assignments covering every partition; after one leaves,
+/// the other two cover them all; commits from a member that left or at an epoch
+/// the member never had are refused, one at the current epoch is read back
+/// through the other gateway.
+#[test]
+fn members_move_between_gateways() {
+    let Some(bootstrap) = kafka_bootstrap("members_move_between_gateways") else {
+        return;
+    };
+    let run = format!("{:08x}", rand::random::<u32>());
+    let (name, group) = (format!("members-{run}"), format!("members-group-{run}"));
+    topic(&bootstrap, &name, 6);
+    let gateway = || {
+        Members::new(
+            &bootstrap,
+            &[],
+            Duration::from_secs(10),
+            Duration::from_secs(10),
+        )
+        .expect("plaintext")
+    };
+    let (a, b) = (gateway(), gateway());
+    assert_eq!(
+        Members::member_id(&group, "c1"),
+        Members::member_id(&group, "c1")
+    );
+    assert_ne!(
+        Members::member_id(&group, "c1"),
+        Members::member_id(&group, "c2")
+    );
+    let three = settle(&[&a, &b], &group, &name, &["c1", "c2", "c3"], 6);
+    assert_eq!(three.iter().map(Vec::len).sum::<usize>(), 6, "{three:?}");
+
+    let c3 = a.heartbeat(&group, "c3", &[&name]).expect("heartbeat");
+    a.leave(&group, "c3").expect("leave");
+    let two = settle(&[&b, &a], &group, &name, &["c1", "c2"], 6);
+    assert_eq!(two.iter().map(Vec::len).sum::<usize>(), 6, "{two:?}");
+
+    // A member that left commits nothing, and neither does an epoch ahead of
+    // the coordinator's.
+    let gone: Vec<(i32, i64)> = three[2].iter().map(|&p| (p, 3)).collect();
+    assert!(
+        matches!(
+            b.commit(&group, "c3", c3.epoch, &name, &gone),
+            Err(MemberError::Stale(_))
+        ),
+        "a commit from a member that left"
+    );
+    let now = b.heartbeat(&group, "c1", &[&name]).expect("heartbeat");
+    let owned: Vec<i32> = now
+        .partitions
+        .iter()
+        .flat_map(|(_, ps)| ps.clone())
+        .collect();
+    assert!(!owned.is_empty(), "{now:?}");
+    let offsets: Vec<(i32, i64)> = owned.iter().map(|&p| (p, 7)).collect();
+    assert!(
+        matches!(
+            a.commit(&group, "c1", now.epoch + 1, &name, &offsets),
+            Err(MemberError::Stale(_))
+        ),
+        "a commit at an epoch the member never had"
+    );
+    a.commit(&group, "c1", now.epoch, &name, &offsets)
+        .expect("commit at the current epoch");
+    let mut read = b.committed(&group, &name, &owned).expect("committed");
+    read.sort_unstable();
+    assert_eq!(read, offsets);
+    for c in ["c1", "c2"] {
+        b.leave(&group, c).expect("leave");
+    }
 }

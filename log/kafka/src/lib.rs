@@ -29,6 +29,7 @@
 mod catalog;
 mod dedupe;
 mod engine;
+pub mod members;
 mod read;
 mod record;
 pub mod wire;

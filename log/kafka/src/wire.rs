@@ -24,9 +24,10 @@ use kafka_protocol::messages::{
     ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
     ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DescribeLogDirsRequest,
     DescribeLogDirsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
-    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse,
-    RequestHeader, TopicName,
+    MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, RequestHeader, TopicName,
     describe_log_dirs_request::DescribableLogDirTopic,
+    metadata_request::MetadataRequestTopic,
     offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
     offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics},
 };
@@ -145,7 +146,10 @@ impl Wire {
     }
 
     /// Heartbeats for `member_id` of `group` at `epoch` (0 joins, -1 leaves);
-    /// `subscribe` names the topics when joining or changing them.
+    /// `subscribe` names the topics when joining or changing them; `owned` is
+    /// what the member holds now, by topic id (how it acknowledges giving
+    /// partitions up; none: unchanged).
+    #[allow(clippy::too_many_arguments)]
     pub fn heartbeat(
         &self,
         coordinator: &str,
@@ -154,6 +158,7 @@ impl Wire {
         epoch: i32,
         subscribe: Option<&[&str]>,
         rebalance_timeout_ms: i32,
+        owned: Option<&[([u8; 16], Vec<i32>)]>,
     ) -> Result<Heartbeat, String> {
         let mut request = ConsumerGroupHeartbeatRequest::default()
             .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
@@ -166,9 +171,18 @@ impl Wire {
                     .collect()
             }));
         if epoch == 0 {
-            request = request
-                .with_topic_partitions(Some(Vec::new()))
-                .with_server_assignor(None);
+            request = request.with_topic_partitions(Some(Vec::new()));
+        } else if let Some(owned) = owned {
+            request = request.with_topic_partitions(Some(
+                owned
+                    .iter()
+                    .map(|(id, ps)| {
+                        kafka_protocol::messages::consumer_group_heartbeat_request::TopicPartitions::default()
+                            .with_topic_id(uuid::Uuid::from_bytes(*id))
+                            .with_partitions(ps.clone())
+                    })
+                    .collect(),
+            ));
         }
         let r: ConsumerGroupHeartbeatResponse =
             self.call(coordinator, ApiKey::ConsumerGroupHeartbeat, 1, &request)?;
@@ -301,6 +315,30 @@ impl Wire {
             }
         }
         Ok(out)
+    }
+
+    /// The topic ids of `topics`, asked of the broker at `addr` (topics it does
+    /// not know are left out).
+    pub fn topic_ids(
+        &self,
+        addr: &str,
+        topics: &[&str],
+    ) -> Result<Vec<(String, [u8; 16])>, String> {
+        let request = MetadataRequest::default().with_topics(Some(
+            topics
+                .iter()
+                .map(|t| {
+                    MetadataRequestTopic::default()
+                        .with_name(Some(TopicName(StrBytes::from_string(t.to_string()))))
+                })
+                .collect(),
+        ));
+        let r: MetadataResponse = self.call(addr, ApiKey::Metadata, 12, &request)?;
+        Ok(r.topics
+            .into_iter()
+            .filter(|t| t.error_code == 0)
+            .filter_map(|t| Some((t.name?.0.to_string(), *t.topic_id.as_bytes())))
+            .collect())
     }
 
     /// Sends one request of `key` at `version` to `addr` and reads its response.

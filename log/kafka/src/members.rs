@@ -1,0 +1,380 @@
+//! Consumer-group members that live in no client process (KIP-848): a Sluice
+//! consumer of a group is a Kafka group member whose id is derived from the group
+//! and the consumer id, and whose state (epoch, assignment, committed offsets)
+//! the group's coordinator keeps. Any gateway can serve its next poll: one that
+//! has not seen the member, or whose idea of its epoch is stale, heartbeats with
+//! epoch 0 and the subscription, which the coordinator answers with the member's
+//! current epoch and partitions without fencing it (see `wire`).
+//!
+//! Each call is a blocking round trip to the coordinator (found once per group,
+//! found again when it moves).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::engine::Fnv;
+use crate::wire::Wire;
+
+const UNKNOWN_MEMBER_ID: i16 = 25;
+const ILLEGAL_GENERATION: i16 = 22;
+const COORDINATOR_LOAD_IN_PROGRESS: i16 = 14;
+const COORDINATOR_NOT_AVAILABLE: i16 = 15;
+const NOT_COORDINATOR: i16 = 16;
+const FENCED_MEMBER_EPOCH: i16 = 110;
+const STALE_MEMBER_EPOCH: i16 = 113;
+
+/// How many times a call looks for a moved coordinator before giving up.
+const COORDINATOR_TRIES: usize = 5;
+
+/// A member's partitions, as its coordinator last told them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assignment {
+    /// The member's epoch: its fencing token.
+    pub epoch: i32,
+    /// Its partitions, by topic name, ascending.
+    pub partitions: Vec<(String, Vec<i32>)>,
+    /// How often the coordinator wants to hear from the member.
+    pub heartbeat_interval: Duration,
+}
+
+/// A member as this gateway last heard of it.
+#[derive(Debug, Clone)]
+struct Known {
+    /// Its subscription, sorted.
+    topics: Vec<String>,
+    assignment: Assignment,
+    /// The assignment by topic id, as the coordinator gave it.
+    owned: Vec<([u8; 16], Vec<i32>)>,
+}
+
+/// Why a member call was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberError {
+    /// The member's epoch is not the coordinator's (a commit from before a
+    /// rebalance).
+    Stale(String),
+    /// The cluster could not be asked.
+    Unavailable(String),
+}
+
+/// Members of any group, served through their coordinators.
+pub struct Members {
+    wire: Wire,
+    bootstrap: String,
+    rebalance_timeout_ms: i32,
+    coordinators: Mutex<HashMap<String, String>>,
+    /// What this gateway last heard of each (group, consumer).
+    known: Mutex<HashMap<(String, String), Known>>,
+    /// Topic names by topic id.
+    names: Mutex<HashMap<[u8; 16], String>>,
+}
+
+impl Members {
+    /// Members served through the brokers at `bootstrap`, or none when the
+    /// listener is not plaintext.
+    pub fn new(
+        bootstrap: &str,
+        client: &[(String, String)],
+        timeout: Duration,
+        rebalance_timeout: Duration,
+    ) -> Option<Members> {
+        Some(Members {
+            wire: Wire::new(client, timeout)?,
+            bootstrap: bootstrap.to_string(),
+            rebalance_timeout_ms: rebalance_timeout.as_millis().min(i32::MAX as u128) as i32,
+            coordinators: Mutex::default(),
+            known: Mutex::default(),
+            names: Mutex::default(),
+        })
+    }
+
+    /// The Kafka member id of `consumer` in `group`: the same on every gateway.
+    pub fn member_id(group: &str, consumer: &str) -> String {
+        let (mut a, mut b) = (Fnv::new(), Fnv::new());
+        a.write(group.as_bytes());
+        a.write(&[0]);
+        a.write(consumer.as_bytes());
+        b.write(consumer.as_bytes());
+        b.write(&[0]);
+        b.write(group.as_bytes());
+        format!("sluice-{:016x}{:016x}", a.0, b.0)
+    }
+
+    /// Heartbeats for `consumer` of `group`, subscribed to `topics`; answers its
+    /// epoch and partitions. A member this gateway does not know (or knows at an
+    /// epoch the coordinator no longer has) joins with epoch 0, which for a member
+    /// the group has is answered with its current state.
+    pub fn heartbeat(
+        &self,
+        group: &str,
+        consumer: &str,
+        topics: &[&str],
+    ) -> Result<Assignment, MemberError> {
+        let key = (group.to_string(), consumer.to_string());
+        let id = Self::member_id(group, consumer);
+        let mut wanted: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
+        let known = self.known.lock().expect("members lock").get(&key).cloned();
+        let mut epoch = known.as_ref().map_or(0, |k| k.assignment.epoch);
+        for _ in 0..2 {
+            // The subscription goes with a join and with a change of topics.
+            let resubscribe = epoch == 0 || known.as_ref().is_none_or(|k| k.topics != wanted);
+            let hb = self.with_coordinator(group, |c| {
+                let timeout = if epoch == 0 {
+                    self.rebalance_timeout_ms
+                } else {
+                    -1
+                };
+                // What the member holds is what it was last told (the poll's
+                // answer carries its assignment): reporting it acknowledges
+                // what it gave up, so those partitions can move on.
+                let owned = known
+                    .as_ref()
+                    .filter(|_| epoch != 0)
+                    .map(|k| k.owned.as_slice());
+                self.wire.heartbeat(
+                    c,
+                    group,
+                    &id,
+                    epoch,
+                    resubscribe.then_some(topics),
+                    timeout,
+                    owned,
+                )
+            })?;
+            match hb.error {
+                0 => {}
+                FENCED_MEMBER_EPOCH | UNKNOWN_MEMBER_ID if epoch != 0 => {
+                    epoch = 0;
+                    continue;
+                }
+                _ => {
+                    return Err(MemberError::Unavailable(format!(
+                        "heartbeat: {}",
+                        hb.error_name.unwrap_or_default()
+                    )));
+                }
+            }
+            let owned = match hb.assignment {
+                Some(a) => a,
+                None => match &known {
+                    Some(k) if epoch != 0 => k.owned.clone(),
+                    _ => Vec::new(),
+                },
+            };
+            let partitions = self.named(group, topics, &owned)?;
+            let assignment = Assignment {
+                epoch: hb.member_epoch,
+                partitions,
+                heartbeat_interval: Duration::from_millis(hb.heartbeat_interval_ms.max(0) as u64),
+            };
+            self.known.lock().expect("members lock").insert(
+                key,
+                Known {
+                    topics: wanted,
+                    assignment: assignment.clone(),
+                    owned,
+                },
+            );
+            return Ok(assignment);
+        }
+        Err(MemberError::Unavailable(
+            "heartbeat: fenced twice in a row".into(),
+        ))
+    }
+
+    /// Commits `offsets` (next offset to read, by partition) of `topic` as
+    /// `consumer` at `epoch`.
+    pub fn commit(
+        &self,
+        group: &str,
+        consumer: &str,
+        epoch: i32,
+        topic: &str,
+        offsets: &[(i32, i64)],
+    ) -> Result<(), MemberError> {
+        let id = Self::member_id(group, consumer);
+        let errors = self.with_coordinator(group, |c| {
+            self.wire
+                .commit_offsets(c, group, &id, epoch, topic, offsets)
+                .map(Codes)
+        })?;
+        for (p, e) in errors.0 {
+            match e {
+                0 => {}
+                STALE_MEMBER_EPOCH | ILLEGAL_GENERATION | UNKNOWN_MEMBER_ID
+                | FENCED_MEMBER_EPOCH => {
+                    return Err(MemberError::Stale(format!(
+                        "epoch {epoch} is not the member's current one (partition {p})"
+                    )));
+                }
+                other => {
+                    return Err(MemberError::Unavailable(format!(
+                        "commit of partition {p}: error {other}"
+                    )));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The committed offsets of `partitions` of `topic` for `group` (-1 where
+    /// none is).
+    pub fn committed(
+        &self,
+        group: &str,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<Vec<(i32, i64)>, MemberError> {
+        self.with_coordinator(group, |c| {
+            self.wire
+                .committed_offsets(c, group, None, -1, topic, partitions)
+                .map(Offsets)
+        })
+        .map(|a| a.0)
+    }
+
+    /// Takes `consumer` out of `group`; its partitions go to the others at their
+    /// next heartbeat.
+    pub fn leave(&self, group: &str, consumer: &str) -> Result<(), MemberError> {
+        let id = Self::member_id(group, consumer);
+        self.known
+            .lock()
+            .expect("members lock")
+            .remove(&(group.to_string(), consumer.to_string()));
+        let hb = self.with_coordinator(group, |c| {
+            self.wire.heartbeat(c, group, &id, -1, None, -1, None)
+        })?;
+        match hb.error {
+            0 | UNKNOWN_MEMBER_ID => Ok(()),
+            _ => Err(MemberError::Unavailable(format!(
+                "leave: {}",
+                hb.error_name.unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// Runs `call` against `group`'s coordinator, finding it again when it moved.
+    fn with_coordinator<T: CoordinatorError>(
+        &self,
+        group: &str,
+        call: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<T, MemberError> {
+        let mut last = String::new();
+        for attempt in 0..COORDINATOR_TRIES {
+            let known = self
+                .coordinators
+                .lock()
+                .expect("coordinators lock")
+                .get(group)
+                .cloned();
+            let coordinator = match known {
+                Some(c) => c,
+                None => {
+                    let c = self
+                        .wire
+                        .find_coordinator(&self.bootstrap, group)
+                        .map_err(MemberError::Unavailable)?;
+                    self.coordinators
+                        .lock()
+                        .expect("coordinators lock")
+                        .insert(group.to_string(), c.clone());
+                    c
+                }
+            };
+            match call(&coordinator) {
+                Ok(answer) if !answer.moved() => return Ok(answer),
+                Ok(_) => last = format!("{coordinator} is no longer the coordinator"),
+                Err(e) => last = e,
+            }
+            self.coordinators
+                .lock()
+                .expect("coordinators lock")
+                .remove(group);
+            if attempt > 0 {
+                std::thread::sleep(Duration::from_millis(100 << attempt.min(4)));
+            }
+        }
+        Err(MemberError::Unavailable(last))
+    }
+
+    /// Names the topic ids of an assignment, asking the cluster for the ids of
+    /// `topics` when one is not known yet.
+    fn named(
+        &self,
+        group: &str,
+        topics: &[&str],
+        assignment: &[([u8; 16], Vec<i32>)],
+    ) -> Result<Vec<(String, Vec<i32>)>, MemberError> {
+        let missing = {
+            let names = self.names.lock().expect("names lock");
+            assignment.iter().any(|(id, _)| !names.contains_key(id))
+        };
+        if missing {
+            let coordinator = self
+                .coordinators
+                .lock()
+                .expect("coordinators lock")
+                .get(group)
+                .cloned()
+                .unwrap_or_else(|| self.bootstrap.split(',').next().unwrap_or("").to_string());
+            let ids = self
+                .wire
+                .topic_ids(&coordinator, topics)
+                .map_err(MemberError::Unavailable)?;
+            let mut names = self.names.lock().expect("names lock");
+            for (name, id) in ids {
+                names.insert(id, name);
+            }
+        }
+        let names = self.names.lock().expect("names lock");
+        let mut out: Vec<(String, Vec<i32>)> = assignment
+            .iter()
+            .filter_map(|(id, ps)| {
+                let mut ps = ps.clone();
+                ps.sort_unstable();
+                Some((names.get(id)?.clone(), ps))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Whether an answer says the coordinator moved (ask again elsewhere).
+trait CoordinatorError {
+    fn moved(&self) -> bool;
+}
+
+impl CoordinatorError for crate::wire::Heartbeat {
+    fn moved(&self) -> bool {
+        is_moved(self.error)
+    }
+}
+
+/// A commit's answer: an error code per partition.
+struct Codes(Vec<(i32, i16)>);
+
+impl CoordinatorError for Codes {
+    fn moved(&self) -> bool {
+        self.0.iter().any(|(_, e)| is_moved(*e))
+    }
+}
+
+/// Committed offsets by partition (a moved coordinator is an error there).
+struct Offsets(Vec<(i32, i64)>);
+
+impl CoordinatorError for Offsets {
+    fn moved(&self) -> bool {
+        false
+    }
+}
+
+fn is_moved(code: i16) -> bool {
+    matches!(
+        code,
+        NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE | COORDINATOR_LOAD_IN_PROGRESS
+    )
+}
