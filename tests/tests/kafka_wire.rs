@@ -302,3 +302,124 @@ fn members_move_between_gateways() {
         b.leave(&group, c).expect("leave");
     }
 }
+
+/// A child process killed when dropped (so a failing test leaves none behind).
+struct Stopped(std::process::Child);
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A Java consumer (Kafka's console consumer, `group.protocol=consumer`) and
+/// Sluice members of one group share the topic's partitions: together they hold
+/// each exactly once; when the Java consumer stops, the Sluice members take its
+/// partitions.
+#[test]
+fn a_java_consumer_and_sluice_members_share_one_group() {
+    let Some(bootstrap) = kafka_bootstrap("a_java_consumer_and_sluice_members_share_one_group")
+    else {
+        return;
+    };
+    let run = format!("{:08x}", rand::random::<u32>());
+    let (name, group) = (format!("java-{run}"), format!("java-group-{run}"));
+    topic(&bootstrap, &name, 6);
+    let cluster = sluice_tests::workspace_root().join("tests/kafka/cluster");
+    let java = std::process::Command::new(&cluster)
+        .args([
+            "run",
+            "org.apache.kafka.tools.consumer.ConsoleConsumer",
+            "--bootstrap-server",
+            &bootstrap,
+            "--topic",
+            &name,
+            "--group",
+            &group,
+            "--consumer-property",
+            "group.protocol=consumer",
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start the console consumer (tests/kafka/cluster run)");
+    let mut java = Stopped(java);
+    let members = Members::new(
+        &bootstrap,
+        &[],
+        Duration::from_secs(10),
+        Duration::from_secs(10),
+    )
+    .expect("plaintext");
+    let wire = Wire::new(&[], Duration::from_secs(10)).expect("plaintext");
+    let coordinator = wire
+        .find_coordinator(&bootstrap, &group)
+        .expect("find the coordinator");
+    // Until the group has the Java member and ours, and all of them together
+    // hold each partition once with every member holding some.
+    let mut described = Vec::new();
+    let mut shared = false;
+    for _ in 0..300 {
+        for c in ["s1", "s2"] {
+            members.heartbeat(&group, c, &[&name]).expect("heartbeat");
+        }
+        described = wire
+            .describe_members(&coordinator, &group)
+            .expect("describe");
+        let mut all: Vec<i32> = described
+            .iter()
+            .flat_map(|m| m.assignment.iter().flat_map(|(_, ps)| ps.clone()))
+            .collect();
+        all.sort_unstable();
+        if described.len() == 3
+            && all == vec![0, 1, 2, 3, 4, 5]
+            && described.iter().all(|m| !m.assignment.is_empty())
+        {
+            shared = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ours = [
+        Members::member_id(&group, "s1"),
+        Members::member_id(&group, "s2"),
+    ];
+    // SIGTERM: the console consumer leaves the group as it stops.
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", &java.0.id().to_string()])
+        .status();
+    let _ = java.0.wait();
+    assert!(
+        shared,
+        "the Java consumer and ours never shared the group: {described:?}"
+    );
+    assert!(
+        described.iter().any(|m| !ours.contains(&m.member_id)),
+        "{described:?}"
+    );
+    // The Java consumer left; ours take its partitions.
+    let mut held = Vec::new();
+    for _ in 0..600 {
+        held = ["s1", "s2"]
+            .iter()
+            .flat_map(|c| {
+                members
+                    .heartbeat(&group, c, &[&name])
+                    .expect("heartbeat")
+                    .partitions
+                    .into_iter()
+                    .flat_map(|(_, ps)| ps)
+            })
+            .collect();
+        held.sort_unstable();
+        if held == vec![0, 1, 2, 3, 4, 5] {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(held, vec![0, 1, 2, 3, 4, 5]);
+    for c in ["s1", "s2"] {
+        members.leave(&group, c).expect("leave");
+    }
+}
