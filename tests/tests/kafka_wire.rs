@@ -423,3 +423,57 @@ fn a_java_consumer_and_sluice_members_share_one_group() {
         members.leave(&group, c).expect("leave");
     }
 }
+
+/// A group's session timeout is its own (a group config on the brokers): a
+/// member that stops heartbeating is dropped once it runs out, and a value
+/// below the brokers' minimum is refused with their reason.
+#[test]
+fn a_groups_session_timeout_drops_a_silent_member() {
+    let Some(bootstrap) = kafka_bootstrap("a_groups_session_timeout_drops_a_silent_member") else {
+        return;
+    };
+    let run = format!("{:08x}", rand::random::<u32>());
+    let (name, group) = (format!("session-{run}"), format!("session-group-{run}"));
+    topic(&bootstrap, &name, 2);
+    let members = Members::new(
+        &bootstrap,
+        &[],
+        Duration::from_secs(10),
+        Duration::from_secs(10),
+    )
+    .expect("plaintext");
+    // The test cluster's minimum is 1 s (group.consumer.min.session.timeout.ms).
+    match members.set_session_timeout(
+        &group,
+        Duration::from_millis(200),
+        Duration::from_millis(100),
+    ) {
+        Err(MemberError::Invalid(why)) => assert!(
+            why.contains("INVALID_CONFIG") || why.contains("InvalidConfig"),
+            "{why}"
+        ),
+        other => panic!("a session timeout below the brokers' minimum: {other:?}"),
+    }
+    members
+        .set_session_timeout(&group, Duration::from_secs(2), Duration::from_millis(500))
+        .expect("set the session timeout");
+    let joined = members.heartbeat(&group, "quiet", &[&name]).expect("join");
+    assert_eq!(joined.heartbeat_interval, Duration::from_millis(500));
+    let wire = Wire::new(&[], Duration::from_secs(10)).expect("plaintext");
+    let coordinator = wire
+        .find_coordinator(&bootstrap, &group)
+        .expect("coordinator");
+    let id = Members::member_id(&group, "quiet");
+    let mut gone = false;
+    for _ in 0..300 {
+        let described = wire
+            .describe_members(&coordinator, &group)
+            .expect("describe");
+        if described.iter().all(|m| m.member_id != id) {
+            gone = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gone, "the silent member was never dropped");
+}

@@ -56,6 +56,8 @@ pub enum MemberError {
     Stale(String),
     /// The cluster could not be asked.
     Unavailable(String),
+    /// The cluster refused a setting.
+    Invalid(String),
 }
 
 /// Members of any group, served through their coordinators.
@@ -234,6 +236,36 @@ impl Members {
                 .map(Offsets)
         })
         .map(|a| a.0)
+    }
+
+    /// Sets `group`'s session timeout (how long a member that stops polling
+    /// keeps its partitions) and the heartbeat interval its members are asked
+    /// for. The brokers bound both (`group.consumer.min.session.timeout.ms`,
+    /// `group.consumer.max.session.timeout.ms`, and the same for the heartbeat
+    /// interval); a value outside them is refused.
+    pub fn set_session_timeout(
+        &self,
+        group: &str,
+        session: Duration,
+        heartbeat: Duration,
+    ) -> Result<(), MemberError> {
+        let addr = self.bootstrap.split(',').next().unwrap_or_default().trim();
+        self.wire
+            .set_group_configs(
+                addr,
+                group,
+                &[
+                    (
+                        "consumer.session.timeout.ms",
+                        session.as_millis().to_string(),
+                    ),
+                    (
+                        "consumer.heartbeat.interval.ms",
+                        heartbeat.as_millis().to_string(),
+                    ),
+                ],
+            )
+            .map_err(MemberError::Invalid)
     }
 
     /// Takes `consumer` out of `group`; its partitions go to the others at their

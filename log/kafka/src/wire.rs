@@ -24,9 +24,11 @@ use kafka_protocol::messages::{
     ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
     ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DescribeLogDirsRequest,
     DescribeLogDirsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
-    MetadataRequest, MetadataResponse, OffsetCommitRequest, OffsetCommitResponse,
-    OffsetFetchRequest, OffsetFetchResponse, RequestHeader, TopicName,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, MetadataRequest,
+    MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
+    OffsetFetchResponse, RequestHeader, TopicName,
     describe_log_dirs_request::DescribableLogDirTopic,
+    incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
     metadata_request::MetadataRequestTopic,
     offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic},
     offset_fetch_request::{OffsetFetchRequestGroup, OffsetFetchRequestTopics},
@@ -315,6 +317,49 @@ impl Wire {
             }
         }
         Ok(out)
+    }
+
+    /// Sets `configs` (name, value) of `group` (a GROUP config resource, e.g.
+    /// `consumer.session.timeout.ms`), asked of the broker at `addr`.
+    pub fn set_group_configs(
+        &self,
+        addr: &str,
+        group: &str,
+        configs: &[(&str, String)],
+    ) -> Result<(), String> {
+        const GROUP: i8 = 32;
+        const SET: i8 = 0;
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
+            AlterConfigsResource::default()
+                .with_resource_type(GROUP)
+                .with_resource_name(StrBytes::from_string(group.to_string()))
+                .with_configs(
+                    configs
+                        .iter()
+                        .map(|(k, v)| {
+                            AlterableConfig::default()
+                                .with_name(StrBytes::from_string(k.to_string()))
+                                .with_config_operation(SET)
+                                .with_value(Some(StrBytes::from_string(v.clone())))
+                        })
+                        .collect(),
+                ),
+        ]);
+        let r: IncrementalAlterConfigsResponse =
+            self.call(addr, ApiKey::IncrementalAlterConfigs, 1, &request)?;
+        for resource in r.responses {
+            if resource.error_code != 0 {
+                return Err(format!(
+                    "{}: {}",
+                    error_name(resource.error_code),
+                    resource
+                        .error_message
+                        .map(|m| m.to_string())
+                        .unwrap_or_default()
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// The topic ids of `topics`, asked of the broker at `addr` (topics it does
