@@ -28,6 +28,38 @@ fn topic(bootstrap: &str, name: &str, partitions: i32) {
     assert!(made.iter().all(|r| r.is_ok()), "{made:?}");
 }
 
+/// The cluster, and a topic of `partitions` with a group name, both new, for
+/// `test` (None when `SLUICE_TEST_SKIP` names kafka).
+fn setup(test: &str, partitions: i32) -> Option<(String, String, String)> {
+    let bootstrap = kafka_bootstrap(test)?;
+    let run = format!("{:08x}", rand::random::<u32>());
+    let (name, group) = (format!("{test}-{run}"), format!("{test}-group-{run}"));
+    topic(&bootstrap, &name, partitions);
+    Some((bootstrap, name, group))
+}
+
+/// A gateway's members (10 s calls, 10 s rebalance timeout).
+fn members(bootstrap: &str) -> Members {
+    Members::new(
+        bootstrap,
+        &[],
+        Duration::from_secs(10),
+        Duration::from_secs(10),
+    )
+    .expect("plaintext")
+}
+
+/// A full heartbeat (epoch 0 with the subscription to `topic`) for `member`.
+fn join(
+    wire: &Wire,
+    coordinator: &str,
+    group: &str,
+    member: &str,
+    topic: &str,
+) -> Result<sluice_kafka::wire::Heartbeat, String> {
+    wire.heartbeat(coordinator, group, member, 0, Some(&[topic]), 30_000, None)
+}
+
 /// A member is its id and epoch, bound to no connection: a second gateway that
 /// never saw member M learns M's epoch and partitions from the broker, by a full
 /// heartbeat (epoch 0 with the subscription) or by `ConsumerGroupDescribe`, and
@@ -37,17 +69,12 @@ fn topic(bootstrap: &str, name: &str, partitions: i32) {
 /// from either gateway removes M.
 #[test]
 fn a_member_is_served_by_a_gateway_that_never_saw_it() {
-    let Some(bootstrap) = kafka_bootstrap("a_member_is_served_by_a_gateway_that_never_saw_it")
+    let Some((bootstrap, name, group)) =
+        setup("a_member_is_served_by_a_gateway_that_never_saw_it", 6)
     else {
         return;
     };
-    let run = format!("{:08x}", rand::random::<u32>());
-    let (name, group, member) = (
-        format!("wire-{run}"),
-        format!("wire-group-{run}"),
-        format!("sluice-{run}-m"),
-    );
-    topic(&bootstrap, &name, 6);
+    let member = format!("{group}-m");
     let first = Wire::new(&[], Duration::from_secs(10)).expect("plaintext");
     let coordinator = first
         .find_coordinator(&bootstrap, &group)
@@ -55,17 +82,7 @@ fn a_member_is_served_by_a_gateway_that_never_saw_it() {
 
     // The first gateway joins M; the topic may take a moment to reach the
     // coordinator's metadata, so heartbeat until M holds all six partitions.
-    let mut hb = first
-        .heartbeat(
-            &coordinator,
-            &group,
-            &member,
-            0,
-            Some(&[&name]),
-            30_000,
-            None,
-        )
-        .expect("join");
+    let mut hb = join(&first, &coordinator, &group, &member, &name).expect("join");
     assert_eq!(hb.error, 0, "{hb:?}");
     let mut epoch = hb.member_epoch;
     let mut owned = 0;
@@ -94,16 +111,7 @@ fn a_member_is_served_by_a_gateway_that_never_saw_it() {
     assert_eq!(coordinator2, coordinator);
     // Joining again with epoch 0 (a full heartbeat) is answered with M's epoch
     // and partitions: M is not fenced, and the first gateway carries on.
-    let joined = second
-        .heartbeat(
-            &coordinator2,
-            &group,
-            &member,
-            0,
-            Some(&[&name]),
-            30_000,
-            None,
-        )
+    let joined = join(&second, &coordinator2, &group, &member, &name)
         .expect("a join for a known member is answered");
     assert_eq!(joined.error, 0, "{joined:?}");
     assert!(joined.member_epoch >= epoch, "{joined:?}");
@@ -236,22 +244,10 @@ fn settle(
 /// through the other gateway.
 #[test]
 fn members_move_between_gateways() {
-    let Some(bootstrap) = kafka_bootstrap("members_move_between_gateways") else {
+    let Some((bootstrap, name, group)) = setup("members_move_between_gateways", 6) else {
         return;
     };
-    let run = format!("{:08x}", rand::random::<u32>());
-    let (name, group) = (format!("members-{run}"), format!("members-group-{run}"));
-    topic(&bootstrap, &name, 6);
-    let gateway = || {
-        Members::new(
-            &bootstrap,
-            &[],
-            Duration::from_secs(10),
-            Duration::from_secs(10),
-        )
-        .expect("plaintext")
-    };
-    let (a, b) = (gateway(), gateway());
+    let (a, b) = (members(&bootstrap), members(&bootstrap));
     assert_eq!(
         Members::member_id(&group, "c1"),
         Members::member_id(&group, "c1")
@@ -319,13 +315,11 @@ impl Drop for Stopped {
 /// partitions.
 #[test]
 fn a_java_consumer_and_sluice_members_share_one_group() {
-    let Some(bootstrap) = kafka_bootstrap("a_java_consumer_and_sluice_members_share_one_group")
+    let Some((bootstrap, name, group)) =
+        setup("a_java_consumer_and_sluice_members_share_one_group", 6)
     else {
         return;
     };
-    let run = format!("{:08x}", rand::random::<u32>());
-    let (name, group) = (format!("java-{run}"), format!("java-group-{run}"));
-    topic(&bootstrap, &name, 6);
     let cluster = sluice_tests::workspace_root().join("tests/kafka/cluster");
     let java = std::process::Command::new(&cluster)
         .args([
@@ -345,13 +339,7 @@ fn a_java_consumer_and_sluice_members_share_one_group() {
         .spawn()
         .expect("start the console consumer (tests/kafka/cluster run)");
     let mut java = Stopped(java);
-    let members = Members::new(
-        &bootstrap,
-        &[],
-        Duration::from_secs(10),
-        Duration::from_secs(10),
-    )
-    .expect("plaintext");
+    let members = members(&bootstrap);
     let wire = Wire::new(&[], Duration::from_secs(10)).expect("plaintext");
     let coordinator = wire
         .find_coordinator(&bootstrap, &group)
@@ -429,19 +417,11 @@ fn a_java_consumer_and_sluice_members_share_one_group() {
 /// below the brokers' minimum is refused with their reason.
 #[test]
 fn a_groups_session_timeout_drops_a_silent_member() {
-    let Some(bootstrap) = kafka_bootstrap("a_groups_session_timeout_drops_a_silent_member") else {
+    let Some((bootstrap, name, group)) = setup("a_groups_session_timeout_drops_a_silent_member", 2)
+    else {
         return;
     };
-    let run = format!("{:08x}", rand::random::<u32>());
-    let (name, group) = (format!("session-{run}"), format!("session-group-{run}"));
-    topic(&bootstrap, &name, 2);
-    let members = Members::new(
-        &bootstrap,
-        &[],
-        Duration::from_secs(10),
-        Duration::from_secs(10),
-    )
-    .expect("plaintext");
+    let members = members(&bootstrap);
     // The test cluster's minimum is 1 s (group.consumer.min.session.timeout.ms).
     match members.set_session_timeout(
         &group,
