@@ -28,6 +28,9 @@ use crate::read::Readers;
 use crate::record::outgoing;
 use crate::wire::Wire;
 
+/// How long reading partition sizes may take, per call.
+const SIZES_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How to reach the cluster.
 #[derive(Debug, Clone)]
 pub struct KafkaOptions {
@@ -218,7 +221,7 @@ impl Kafka {
             h.write(options.topic_prefix.as_bytes());
             format!("{:016x}", h.0)
         };
-        let wire = Wire::new(&options.client, Duration::from_secs(2));
+        let wire = Wire::new(&options.client, SIZES_TIMEOUT);
         let inner = Arc::new(Inner {
             wire,
             epoch,
@@ -783,11 +786,13 @@ impl Backend for Kafka {
 
     fn refresh_sizes(&self, topic: &Topic) {
         let inner = &self.inner;
+        // Only when sizes can be read, and only while the cluster answers: a
+        // topic's description never waits long for them.
+        if inner.wire.is_none() || !inner.reachable.load(Ordering::Acquire) {
+            return;
+        }
         let name = inner.kafka_name(topic.name());
-        let Ok(md) = inner
-            .meta
-            .fetch_metadata(Some(&name), inner.options.timeout)
-        else {
+        let Ok(md) = inner.meta.fetch_metadata(Some(&name), SIZES_TIMEOUT) else {
             return;
         };
         let mut led: HashMap<i32, Vec<(String, i32)>> = HashMap::new();
