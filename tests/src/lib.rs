@@ -176,6 +176,30 @@ impl Drop for Server {
     }
 }
 
+/// A test's WebSocket connection.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// The next text frame as JSON: within 20 s however many pings come between,
+/// else the test fails.
+pub async fn next_json(ws: &mut Ws) -> Value {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let m = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .expect("a text frame within 20 s")
+            .expect("socket open")
+            .expect("frame");
+        match m {
+            Message::Text(t) => return serde_json::from_str(&t).expect("a JSON frame"),
+            Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => continue,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}
+
 /// The storage engine the harness starts servers on: `SLUICE_TEST_ENGINE=kafka`
 /// runs every server that does not choose its own `--backend` on the Kafka test
 /// cluster (`SLUICE_KAFKA_BOOTSTRAP`), each under a topic prefix of its own so

@@ -204,16 +204,9 @@ async fn websocket_and_sse_over_kafka() {
     produce(&c, &s, &t, json!({ "records": records })).await;
     let mut seen = 0;
     while seen < 6 {
-        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("a frame within 20 s")
-            .unwrap()
-            .unwrap();
-        if let Message::Text(text) = m {
-            let f: Value = serde_json::from_str(&text).unwrap();
-            if f["type"] == "records" {
-                seen += f["records"].as_array().unwrap().len();
-            }
+        let f = sluice_tests::next_json(&mut ws).await;
+        if f["type"] == "records" {
+            seen += f["records"].as_array().unwrap().len();
         }
     }
     assert_eq!(seen, 6);
@@ -261,5 +254,32 @@ async fn what_kafka_does_not_offer_yet_is_refused_clearly() {
         assert_eq!(r.status(), 501, "{method} {path}");
         let p: Value = r.json().await.unwrap();
         assert_eq!(p["code"], "not_implemented", "{method} {path}: {p}");
+    }
+}
+
+/// A read that stopped at a partition's end, then a write, then a read from
+/// there: the record is there at once (the end-of-partition event the first
+/// read left behind does not end the second), every time.
+#[tokio::test]
+async fn reading_on_from_the_end_finds_what_was_written_since() {
+    let Some(s) = gateway("reading_on_from_the_end_finds_what_was_written_since") else {
+        return;
+    };
+    let c = client();
+    let t = unique("tail");
+    create_topic(&c, &s, &t, 1).await;
+    for i in 0..20u64 {
+        produce(&c, &s, &t, json!({"value": i, "partition": 0})).await;
+        let to_end = fetch(&c, &s, &t, 0, 2 * i, 10).await;
+        assert_eq!(to_end["next_offset"], 2 * i + 1, "{to_end}");
+        // A client's pause between reads: the end-of-partition event arrives.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        produce(&c, &s, &t, json!({"value": i, "partition": 0})).await;
+        let after = fetch(&c, &s, &t, 0, 2 * i + 1, 10).await;
+        assert_eq!(
+            after["records"].as_array().map(Vec::len),
+            Some(1),
+            "round {i}: {after}"
+        );
     }
 }

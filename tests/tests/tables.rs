@@ -460,25 +460,6 @@ async fn counts_survive_kill_9_exactly() {
     }
 }
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// The next text frame as JSON.
-async fn read_frame(ws: &mut Ws) -> Value {
-    use futures_util::StreamExt;
-    use tokio_tungstenite::tungstenite::Message;
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        if let Message::Text(t) = m {
-            return serde_json::from_str(&t).unwrap();
-        }
-    }
-}
-
 #[tokio::test]
 async fn row_changes_stream_over_websocket() {
     use futures_util::SinkExt;
@@ -503,7 +484,7 @@ async fn row_changes_stream_over_websocket() {
     ))
     .await
     .unwrap();
-    assert_eq!(read_frame(&mut ws).await["type"], "subscribed");
+    assert_eq!(sluice_tests::next_json(&mut ws).await["type"], "subscribed");
     produce(
         &c,
         &s,
@@ -514,7 +495,7 @@ async fn row_changes_stream_over_websocket() {
         ],
     )
     .await;
-    let f = read_frame(&mut ws).await;
+    let f = sluice_tests::next_json(&mut ws).await;
     assert_eq!(
         (f["type"].as_str(), f["key"].as_str()),
         (Some("row"), Some("c1")),
@@ -522,7 +503,7 @@ async fn row_changes_stream_over_websocket() {
     );
     assert_eq!(f["row"], json!({"n": 1}));
     produce(&c, &s, "people", vec![json!({"key": "c1", "value": null})]).await;
-    let f = read_frame(&mut ws).await;
+    let f = sluice_tests::next_json(&mut ws).await;
     assert_eq!(
         (f["key"].as_str(), f["row"].is_null()),
         (Some("c1"), true),
@@ -536,7 +517,10 @@ async fn row_changes_stream_over_websocket() {
     ))
     .await
     .unwrap();
-    assert_eq!(read_frame(&mut ws).await["code"], "table_not_found");
+    assert_eq!(
+        sluice_tests::next_json(&mut ws).await["code"],
+        "table_not_found"
+    );
 }
 
 #[tokio::test]

@@ -5,11 +5,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use sluice_tests::{Server, client, create_topic, fetch_all, rss_bytes};
+use sluice_tests::{Server, Ws, client, create_topic, fetch_all, next_json, rss_bytes};
 use tokio_tungstenite::tungstenite::Message;
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn connect(s: &Server) -> Ws {
     let url = format!("{}/v1/ws", s.base.replace("http://", "ws://"));
@@ -25,18 +22,7 @@ async fn send(ws: &mut Ws, v: Value) {
 
 /// The next JSON frame, skipping pings; panics after 20 s of silence.
 async fn next(ws: &mut Ws) -> Value {
-    loop {
-        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .expect("a frame within 20 s")
-            .expect("socket open")
-            .expect("frame");
-        match m {
-            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
-            Message::Ping(_) | Message::Pong(_) => continue,
-            other => panic!("unexpected {other:?}"),
-        }
-    }
+    next_json(ws).await
 }
 
 /// Reads `records` frames of subscription `id` until `n` records arrived.
@@ -338,11 +324,9 @@ async fn malformed_frames_get_error_frames_and_break_nothing() {
     ws.send(Message::Text("x".repeat(10_000).into()))
         .await
         .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let closed = loop {
-        match tokio::time::timeout(Duration::from_secs(20), ws.next())
-            .await
-            .unwrap()
-        {
+        match tokio::time::timeout_at(deadline, ws.next()).await.unwrap() {
             Some(Ok(Message::Close(f))) => break f.map(|f| u16::from(f.code)),
             Some(Ok(_)) => continue,
             Some(Err(_)) | None => break None,

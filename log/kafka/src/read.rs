@@ -26,6 +26,10 @@ const POOL: usize = 8;
 /// (readers of one partition in step leapfrog each other by a read or two).
 const SKIP_AHEAD: u64 = 4000;
 
+/// How long a read that has found nothing yet reads on past an end-of-partition
+/// event (which may be older than the records it is after).
+const EOF_GRACE: Duration = Duration::from_millis(200);
+
 /// How long a read waits for a record it knows exists.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -140,6 +144,7 @@ impl Readers {
                 reader.consumer.assign(&tpl).map_err(unavailable)?;
             }
             let deadline = Instant::now() + READ_TIMEOUT;
+            let eof_grace = Instant::now() + EOF_GRACE;
             let mut bytes = 0usize;
             while outcome.next_offset < end && outcome.records < max_records {
                 let Some(polled) = reader.consumer.poll(Duration::from_millis(50)) else {
@@ -151,8 +156,14 @@ impl Readers {
                 let m = match polled {
                     Ok(m) => m,
                     Err(KafkaError::PartitionEOF(_)) => {
-                        // Nothing more is readable: the rest up to `end` are
-                        // transaction markers or not yet stable.
+                        // An end-of-partition event queued when an earlier read
+                        // stopped at the end comes before the records written
+                        // since: give those a moment. Past it, nothing more is
+                        // readable: the rest up to `end` are transaction markers
+                        // or not yet stable.
+                        if outcome.records == 0 && Instant::now() < eof_grace {
+                            continue;
+                        }
                         break;
                     }
                     Err(KafkaError::MessageConsumption(
