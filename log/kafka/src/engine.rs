@@ -28,6 +28,22 @@ use crate::read::Readers;
 use crate::record::outgoing;
 use crate::wire::Wire;
 
+/// The partitions whose sizes to ask for, by the `host:port` of their leader
+/// (Kafka names).
+type SizeAsks = Vec<(String, Vec<(String, i32)>)>;
+
+/// Which broker of `md` leads each partition of `led` (by broker id): the size
+/// requests to send.
+fn size_asks(
+    md: &rdkafka::metadata::Metadata,
+    mut led: HashMap<i32, Vec<(String, i32)>>,
+) -> SizeAsks {
+    md.brokers()
+        .iter()
+        .filter_map(|b| Some((format!("{}:{}", b.host(), b.port()), led.remove(&b.id())?)))
+        .collect()
+}
+
 /// How long reading partition sizes may take, per call.
 const SIZES_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -82,6 +98,8 @@ struct Inner {
     options: KafkaOptions,
     /// Direct broker calls (partition sizes), when the listener is plaintext.
     wire: Option<Wire>,
+    /// Whether a round of size requests is under way.
+    sizing: AtomicBool,
     /// Sixteen hex digits from the cluster id and the topic prefix: the store's
     /// epoch (a topic's adds its id).
     epoch: String,
@@ -224,6 +242,7 @@ impl Kafka {
         let wire = Wire::new(&options.client, SIZES_TIMEOUT);
         let inner = Arc::new(Inner {
             wire,
+            sizing: AtomicBool::new(false),
             epoch,
             readers: Readers::new(consumer_config.clone()),
             options,
@@ -272,7 +291,8 @@ impl Kafka {
             )?
         };
         *inner.dedupe_seen.0.lock().expect("dedupe seen lock") = dedupe_next;
-        inner.refresh(true)?;
+        let asks = inner.refresh(true)?;
+        inner.publish_sizes(&asks);
         let tail = Tail::new(&consumer_config, &inner, catalog_next, dedupe_next)?;
         let weak = Arc::downgrade(&inner);
         let stop = inner.stop.clone();
@@ -375,8 +395,9 @@ impl Inner {
 
     /// Reads the cluster's topics into `topics`; with `offsets`, also every
     /// partition's start and end (new topics always get theirs). Ends move as the
-    /// tail consumer sees records; this catches retention moving starts.
-    fn refresh(&self, offsets: bool) -> Result<()> {
+    /// tail consumer sees records; this catches retention moving starts. Answers
+    /// the size requests for the partitions whose offsets it read.
+    fn refresh(&self, offsets: bool) -> Result<SizeAsks> {
         let opened = self.opened.swap(true, Ordering::AcqRel);
         let md = match self.meta.fetch_metadata(None, self.options.timeout) {
             Ok(md) => md,
@@ -449,31 +470,21 @@ impl Inner {
             }
             seen.insert(name.to_string(), topic);
         }
-        self.publish_sizes(&md, &led, &|name| seen.get(name).cloned());
         *self.topics.write().expect("topics lock") = seen;
-        Ok(())
+        Ok(size_asks(&md, led))
     }
 
-    /// Asks each broker of `md` the sizes of the partitions `led` says it leads
-    /// (by Kafka name) and publishes them on the topics `topic` finds by name.
-    fn publish_sizes(
-        &self,
-        md: &rdkafka::metadata::Metadata,
-        led: &HashMap<i32, Vec<(String, i32)>>,
-        topic: &dyn Fn(&str) -> Option<Arc<Topic>>,
-    ) {
+    /// Asks each broker the sizes of the partitions it leads, as `asks` lists
+    /// them, and publishes them on this gateway's topics.
+    fn publish_sizes(&self, asks: &SizeAsks) {
         let Some(wire) = &self.wire else {
             return;
         };
-        for b in md.brokers() {
-            let Some(partitions) = led.get(&b.id()) else {
-                continue;
-            };
-            let addr = format!("{}:{}", b.host(), b.port());
-            match wire.partition_sizes(&addr, partitions) {
+        for (addr, partitions) in asks {
+            match wire.partition_sizes(addr, partitions) {
                 Ok(sizes) => {
                     for ((t, p), bytes) in sizes {
-                        if let Some(topic) = self.sluice_name(&t).and_then(topic) {
+                        if let Some(topic) = self.sluice_name(&t).and_then(|n| self.topic(n)) {
                             topic.publish(p as u32, 0, 0, Some(bytes));
                         }
                     }
@@ -606,8 +617,18 @@ impl Tail {
             if last_refresh.elapsed() >= Duration::from_secs(1) {
                 last_refresh = Instant::now();
                 refreshes += 1;
-                if let Err(e) = inner.refresh(refreshes.is_multiple_of(10)) {
-                    tracing::warn!(error = %e, "reading the cluster's metadata failed");
+                match inner.refresh(refreshes.is_multiple_of(10)) {
+                    // Sizes are asked on a thread of their own, one round at a
+                    // time, so a broker slow to answer never holds up the tail.
+                    Ok(asks) if !asks.is_empty() && !inner.sizing.swap(true, Ordering::AcqRel) => {
+                        let i = inner.clone();
+                        spawn("sluice-kafka-sizes", move || {
+                            i.publish_sizes(&asks);
+                            i.sizing.store(false, Ordering::Release);
+                        });
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "reading the cluster's metadata failed"),
                 }
                 self.reassign(&inner);
             }
@@ -803,10 +824,7 @@ impl Backend for Kafka {
                     .push((name.clone(), p.id()));
             }
         }
-        let wanted = topic.name();
-        inner.publish_sizes(&md, &led, &|n| {
-            (n == wanted).then(|| inner.topic(n)).flatten()
-        });
+        inner.publish_sizes(&size_asks(&md, led));
     }
 
     fn subscribe(&self, hook: AppendHook) {
