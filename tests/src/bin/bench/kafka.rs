@@ -142,32 +142,25 @@ pub(crate) async fn run(duration: Duration, bootstrap: &str, only: Option<u32>) 
     let mut cpu_lines = Vec::new();
 
     if wanted(1) {
-        // Scenario 1: single-record produce, 64 in flight; ceiling and gateway
-        // alternate over three rounds, the median of each reported.
-        let (mut ceilings, mut ours) = (Vec::new(), Vec::new());
-        let mut cpu = 0.0;
-        for _ in 0..3 {
-            let (p2, topic, v) = (p.clone(), ceiling.clone(), value.clone());
-            ceilings.push(
-                drive(64, duration, 1, VALUE_BYTES as u64, move |turn: Turn| {
-                    let rx = send(&p2, &topic, (turn.i % 8) as i32, 1, &v);
-                    async move { rx.await.unwrap_or(false) }
-                })
-                .await,
-            );
-            let before = cpu_seconds(server.pid());
-            let s = produce_load(
-                &server.base,
-                &format!("/v1/topics/{single}/records"),
-                64,
-                duration,
-                1,
-            )
-            .await;
-            cpu += (cpu_seconds(server.pid()) - before) / s.records.max(1) as f64 * 1e6;
-            ours.push(s);
-        }
-        let (mut ceil, mut s) = (median(ceilings), median(ours));
+        // Scenario 1: single-record produce, 64 in flight.
+        let url = format!("/v1/topics/{single}/records");
+        let (mut ceil, mut s, cpu) = alternate(
+            server.pid(),
+            || {
+                let (p2, topic, v) = (p.clone(), ceiling.clone(), value.clone());
+                async move {
+                    Ok(
+                        drive(64, duration, 1, VALUE_BYTES as u64, move |turn: Turn| {
+                            let rx = send(&p2, &topic, (turn.i % 8) as i32, 1, &v);
+                            async move { rx.await.unwrap_or(false) }
+                        })
+                        .await,
+                    )
+                }
+            },
+            || produce_load(&server.base, &url, 64, duration, 1),
+        )
+        .await?;
         push(
             &mut rows,
             "K1. single-record produce, 64 clients",
@@ -175,7 +168,7 @@ pub(crate) async fn run(duration: Duration, bootstrap: &str, only: Option<u32>) 
             &mut ceil,
             0.5,
         );
-        cpu_lines.push(format!("K1: gateway CPU {:.1} s per 1M records", cpu / 3.0));
+        cpu_lines.push(format!("K1: gateway CPU {cpu:.1} s per 1M records"));
     }
 
     if wanted(2) {
@@ -223,20 +216,14 @@ pub(crate) async fn run(duration: Duration, bootstrap: &str, only: Option<u32>) 
             FETCH_TOTAL,
         )
         .await?;
-        // Ceiling and gateway alternate over three rounds, the median of each
-        // reported (one round of each moves by ±10% from run to run).
         let fetch_base = server.url(&format!("/v1/topics/{scan}/partitions/0/records"));
-        let (mut ceilings, mut ours) = (Vec::new(), Vec::new());
-        let mut cpu = 0.0;
-        for _ in 0..3 {
-            ceilings.push(read_ceiling(bootstrap, &scan, duration)?);
-            let before = cpu_seconds(server.pid());
-            let s = fetch_load(&c, fetch_base.clone(), FETCH_TOTAL, duration).await;
-            cpu += (cpu_seconds(server.pid()) - before) / s.records.max(1) as f64 * 1e6;
-            ours.push(s);
-        }
-        let (mut ceil, mut s) = (median(ceilings), median(ours));
-        cpu_lines.push(format!("K3: gateway CPU {:.1} s per 1M records", cpu / 3.0));
+        let (mut ceil, mut s, cpu) = alternate(
+            server.pid(),
+            || async { read_ceiling(bootstrap, &scan, duration) },
+            || fetch_load(&c, fetch_base.clone(), FETCH_TOTAL, duration),
+        )
+        .await?;
+        cpu_lines.push(format!("K3: gateway CPU {cpu:.1} s per 1M records"));
         push(
             &mut rows,
             "K3. fetch 1000 records/request, 4 clients",
@@ -261,6 +248,31 @@ pub(crate) async fn run(duration: Duration, bootstrap: &str, only: Option<u32>) 
             .await;
     }
     Ok(())
+}
+
+/// Ceiling and gateway in turn over three rounds (one round of each moves by ±10%
+/// from run to run): the median round of each, and the gateway's CPU seconds per
+/// 1M records averaged over its rounds.
+async fn alternate<C, CF, G, GF>(
+    pid: u32,
+    mut ceiling: C,
+    mut gateway: G,
+) -> Result<(Stats, Stats, f64)>
+where
+    C: FnMut() -> CF,
+    CF: std::future::Future<Output = Result<Stats>>,
+    G: FnMut() -> GF,
+    GF: std::future::Future<Output = Stats>,
+{
+    let (mut ceilings, mut ours, mut cpu) = (Vec::new(), Vec::new(), 0.0);
+    for _ in 0..3 {
+        ceilings.push(ceiling().await?);
+        let before = cpu_seconds(pid);
+        let s = gateway().await;
+        cpu += (cpu_seconds(pid) - before) / s.records.max(1) as f64 * 1e6;
+        ours.push(s);
+    }
+    Ok((median(ceilings), median(ours), cpu / 3.0))
 }
 
 /// librdkafka at its best: 4 consumers, each reading its quarter of the partition
