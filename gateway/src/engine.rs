@@ -21,6 +21,8 @@ pub(crate) fn open(config: &Config) -> sluice_log::Result<Arc<dyn Backend>> {
         options.replication = config.kafka_replication;
         options.topic_prefix = config.kafka_topic_prefix.clone();
         options.dedupe_window = std::time::Duration::from_secs(config.dedupe_window_secs);
+        options.group_session_timeout =
+            std::time::Duration::from_millis(config.group_session_timeout_ms);
         return Ok(Arc::new(sluice_kafka::Kafka::open(options)?));
     }
     let options = LogOptions {

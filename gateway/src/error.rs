@@ -98,6 +98,9 @@ impl From<sluice_log::Error> for ApiError {
                 e.retry_after = Some(1);
                 e
             }
+            E::StaleGeneration(detail) => {
+                ApiError::new(StatusCode::CONFLICT, "stale_generation", detail)
+            }
             E::Unsupported(what) => {
                 ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", what)
             }

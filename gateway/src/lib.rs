@@ -371,6 +371,7 @@ pub fn build_state(
         let waiters = waiters.clone();
         move |topic, partition, _end| waiters.notify(topic, partition)
     }));
+    let cluster = log.cluster_groups();
     Ok(AppState::new(crate::state::Shared {
         log,
         limits: Arc::new(Limits::new(
@@ -382,6 +383,8 @@ pub fn build_state(
         waiters,
         auth,
         groups,
+        cluster,
+        shares: Arc::default(),
         group_changes,
         group_config: crate::state::GroupConfig {
             bind_subject: config.bind_consumers_to_subject,

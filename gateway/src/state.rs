@@ -39,6 +39,12 @@ pub struct Shared {
     pub(crate) auth: Option<Arc<Auth>>,
     /// Consumer-group membership and positions.
     pub(crate) groups: Arc<Coordinator>,
+    /// The engine's keeper of group membership, where its cluster keeps it
+    /// (then `groups` is not used for membership).
+    pub(crate) cluster: Option<Arc<dyn sluice_log::ClusterGroups>>,
+    /// How far this gateway handed out members' partitions of cluster-kept
+    /// groups.
+    pub(crate) shares: Arc<crate::session::Shares>,
     /// Bumped whenever a group's generation moves, for polls waiting on it.
     pub(crate) group_changes: Arc<Signals<String>>,
     /// Consumer-group settings.

@@ -222,7 +222,7 @@ fn sample(state: &AppState) -> Result<(), ApiError> {
         }
     }
     for (group, topics) in state.log.committed_groups()? {
-        let members = state.groups.members(&group);
+        let (_, members) = crate::session::members(state, &group)?;
         for t in crate::views::group_topics(state, &group, &members, topics)? {
             for p in t.partitions {
                 gauge!("sluice_group_lag", "group" => group.clone(), "topic" => t.topic.clone(), "partition" => p.partition.to_string())

@@ -31,8 +31,13 @@ pub(crate) fn group_names(
             .or_default()
             .extend(topics.iter().map(|t| t.name().to_string()));
     }
-    for g in state.groups.live_groups() {
-        let topics = state.groups.members(&g).into_iter().map(|m| m.topic);
+    let live = match &state.cluster {
+        Some(cluster) => cluster.groups()?,
+        None => state.groups.live_groups(),
+    };
+    for g in live {
+        let (_, members) = crate::session::members(state, &g)?;
+        let topics = members.into_iter().map(|m| m.topic);
         names.entry(g).or_default().extend(topics);
     }
     Ok(names)

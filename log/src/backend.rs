@@ -103,6 +103,13 @@ pub trait Backend: Send + Sync + 'static {
     /// Durably reserves a block of fencing tokens (consumer generations) that no
     /// earlier reservation of this store handed out.
     fn reserve_fencing_tokens(&self) -> Result<Range<u64>>;
+    /// The engine's own keeper of group membership, for engines whose cluster
+    /// keeps it (so every gateway serves every member); `None`: the gateway keeps
+    /// membership itself ([`crate::groups::Coordinator`]) and commits through
+    /// [`Backend::commit_offsets`].
+    fn cluster_groups(&self) -> Option<Arc<dyn ClusterGroups>> {
+        None
+    }
 
     // State stores: derived state written exactly once (see `crate::state`).
 
@@ -135,6 +142,61 @@ pub trait Backend: Send + Sync + 'static {
     /// A consistent copy of all data for a backup: a file open at its start, and
     /// its length. [`crate::Error::Unsupported`] where the engine has its own means.
     fn snapshot(&self, reply: Reply<(std::fs::File, u64)>);
+}
+
+/// Consumer groups whose membership the engine's cluster keeps: a member is a
+/// consumer id of a group on one topic, with an epoch (its fencing token) and the
+/// partitions the cluster gave it; nothing of it lives in the gateway, so a
+/// member's next call may reach any gateway. Calls block on the cluster.
+pub trait ClusterGroups: Send + Sync + 'static {
+    /// Joins or refreshes `consumer` of `group` on `topic`; answers its share.
+    /// `session`, when given, becomes the group's session timeout.
+    fn heartbeat(
+        &self,
+        group: &str,
+        topic: &Topic,
+        consumer: &str,
+        session: Option<std::time::Duration>,
+    ) -> Result<Share>;
+    /// Commits `offsets` (partition, next offset to read) of `topic` as the member
+    /// at `epoch`; [`crate::Error::StaleGeneration`] when that is not its epoch.
+    fn commit(
+        &self,
+        group: &str,
+        topic: &Topic,
+        consumer: &str,
+        epoch: u64,
+        offsets: &[(u32, u64)],
+    ) -> Result<()>;
+    /// Takes the member out; its partitions go to the others at their next
+    /// heartbeat. Answers whether it was a member.
+    fn leave(&self, group: &str, topic: &Topic, consumer: &str) -> Result<bool>;
+    /// The group's members and its epoch (`None`: no members).
+    fn members(&self, group: &str) -> Result<(Option<u64>, Vec<SharedMember>)>;
+    /// The groups the cluster has members or offsets for.
+    fn groups(&self) -> Result<Vec<String>>;
+}
+
+/// A member's share of a topic, as the cluster told it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Share {
+    /// The member's epoch: what its commits must name.
+    pub epoch: u64,
+    /// Its partitions, ascending.
+    pub partitions: Vec<u32>,
+    /// How often the cluster wants to hear from the member.
+    pub heartbeat_interval: std::time::Duration,
+    /// The group's session timeout, as far as this gateway knows it.
+    pub session_timeout: std::time::Duration,
+}
+
+/// One member of a cluster-kept group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedMember {
+    pub consumer: String,
+    pub topic: String,
+    pub epoch: u64,
+    pub partitions: Vec<u32>,
 }
 
 /// Whether an engine takes writes.

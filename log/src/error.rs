@@ -82,6 +82,10 @@ pub enum Error {
         /// The store's current writer epoch.
         current: u64,
     },
+    /// A consumer-group commit named an epoch that is not the member's current
+    /// one (its partitions may have moved since); nothing was committed.
+    #[error("{0}")]
+    StaleGeneration(String),
     /// The engine does not offer this operation.
     #[error("{0}")]
     Unsupported(String),

@@ -40,7 +40,7 @@ mod topic;
 mod wal;
 mod writer;
 
-pub use crate::backend::{Backend, Health, wait};
+pub use crate::backend::{Backend, ClusterGroups, Health, Share, SharedMember, wait};
 pub use crate::backup::{Summary, inspect, restore};
 pub use crate::disk::{DiskStatus, RESERVE_FILE};
 pub use crate::error::{Error, Result};

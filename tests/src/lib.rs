@@ -543,3 +543,78 @@ impl Drop for Tmpfs {
             .status();
     }
 }
+
+/// A round-robin TCP proxy in front of several gateways, as a load balancer
+/// would stand: each new connection goes to the next backend that accepts it
+/// (a dead one is passed over). With a client that opens a connection per
+/// request ([`one_shot_client`]), every request alternates between instances.
+pub struct RoundRobin {
+    /// `http://127.0.0.1:PORT`
+    pub base: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RoundRobin {
+    /// Starts a proxy to the `http://host:port` bases of `backends`.
+    pub fn start(backends: &[&str]) -> RoundRobin {
+        use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
+        let base = format!("http://{}", listener.local_addr().expect("proxy address"));
+        let targets: Vec<String> = backends
+            .iter()
+            .map(|b| b.trim_start_matches("http://").to_string())
+            .collect();
+        let stop = std::sync::Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        std::thread::spawn(move || {
+            let next = AtomicUsize::new(0);
+            for inbound in listener.incoming() {
+                if stopping.load(Ordering::Acquire) {
+                    return;
+                }
+                let Ok(inbound) = inbound else { continue };
+                let first = next.fetch_add(1, Ordering::Relaxed);
+                let outbound = (0..targets.len()).find_map(|i| {
+                    let t = &targets[(first + i) % targets.len()];
+                    std::net::TcpStream::connect(t).ok()
+                });
+                let Some(outbound) = outbound else { continue };
+                for (mut from, mut to) in [
+                    (
+                        inbound.try_clone().expect("clone"),
+                        outbound.try_clone().expect("clone"),
+                    ),
+                    (outbound, inbound),
+                ] {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Write);
+                    });
+                }
+            }
+        });
+        RoundRobin { base, stop }
+    }
+
+    /// Full URL of a path.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+}
+
+impl Drop for RoundRobin {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Release);
+        let _ = std::net::TcpStream::connect(self.base.trim_start_matches("http://"));
+    }
+}
+
+/// An HTTP client that keeps no idle connection: every request opens its own,
+/// so a [`RoundRobin`] proxy sends each to the next instance.
+pub fn one_shot_client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(90))
+        .build()
+        .expect("client")
+}

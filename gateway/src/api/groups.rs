@@ -160,16 +160,13 @@ pub(crate) async fn poll(
     loop {
         let mut turn = member.turn(&state).await?;
         if std::mem::take(&mut auto_commit) {
-            let offsets: Vec<(Arc<Topic>, u32, u64)> = turn
+            let offsets: Vec<(u32, u64)> = turn
                 .positions
                 .iter()
                 .filter(|(p, pos)| *pos > turn.committed[*p as usize])
-                .map(|(p, pos)| (topic.clone(), *p, *pos))
+                .copied()
                 .collect();
-            if !offsets.is_empty() {
-                let log = state.log.clone();
-                call(|r| log.commit_offsets(&group, offsets, r)).await?;
-            }
+            member.commit(&state, &turn, offsets).await?;
         }
         let positions = std::mem::take(&mut turn.positions);
         let (body, read) = read_assigned(&state, &topic, positions, limit, max_bytes).await?;
@@ -187,7 +184,9 @@ pub(crate) async fn poll(
             member.answered(&state, turn.view.generation);
             return Ok(poll_response(&turn.view, body));
         }
-        poll.wait(Some(&mut turn.rebalanced)).await;
+        // Heartbeat again within the interval the group asks for, so a member
+        // never expires while it waits.
+        let _ = tokio::time::timeout(turn.refresh, poll.wait(Some(&mut turn.rebalanced))).await;
     }
 }
 
@@ -302,6 +301,9 @@ pub(crate) async fn commit(
         }
         offsets.push((t, o.partition, o.offset));
     }
+    if state.cluster.is_some() {
+        return commit_to_cluster(&state, &group, &req, offsets).await;
+    }
     let owned: Vec<(&str, u32)> = req
         .offsets
         .iter()
@@ -330,6 +332,32 @@ pub(crate) async fn commit(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Offsets (partition, next offset) of one topic.
+type TopicOffsets = (Arc<Topic>, Vec<(u32, u64)>);
+
+/// A commit where the cluster keeps the group: per topic, as the consumer's
+/// member on it at the generation named. The cluster refuses another epoch; it
+/// does not check the partitions against the member's (KIP-848 commits are
+/// fenced by epoch alone).
+async fn commit_to_cluster(
+    state: &AppState,
+    group: &str,
+    req: &CommitRequest,
+    offsets: Vec<(Arc<Topic>, u32, u64)>,
+) -> Result<StatusCode, ApiError> {
+    let mut by_topic: Vec<TopicOffsets> = Vec::new();
+    for (t, p, o) in offsets {
+        match by_topic.iter_mut().find(|(x, _)| x.name() == t.name()) {
+            Some((_, os)) => os.push((p, o)),
+            None => by_topic.push((t, vec![(p, o)])),
+        }
+    }
+    for (t, os) in by_topic {
+        crate::session::commit_member(state, group, &t, &req.consumer, req.generation, os).await?;
+    }
+    Ok(StatusCode::NO_CONTENT)
+}
+
 /// List consumer groups: those with live members or committed offsets.
 #[utoipa::path(get, path = "/v1/groups", tag = "groups",
     security(("bearer" = [])),
@@ -346,13 +374,16 @@ pub(crate) async fn list_groups(
     let groups = names
         .into_iter()
         .filter(|(g, _)| principal.may(Object::Group(g)))
-        .map(|(g, topics)| GroupSummary {
-            members: state.groups.members(&g).len(),
-            generation: state.groups.generation(&g),
-            topics: topics.into_iter().collect(),
-            group: g,
+        .map(|(g, topics)| {
+            let (generation, members) = crate::session::members(&state, &g)?;
+            Ok(GroupSummary {
+                members: members.len(),
+                generation,
+                topics: topics.into_iter().collect(),
+                group: g,
+            })
         })
-        .collect();
+        .collect::<Result<_, ApiError>>()?;
     Ok(Json(GroupList { groups }))
 }
 
@@ -373,7 +404,7 @@ pub(crate) async fn describe_group(
     Path(group): Path<String>,
 ) -> Result<Json<GroupDescription>, ApiError> {
     principal.require(Object::Group(&group))?;
-    let members = state.groups.members(&group);
+    let (generation, members) = crate::session::members(&state, &group)?;
     let mut topics: Vec<Arc<Topic>> = state
         .log
         .committed_groups()?
@@ -403,7 +434,7 @@ pub(crate) async fn describe_group(
     topics.sort_by(|a, b| a.name().cmp(b.name()));
     let out_topics = group_topics(&state, &group, &members, topics)?;
     Ok(Json(GroupDescription {
-        generation: state.groups.generation(&group),
+        generation,
         members: members
             .into_iter()
             .map(|m| MemberDescription {
@@ -440,10 +471,30 @@ pub(crate) async fn leave(
 ) -> Result<StatusCode, ApiError> {
     principal.require(Object::Group(&group))?;
     // Evicting a member takes what its polls take: read access to its topics.
-    for m in state.groups.members(&group) {
-        if m.consumer == consumer {
-            principal.require(Object::Consume(&m.topic))?;
+    let (_, members) = crate::session::members(&state, &group)?;
+    let topics: Vec<String> = members
+        .into_iter()
+        .filter(|m| m.consumer == consumer)
+        .map(|m| m.topic)
+        .collect();
+    for t in &topics {
+        principal.require(Object::Consume(t))?;
+    }
+    if let Some(cluster) = state.cluster.clone() {
+        let topics: Vec<Arc<Topic>> = topics.iter().filter_map(|t| state.log.topic(t)).collect();
+        if topics.is_empty() {
+            return Err(GroupError::UnknownMember.into());
         }
+        state.shares.forget(&group, Some(&consumer));
+        tokio::task::spawn_blocking(move || {
+            for t in topics {
+                cluster.leave(&group, &t, &consumer)?;
+            }
+            Ok::<_, sluice_log::Error>(())
+        })
+        .await
+        .map_err(|_| ApiError::internal())??;
+        return Ok(StatusCode::NO_CONTENT);
     }
     state.groups.leave(
         &group,
@@ -482,7 +533,8 @@ pub(crate) async fn reset_offsets(
     check_name("invalid_group", &group)?;
     let MapOnly(req): MapOnly<ResetRequest> = parse_json(&body)?;
     let t = topic(&state, &req.topic)?;
-    if state.groups.active_on(&group, &req.topic) {
+    let (_, members) = crate::session::members(&state, &group)?;
+    if members.iter().any(|m| m.topic == req.topic) {
         return Err(GroupError::Active.into());
     }
     let mut offsets = Vec::new();
@@ -549,8 +601,17 @@ pub(crate) async fn delete_group(
     Query(params): Query<DeleteGroupParams>,
 ) -> Result<StatusCode, ApiError> {
     principal.require(Object::Admin)?;
-    let live = state.groups.generation(&group).is_some();
-    state.groups.remove(&group, params.force.unwrap_or(false))?;
+    let (generation, _) = crate::session::members(&state, &group)?;
+    let live = generation.is_some();
+    if state.cluster.is_some() {
+        // The cluster deletes only a group with no members.
+        if live {
+            return Err(GroupError::Active.into());
+        }
+        state.shares.forget(&group, None);
+    } else {
+        state.groups.remove(&group, params.force.unwrap_or(false))?;
+    }
     let log = state.log.clone();
     let stored = call(|r| log.delete_group(&group, r)).await?;
     if stored == 0 && !live {

@@ -48,7 +48,7 @@ pub(crate) async fn stats(
         {
             continue;
         }
-        let members = state.groups.members(&group);
+        let (_, members) = crate::session::members(&state, &group)?;
         let topics = names.iter().filter_map(|n| state.log.topic(n)).collect();
         let lag = group_topics(&state, &group, &members, topics)?
             .iter()

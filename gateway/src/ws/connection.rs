@@ -140,6 +140,13 @@ impl Connection {
         metrics::gauge!("sluice_websocket_subscriptions").decrement(1.0);
         sub.task.abort();
         if let Some(g) = sub.group {
+            if let Some(cluster) = self.state.cluster.clone() {
+                self.state.shares.forget(&g.group, Some(&g.consumer));
+                tokio::task::spawn_blocking(move || {
+                    let _ = cluster.leave(&g.group, &g.topic, &g.consumer);
+                });
+                return;
+            }
             let _ = self.state.groups.leave(
                 &g.group,
                 &g.consumer,
@@ -260,6 +267,23 @@ impl Connection {
         }
         let owned: Vec<(&str, u32)> = list.iter().map(|(t, p, _)| (t.name(), *p)).collect();
         let generation = g.generation.load(Ordering::Acquire);
+        if self.state.cluster.is_some() {
+            let moved: Vec<(u32, u64)> = list.iter().map(|(_, p, o)| (*p, *o)).collect();
+            crate::session::commit_member(
+                &self.state,
+                &g.group,
+                &g.topic,
+                &g.consumer,
+                generation,
+                moved,
+            )
+            .await?;
+            return Ok(ServerFrame::Committed {
+                id: id.to_string(),
+                generation,
+                offsets,
+            });
+        }
         self.state.groups.check_commit(
             &g.group,
             &g.consumer,
@@ -351,16 +375,28 @@ impl Connection {
                     generation: Arc::new(AtomicU64::new(0)),
                 };
                 // Join now, so errors (another subject's consumer id) answer the subscribe.
-                let view = self.state.groups.join(
-                    group,
-                    &name,
-                    topic.id(),
-                    topic.partition_count(),
-                    &g.consumer,
-                    None,
-                    self.principal.sub.as_deref(),
-                    self.state.group_config.bind_subject,
-                )?;
+                let view = if self.state.cluster.is_some() {
+                    let member = crate::session::Member {
+                        group,
+                        topic: &topic,
+                        consumer: &g.consumer,
+                        session: None,
+                        subject: self.principal.sub.as_deref(),
+                        reset: s.reset.unwrap_or(ResetNamed::Earliest),
+                    };
+                    member.turn(&self.state).await?.view
+                } else {
+                    self.state.groups.join(
+                        group,
+                        &name,
+                        topic.id(),
+                        topic.partition_count(),
+                        &g.consumer,
+                        None,
+                        self.principal.sub.as_deref(),
+                        self.state.group_config.bind_subject,
+                    )?
+                };
                 self.send(text(ServerFrame::Subscribed(SubscribedFrame {
                     id: id.clone(),
                     topic: Some(name.clone()),

@@ -146,7 +146,7 @@ pub(super) async fn group_reader(
             _ = appended.changed() => {}
             _ = turn.rebalanced.changed() => {}
             // Keep the session alive while nothing happens.
-            () = tokio::time::sleep(turn.view.session_timeout / 3) => {}
+            () = tokio::time::sleep(turn.refresh) => {}
         }
     }
 }

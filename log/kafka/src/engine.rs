@@ -18,15 +18,21 @@ use rdkafka::message::Message;
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice_log::{
-    AppendHook, AppendRequest, Backend, Error, Health, ReadOutcome, RecordView, Reply, Result,
-    StateBatch, StateRead, StoreStats, Topic, TopicConfig, now_ms,
+    AppendHook, AppendRequest, Backend, ClusterGroups, Error, Health, ReadOutcome, RecordView,
+    Reply, Result, StateBatch, StateRead, StoreStats, Topic, TopicConfig, now_ms,
 };
 
 use crate::catalog::{self, Entry};
 use crate::dedupe::{self, Dedupe, Offsets};
+use crate::groups::KafkaGroups;
+use crate::members::Members;
 use crate::read::Readers;
 use crate::record::outgoing;
 use crate::wire::Wire;
+
+/// How long a member told to give partitions up may take to say it did (a
+/// Sluice member says so at its next poll) before the coordinator fences it.
+const GROUP_REBALANCE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The partitions whose sizes to ask for, by the `host:port` of their leader
 /// (Kafka names).
@@ -66,6 +72,10 @@ pub struct KafkaOptions {
     /// own catalog and dedupe topics too): gateways with different prefixes
     /// share a cluster without seeing each other's topics. Empty by default.
     pub topic_prefix: String,
+    /// The session timeout members are told of when their group's was not set
+    /// through this gateway (it should match the brokers'
+    /// `group.consumer.session.timeout.ms`).
+    pub group_session_timeout: Duration,
 }
 
 impl KafkaOptions {
@@ -78,6 +88,7 @@ impl KafkaOptions {
             dedupe_window: Duration::from_secs(3600),
             timeout: Duration::from_secs(10),
             topic_prefix: String::new(),
+            group_session_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -98,6 +109,8 @@ struct Inner {
     options: KafkaOptions,
     /// Direct broker calls (partition sizes), when the listener is plaintext.
     wire: Option<Wire>,
+    /// Consumer groups kept by the cluster (direct calls too).
+    groups: Option<Arc<KafkaGroups>>,
     /// Whether a round of size requests is under way.
     sizing: AtomicBool,
     /// Sixteen hex digits from the cluster id and the topic prefix: the store's
@@ -201,6 +214,15 @@ fn client_config(options: &KafkaOptions) -> ClientConfig {
 }
 
 impl Kafka {
+    /// The cluster's consumer groups, when this gateway can speak to them.
+    fn groups(&self) -> Result<&KafkaGroups> {
+        self.inner.groups.as_deref().ok_or_else(|| {
+            Error::Unsupported(
+                "consumer groups over Kafka need a PLAINTEXT listener (security.protocol)".into(),
+            )
+        })
+    }
+
     /// Connects to the cluster, reads the topic catalog and starts following the
     /// cluster. Fails when no broker answers within the timeout.
     pub fn open(options: KafkaOptions) -> Result<Kafka> {
@@ -240,8 +262,22 @@ impl Kafka {
             format!("{:016x}", h.0)
         };
         let wire = Wire::new(&options.client, SIZES_TIMEOUT);
+        let groups = Members::new(
+            &options.bootstrap,
+            &options.client,
+            options.timeout,
+            GROUP_REBALANCE_TIMEOUT,
+        )
+        .map(|m| {
+            Arc::new(KafkaGroups::new(
+                m,
+                &options.topic_prefix,
+                options.group_session_timeout,
+            ))
+        });
         let inner = Arc::new(Inner {
             wire,
+            groups,
             sizing: AtomicBool::new(false),
             epoch,
             readers: Readers::new(consumer_config.clone()),
@@ -470,7 +506,18 @@ impl Inner {
             }
             seen.insert(name.to_string(), topic);
         }
-        *self.topics.write().expect("topics lock") = seen;
+        let mut topics = self.topics.write().expect("topics lock");
+        // A topic the catalog still names stays when the metadata left it out
+        // or had no leaders for it yet (a broker's metadata lags a topic made
+        // a moment ago); only the catalog's tombstone, or a foreign topic
+        // leaving the cluster, takes it away.
+        for (name, topic) in topics.drain() {
+            if !seen.contains_key(&name) && catalog.get(&name).is_some_and(|e| e.id == topic.id()) {
+                seen.insert(name, topic);
+            }
+        }
+        *topics = seen;
+        drop(topics);
         Ok(size_asks(&md, led))
     }
 
@@ -835,17 +882,35 @@ impl Backend for Kafka {
             .push(hook);
     }
 
-    fn commit_offsets(&self, _: &str, _: Vec<(Arc<Topic>, u32, u64)>, reply: Reply<()>) {
-        reply(unsupported("the consumer-group store"));
+    fn commit_offsets(&self, group: &str, offsets: Vec<(Arc<Topic>, u32, u64)>, reply: Reply<()>) {
+        let offsets: Vec<(String, u32, u64)> = offsets
+            .iter()
+            .map(|(t, p, o)| (t.name().to_string(), *p, *o))
+            .collect();
+        reply(
+            self.groups()
+                .and_then(|g| g.commit_as_admin(group, &offsets)),
+        );
     }
-    fn committed_offsets(&self, _: &str, _: &Topic) -> Result<Vec<Option<u64>>> {
-        unsupported("the consumer-group store")
+    fn committed_offsets(&self, group: &str, topic: &Topic) -> Result<Vec<Option<u64>>> {
+        self.groups()?.committed(group, topic)
     }
     fn committed_groups(&self) -> Result<Vec<(String, Vec<Arc<Topic>>)>> {
-        Ok(Vec::new())
+        let Ok(groups) = self.groups() else {
+            return Ok(Vec::new());
+        };
+        Ok(groups
+            .committed_groups()?
+            .into_iter()
+            .map(|(g, ts)| (g, ts.iter().filter_map(|t| self.topic(t)).collect()))
+            .collect())
     }
-    fn delete_group(&self, _: &str, reply: Reply<usize>) {
-        reply(unsupported("the consumer-group store"));
+    fn delete_group(&self, group: &str, reply: Reply<usize>) {
+        reply(self.groups().and_then(|g| g.delete(group)));
+    }
+    fn cluster_groups(&self) -> Option<Arc<dyn ClusterGroups>> {
+        let groups: Arc<dyn ClusterGroups> = self.inner.groups.clone()?;
+        Some(groups)
     }
     fn reserve_fencing_tokens(&self) -> Result<Range<u64>> {
         unsupported("the consumer-group store")

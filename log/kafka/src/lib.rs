@@ -20,8 +20,13 @@
 //! offer (partition sizes) are spoken directly with the `kafka-protocol` crate
 //! (see `wire`).
 //!
-//! Not yet offered over Kafka (the seam answers `Unsupported`): the consumer-group
-//! store, state stores and snapshots; they come with groups and tables over Kafka.
+//! Consumer groups are Kafka's (KIP-848): each Sluice consumer is a member whose
+//! epoch and partitions the group's coordinator keeps, spoken to directly (see
+//! `members` and `groups`), so any gateway serves any member's next poll and
+//! Kafka's own consumers of a group share it with Sluice's.
+//!
+//! Not yet offered over Kafka (the seam answers `Unsupported`): state stores and
+//! snapshots; they come with tables over Kafka.
 //!
 //! It depends on `sluice-log` (the seam's types), rdkafka and kafka-protocol, never
 //! on HTTP or an async runtime.
@@ -29,6 +34,7 @@
 mod catalog;
 mod dedupe;
 mod engine;
+mod groups;
 pub mod members;
 mod read;
 mod record;

@@ -24,6 +24,11 @@ const NOT_COORDINATOR: i16 = 16;
 const FENCED_MEMBER_EPOCH: i16 = 110;
 const STALE_MEMBER_EPOCH: i16 = 113;
 
+const GROUP_ID_NOT_FOUND: i16 = 69;
+
+/// What every member id this engine makes starts with.
+const MEMBER_PREFIX: &str = "sluice-";
+
 /// How many times a call looks for a moved coordinator before giving up.
 const COORDINATOR_TRIES: usize = 5;
 
@@ -91,7 +96,8 @@ impl Members {
         })
     }
 
-    /// The Kafka member id of `consumer` in `group`: the same on every gateway.
+    /// The Kafka member id of `consumer` in `group`: the same on every gateway;
+    /// it ends with `consumer`, so it reads in Kafka's tools and describes.
     pub fn member_id(group: &str, consumer: &str) -> String {
         let (mut a, mut b) = (Fnv::new(), Fnv::new());
         a.write(group.as_bytes());
@@ -100,7 +106,17 @@ impl Members {
         b.write(consumer.as_bytes());
         b.write(&[0]);
         b.write(group.as_bytes());
-        format!("sluice-{:016x}{:016x}", a.0, b.0)
+        format!("{MEMBER_PREFIX}{:016x}{:016x}-{consumer}", a.0, b.0)
+    }
+
+    /// The consumer a member id of [`Members::member_id`] was made for.
+    pub fn consumer_of(member_id: &str) -> Option<&str> {
+        let rest = member_id.strip_prefix(MEMBER_PREFIX)?;
+        let (hash, consumer) = rest.split_at_checked(32)?;
+        hash.bytes()
+            .all(|b| b.is_ascii_hexdigit())
+            .then(|| consumer.strip_prefix('-'))
+            .flatten()
     }
 
     /// Heartbeats for `consumer` of `group`, subscribed to `topics`; answers its
@@ -236,6 +252,85 @@ impl Members {
                 .map(Offsets)
         })
         .map(|a| a.0)
+    }
+
+    /// Commits `offsets` of `topic` for `group` as no member: what an admin
+    /// does to a group with no members (refused while it has some).
+    pub fn commit_as_admin(
+        &self,
+        group: &str,
+        topic: &str,
+        offsets: &[(i32, i64)],
+    ) -> Result<(), MemberError> {
+        let errors = self.with_coordinator(group, |c| {
+            self.wire
+                .commit_offsets(c, group, "", -1, topic, offsets)
+                .map(Codes)
+        })?;
+        match errors.0.iter().find(|(_, e)| *e != 0) {
+            None => Ok(()),
+            Some((p, UNKNOWN_MEMBER_ID)) => Err(MemberError::Stale(format!(
+                "group '{group}' has members (partition {p})"
+            ))),
+            Some((p, e)) => Err(MemberError::Unavailable(format!(
+                "commit of partition {p}: error {e}"
+            ))),
+        }
+    }
+
+    /// Every committed offset of `group`: (topic, partition, offset).
+    pub fn all_committed(&self, group: &str) -> Result<Vec<(String, i32, i64)>, MemberError> {
+        self.with_coordinator(group, |c| self.wire.group_offsets(c, group).map(Offsets3))
+            .map(|o| o.0)
+    }
+
+    /// `group`'s epoch (0: no members) and members.
+    pub fn describe(
+        &self,
+        group: &str,
+    ) -> Result<(i32, Vec<crate::wire::MemberState>), MemberError> {
+        self.with_coordinator(group, |c| self.wire.describe_group(c, group).map(Described))
+            .map(|d| d.0)
+    }
+
+    /// Every group of the cluster (asked of each broker, as each answers for the
+    /// groups it coordinates).
+    pub fn groups(&self) -> Result<Vec<String>, MemberError> {
+        let mut last = String::from("no broker answered");
+        for addr in self.bootstrap.split(',').map(str::trim) {
+            let brokers = match self.wire.brokers(addr) {
+                Ok(b) => b,
+                Err(e) => {
+                    last = e;
+                    continue;
+                }
+            };
+            let mut out = Vec::new();
+            for b in brokers {
+                out.extend(
+                    self.wire
+                        .list_groups(&b)
+                        .map_err(MemberError::Unavailable)?,
+                );
+            }
+            out.sort_unstable();
+            out.dedup();
+            return Ok(out);
+        }
+        Err(MemberError::Unavailable(last))
+    }
+
+    /// Deletes `group` and its committed offsets; answers whether it existed.
+    /// Refused while it has members.
+    pub fn delete(&self, group: &str) -> Result<bool, MemberError> {
+        const GROUP_NOT_EMPTY: i16 = 68;
+        let code = self.with_coordinator(group, |c| self.wire.delete_group(c, group).map(Code))?;
+        match code.0 {
+            0 => Ok(true),
+            GROUP_ID_NOT_FOUND => Ok(false),
+            GROUP_NOT_EMPTY => Err(MemberError::Stale(format!("group '{group}' has members"))),
+            e => Err(MemberError::Unavailable(format!("delete group: error {e}"))),
+        }
     }
 
     /// Sets `group`'s session timeout (how long a member that stops polling
@@ -401,6 +496,33 @@ struct Offsets(Vec<(i32, i64)>);
 impl CoordinatorError for Offsets {
     fn moved(&self) -> bool {
         false
+    }
+}
+
+/// Committed offsets by topic and partition.
+struct Offsets3(Vec<(String, i32, i64)>);
+
+impl CoordinatorError for Offsets3 {
+    fn moved(&self) -> bool {
+        false
+    }
+}
+
+/// A group's epoch and members.
+struct Described((i32, Vec<crate::wire::MemberState>));
+
+impl CoordinatorError for Described {
+    fn moved(&self) -> bool {
+        false
+    }
+}
+
+/// One error code for the whole call.
+struct Code(i16);
+
+impl CoordinatorError for Code {
+    fn moved(&self) -> bool {
+        is_moved(self.0)
     }
 }
 

@@ -22,9 +22,10 @@ use std::time::Duration;
 use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
-    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DescribeLogDirsRequest,
-    DescribeLogDirsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
-    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, MetadataRequest,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DeleteGroupsRequest,
+    DeleteGroupsResponse, DescribeLogDirsRequest, DescribeLogDirsResponse, FindCoordinatorRequest,
+    FindCoordinatorResponse, GroupId, IncrementalAlterConfigsRequest,
+    IncrementalAlterConfigsResponse, ListGroupsRequest, ListGroupsResponse, MetadataRequest,
     MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
     OffsetFetchResponse, RequestHeader, TopicName,
     describe_log_dirs_request::DescribableLogDirTopic,
@@ -208,20 +209,30 @@ impl Wire {
         coordinator: &str,
         group: &str,
     ) -> Result<Vec<MemberState>, String> {
+        self.describe_group(coordinator, group).map(|(_, m)| m)
+    }
+
+    /// The epoch of `group` (0 when it has no members) and its members.
+    pub fn describe_group(
+        &self,
+        coordinator: &str,
+        group: &str,
+    ) -> Result<(i32, Vec<MemberState>), String> {
+        const GROUP_ID_NOT_FOUND: i16 = 69;
         let request = ConsumerGroupDescribeRequest::default()
             .with_group_ids(vec![GroupId(StrBytes::from_string(group.to_string()))]);
         let r: ConsumerGroupDescribeResponse =
             self.call(coordinator, ApiKey::ConsumerGroupDescribe, 0, &request)?;
         let Some(g) = r.groups.into_iter().next() else {
-            return Ok(Vec::new());
+            return Ok((0, Vec::new()));
         };
-        if g.error_code != 0 {
-            return Err(format!(
-                "ConsumerGroupDescribe: {}",
-                error_name(g.error_code)
-            ));
+        match g.error_code {
+            0 => {}
+            GROUP_ID_NOT_FOUND => return Ok((0, Vec::new())),
+            code => return Err(format!("ConsumerGroupDescribe: {}", error_name(code))),
         }
-        Ok(g.members
+        let members = g
+            .members
             .into_iter()
             .map(|m| MemberState {
                 member_id: m.member_id.to_string(),
@@ -233,7 +244,73 @@ impl Wire {
                     .map(|tp| (tp.topic_name.0.to_string(), tp.partitions))
                     .collect(),
             })
+            .collect();
+        Ok((g.group_epoch, members))
+    }
+
+    /// The `host:port` of every broker of the cluster, asked of `addr`.
+    pub fn brokers(&self, addr: &str) -> Result<Vec<String>, String> {
+        let request = MetadataRequest::default().with_topics(Some(Vec::new()));
+        let r: MetadataResponse = self.call(addr, ApiKey::Metadata, 12, &request)?;
+        Ok(r.brokers
+            .into_iter()
+            .map(|b| format!("{}:{}", b.host, b.port))
             .collect())
+    }
+
+    /// The groups the broker at `addr` coordinates.
+    pub fn list_groups(&self, addr: &str) -> Result<Vec<String>, String> {
+        let r: ListGroupsResponse =
+            self.call(addr, ApiKey::ListGroups, 5, &ListGroupsRequest::default())?;
+        if r.error_code != 0 {
+            return Err(format!("ListGroups: {}", error_name(r.error_code)));
+        }
+        Ok(r.groups
+            .into_iter()
+            .map(|g| g.group_id.to_string())
+            .collect())
+    }
+
+    /// Every committed offset of `group`: (topic, partition, offset).
+    pub fn group_offsets(
+        &self,
+        coordinator: &str,
+        group: &str,
+    ) -> Result<Vec<(String, i32, i64)>, String> {
+        let request = OffsetFetchRequest::default()
+            .with_require_stable(true)
+            .with_groups(vec![
+                OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(StrBytes::from_string(group.to_string())))
+                    .with_member_epoch(-1)
+                    .with_topics(None),
+            ]);
+        let r: OffsetFetchResponse = self.call(coordinator, ApiKey::OffsetFetch, 9, &request)?;
+        let Some(g) = r.groups.into_iter().next() else {
+            return Err("OffsetFetch: no group in the answer".into());
+        };
+        if g.error_code != 0 {
+            return Err(format!("OffsetFetch: {}", error_name(g.error_code)));
+        }
+        Ok(g.topics
+            .into_iter()
+            .flat_map(|t| {
+                let name = t.name.0.to_string();
+                t.partitions
+                    .into_iter()
+                    .filter(|p| p.error_code == 0 && p.committed_offset >= 0)
+                    .map(move |p| (name.clone(), p.partition_index, p.committed_offset))
+            })
+            .collect())
+    }
+
+    /// Deletes `group` (its committed offsets); answers Kafka's error code
+    /// (`GROUP_NOT_EMPTY` while it has members).
+    pub fn delete_group(&self, coordinator: &str, group: &str) -> Result<i16, String> {
+        let request = DeleteGroupsRequest::default()
+            .with_groups_names(vec![GroupId(StrBytes::from_string(group.to_string()))]);
+        let r: DeleteGroupsResponse = self.call(coordinator, ApiKey::DeleteGroups, 2, &request)?;
+        Ok(r.results.first().map_or(0, |g| g.error_code))
     }
 
     /// Commits `offsets` (next offset to read, by partition) of `topic` for

@@ -1,0 +1,264 @@
+//! Sluice's consumer groups kept by the cluster ([`sluice_log::ClusterGroups`]):
+//! a Sluice consumer of a group on a topic is the Kafka member
+//! `consumer/topic` of the same group (see `members`), so Kafka's own consumers
+//! of that group share its partitions with Sluice's, and every gateway serves
+//! every member. Committed offsets are Kafka's; the group-store calls of the
+//! seam (admin commits, listing, deleting) go to the same coordinators.
+//!
+//! Names: a group is the Kafka group of the same name after the topic prefix,
+//! as topics are.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sluice_log::{ClusterGroups, Error, Result, Share, SharedMember, Topic};
+
+use crate::members::{MemberError, Members};
+
+/// The cluster's groups, named with a prefix.
+pub(crate) struct KafkaGroups {
+    pub(crate) members: Members,
+    prefix: String,
+    /// The session timeout a member is told when its group's was not set here.
+    default_session: Duration,
+    /// Session timeouts this gateway set, by Kafka group.
+    sessions: Mutex<HashMap<String, Duration>>,
+}
+
+impl From<MemberError> for Error {
+    fn from(e: MemberError) -> Self {
+        match e {
+            MemberError::Stale(m) => Error::StaleGeneration(m),
+            MemberError::Unavailable(m) => Error::Unavailable(m),
+            MemberError::Invalid(m) => Error::Invalid(m),
+        }
+    }
+}
+
+impl KafkaGroups {
+    pub(crate) fn new(members: Members, prefix: &str, default_session: Duration) -> Self {
+        KafkaGroups {
+            members,
+            prefix: prefix.to_string(),
+            default_session,
+            sessions: Mutex::default(),
+        }
+    }
+
+    /// The Kafka name of Sluice's group or topic `name`.
+    pub(crate) fn kafka(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+
+    /// Sluice's name for Kafka group or topic `name`, if it is one of ours.
+    fn sluice<'a>(&self, name: &'a str) -> Option<&'a str> {
+        name.strip_prefix(self.prefix.as_str())
+    }
+
+    /// The member of `consumer` on `topic`.
+    fn member(consumer: &str, topic: &str) -> String {
+        format!("{consumer}/{topic}")
+    }
+
+    /// A group's committed offsets on one topic, per partition.
+    pub(crate) fn committed(&self, group: &str, topic: &Topic) -> Result<Vec<Option<u64>>> {
+        let partitions: Vec<i32> = (0..topic.partition_count() as i32).collect();
+        let got =
+            self.members
+                .committed(&self.kafka(group), &self.kafka(topic.name()), &partitions)?;
+        let mut out = vec![None; partitions.len()];
+        for (p, o) in got {
+            if o >= 0
+                && let Some(slot) = out.get_mut(p as usize)
+            {
+                *slot = Some(o as u64);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Commits offsets for a group with no members.
+    pub(crate) fn commit_as_admin(
+        &self,
+        group: &str,
+        offsets: &[(String, u32, u64)],
+    ) -> Result<()> {
+        let mut by_topic: HashMap<&str, Vec<(i32, i64)>> = HashMap::new();
+        for (t, p, o) in offsets {
+            by_topic.entry(t).or_default().push((*p as i32, *o as i64));
+        }
+        for (t, os) in by_topic {
+            self.members
+                .commit_as_admin(&self.kafka(group), &self.kafka(t), &os)
+                .map_err(|e| match e {
+                    MemberError::Stale(m) => Error::Unavailable(m),
+                    e => e.into(),
+                })?;
+        }
+        Ok(())
+    }
+
+    /// Every group with committed offsets, with the Sluice topics they are on.
+    pub(crate) fn committed_groups(&self) -> Result<Vec<(String, Vec<String>)>> {
+        let mut out = Vec::new();
+        for g in self.members.groups()? {
+            let Some(name) = self.sluice(&g) else {
+                continue;
+            };
+            let mut topics: Vec<String> = self
+                .members
+                .all_committed(&g)?
+                .into_iter()
+                .filter_map(|(t, _, _)| self.sluice(&t).map(str::to_string))
+                .collect();
+            topics.sort_unstable();
+            topics.dedup();
+            if !topics.is_empty() {
+                out.push((name.to_string(), topics));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes a group with no members; answers how many committed offsets it had.
+    pub(crate) fn delete(&self, group: &str) -> Result<usize> {
+        let kafka = self.kafka(group);
+        let had = self.members.all_committed(&kafka)?.len();
+        match self.members.delete(&kafka) {
+            Ok(_) => Ok(had),
+            Err(MemberError::Stale(m)) => Err(Error::Unavailable(m)),
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl ClusterGroups for KafkaGroups {
+    fn heartbeat(
+        &self,
+        group: &str,
+        topic: &Topic,
+        consumer: &str,
+        session: Option<Duration>,
+    ) -> Result<Share> {
+        let kafka = self.kafka(group);
+        if let Some(session) = session {
+            let set = self.sessions.lock().expect("sessions lock").get(&kafka) == Some(&session);
+            if !set {
+                // The heartbeat interval is a third of the session, within the
+                // brokers' usual lower bound.
+                let heartbeat = (session / 3).max(Duration::from_millis(500));
+                self.members
+                    .set_session_timeout(&kafka, session, heartbeat)?;
+                self.sessions
+                    .lock()
+                    .expect("sessions lock")
+                    .insert(kafka.clone(), session);
+            }
+        }
+        let topic_k = self.kafka(topic.name());
+        let a = self.members.heartbeat(
+            &kafka,
+            &Self::member(consumer, topic.name()),
+            &[topic_k.as_str()],
+        )?;
+        let partitions = a
+            .partitions
+            .iter()
+            .filter(|(t, _)| *t == topic_k)
+            .flat_map(|(_, ps)| ps.iter().map(|p| *p as u32))
+            .collect();
+        let session_timeout = self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .get(&kafka)
+            .copied()
+            .unwrap_or(self.default_session);
+        Ok(Share {
+            epoch: a.epoch.max(0) as u64,
+            partitions,
+            heartbeat_interval: a.heartbeat_interval,
+            session_timeout,
+        })
+    }
+
+    fn commit(
+        &self,
+        group: &str,
+        topic: &Topic,
+        consumer: &str,
+        epoch: u64,
+        offsets: &[(u32, u64)],
+    ) -> Result<()> {
+        let offsets: Vec<(i32, i64)> = offsets.iter().map(|&(p, o)| (p as i32, o as i64)).collect();
+        self.members
+            .commit(
+                &self.kafka(group),
+                &Self::member(consumer, topic.name()),
+                epoch.min(i32::MAX as u64) as i32,
+                &self.kafka(topic.name()),
+                &offsets,
+            )
+            .map_err(Error::from)
+    }
+
+    fn leave(&self, group: &str, topic: &Topic, consumer: &str) -> Result<bool> {
+        let kafka = self.kafka(group);
+        let member = Self::member(consumer, topic.name());
+        let id = Members::member_id(&kafka, &member);
+        let (_, members) = self.members.describe(&kafka)?;
+        let was = members.iter().any(|m| m.member_id == id);
+        self.members.leave(&kafka, &member)?;
+        Ok(was)
+    }
+
+    fn members(&self, group: &str) -> Result<(Option<u64>, Vec<SharedMember>)> {
+        let (epoch, members) = self.members.describe(&self.kafka(group))?;
+        let mut out = Vec::new();
+        for m in members {
+            // Sluice's members name their consumer and topic; Kafka's own
+            // consumers are listed by member id, once per topic they hold.
+            let sluice = Members::consumer_of(&m.member_id).and_then(|c| c.split_once('/'));
+            let topics: Vec<(String, Vec<u32>)> = m
+                .assignment
+                .iter()
+                .filter_map(|(t, ps)| {
+                    let t = self.sluice(t)?;
+                    Some((t.to_string(), ps.iter().map(|p| *p as u32).collect()))
+                })
+                .collect();
+            let (consumer, topics) = match sluice {
+                Some((consumer, topic)) => {
+                    let partitions = topics
+                        .into_iter()
+                        .find(|(t, _)| t == topic)
+                        .map(|(_, ps)| ps)
+                        .unwrap_or_default();
+                    (consumer.to_string(), vec![(topic.to_string(), partitions)])
+                }
+                None => (m.member_id.clone(), topics),
+            };
+            for (topic, mut partitions) in topics {
+                partitions.sort_unstable();
+                out.push(SharedMember {
+                    consumer: consumer.clone(),
+                    topic,
+                    epoch: m.member_epoch.max(0) as u64,
+                    partitions,
+                });
+            }
+        }
+        out.sort_by(|a, b| (&a.consumer, &a.topic).cmp(&(&b.consumer, &b.topic)));
+        Ok(((epoch > 0 && !out.is_empty()).then_some(epoch as u64), out))
+    }
+
+    fn groups(&self) -> Result<Vec<String>> {
+        Ok(self
+            .members
+            .groups()?
+            .iter()
+            .filter_map(|g| self.sluice(g).map(str::to_string))
+            .collect())
+    }
+}

@@ -1,0 +1,295 @@
+//! Consumer groups over Kafka: two real gateways (`--backend kafka`) behind a
+//! round-robin proxy, against the three-broker test cluster, so every request of
+//! a consumer may reach the other instance than its last. The group lives in
+//! Kafka's coordinator (KIP-848); neither gateway owns a member.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_tests::{RoundRobin, Server, kafka_bootstrap, one_shot_client};
+
+/// Two gateways over the test cluster and a round-robin proxy in front of them,
+/// or `None` when `SLUICE_TEST_SKIP` names kafka.
+fn gateways(test: &str) -> Option<(Server, Server, RoundRobin)> {
+    let bootstrap = kafka_bootstrap(test)?;
+    let args = ["--backend", "kafka", "--kafka-bootstrap", &bootstrap];
+    let (a, b) = (Server::start_with(&args), Server::start_with(&args));
+    let proxy = RoundRobin::start(&[&a.base, &b.base]);
+    Some((a, b, proxy))
+}
+
+/// Creates `topic` through the proxy and waits until both gateways know it (the
+/// other learns of it from the cluster's catalog).
+async fn create(
+    c: &reqwest::Client,
+    p: &RoundRobin,
+    gateways: [&Server; 2],
+    topic: &str,
+    partitions: u32,
+) {
+    let (status, body) = send(
+        c.post(p.url("/v1/topics"))
+            .json(&json!({"name": topic, "partitions": partitions})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for g in gateways {
+        while send(c.get(g.url(&format!("/v1/topics/{topic}")))).await.0 != 200 {
+            assert!(Instant::now() < deadline, "{} never saw {topic}", g.base);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn unique(name: &str) -> String {
+    format!("{name}-{:08x}", rand::random::<u32>())
+}
+
+async fn send(r: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = r.send().await.expect("request");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// One poll of `consumer`; the answer must be 200.
+async fn poll(c: &reqwest::Client, p: &RoundRobin, group: &str, topic: &str, query: &str) -> Value {
+    let url = p.url(&format!(
+        "/v1/groups/{group}/topics/{topic}/records?{query}"
+    ));
+    let (status, body) = send(c.get(url)).await;
+    assert_eq!(status, 200, "poll {query}: {body}");
+    body
+}
+
+fn assignment(answer: &Value) -> Vec<u64> {
+    answer["assignment"]
+        .as_array()
+        .expect("assignment")
+        .iter()
+        .map(|p| p.as_u64().unwrap())
+        .collect()
+}
+
+/// Polls `consumers` (on a topic with nothing new to read) until each has
+/// partitions and together they hold all `partitions`, none twice; answers
+/// each one's generation and partitions.
+async fn settle(
+    c: &reqwest::Client,
+    p: &RoundRobin,
+    group: &str,
+    topic: &str,
+    consumers: &[&str],
+    partitions: u64,
+) -> BTreeMap<String, (u64, Vec<u64>)> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let mut seen = BTreeMap::new();
+        for consumer in consumers {
+            let answer = poll(c, p, group, topic, &format!("consumer={consumer}&limit=1")).await;
+            assert!(
+                answer["records"].as_array().unwrap().is_empty(),
+                "settling reads nothing: {answer}"
+            );
+            let generation = answer["generation"].as_u64().unwrap();
+            seen.insert(consumer.to_string(), (generation, assignment(&answer)));
+        }
+        let all: Vec<u64> = seen.values().flat_map(|(_, a)| a.clone()).collect();
+        let distinct: BTreeSet<u64> = all.iter().copied().collect();
+        let each = seen.values().all(|(_, a)| !a.is_empty());
+        if each && all.len() == distinct.len() && distinct == (0..partitions).collect() {
+            return seen;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "assignments never settled: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+async fn commit(c: &reqwest::Client, p: &RoundRobin, group: &str, body: Value) -> (u16, Value) {
+    send(
+        c.post(p.url(&format!("/v1/groups/{group}/offsets")))
+            .json(&body),
+    )
+    .await
+}
+
+/// Three consumers polling through alternating gateways share a 6-partition
+/// topic (disjoint, covering); they read every record once and commit; a commit
+/// at another epoch is refused; a leave moves partitions at the others' next
+/// heartbeats, a consumer that stops polling loses them after the session
+/// timeout; reset and delete are refused while members live and work after.
+#[tokio::test]
+async fn groups_over_kafka_any_gateway_serves_any_member() {
+    let Some((a, b, p)) = gateways("groups_over_kafka_any_gateway_serves_any_member") else {
+        return;
+    };
+    let c = one_shot_client();
+    let (topic, group) = (unique("orders"), unique("billing"));
+    create(&c, &p, [&a, &b], &topic, 6).await;
+    // The first poll sets the group's session timeout (within the test
+    // brokers' bounds).
+    poll(
+        &c,
+        &p,
+        &group,
+        &topic,
+        "consumer=c1&session_timeout_ms=4000",
+    )
+    .await;
+    let settled = settle(&c, &p, &group, &topic, &["c1", "c2", "c3"], 6).await;
+
+    let records: Vec<Value> = (0..120)
+        .map(|i| json!({"key": format!("k{i}"), "value": {"i": i}}))
+        .collect();
+    let (status, body) = send(
+        c.post(p.url(&format!("/v1/topics/{topic}/records")))
+            .json(&json!({ "records": records })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+
+    // Every record is read once, by the consumer that owns its partition.
+    let mut read: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while read.len() < 120 {
+        assert!(Instant::now() < deadline, "read {} of 120", read.len());
+        for consumer in ["c1", "c2", "c3"] {
+            let answer = poll(
+                &c,
+                &p,
+                &group,
+                &topic,
+                &format!("consumer={consumer}&limit=25"),
+            )
+            .await;
+            let owned = assignment(&answer);
+            let generation = answer["generation"].as_u64().unwrap();
+            let mut next: BTreeMap<u64, u64> = BTreeMap::new();
+            for r in answer["records"].as_array().unwrap() {
+                let (part, offset) = (
+                    r["partition"].as_u64().unwrap(),
+                    r["offset"].as_u64().unwrap(),
+                );
+                assert!(
+                    owned.contains(&part),
+                    "{consumer} read partition {part} it does not own"
+                );
+                assert!(read.insert((part, offset)), "({part}, {offset}) read twice");
+                let n = next.entry(part).or_default();
+                *n = (*n).max(offset + 1);
+            }
+            if next.is_empty() {
+                continue;
+            }
+            let offsets: Vec<Value> = next
+                .iter()
+                .map(|(part, o)| json!({"topic": topic, "partition": part, "offset": o}))
+                .collect();
+            let (status, body) = commit(
+                &c,
+                &p,
+                &group,
+                json!({"consumer": consumer, "generation": generation, "offsets": offsets}),
+            )
+            .await;
+            assert_eq!(status, 204, "commit: {body}");
+        }
+    }
+
+    // A commit at an epoch that is not the member's is refused.
+    let (generation, owned) = settled["c1"].clone();
+    let (status, body) = commit(
+        &c,
+        &p,
+        &group,
+        json!({"consumer": "c1", "generation": generation + 7,
+               "offsets": [{"topic": topic, "partition": owned[0], "offset": 0}]}),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("stale_generation")),
+        "{body}"
+    );
+
+    // The group as the cluster has it: three members, everything committed.
+    let (status, described) = send(c.get(p.url(&format!("/v1/groups/{group}")))).await;
+    assert_eq!(status, 200, "{described}");
+    assert_eq!(
+        described["members"].as_array().unwrap().len(),
+        3,
+        "{described}"
+    );
+    assert_eq!(described["topics"][0]["lag"], 0, "{described}");
+    let committed: u64 = described["topics"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["committed"].as_u64().unwrap())
+        .sum();
+    assert_eq!(committed, 120, "{described}");
+
+    // A leave: the other two take its partitions at their next heartbeats.
+    let (status, body) = send(c.delete(p.url(&format!("/v1/groups/{group}/consumers/c3")))).await;
+    assert_eq!(status, 204, "{body}");
+    settle(&c, &p, &group, &topic, &["c1", "c2"], 6).await;
+
+    // Reset is refused while the group has members on the topic.
+    let reset = json!({"topic": topic, "to": "earliest"});
+    let (status, body) = send(
+        c.post(p.url(&format!("/v1/groups/{group}/offsets/reset")))
+            .json(&reset),
+    )
+    .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (409, Some("group_active")),
+        "{body}"
+    );
+
+    // c2 stops polling: after the session timeout c1 owns everything.
+    settle(&c, &p, &group, &topic, &["c1"], 6).await;
+
+    let (status, body) = send(c.delete(p.url(&format!("/v1/groups/{group}/consumers/c1")))).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = send(
+        c.post(p.url(&format!("/v1/groups/{group}/offsets/reset")))
+            .json(&reset),
+    )
+    .await;
+    assert_eq!(status, 200, "reset of an empty group: {body}");
+    assert!(
+        body["offsets"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|o| o["offset"] == 0),
+        "{body}"
+    );
+    let (status, described) = send(c.get(p.url(&format!("/v1/groups/{group}")))).await;
+    assert_eq!(status, 200, "{described}");
+    assert_eq!(described["topics"][0]["lag"], 120, "{described}");
+    let (status, listed) = send(c.get(p.url("/v1/groups"))).await;
+    assert_eq!(status, 200, "{listed}");
+    assert!(
+        listed["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["group"] == group.as_str()),
+        "{listed}"
+    );
+    let (status, body) = send(c.delete(p.url(&format!("/v1/groups/{group}")))).await;
+    assert_eq!(status, 204, "{body}");
+    let (status, body) = send(c.get(p.url(&format!("/v1/groups/{group}")))).await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("group_not_found")),
+        "{body}"
+    );
+}
