@@ -81,6 +81,23 @@ impl Shares {
         )
     }
 
+    /// Whether this gateway saw `consumer` hold all of `partitions` of `topic`
+    /// at `epoch`.
+    pub(crate) fn holds(
+        &self,
+        group: &str,
+        topic: &str,
+        consumer: &str,
+        epoch: u64,
+        partitions: &[u32],
+    ) -> bool {
+        let held = self.held.lock().expect("shares lock");
+        let key = (group.to_string(), topic.to_string(), consumer.to_string());
+        held.get(&key).is_some_and(|h| {
+            h.epoch == epoch && partitions.iter().all(|p| h.partitions.contains(p))
+        })
+    }
+
     /// Forgets the members of `group` (on `topic`, or all) and `consumer` (or all).
     pub(crate) fn forget(&self, group: &str, consumer: Option<&str>) {
         self.held
@@ -303,7 +320,6 @@ pub(crate) fn members(
         return Ok((state.groups.generation(group), state.groups.members(group)));
     };
     let (epoch, members) = cluster.members(group)?;
-    let session = state.groups.default_session_timeout();
     Ok((
         epoch,
         members
@@ -313,7 +329,7 @@ pub(crate) fn members(
                 topic: m.topic,
                 // The cluster does not say; it expires members on its own.
                 idle: Duration::ZERO,
-                session_timeout: session,
+                session_timeout: m.session_timeout,
                 assignment: m.partitions,
             })
             .collect(),

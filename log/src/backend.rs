@@ -173,6 +173,8 @@ pub trait ClusterGroups: Send + Sync + 'static {
     fn leave(&self, group: &str, topic: &Topic, consumer: &str) -> Result<bool>;
     /// The group's members and its epoch (`None`: no members).
     fn members(&self, group: &str) -> Result<(Option<u64>, Vec<SharedMember>)>;
+    /// Takes every member of `group` out, whichever client it is.
+    fn clear(&self, group: &str) -> Result<()>;
     /// The groups the cluster has members or offsets for.
     fn groups(&self) -> Result<Vec<String>>;
 }
@@ -197,6 +199,8 @@ pub struct SharedMember {
     pub topic: String,
     pub epoch: u64,
     pub partitions: Vec<u32>,
+    /// The group's session timeout.
+    pub session_timeout: std::time::Duration,
 }
 
 /// Whether an engine takes writes.

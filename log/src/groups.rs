@@ -522,11 +522,6 @@ impl Coordinator {
         out
     }
 
-    /// The session timeout of a group whose first poll asked for none.
-    pub fn default_session_timeout(&self) -> Duration {
-        self.default_session
-    }
-
     /// The group's generation, if it has live state.
     pub fn generation(&self, group: &str) -> Option<u64> {
         self.groups

@@ -336,9 +336,9 @@ pub(crate) async fn commit(
 type TopicOffsets = (Arc<Topic>, Vec<(u32, u64)>);
 
 /// A commit where the cluster keeps the group: per topic, as the consumer's
-/// member on it at the generation named. The cluster refuses another epoch; it
-/// does not check the partitions against the member's (KIP-848 commits are
-/// fenced by epoch alone).
+/// member on it at the generation named; the cluster refuses another epoch.
+/// It does not check the partitions (KIP-848 fences commits by epoch alone), so
+/// they are checked here against what the member holds.
 async fn commit_to_cluster(
     state: &AppState,
     group: &str,
@@ -353,6 +353,27 @@ async fn commit_to_cluster(
         }
     }
     for (t, os) in by_topic {
+        let partitions: Vec<u32> = os.iter().map(|(p, _)| *p).collect();
+        if !state
+            .shares
+            .holds(group, t.name(), &req.consumer, req.generation, &partitions)
+        {
+            // This gateway has not seen the member hold them at that epoch
+            // (another may have): the coordinator says what it holds.
+            let (_, members) = crate::session::members(state, group)?;
+            let held = members
+                .iter()
+                .find(|m| m.consumer == req.consumer && m.topic == t.name())
+                .is_some_and(|m| partitions.iter().all(|p| m.assignment.contains(p)));
+            if !held {
+                return Err(GroupError::Stale(format!(
+                    "'{}' does not hold all of partitions {partitions:?} of '{}'",
+                    req.consumer,
+                    t.name()
+                ))
+                .into());
+            }
+        }
         crate::session::commit_member(state, group, &t, &req.consumer, req.generation, os).await?;
     }
     Ok(StatusCode::NO_CONTENT)
@@ -603,10 +624,17 @@ pub(crate) async fn delete_group(
     principal.require(Object::Admin)?;
     let (generation, _) = crate::session::members(&state, &group)?;
     let live = generation.is_some();
-    if state.cluster.is_some() {
-        // The cluster deletes only a group with no members.
+    if let Some(cluster) = state.cluster.clone() {
+        // The cluster deletes only a group with no members: with force, they
+        // are taken out first.
         if live {
-            return Err(GroupError::Active.into());
+            if !params.force.unwrap_or(false) {
+                return Err(GroupError::Active.into());
+            }
+            let g = group.clone();
+            tokio::task::spawn_blocking(move || cluster.clear(&g))
+                .await
+                .map_err(|_| ApiError::internal())??;
         }
         state.shares.forget(&group, None);
     } else {

@@ -16,14 +16,17 @@ use sluice_log::{ClusterGroups, Error, Result, Share, SharedMember, Topic};
 
 use crate::members::{MemberError, Members};
 
+/// How long a group's session timeout, once learnt, is taken as still in effect.
+const SESSION_TTL: Duration = Duration::from_secs(10);
+
 /// The cluster's groups, named with a prefix.
 pub(crate) struct KafkaGroups {
     pub(crate) members: Members,
     prefix: String,
     /// The session timeout a member is told when its group's was not set here.
     default_session: Duration,
-    /// Session timeouts this gateway set, by Kafka group.
-    sessions: Mutex<HashMap<String, Duration>>,
+    /// Session timeouts in effect, by Kafka group, and when they were learnt.
+    sessions: Mutex<HashMap<String, (Duration, std::time::Instant)>>,
 }
 
 impl From<MemberError> for Error {
@@ -59,6 +62,45 @@ impl KafkaGroups {
     /// The member of `consumer` on `topic`.
     fn member(consumer: &str, topic: &str) -> String {
         format!("{consumer}/{topic}")
+    }
+
+    /// The session timeout in effect for Kafka group `kafka`, for a member
+    /// about to heartbeat (`joining`) or not. When the group has no member yet,
+    /// `asked` (or the gateway's default) becomes it: the poll that makes the
+    /// group sets it, as on the embedded engine. What is in effect is asked of
+    /// the cluster again after [`SESSION_TTL`].
+    fn session(&self, kafka: &str, joining: bool, asked: Option<Duration>) -> Result<Duration> {
+        let cached = self
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .get(kafka)
+            .copied();
+        if let Some((value, at)) = cached
+            && at.elapsed() < SESSION_TTL
+        {
+            return Ok(value);
+        }
+        let new = joining && self.members.describe(kafka)?.1.is_empty();
+        let wanted = asked.unwrap_or(self.default_session);
+        // The heartbeat interval is a third of the session, within the brokers'
+        // default bounds (0.5 s in tests, 15 s at most).
+        let heartbeat = (wanted / 3).clamp(Duration::from_millis(500), Duration::from_secs(10));
+        let value = match new.then(|| self.members.set_session_timeout(kafka, wanted, heartbeat)) {
+            Some(Ok(())) => wanted,
+            // A value the poll asked for must be within the brokers' bounds;
+            // the gateway's default, where outside them, gives way to theirs.
+            Some(Err(e)) if asked.is_some() => return Err(e.into()),
+            _ => self
+                .members
+                .session_timeout(kafka)?
+                .unwrap_or(self.default_session),
+        };
+        self.sessions
+            .lock()
+            .expect("sessions lock")
+            .insert(kafka.to_string(), (value, std::time::Instant::now()));
+        Ok(value)
     }
 
     /// A group's committed offsets on one topic, per partition.
@@ -142,39 +184,18 @@ impl ClusterGroups for KafkaGroups {
         session: Option<Duration>,
     ) -> Result<Share> {
         let kafka = self.kafka(group);
-        if let Some(session) = session {
-            let set = self.sessions.lock().expect("sessions lock").get(&kafka) == Some(&session);
-            if !set {
-                // The heartbeat interval is a third of the session, within the
-                // brokers' usual lower bound.
-                let heartbeat = (session / 3).max(Duration::from_millis(500));
-                self.members
-                    .set_session_timeout(&kafka, session, heartbeat)?;
-                self.sessions
-                    .lock()
-                    .expect("sessions lock")
-                    .insert(kafka.clone(), session);
-            }
-        }
+        let member = Self::member(consumer, topic.name());
+        let session_timeout = self.session(&kafka, true, session)?;
         let topic_k = self.kafka(topic.name());
-        let a = self.members.heartbeat(
-            &kafka,
-            &Self::member(consumer, topic.name()),
-            &[topic_k.as_str()],
-        )?;
+        let a = self
+            .members
+            .heartbeat(&kafka, &member, &[topic_k.as_str()])?;
         let partitions = a
             .partitions
             .iter()
             .filter(|(t, _)| *t == topic_k)
             .flat_map(|(_, ps)| ps.iter().map(|p| *p as u32))
             .collect();
-        let session_timeout = self
-            .sessions
-            .lock()
-            .expect("sessions lock")
-            .get(&kafka)
-            .copied()
-            .unwrap_or(self.default_session);
         Ok(Share {
             epoch: a.epoch.max(0) as u64,
             partitions,
@@ -214,7 +235,13 @@ impl ClusterGroups for KafkaGroups {
     }
 
     fn members(&self, group: &str) -> Result<(Option<u64>, Vec<SharedMember>)> {
-        let (epoch, members) = self.members.describe(&self.kafka(group))?;
+        let kafka = self.kafka(group);
+        let (epoch, members) = self.members.describe(&kafka)?;
+        let session_timeout = if members.is_empty() {
+            self.default_session
+        } else {
+            self.session(&kafka, false, None)?
+        };
         let mut out = Vec::new();
         for m in members {
             // Sluice's members name their consumer and topic; Kafka's own
@@ -246,11 +273,20 @@ impl ClusterGroups for KafkaGroups {
                     topic,
                     epoch: m.member_epoch.max(0) as u64,
                     partitions,
+                    session_timeout,
                 });
             }
         }
         out.sort_by(|a, b| (&a.consumer, &a.topic).cmp(&(&b.consumer, &b.topic)));
         Ok(((epoch > 0 && !out.is_empty()).then_some(epoch as u64), out))
+    }
+
+    fn clear(&self, group: &str) -> Result<()> {
+        let kafka = self.kafka(group);
+        for m in self.members.describe(&kafka)?.1 {
+            self.members.evict(&kafka, &m.member_id)?;
+        }
+        Ok(())
     }
 
     fn groups(&self) -> Result<Vec<String>> {

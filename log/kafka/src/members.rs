@@ -223,7 +223,7 @@ impl Members {
             match e {
                 0 => {}
                 STALE_MEMBER_EPOCH | ILLEGAL_GENERATION | UNKNOWN_MEMBER_ID
-                | FENCED_MEMBER_EPOCH => {
+                | FENCED_MEMBER_EPOCH | GROUP_ID_NOT_FOUND => {
                     return Err(MemberError::Stale(format!(
                         "epoch {epoch} is not the member's current one (partition {p})"
                     )));
@@ -363,16 +363,32 @@ impl Members {
             .map_err(MemberError::Invalid)
     }
 
+    /// `group`'s session timeout (the brokers' default where it has none set).
+    pub fn session_timeout(&self, group: &str) -> Result<Option<Duration>, MemberError> {
+        let addr = self.bootstrap.split(',').next().unwrap_or_default().trim();
+        let value = self
+            .wire
+            .group_config(addr, group, "consumer.session.timeout.ms")
+            .map_err(MemberError::Unavailable)?;
+        Ok(value
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis))
+    }
+
     /// Takes `consumer` out of `group`; its partitions go to the others at their
     /// next heartbeat.
     pub fn leave(&self, group: &str, consumer: &str) -> Result<(), MemberError> {
-        let id = Self::member_id(group, consumer);
         self.known
             .lock()
             .expect("members lock")
             .remove(&(group.to_string(), consumer.to_string()));
+        self.evict(group, &Self::member_id(group, consumer))
+    }
+
+    /// Takes the member `member_id` out of `group`, whichever client it is.
+    pub fn evict(&self, group: &str, member_id: &str) -> Result<(), MemberError> {
         let hb = self.with_coordinator(group, |c| {
-            self.wire.heartbeat(c, group, &id, -1, None, -1, None)
+            self.wire.heartbeat(c, group, member_id, -1, None, -1, None)
         })?;
         match hb.error {
             0 | UNKNOWN_MEMBER_ID => Ok(()),

@@ -23,11 +23,12 @@ use bytes::{BufMut, BytesMut};
 use kafka_protocol::messages::{
     ApiKey, ConsumerGroupDescribeRequest, ConsumerGroupDescribeResponse,
     ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DeleteGroupsRequest,
-    DeleteGroupsResponse, DescribeLogDirsRequest, DescribeLogDirsResponse, FindCoordinatorRequest,
-    FindCoordinatorResponse, GroupId, IncrementalAlterConfigsRequest,
-    IncrementalAlterConfigsResponse, ListGroupsRequest, ListGroupsResponse, MetadataRequest,
-    MetadataResponse, OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest,
-    OffsetFetchResponse, RequestHeader, TopicName,
+    DeleteGroupsResponse, DescribeConfigsRequest, DescribeConfigsResponse, DescribeLogDirsRequest,
+    DescribeLogDirsResponse, FindCoordinatorRequest, FindCoordinatorResponse, GroupId,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse, ListGroupsRequest,
+    ListGroupsResponse, MetadataRequest, MetadataResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, RequestHeader, TopicName,
+    describe_configs_request::DescribeConfigsResource,
     describe_log_dirs_request::DescribableLogDirTopic,
     incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig},
     metadata_request::MetadataRequestTopic,
@@ -394,6 +395,38 @@ impl Wire {
             }
         }
         Ok(out)
+    }
+
+    /// The value of config `key` of `group` (a GROUP config resource; the
+    /// broker's default where the group has none of its own).
+    pub fn group_config(
+        &self,
+        addr: &str,
+        group: &str,
+        key: &str,
+    ) -> Result<Option<String>, String> {
+        const GROUP: i8 = 32;
+        let request = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(GROUP)
+                .with_resource_name(StrBytes::from_string(group.to_string()))
+                .with_configuration_keys(Some(vec![StrBytes::from_string(key.to_string())])),
+        ]);
+        let r: DescribeConfigsResponse = self.call(addr, ApiKey::DescribeConfigs, 4, &request)?;
+        let Some(resource) = r.results.into_iter().next() else {
+            return Ok(None);
+        };
+        if resource.error_code != 0 {
+            return Err(format!(
+                "DescribeConfigs: {}",
+                error_name(resource.error_code)
+            ));
+        }
+        Ok(resource
+            .configs
+            .into_iter()
+            .find(|c| c.name.as_str() == key)
+            .and_then(|c| c.value.map(|v| v.to_string())))
     }
 
     /// Sets `configs` (name, value) of `group` (a GROUP config resource, e.g.
