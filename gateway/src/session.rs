@@ -231,7 +231,8 @@ impl Member<'_> {
         if h.epoch != share.epoch {
             h.positions.clear();
         }
-        if h.epoch != share.epoch || h.partitions != share.partitions {
+        let changed = h.epoch != share.epoch || h.partitions != share.partitions;
+        if changed {
             h.positions.retain(|p, _| share.partitions.contains(p));
             h.epoch = share.epoch;
             h.partitions.clone_from(&share.partitions);
@@ -245,10 +246,18 @@ impl Member<'_> {
                 (p, h.positions.get(&p).map_or(c, |&at| at.max(c)))
             })
             .collect();
+        let informed = h.told;
+        drop(held);
+        if changed {
+            // Partitions moved: this gateway's other members of the group
+            // heartbeat now rather than at their next interval, so a move
+            // settles in one round here (the cluster paces the others).
+            state.group_changes.notify(self.group);
+        }
         let view = MemberView {
             generation: share.epoch,
             assignment: share.partitions,
-            informed: h.told,
+            informed,
             session_timeout: share.session_timeout,
         };
         Ok(Turn {

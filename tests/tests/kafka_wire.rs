@@ -426,7 +426,7 @@ fn a_groups_session_timeout_drops_a_silent_member() {
     match members.set_session_timeout(
         &group,
         Duration::from_millis(200),
-        Duration::from_millis(100),
+        Some(Duration::from_millis(100)),
     ) {
         Err(MemberError::Invalid(why)) => assert!(
             why.contains("INVALID_CONFIG") || why.contains("InvalidConfig"),
@@ -435,7 +435,11 @@ fn a_groups_session_timeout_drops_a_silent_member() {
         other => panic!("a session timeout below the brokers' minimum: {other:?}"),
     }
     members
-        .set_session_timeout(&group, Duration::from_secs(2), Duration::from_millis(500))
+        .set_session_timeout(
+            &group,
+            Duration::from_secs(2),
+            Some(Duration::from_millis(500)),
+        )
         .expect("set the session timeout");
     let joined = members.heartbeat(&group, "quiet", &[&name]).expect("join");
     assert_eq!(joined.heartbeat_interval, Duration::from_millis(500));

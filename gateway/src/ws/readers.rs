@@ -97,7 +97,10 @@ pub(super) async fn group_reader(
             }
         };
         let generation = turn.view.generation;
-        if announced != Some(generation) {
+        // A new generation, or (where the cluster keeps the group) partitions
+        // given or taken at the same epoch.
+        let now = (generation, turn.view.assignment.clone());
+        if announced.as_ref() != Some(&now) {
             g.generation.store(generation, Ordering::Release);
             let frame = text(ServerFrame::Assigned {
                 id: id.clone(),
@@ -108,7 +111,7 @@ pub(super) async fn group_reader(
                 return;
             }
             member.answered(&state, generation);
-            announced = Some(generation);
+            announced = Some(now);
         }
         let mut sent = false;
         for &(p, pos) in &turn.positions {

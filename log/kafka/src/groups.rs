@@ -83,10 +83,18 @@ impl KafkaGroups {
         }
         let new = joining && self.members.describe(kafka)?.1.is_empty();
         let wanted = asked.unwrap_or(self.default_session);
-        // The heartbeat interval is a third of the session, within the brokers'
-        // default bounds (0.5 s in tests, 15 s at most).
-        let heartbeat = (wanted / 3).clamp(Duration::from_millis(500), Duration::from_secs(10));
-        let value = match new.then(|| self.members.set_session_timeout(kafka, wanted, heartbeat)) {
+        // The brokers' heartbeat interval stays unless it is not below the
+        // session (then a third of it, within the test brokers' lower bound).
+        let set = || {
+            self.members
+                .set_session_timeout(kafka, wanted, None)
+                .or_else(|_| {
+                    let heartbeat = (wanted / 3).max(Duration::from_millis(500));
+                    self.members
+                        .set_session_timeout(kafka, wanted, Some(heartbeat))
+                })
+        };
+        let value = match new.then(set) {
             Some(Ok(())) => wanted,
             // A value the poll asked for must be within the brokers' bounds;
             // the gateway's default, where outside them, gives way to theirs.

@@ -334,32 +334,26 @@ impl Members {
     }
 
     /// Sets `group`'s session timeout (how long a member that stops polling
-    /// keeps its partitions) and the heartbeat interval its members are asked
-    /// for. The brokers bound both (`group.consumer.min.session.timeout.ms`,
+    /// keeps its partitions) and, when given, the heartbeat interval its
+    /// members are asked for (else the brokers' applies). The brokers bound both (`group.consumer.min.session.timeout.ms`,
     /// `group.consumer.max.session.timeout.ms`, and the same for the heartbeat
     /// interval); a value outside them is refused.
     pub fn set_session_timeout(
         &self,
         group: &str,
         session: Duration,
-        heartbeat: Duration,
+        heartbeat: Option<Duration>,
     ) -> Result<(), MemberError> {
         let addr = self.bootstrap.split(',').next().unwrap_or_default().trim();
+        let mut configs = vec![(
+            "consumer.session.timeout.ms",
+            session.as_millis().to_string(),
+        )];
+        if let Some(h) = heartbeat {
+            configs.push(("consumer.heartbeat.interval.ms", h.as_millis().to_string()));
+        }
         self.wire
-            .set_group_configs(
-                addr,
-                group,
-                &[
-                    (
-                        "consumer.session.timeout.ms",
-                        session.as_millis().to_string(),
-                    ),
-                    (
-                        "consumer.heartbeat.interval.ms",
-                        heartbeat.as_millis().to_string(),
-                    ),
-                ],
-            )
+            .set_group_configs(addr, group, &configs)
             .map_err(MemberError::Invalid)
     }
 
