@@ -293,3 +293,141 @@ async fn groups_over_kafka_any_gateway_serves_any_member() {
         "{body}"
     );
 }
+
+/// `kill -9` of one of the two gateways while three consumers poll and commit
+/// through the proxy and a producer writes: the consumers carry on through the
+/// other instance (a request cut off by the kill is sent again); no partition is
+/// in two consumers' assignments within a round of their polls (each round polls
+/// them one after the other, and a partition moves only after its last owner's
+/// next heartbeat); every produced record is read, and the committed offsets end
+/// at every partition's end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_killed_mid_run_leaves_the_group_whole() {
+    let Some((mut a, b, p)) = gateways("a_gateway_killed_mid_run_leaves_the_group_whole") else {
+        return;
+    };
+    let c = one_shot_client();
+    let (topic, group) = (unique("events"), unique("workers"));
+    create(&c, &p, [&a, &b], &topic, 6).await;
+    let consumers = ["w1", "w2", "w3"];
+    settle(&c, &p, &group, &topic, &consumers, 6).await;
+
+    let mut produced: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let mut read: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let url = |path: String| p.url(&path);
+    // Retries a request the kill cut off (on another connection, so through
+    // the gateway that lives).
+    async fn again(req: impl Fn() -> reqwest::RequestBuilder) -> (u16, Value) {
+        for _ in 0..20 {
+            if let Ok(r) = req().send().await {
+                let status = r.status().as_u16();
+                if let Ok(text) = r.text().await {
+                    return (status, serde_json::from_str(&text).unwrap_or(Value::Null));
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        panic!("no gateway answered 20 times in a row");
+    }
+    let mut killed = false;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for round in 0.. {
+        assert!(
+            Instant::now() < deadline,
+            "read {} of {}",
+            read.len(),
+            produced.len()
+        );
+        if round < 30 {
+            let records: Vec<Value> = (0..12)
+                .map(|i| json!({"key": format!("r{round}-{i}"), "value": i}))
+                .collect();
+            let body = json!({ "records": records });
+            let (status, answer) = again(|| {
+                c.post(url(format!("/v1/topics/{topic}/records")))
+                    .json(&body)
+            })
+            .await;
+            assert_eq!(status, 200, "{answer}");
+            for o in answer["offsets"].as_array().unwrap() {
+                produced.insert((
+                    o["partition"].as_u64().unwrap(),
+                    o["offset"].as_u64().unwrap(),
+                ));
+            }
+        }
+        if round == 10 && !killed {
+            a.kill();
+            killed = true;
+        }
+        let mut owners: BTreeMap<u64, &str> = BTreeMap::new();
+        for consumer in consumers {
+            let (status, answer) = again(|| {
+                c.get(url(format!(
+                    "/v1/groups/{group}/topics/{topic}/records?consumer={consumer}&limit=40"
+                )))
+            })
+            .await;
+            assert_eq!(status, 200, "{answer}");
+            let owned = assignment(&answer);
+            for part in &owned {
+                if let Some(other) = owners.insert(*part, consumer) {
+                    panic!("partition {part} held by {other} and {consumer} in round {round}");
+                }
+            }
+            let mut next: BTreeMap<u64, u64> = BTreeMap::new();
+            for r in answer["records"].as_array().unwrap() {
+                let (part, offset) = (
+                    r["partition"].as_u64().unwrap(),
+                    r["offset"].as_u64().unwrap(),
+                );
+                assert!(
+                    owned.contains(&part),
+                    "{consumer} read partition {part} it does not own"
+                );
+                read.insert((part, offset));
+                let n = next.entry(part).or_default();
+                *n = (*n).max(offset + 1);
+            }
+            if next.is_empty() {
+                continue;
+            }
+            let offsets: Vec<Value> = next
+                .iter()
+                .map(|(part, o)| json!({"topic": topic, "partition": part, "offset": o}))
+                .collect();
+            let body = json!({"consumer": consumer, "generation": answer["generation"], "offsets": offsets});
+            let (status, answer) = again(|| {
+                c.post(url(format!("/v1/groups/{group}/offsets")))
+                    .json(&body)
+            })
+            .await;
+            // A rebalance between the poll and its commit refuses the commit;
+            // the records come again.
+            assert!(status == 204 || status == 409, "commit: {status} {answer}");
+        }
+        if round >= 30 && read.is_superset(&produced) {
+            break;
+        }
+    }
+    assert!(killed);
+    // The committed offsets end at every partition's end once each consumer
+    // commits what it was last handed (a commit refused by a rebalance above
+    // left some behind).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (status, described) = send(c.get(b.url(&format!("/v1/groups/{group}")))).await;
+        assert_eq!(status, 200, "{described}");
+        if described["topics"][0]["lag"] == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lag never reached 0: {described}"
+        );
+        for consumer in consumers {
+            let query = format!("consumer={consumer}&limit=1000&auto_commit=true");
+            poll(&c, &p, &group, &topic, &query).await;
+        }
+    }
+}

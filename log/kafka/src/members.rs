@@ -43,14 +43,15 @@ pub struct Assignment {
     pub heartbeat_interval: Duration,
 }
 
+/// Partitions by topic id.
+type Owned = Vec<([u8; 16], Vec<i32>)>;
+
 /// A member as this gateway last heard of it.
 #[derive(Debug, Clone)]
 struct Known {
-    /// Its subscription, sorted.
-    topics: Vec<String>,
     assignment: Assignment,
     /// The assignment by topic id, as the coordinator gave it.
-    owned: Vec<([u8; 16], Vec<i32>)>,
+    owned: Owned,
 }
 
 /// Why a member call was refused.
@@ -120,9 +121,17 @@ impl Members {
     }
 
     /// Heartbeats for `consumer` of `group`, subscribed to `topics`; answers its
-    /// epoch and partitions. A member this gateway does not know (or knows at an
-    /// epoch the coordinator no longer has) joins with epoch 0, which for a member
-    /// the group has is answered with its current state.
+    /// epoch and partitions.
+    ///
+    /// Every heartbeat is a full one (subscription, rebalance timeout and the
+    /// partitions held), which the coordinator answers with the whole
+    /// assignment: another gateway may have served the member since, so what
+    /// this one knew can be out of date even at the same epoch. A member this
+    /// gateway does not know, or knows at an epoch the coordinator no longer has,
+    /// is first looked up (`ConsumerGroupDescribe`) and goes on at its current
+    /// epoch, reporting what the coordinator last gave it, so partitions it is
+    /// giving up stay its own until it was told; only a member the group does not
+    /// have joins with epoch 0.
     pub fn heartbeat(
         &self,
         group: &str,
@@ -131,43 +140,27 @@ impl Members {
     ) -> Result<Assignment, MemberError> {
         let key = (group.to_string(), consumer.to_string());
         let id = Self::member_id(group, consumer);
-        let mut wanted: Vec<String> = topics.iter().map(|t| t.to_string()).collect();
-        wanted.sort_unstable();
-        wanted.dedup();
         let known = self.known.lock().expect("members lock").get(&key).cloned();
-        let mut epoch = known.as_ref().map_or(0, |k| k.assignment.epoch);
-        for _ in 0..2 {
-            // The subscription goes with a join and with a change of topics.
-            let resubscribe = epoch == 0 || known.as_ref().is_none_or(|k| k.topics != wanted);
+        let mut state = known.map(|k| (k.assignment.epoch, k.owned));
+        for _ in 0..3 {
+            let (epoch, owned) = match state.take() {
+                Some(s) => s,
+                None => self.look_up(group, &id)?,
+            };
             let hb = self.with_coordinator(group, |c| {
-                let timeout = if epoch == 0 {
-                    self.rebalance_timeout_ms
-                } else {
-                    -1
-                };
-                // What the member holds is what it was last told (the poll's
-                // answer carries its assignment): reporting it acknowledges
-                // what it gave up, so those partitions can move on.
-                let owned = known
-                    .as_ref()
-                    .filter(|_| epoch != 0)
-                    .map(|k| k.owned.as_slice());
                 self.wire.heartbeat(
                     c,
                     group,
                     &id,
                     epoch,
-                    resubscribe.then_some(topics),
-                    timeout,
-                    owned,
+                    Some(topics),
+                    self.rebalance_timeout_ms,
+                    Some(&owned),
                 )
             })?;
             match hb.error {
                 0 => {}
-                FENCED_MEMBER_EPOCH | UNKNOWN_MEMBER_ID if epoch != 0 => {
-                    epoch = 0;
-                    continue;
-                }
+                FENCED_MEMBER_EPOCH | UNKNOWN_MEMBER_ID if epoch != 0 => continue,
                 _ => {
                     return Err(MemberError::Unavailable(format!(
                         "heartbeat: {}",
@@ -175,13 +168,8 @@ impl Members {
                     )));
                 }
             }
-            let owned = match hb.assignment {
-                Some(a) => a,
-                None => match &known {
-                    Some(k) if epoch != 0 => k.owned.clone(),
-                    _ => Vec::new(),
-                },
-            };
+            // A full heartbeat is answered with the assignment.
+            let owned = hb.assignment.unwrap_or(owned);
             let partitions = self.named(group, topics, &owned)?;
             let assignment = Assignment {
                 epoch: hb.member_epoch,
@@ -191,7 +179,6 @@ impl Members {
             self.known.lock().expect("members lock").insert(
                 key,
                 Known {
-                    topics: wanted,
                     assignment: assignment.clone(),
                     owned,
                 },
@@ -199,8 +186,18 @@ impl Members {
             return Ok(assignment);
         }
         Err(MemberError::Unavailable(
-            "heartbeat: fenced twice in a row".into(),
+            "heartbeat: fenced three times in a row".into(),
         ))
+    }
+
+    /// The epoch and partitions the coordinator has for member `id` of
+    /// `group`; epoch 0 and none when the group does not have it.
+    fn look_up(&self, group: &str, id: &str) -> Result<(i32, Owned), MemberError> {
+        let (_, members) = self.describe(group)?;
+        Ok(members
+            .into_iter()
+            .find(|m| m.member_id == id)
+            .map_or((0, Vec::new()), |m| (m.member_epoch, m.assigned_ids)))
     }
 
     /// Commits `offsets` (next offset to read, by partition) of `topic` as

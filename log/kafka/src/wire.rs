@@ -63,6 +63,8 @@ pub struct MemberState {
     pub member_epoch: i32,
     /// Its partitions, by topic name.
     pub assignment: Vec<(String, Vec<i32>)>,
+    /// The same, by topic id.
+    pub assigned_ids: Vec<([u8; 16], Vec<i32>)>,
 }
 
 /// Direct calls to brokers.
@@ -241,8 +243,14 @@ impl Wire {
                 assignment: m
                     .assignment
                     .topic_partitions
+                    .iter()
+                    .map(|tp| (tp.topic_name.0.to_string(), tp.partitions.clone()))
+                    .collect(),
+                assigned_ids: m
+                    .assignment
+                    .topic_partitions
                     .into_iter()
-                    .map(|tp| (tp.topic_name.0.to_string(), tp.partitions))
+                    .map(|tp| (*tp.topic_id.as_bytes(), tp.partitions))
                     .collect(),
             })
             .collect();
