@@ -1,7 +1,8 @@
-//! Leader failover under the Kafka engine: producers keep writing through the
+//! Broker failover under the Kafka engine: producers keep writing through the
 //! gateway while the broker that leads the most partitions is killed with
-//! `kill -9` and started again. A test binary of its own, so no other test shares
-//! the cluster while a broker is down.
+//! `kill -9` and started again, and a group goes on when its coordinator's broker
+//! is killed. A test binary of its own, so no other test shares the cluster
+//! while a broker is down (and its tests take turns).
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
@@ -36,6 +37,7 @@ async fn a_leader_killed_mid_produce_loses_no_acknowledged_record() {
     else {
         return;
     };
+    let _down = BROKER_DOWN.lock().await;
     let status = cluster(&["status"]);
     assert_eq!(
         status.matches("running").count(),
@@ -179,4 +181,172 @@ async fn a_leader_killed_mid_produce_loses_no_acknowledged_record() {
         refused.len(),
         refused.iter().take(3).collect::<Vec<_>>()
     );
+}
+
+/// Only one test of this binary takes a broker down at a time.
+static BROKER_DOWN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Sends a request until it is answered with something other than 503 (the
+/// group's coordinator moving answers 503 with `Retry-After` for a moment).
+async fn until_answered(req: impl Fn() -> reqwest::RequestBuilder) -> (u16, Value) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = req().send().await.unwrap();
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or_default();
+        if status != 503 {
+            return (status, body);
+        }
+        assert!(std::time::Instant::now() < deadline, "503 for 90 s: {body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Two consumers of a group read and commit; the broker that coordinates the
+/// group is killed with `kill -9`. The group goes on once the coordinator moved:
+/// the offsets committed before are all there, the consumers read the rest, and
+/// no record is read twice (each was committed before the kill or read after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_groups_coordinator_killed_keeps_its_committed_offsets() {
+    let Some(bootstrap) =
+        kafka_bootstrap("the_groups_coordinator_killed_keeps_its_committed_offsets")
+    else {
+        return;
+    };
+    let _down = BROKER_DOWN.lock().await;
+    let s = Server::start_with(&["--backend", "kafka", "--kafka-bootstrap", &bootstrap]);
+    let c = client();
+    let run = format!("{:08x}", rand::random::<u32>());
+    let (topic, group) = (format!("coord-{run}"), format!("coord-group-{run}"));
+    let r = c
+        .post(s.url("/v1/topics"))
+        .json(&json!({"name": topic, "partitions": 4}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let records: Vec<Value> = (0..80)
+        .map(|i| json!({"key": format!("k{i}"), "value": i}))
+        .collect();
+    let r = c
+        .post(s.url(&format!("/v1/topics/{topic}/records")))
+        .json(&json!({ "records": records }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // Reads up to `limit` records as `consumer` and commits them; answers them.
+    let read = |consumer: &'static str, limit: u32| {
+        let (c, poll, commit, topic) = (
+            c.clone(),
+            s.url(&format!(
+                "/v1/groups/{group}/topics/{topic}/records?consumer={consumer}&limit={limit}"
+            )),
+            s.url(&format!("/v1/groups/{group}/offsets")),
+            topic.clone(),
+        );
+        async move {
+            let (status, answer) = until_answered(|| c.get(&poll)).await;
+            assert_eq!(status, 200, "{answer}");
+            let mut next: BTreeMap<u64, u64> = BTreeMap::new();
+            let mut got = Vec::new();
+            for r in answer["records"].as_array().unwrap() {
+                let (p, o) = (
+                    r["partition"].as_u64().unwrap(),
+                    r["offset"].as_u64().unwrap(),
+                );
+                got.push((p, o));
+                next.insert(p, o + 1);
+            }
+            if !next.is_empty() {
+                let offsets: Vec<Value> = next
+                    .iter()
+                    .map(|(p, o)| json!({"topic": topic, "partition": p, "offset": o}))
+                    .collect();
+                let body = json!({"consumer": consumer, "generation": answer["generation"], "offsets": offsets});
+                let (status, answer) = until_answered(|| c.post(&commit).json(&body)).await;
+                assert_eq!(status, 204, "{answer}");
+            }
+            got
+        }
+    };
+    let mut seen: BTreeMap<(u64, u64), usize> = BTreeMap::new();
+    // Both members join and settle before reading.
+    for _ in 0..20 {
+        for consumer in ["a", "b"] {
+            for r in read(consumer, 1).await {
+                *seen.entry(r).or_default() += 1;
+            }
+        }
+    }
+    for consumer in ["a", "b"] {
+        for r in read(consumer, 15).await {
+            *seen.entry(r).or_default() += 1;
+        }
+    }
+    let before: Value = c
+        .get(s.url(&format!("/v1/groups/{group}")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let committed_before: Vec<Value> = before["topics"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["committed"].clone())
+        .collect();
+
+    let wire = sluice_kafka::wire::Wire::new(&[], Duration::from_secs(10)).expect("plaintext");
+    let coordinator = wire
+        .find_coordinator(&bootstrap, &group)
+        .expect("coordinator");
+    let port: u32 = coordinator.rsplit(':').next().unwrap().parse().unwrap();
+    let base: u32 = bootstrap
+        .split(',')
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let victim = (port - base + 1).to_string();
+    cluster(&["kill", &victim]);
+
+    // The group carries on: what was committed is there, the rest is read.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    while seen.len() < 80 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "read {} of 80 after the kill",
+            seen.len()
+        );
+        for consumer in ["a", "b"] {
+            for r in read(consumer, 20).await {
+                *seen.entry(r).or_default() += 1;
+            }
+        }
+    }
+    let (status, after) = until_answered(|| c.get(s.url(&format!("/v1/groups/{group}")))).await;
+    assert_eq!(status, 200, "{after}");
+    cluster(&["restart", &victim]);
+    cluster(&["wait"]);
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "read twice: {twice:?}");
+    assert_eq!(after["topics"][0]["lag"], 0, "{after}");
+    for (p, was) in after["topics"][0]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(&committed_before)
+    {
+        assert!(
+            p["committed"].as_u64() >= was.as_u64(),
+            "committed went back: {was} then {p}"
+        );
+    }
 }
