@@ -16,6 +16,8 @@ use rdkafka::producer::{BaseRecord, DeliveryResult, ProducerContext, ThreadedPro
 use rdkafka::{ClientContext, Message, Offset, TopicPartitionList};
 use sluice_tests::{Server, peak_rss_bytes};
 
+mod groups;
+
 use crate::{
     Row, Stats, Turn, VALUE_BYTES, create_topics, drive, fetch_load, http_client, load, machine,
     median, print_rows, produce_load, value_200,
@@ -231,6 +233,47 @@ pub(crate) async fn run(duration: Duration, bootstrap: &str, only: Option<u32>) 
             &mut ceil,
             0.6,
         );
+    }
+
+    if wanted(4) {
+        // Scenario 4: a group of four draining 1M records through two gateways.
+        let topic = format!("bench-group-{run}");
+        create_topics(&c, &server, &[(&*topic, 8)]).await?;
+        eprintln!("loading {} records into 8 partitions ...", groups::TOTAL);
+        load(
+            &c,
+            &server.url(&format!("/v1/topics/{topic}/records")),
+            groups::TOTAL,
+        )
+        .await?;
+        let other = Server::start_with(&[
+            "--backend",
+            "kafka",
+            "--kafka-bootstrap",
+            bootstrap,
+            "--rate-limit-requests",
+            "0",
+        ]);
+        let (b, t) = (bootstrap.to_string(), topic.clone());
+        let mut ceil = tokio::task::spawn_blocking(move || groups::ceiling(&b, &t)).await??;
+        let (before, before_other) = (cpu_seconds(server.pid()), cpu_seconds(other.pid()));
+        let (mut s, reowned) = groups::drain(&c, [&server, &other], &topic).await?;
+        let cpu = cpu_seconds(server.pid()) - before + cpu_seconds(other.pid()) - before_other;
+        cpu_lines.push(format!(
+            "K4: gateways' CPU {:.1} s per 1M records; after a leave, every partition owned again in {reowned:.2} s",
+            cpu / s.records.max(1) as f64 * 1e6
+        ));
+        push(
+            &mut rows,
+            "K4. group of 4 drains 8 partitions via 2 gateways, 1000/poll + commit",
+            &mut s,
+            &mut ceil,
+            0.5,
+        );
+        let _ = c
+            .delete(server.url(&format!("/v1/topics/{topic}")))
+            .send()
+            .await;
     }
 
     print_rows(&machine, &rows);
