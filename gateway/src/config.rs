@@ -489,6 +489,13 @@ impl Config {
 
     /// Refuses settings that would expose an unprotected server.
     pub fn check(&self) -> Result<(), String> {
+        if self.backend == BackendKind::Kafka && self.bind_consumers_to_subject {
+            return Err(
+                "--bind-consumers-to-subject is not offered with --backend kafka (the group \
+                 lives in the cluster, which keeps no subjects)"
+                    .into(),
+            );
+        }
         if self.backend == BackendKind::Kafka && self.kafka_bootstrap.is_none() {
             return Err("--backend kafka needs --kafka-bootstrap HOST:PORT,...".into());
         }

@@ -92,3 +92,34 @@ fn a_bad_file_stops_the_server_with_a_clear_message() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read it"));
 }
+
+/// Settings that do not go together stop the server before it opens anything.
+#[test]
+fn settings_that_do_not_go_together_stop_the_server() {
+    let cases: [(&[&str], &str); 2] = [
+        (
+            &["--backend", "kafka"],
+            "--backend kafka needs --kafka-bootstrap",
+        ),
+        (
+            &[
+                "--backend",
+                "kafka",
+                "--kafka-bootstrap",
+                "127.0.0.1:1",
+                "--bind-consumers-to-subject",
+            ],
+            "--bind-consumers-to-subject is not offered with --backend kafka",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = Command::new(binary())
+            .args(args)
+            .args(["--listen", "127.0.0.1:0"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
+}
