@@ -431,3 +431,137 @@ async fn a_gateway_killed_mid_run_leaves_the_group_whole() {
         }
     }
 }
+
+/// A Kafka consumer (the console consumer of the test cluster's own jars, with
+/// `group.protocol=consumer`) and a Sluice consumer in one group share the
+/// topic's partitions: each holds some, none both, and together they read every
+/// record once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_consumer_and_a_sluice_consumer_share_a_group() {
+    let Some(bootstrap) = kafka_bootstrap("a_kafka_consumer_and_a_sluice_consumer_share_a_group")
+    else {
+        return;
+    };
+    let s = Server::start_with(&["--backend", "kafka", "--kafka-bootstrap", &bootstrap]);
+    let c = one_shot_client();
+    let (topic, group) = (unique("shared"), unique("mixed"));
+    let (status, body) = send(
+        c.post(s.url("/v1/topics"))
+            .json(&json!({"name": topic, "partitions": 4})),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let url = |query: &str| {
+        s.url(&format!(
+            "/v1/groups/{group}/topics/{topic}/records?{query}"
+        ))
+    };
+    let (status, body) = send(c.get(url("consumer=s1"))).await;
+    assert_eq!(status, 200, "{body}");
+
+    let mut java =
+        std::process::Command::new(sluice_tests::workspace_root().join("tests/kafka/cluster"))
+            .args([
+                "run",
+                "org.apache.kafka.tools.consumer.ConsoleConsumer",
+                "--bootstrap-server",
+                &bootstrap,
+                "--topic",
+                &topic,
+                "--group",
+                &group,
+                "--consumer-property",
+                "group.protocol=consumer",
+                "--consumer-property",
+                "auto.offset.reset=earliest",
+                "--property",
+                "print.partition=true",
+                "--property",
+                "print.offset=true",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("run the console consumer (tests/kafka/cluster run)");
+    let printed: std::sync::Arc<std::sync::Mutex<Vec<(u64, u64)>>> = Default::default();
+    let stdout = java.stdout.take().expect("stdout");
+    let sink = printed.clone();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            // "Partition:2\tOffset:5\t{...}"
+            let mut fields = line.split('\t');
+            let p = fields
+                .next()
+                .and_then(|f| f.strip_prefix("Partition:")?.parse().ok());
+            let o = fields
+                .next()
+                .and_then(|f| f.strip_prefix("Offset:")?.parse().ok());
+            if let (Some(p), Some(o)) = (p, o) {
+                sink.lock().unwrap().push((p, o));
+            }
+        }
+    });
+
+    // The Kafka consumer joins: the Sluice one gives partitions up to it.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mine = loop {
+        let (status, answer) = send(c.get(url("consumer=s1&limit=1"))).await;
+        assert_eq!(status, 200, "{answer}");
+        let (_, described) = send(c.get(s.url(&format!("/v1/groups/{group}")))).await;
+        let members = described["members"].as_array().map_or(0, Vec::len);
+        let mine = assignment(&answer);
+        if members == 2 && !mine.is_empty() && mine.len() < 4 {
+            break mine;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never shared: {answer} {described}"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let records: Vec<Value> = (0..40)
+        .map(|i| json!({"key": format!("k{i}"), "value": i}))
+        .collect();
+    let (status, body) = send(
+        c.post(s.url(&format!("/v1/topics/{topic}/records")))
+            .json(&json!({ "records": records })),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let mut ours: BTreeSet<(u64, u64)> = BTreeSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, answer) = send(c.get(url("consumer=s1&limit=100&auto_commit=true"))).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(assignment(&answer), mine, "the assignment held still");
+        for r in answer["records"].as_array().unwrap() {
+            let (p, o) = (
+                r["partition"].as_u64().unwrap(),
+                r["offset"].as_u64().unwrap(),
+            );
+            assert!(mine.contains(&p), "read partition {p} it does not own");
+            assert!(ours.insert((p, o)), "({p}, {o}) read twice");
+        }
+        let theirs: BTreeSet<(u64, u64)> = printed.lock().unwrap().iter().copied().collect();
+        assert!(
+            theirs.iter().all(|(p, _)| !mine.contains(p)),
+            "the Kafka consumer read a partition of the Sluice one: {theirs:?} {mine:?}"
+        );
+        if ours.len() + theirs.len() == 40 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "read {} and {} of 40",
+            ours.len(),
+            theirs.len()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let _ = java.kill();
+    let _ = java.wait();
+}
