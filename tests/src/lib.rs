@@ -618,3 +618,171 @@ pub fn one_shot_client() -> reqwest::Client {
         .build()
         .expect("client")
 }
+
+/// The churn run of a consumer group: two producers write to `topic` (made
+/// already, 6 partitions) while consumers of `group` join, poll, commit after
+/// processing, and leave or just stop (dying, as far as the group can tell),
+/// over every request sent to `base`. In the end a steady consumer drains what is
+/// left; every produced record was processed, and within a generation each
+/// member saw each partition's offsets in increasing order.
+pub async fn churn(c: reqwest::Client, base: &str, topic: &str, group: &str) {
+    use rand::Rng;
+    use serde_json::json;
+    use std::collections::{BTreeSet, HashMap};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+    let names: (Arc<str>, Arc<str>, Arc<str>) = (base.into(), topic.into(), group.into());
+    let stop = Arc::new(AtomicBool::new(false));
+    let produced: Arc<Mutex<BTreeSet<(u64, u64)>>> = Arc::default();
+    let processed: Arc<Mutex<BTreeSet<(u64, u64)>>> = Arc::default();
+
+    let mut producers = Vec::new();
+    for _ in 0..2 {
+        let (c, base, topic) = (c.clone(), names.0.clone(), names.1.clone());
+        let (stop, produced) = (stop.clone(), produced.clone());
+        producers.push(tokio::spawn(async move {
+            while !stop.load(Ordering::Relaxed) {
+                let records: Vec<Value> = (0..5).map(|i| json!({"value": i})).collect();
+                let r: Value = c
+                    .post(format!("{base}/v1/topics/{topic}/records"))
+                    .json(&json!({"records": records}))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                {
+                    let mut p = produced.lock().unwrap();
+                    for o in r["offsets"].as_array().unwrap() {
+                        p.insert((
+                            o["partition"].as_u64().unwrap(),
+                            o["offset"].as_u64().unwrap(),
+                        ));
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn consume(
+        c: reqwest::Client,
+        (base, topic, group): (Arc<str>, Arc<str>, Arc<str>),
+        id: String,
+        polls: usize,
+        processed: Arc<Mutex<BTreeSet<(u64, u64)>>>,
+        leave: bool,
+    ) {
+        let (base, topic, group) = (&*base, &*topic, &*group);
+        // (generation, partition) -> last offset seen, for the ordering check.
+        let mut last: HashMap<(u64, u64), u64> = HashMap::new();
+        for _ in 0..polls {
+            let v: Value = c
+                .get(format!("{base}/v1/groups/{group}/topics/{topic}/records?consumer={id}&limit=20&session_timeout_ms=1000&wait_ms=100"))
+                .send().await.unwrap().json().await.unwrap();
+            let generation = v["generation"].as_u64().unwrap();
+            let mut next: HashMap<u64, u64> = HashMap::new();
+            for r in v["records"].as_array().unwrap() {
+                let (p, o) = (
+                    r["partition"].as_u64().unwrap(),
+                    r["offset"].as_u64().unwrap(),
+                );
+                if let Some(prev) = last.insert((generation, p), o) {
+                    assert!(
+                        o > prev,
+                        "{id}: partition {p} went from {prev} to {o} in generation {generation}"
+                    );
+                }
+                processed.lock().unwrap().insert((p, o));
+                next.insert(p, o + 1);
+            }
+            if !next.is_empty() {
+                let offsets: Vec<Value> = next
+                    .iter()
+                    .map(|(p, o)| json!({"topic": &*topic, "partition": p, "offset": o}))
+                    .collect();
+                let r = c
+                    .post(format!("{base}/v1/groups/{group}/offsets"))
+                    .json(&json!({"consumer": id, "generation": generation, "offsets": offsets}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert!(
+                    r.status() == 204 || r.status() == 409,
+                    "commit: {}",
+                    r.status()
+                );
+            }
+        }
+        if leave {
+            c.delete(format!("{base}/v1/groups/{group}/consumers/{id}"))
+                .send()
+                .await
+                .unwrap();
+        }
+        // Otherwise it just stops: killed, as far as the group can tell.
+    }
+
+    let mut consumers = Vec::new();
+    for round in 0..6 {
+        for k in 0..3 {
+            let id = format!("c{round}-{k}");
+            let polls = rand::rng().random_range(3..15);
+            let leave = rand::rng().random_bool(0.5);
+            consumers.push(tokio::spawn(consume(
+                c.clone(),
+                names.clone(),
+                id,
+                polls,
+                processed.clone(),
+                leave,
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    for p in producers {
+        p.await.unwrap();
+    }
+    for t in consumers {
+        t.await.unwrap();
+    }
+    // A last, steady consumer drains what is left once the dead sessions expire.
+    for _ in 0..200 {
+        consume(
+            c.clone(),
+            names.clone(),
+            "final".into(),
+            1,
+            processed.clone(),
+            false,
+        )
+        .await;
+        let d: Value = c
+            .get(format!("{base}/v1/groups/{group}"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let lag = d["topics"][0]["lag"].as_u64().unwrap();
+        if lag == 0 && d["members"].as_array().unwrap().len() == 1 {
+            break;
+        }
+    }
+    let produced = produced.lock().unwrap();
+    let processed = processed.lock().unwrap();
+    assert!(
+        produced.len() > 100,
+        "too little was produced to mean anything"
+    );
+    let missing: Vec<_> = produced.difference(&processed).collect();
+    assert!(
+        missing.is_empty(),
+        "never processed: {:?}",
+        &missing[..missing.len().min(10)]
+    );
+}

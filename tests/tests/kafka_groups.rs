@@ -565,3 +565,17 @@ async fn a_kafka_consumer_and_a_sluice_consumer_share_a_group() {
     let _ = java.kill();
     let _ = java.wait();
 }
+
+/// The churn run of the embedded groups suite (consumers joining, leaving and
+/// dying while producers write) through the two gateways: every produced record
+/// is processed, in order within a member's generation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_through_two_gateways_loses_nothing() {
+    let Some((a, b, p)) = gateways("churn_through_two_gateways_loses_nothing") else {
+        return;
+    };
+    let c = one_shot_client();
+    let (topic, group) = (unique("churn"), unique("churners"));
+    create(&c, &p, [&a, &b], &topic, 6).await;
+    sluice_tests::churn(c, &p.base, &topic, &group).await;
+}
