@@ -43,6 +43,15 @@ async fn create(
     }
 }
 
+/// Produces `n` keyed records (keys `k0`, `k1`, ...) in one request to `url`.
+async fn produce(c: &reqwest::Client, url: &str, n: u32) {
+    let records: Vec<Value> = (0..n)
+        .map(|i| json!({"key": format!("k{i}"), "value": {"i": i}}))
+        .collect();
+    let (status, body) = send(c.post(url).json(&json!({ "records": records }))).await;
+    assert_eq!(status, 200, "{body}");
+}
+
 fn unique(name: &str) -> String {
     format!("{name}-{:08x}", rand::random::<u32>())
 }
@@ -143,15 +152,7 @@ async fn groups_over_kafka_any_gateway_serves_any_member() {
     .await;
     let settled = settle(&c, &p, &group, &topic, &["c1", "c2", "c3"], 6).await;
 
-    let records: Vec<Value> = (0..120)
-        .map(|i| json!({"key": format!("k{i}"), "value": {"i": i}}))
-        .collect();
-    let (status, body) = send(
-        c.post(p.url(&format!("/v1/topics/{topic}/records")))
-            .json(&json!({ "records": records })),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    produce(&c, &p.url(&format!("/v1/topics/{topic}/records")), 120).await;
 
     // Every record is read once, by the consumer that owns its partition.
     let mut read: BTreeSet<(u64, u64)> = BTreeSet::new();
@@ -523,15 +524,7 @@ async fn a_kafka_consumer_and_a_sluice_consumer_share_a_group() {
         );
         tokio::time::sleep(Duration::from_millis(300)).await;
     };
-    let records: Vec<Value> = (0..40)
-        .map(|i| json!({"key": format!("k{i}"), "value": i}))
-        .collect();
-    let (status, body) = send(
-        c.post(s.url(&format!("/v1/topics/{topic}/records")))
-            .json(&json!({ "records": records })),
-    )
-    .await;
-    assert_eq!(status, 200, "{body}");
+    produce(&c, &s.url(&format!("/v1/topics/{topic}/records")), 40).await;
     let mut ours: BTreeSet<(u64, u64)> = BTreeSet::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {

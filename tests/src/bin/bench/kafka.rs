@@ -97,6 +97,20 @@ fn send(
     rx
 }
 
+/// A gateway over the cluster with no rate limits.
+fn gateway(bootstrap: &str) -> Server {
+    Server::start_with(&[
+        "--backend",
+        "kafka",
+        "--kafka-bootstrap",
+        bootstrap,
+        "--rate-limit-requests",
+        "0",
+        "--rate-limit-records",
+        "0",
+    ])
+}
+
 /// CPU seconds the process has used (user + system).
 fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -119,16 +133,7 @@ pub(crate) async fn run(duration: Duration, bootstrap: &str, only: Option<u32>) 
     let machine = machine();
     eprintln!("machine: {machine}; {duration:?} per scenario; Kafka at {bootstrap}");
     let run = format!("{:06x}", rand::random::<u32>() & 0xff_ffff);
-    let server = Server::start_with(&[
-        "--backend",
-        "kafka",
-        "--kafka-bootstrap",
-        bootstrap,
-        "--rate-limit-requests",
-        "0",
-        "--rate-limit-records",
-        "0",
-    ]);
+    let server = gateway(bootstrap);
     let c = http_client();
     let (single, batch, scan, ceiling) = (
         format!("bench-single-{run}"),
@@ -246,14 +251,7 @@ pub(crate) async fn run(duration: Duration, bootstrap: &str, only: Option<u32>) 
             groups::TOTAL,
         )
         .await?;
-        let other = Server::start_with(&[
-            "--backend",
-            "kafka",
-            "--kafka-bootstrap",
-            bootstrap,
-            "--rate-limit-requests",
-            "0",
-        ]);
+        let other = gateway(bootstrap);
         let (b, t) = (bootstrap.to_string(), topic.clone());
         let mut ceil = tokio::task::spawn_blocking(move || groups::ceiling(&b, &t)).await??;
         let (before, before_other) = (cpu_seconds(server.pid()), cpu_seconds(other.pid()));
