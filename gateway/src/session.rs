@@ -206,18 +206,25 @@ impl Member<'_> {
             self.topic.clone(),
             self.consumer.to_string(),
         );
-        let (session, reset, log) = (self.session, self.reset, state.log.clone());
-        let (share, committed) = tokio::task::spawn_blocking(move || {
-            let share = cluster.heartbeat(&group, &topic, &consumer, session)?;
-            let stored = log.committed_offsets(&group, &topic)?;
-            let (committed, initial) = starts(&topic, stored, &share.partitions, reset);
-            if !initial.is_empty() {
-                cluster.commit(&group, &topic, &consumer, share.epoch, &initial)?;
-            }
-            Ok::<_, sluice_log::Error>((share, committed))
-        })
-        .await
-        .map_err(|_| ApiError::internal())??;
+        let (session, log) = (self.session, state.log.clone());
+        // The heartbeat and the read of the committed offsets go to the
+        // coordinator side by side.
+        let heartbeat = tokio::task::spawn_blocking({
+            let (cluster, group, topic) = (cluster.clone(), group.clone(), topic.clone());
+            move || cluster.heartbeat(&group, &topic, &consumer, session)
+        });
+        let stored = tokio::task::spawn_blocking({
+            let (group, topic) = (group.clone(), topic.clone());
+            move || log.committed_offsets(&group, &topic)
+        });
+        let (share, stored) = tokio::join!(heartbeat, stored);
+        let share = share.map_err(|_| ApiError::internal())??;
+        let stored = stored.map_err(|_| ApiError::internal())??;
+        let (committed, initial) = starts(&topic, stored, &share.partitions, self.reset);
+        if !initial.is_empty() {
+            commit_member(state, self.group, self.topic, self.consumer, share.epoch, initial)
+                .await?;
+        }
         let mut held = state.shares.held.lock().expect("shares lock");
         let h = held.entry(Shares::key(self)).or_insert_with(|| Held {
             epoch: u64::MAX,

@@ -70,7 +70,12 @@ pub struct MemberState {
 /// Direct calls to brokers.
 pub struct Wire {
     timeout: Duration,
+    /// Connections that answered their last call, by address, for the next.
+    idle: std::sync::Mutex<std::collections::HashMap<String, Vec<TcpStream>>>,
 }
+
+/// Idle connections kept per broker.
+const IDLE_PER_BROKER: usize = 16;
 
 impl Wire {
     /// Direct calls with `timeout`, or none when the client settings name a
@@ -80,7 +85,10 @@ impl Wire {
             .iter()
             .find(|(k, _)| k == "security.protocol")
             .is_none_or(|(_, v)| v.eq_ignore_ascii_case("plaintext"));
-        plaintext.then_some(Wire { timeout })
+        plaintext.then(|| Wire {
+            timeout,
+            idle: Default::default(),
+        })
     }
 
     /// The size in bytes of each of `partitions` (topic, partition) on the
@@ -504,7 +512,9 @@ impl Wire {
             .collect())
     }
 
-    /// Sends one request of `key` at `version` to `addr` and reads its response.
+    /// Sends one request of `key` at `version` to `addr` and reads its response,
+    /// on a connection left open by an earlier call when there is one (a new one
+    /// when that fails: the broker may have closed it).
     fn call<Q: Encodable, R: Decodable>(
         &self,
         addr: &str,
@@ -514,17 +524,6 @@ impl Wire {
     ) -> Result<R, String> {
         let fail =
             |what: &str, e: &dyn std::fmt::Display| format!("{key:?} to {addr}: {what}: {e}");
-        let socket = addr
-            .to_socket_addrs()
-            .map_err(|e| fail("resolve", &e))?
-            .next()
-            .ok_or_else(|| fail("resolve", &"no address"))?;
-        let mut stream =
-            TcpStream::connect_timeout(&socket, self.timeout).map_err(|e| fail("connect", &e))?;
-        stream
-            .set_read_timeout(Some(self.timeout))
-            .and_then(|()| stream.set_write_timeout(Some(self.timeout)))
-            .map_err(|e| fail("socket", &e))?;
         let header = RequestHeader::default()
             .with_request_api_key(key as i16)
             .with_request_api_version(version)
@@ -538,27 +537,59 @@ impl Wire {
         let mut frame = BytesMut::with_capacity(4 + body.len());
         frame.put_i32(body.len() as i32);
         frame.extend_from_slice(&body);
-        stream.write_all(&frame).map_err(|e| fail("send", &e))?;
-        let mut len = [0u8; 4];
-        stream
-            .read_exact(&mut len)
-            .map_err(|e| fail("receive", &e))?;
-        let len = i32::from_be_bytes(len).max(0) as usize;
-        if len > MAX_RESPONSE {
-            return Err(fail("receive", &format!("a response of {len} bytes")));
-        }
-        let mut buf = vec![0u8; len];
-        stream
-            .read_exact(&mut buf)
-            .map_err(|e| fail("receive", &e))?;
-        let mut buf = bytes::Bytes::from(buf);
-        kafka_protocol::messages::ResponseHeader::decode(
+        let pooled = self
+            .idle
+            .lock()
+            .expect("idle lock")
+            .get_mut(addr)
+            .and_then(Vec::pop);
+        let (stream, mut buf) = match pooled.map(|mut s| (exchange(&mut s, &frame), s)) {
+            Some((Ok(buf), s)) => (s, buf),
+            _ => {
+                let mut s = self.connect(addr).map_err(|e| fail("connect", &e))?;
+                let buf = exchange(&mut s, &frame).map_err(|e| fail("exchange", &e))?;
+                (s, buf)
+            }
+        };
+        let answer = kafka_protocol::messages::ResponseHeader::decode(
             &mut buf,
             key.response_header_version(version),
         )
         .and_then(|_| R::decode(&mut buf, version))
-        .map_err(|e| fail("decode", &e))
+        .map_err(|e| fail("decode", &e))?;
+        let mut idle = self.idle.lock().expect("idle lock");
+        let kept = idle.entry(addr.to_string()).or_default();
+        if kept.len() < IDLE_PER_BROKER {
+            kept.push(stream);
+        }
+        Ok(answer)
     }
+
+    fn connect(&self, addr: &str) -> std::io::Result<TcpStream> {
+        let socket = addr
+            .to_socket_addrs()?
+            .next()
+            .ok_or_else(|| std::io::Error::other("no address"))?;
+        let stream = TcpStream::connect_timeout(&socket, self.timeout)?;
+        stream.set_read_timeout(Some(self.timeout))?;
+        stream.set_write_timeout(Some(self.timeout))?;
+        stream.set_nodelay(true)?;
+        Ok(stream)
+    }
+}
+
+/// Writes one request frame and reads one response frame.
+fn exchange(stream: &mut TcpStream, frame: &[u8]) -> std::io::Result<bytes::Bytes> {
+    stream.write_all(frame)?;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len)?;
+    let len = i32::from_be_bytes(len).max(0) as usize;
+    if len > MAX_RESPONSE {
+        return Err(std::io::Error::other(format!("a response of {len} bytes")));
+    }
+    let mut buf = vec![0u8; len];
+    stream.read_exact(&mut buf)?;
+    Ok(bytes::Bytes::from(buf))
 }
 
 /// Kafka's name for an error code.
