@@ -222,8 +222,15 @@ impl Member<'_> {
         let stored = stored.map_err(|_| ApiError::internal())??;
         let (committed, initial) = starts(&topic, stored, &share.partitions, self.reset);
         if !initial.is_empty() {
-            commit_member(state, self.group, self.topic, self.consumer, share.epoch, initial)
-                .await?;
+            commit_member(
+                state,
+                self.group,
+                self.topic,
+                self.consumer,
+                share.epoch,
+                initial,
+            )
+            .await?;
         }
         let mut held = state.shares.held.lock().expect("shares lock");
         let h = held.entry(Shares::key(self)).or_insert_with(|| Held {

@@ -58,6 +58,10 @@ pub const CHECKS: &[(&str, Check)] = &[
     ("fencing_tokens_never_repeat", fencing_tokens_never_repeat),
     ("group_commits_are_fenced", group_commits_are_fenced),
     ("revoke_before_assign", revoke_before_assign),
+    (
+        "cluster_members_are_fenced_and_move",
+        cluster_members_are_fenced_and_move,
+    ),
     ("state_batches_are_atomic", state_batches_are_atomic),
     (
         "an_older_state_writer_is_fenced",
@@ -438,6 +442,82 @@ fn coordinator(b: &Arc<dyn Backend>) -> Coordinator {
         Duration::from_secs(30),
         None,
     )
+}
+
+/// Where the engine's cluster keeps group membership: a member's commit must
+/// carry its epoch; a second member gets partitions only once the first gave
+/// them up (never one in both members' latest answers, heartbeating in turn);
+/// a leave hands the partitions to the other; the members and the group are
+/// listed.
+pub fn cluster_members_are_fenced_and_move(s: &Suite) {
+    let b = &s.backend;
+    let groups = b
+        .cluster_groups()
+        .expect("an engine run on this check keeps groups in its cluster");
+    let t = create(
+        b,
+        &s.name("shared"),
+        TopicConfig {
+            partitions: 2,
+            ..Default::default()
+        },
+    );
+    let g = s.name("members");
+    let until = |what: &str, mut done: Box<dyn FnMut() -> bool + '_>| {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !done() {
+            assert!(Instant::now() < deadline, "never: {what}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    let mut a = groups.heartbeat(&g, &t, "a", None).unwrap();
+    until(
+        "a alone holds both partitions",
+        Box::new(|| {
+            a = groups.heartbeat(&g, &t, "a", None).unwrap();
+            a.partitions == [0, 1]
+        }),
+    );
+    match groups.commit(&g, &t, "a", a.epoch + 1, &[(0, 0)]) {
+        Err(Error::StaleGeneration(_)) => {}
+        other => panic!("a commit at another epoch: {other:?}"),
+    }
+    groups.commit(&g, &t, "a", a.epoch, &[(0, 0)]).unwrap();
+    assert_eq!(b.committed_offsets(&g, &t).unwrap(), vec![Some(0), None]);
+
+    let mut last_b = Vec::new();
+    until(
+        "a and b hold one partition each",
+        Box::new(|| {
+            let now_a = groups.heartbeat(&g, &t, "a", None).unwrap().partitions;
+            assert!(
+                now_a.iter().all(|p| !last_b.contains(p)),
+                "a {now_a:?} and b {last_b:?}"
+            );
+            last_b = groups.heartbeat(&g, &t, "b", None).unwrap().partitions;
+            assert!(
+                last_b.iter().all(|p| !now_a.contains(p)),
+                "a {now_a:?} and b {last_b:?}"
+            );
+            now_a.len() == 1 && last_b.len() == 1
+        }),
+    );
+    let (epoch, members) = groups.members(&g).unwrap();
+    assert!(epoch.is_some());
+    assert_eq!(
+        members
+            .iter()
+            .map(|m| m.consumer.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    assert!(groups.groups().unwrap().contains(&g));
+    assert!(groups.leave(&g, &t, "a").unwrap());
+    until(
+        "b holds both after a left",
+        Box::new(|| groups.heartbeat(&g, &t, "b", None).unwrap().partitions == [0, 1]),
+    );
+    assert!(!groups.leave(&g, &t, "a").unwrap(), "a left already");
 }
 
 /// A commit must carry the consumer's current generation.

@@ -89,7 +89,9 @@ engine_checks!(embedded, prefixed: false, checks: [
     state_batches_are_atomic,
     an_older_state_writer_is_fenced,
     retention_start_moves_only_forward,
-], not_yet: []);
+], not_yet: [
+    cluster_members_are_fenced_and_move: "the gateway keeps group membership (groups::Coordinator)",
+]);
 
 engine_checks!(kafka, prefixed: true, checks: [
     dense_offsets_in_request_order,
@@ -100,11 +102,12 @@ engine_checks!(kafka, prefixed: true, checks: [
     subscribers_hear_of_appends,
     offset_for_timestamp,
     topics_are_created_listed_and_deleted,
+    group_offsets_are_stored,
+    cluster_members_are_fenced_and_move,
 ], not_yet: [
-    group_offsets_are_stored: "consumer groups over Kafka",
-    fencing_tokens_never_repeat: "consumer groups over Kafka",
-    group_commits_are_fenced: "consumer groups over Kafka",
-    revoke_before_assign: "consumer groups over Kafka",
+    fencing_tokens_never_repeat: "members are fenced by the cluster's epochs, not the gateway's tokens",
+    group_commits_are_fenced: "the gateway's coordinator is not used: cluster_members_are_fenced_and_move",
+    revoke_before_assign: "the gateway's coordinator is not used: cluster_members_are_fenced_and_move",
     state_batches_are_atomic: "tables over Kafka",
     an_older_state_writer_is_fenced: "tables over Kafka",
     retention_start_moves_only_forward: "retention needs segments small enough to delete",
