@@ -70,7 +70,13 @@ struct Held {
     told: bool,
     /// Next offset to hand out, by partition, at `epoch`.
     positions: HashMap<u32, u64>,
+    /// When this gateway last served the member.
+    seen: std::time::Instant,
 }
+
+/// A member this gateway has not served for this long is forgotten (longer
+/// than any session, so it is gone from the group too, or served elsewhere).
+const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 impl Shares {
     fn key(member: &Member<'_>) -> (String, String, String) {
@@ -98,7 +104,7 @@ impl Shares {
         })
     }
 
-    /// Forgets the members of `group` (on `topic`, or all) and `consumer` (or all).
+    /// Forgets `consumer` of `group` (on every topic), or every member of it.
     pub(crate) fn forget(&self, group: &str, consumer: Option<&str>) {
         self.held
             .lock()
@@ -233,12 +239,19 @@ impl Member<'_> {
             .await?;
         }
         let mut held = state.shares.held.lock().expect("shares lock");
-        let h = held.entry(Shares::key(self)).or_insert_with(|| Held {
+        let key = Shares::key(self);
+        if !held.contains_key(&key) && held.len() % 1024 == 1023 {
+            // Members come and go by the id they choose: those long gone go.
+            held.retain(|_, h| h.seen.elapsed() < FORGET_AFTER);
+        }
+        let h = held.entry(key).or_insert_with(|| Held {
             epoch: u64::MAX,
             partitions: Vec::new(),
             told: false,
             positions: HashMap::new(),
+            seen: std::time::Instant::now(),
         });
+        h.seen = std::time::Instant::now();
         // A new epoch starts from the committed offsets (what was handed out
         // before it comes again, as after any rebalance); partitions given up at
         // the same epoch just go.
@@ -342,7 +355,8 @@ pub(crate) fn members(
     let Some(cluster) = &state.cluster else {
         return Ok((state.groups.generation(group), state.groups.members(group)));
     };
-    let (epoch, members) = cluster.members(group)?;
+    // A call to the cluster: the runtime moves other tasks off this thread.
+    let (epoch, members) = tokio::task::block_in_place(|| cluster.members(group))?;
     Ok((
         epoch,
         members

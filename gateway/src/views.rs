@@ -25,14 +25,14 @@ pub(crate) fn group_names(
     state: &AppState,
 ) -> Result<BTreeMap<String, BTreeSet<String>>, ApiError> {
     let mut names: BTreeMap<String, BTreeSet<String>> = Default::default();
-    for (g, topics) in state.log.committed_groups()? {
+    for (g, topics) in tokio::task::block_in_place(|| state.log.committed_groups())? {
         names
             .entry(g)
             .or_default()
             .extend(topics.iter().map(|t| t.name().to_string()));
     }
     let live = match &state.cluster {
-        Some(cluster) => cluster.groups()?,
+        Some(cluster) => tokio::task::block_in_place(|| cluster.groups())?,
         None => state.groups.live_groups(),
     };
     for g in live {
@@ -52,7 +52,7 @@ pub(crate) fn group_topics(
 ) -> Result<Vec<GroupTopic>, ApiError> {
     let mut out_topics = Vec::new();
     for t in topics {
-        let committed = state.log.committed_offsets(group, &t)?;
+        let committed = tokio::task::block_in_place(|| state.log.committed_offsets(group, &t))?;
         let partitions: Vec<GroupPartition> = t
             .partitions()
             .into_iter()

@@ -426,9 +426,7 @@ pub(crate) async fn describe_group(
 ) -> Result<Json<GroupDescription>, ApiError> {
     principal.require(Object::Group(&group))?;
     let (generation, members) = crate::session::members(&state, &group)?;
-    let mut topics: Vec<Arc<Topic>> = state
-        .log
-        .committed_groups()?
+    let mut topics: Vec<Arc<Topic>> = tokio::task::block_in_place(|| state.log.committed_groups())?
         .into_iter()
         .find(|(g, _)| *g == group)
         .map(|(_, t)| t)

@@ -104,10 +104,12 @@ impl KafkaGroups {
                 .session_timeout(kafka)?
                 .unwrap_or(self.default_session),
         };
-        self.sessions
-            .lock()
-            .expect("sessions lock")
-            .insert(kafka.to_string(), (value, std::time::Instant::now()));
+        let mut sessions = self.sessions.lock().expect("sessions lock");
+        if sessions.len() % 1024 == 1023 {
+            // Only what is still fresh is of use.
+            sessions.retain(|_, (_, at)| at.elapsed() < SESSION_TTL);
+        }
+        sessions.insert(kafka.to_string(), (value, std::time::Instant::now()));
         Ok(value)
     }
 

@@ -52,7 +52,13 @@ struct Known {
     assignment: Assignment,
     /// The assignment by topic id, as the coordinator gave it.
     owned: Owned,
+    /// When this gateway last heartbeat for the member.
+    seen: std::time::Instant,
 }
+
+/// A member this gateway has not heartbeat for this long is forgotten (a later
+/// heartbeat looks it up again).
+const FORGET_AFTER: Duration = Duration::from_secs(600);
 
 /// Why a member call was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -176,11 +182,17 @@ impl Members {
                 partitions,
                 heartbeat_interval: Duration::from_millis(hb.heartbeat_interval_ms.max(0) as u64),
             };
-            self.known.lock().expect("members lock").insert(
+            let mut known = self.known.lock().expect("members lock");
+            if !known.contains_key(&key) && known.len() % 1024 == 1023 {
+                // Members come and go by the id they choose: those long gone go.
+                known.retain(|_, k| k.seen.elapsed() < FORGET_AFTER);
+            }
+            known.insert(
                 key,
                 Known {
                     assignment: assignment.clone(),
                     owned,
+                    seen: std::time::Instant::now(),
                 },
             );
             return Ok(assignment);
