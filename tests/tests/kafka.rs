@@ -234,11 +234,6 @@ async fn what_kafka_does_not_offer_yet_is_refused_clearly() {
     let t = unique("later");
     create_topic(&c, &s, &t, 1).await;
     for (method, path, body) in [
-        (
-            "GET",
-            format!("/v1/groups/g/topics/{t}/records?consumer=c"),
-            None,
-        ),
         ("GET", "/v1/backup".to_string(), None),
         (
             "POST",
