@@ -347,6 +347,32 @@ pub(crate) async fn commit_member(
     call(|r| log.commit_offsets(group, offsets, r)).await
 }
 
+/// Refuses a commit of `offset` (the next to read) in `partition` of `topic`
+/// when the partition does not exist or the offset is beyond its end. Beyond
+/// the end as this gateway knows it, the engine is asked for the end first:
+/// another gateway may have handed out records written a moment ago.
+pub(crate) fn check_committable(
+    state: &AppState,
+    topic: &Topic,
+    partition: u32,
+    offset: u64,
+) -> Result<(), ApiError> {
+    let info = topic.partition_checked(partition)?;
+    if offset <= info.end_offset {
+        return Ok(());
+    }
+    let end = tokio::task::block_in_place(|| state.log.end_offset(topic, partition));
+    if offset <= end {
+        return Ok(());
+    }
+    Err(sluice_log::Error::OffsetOutOfRange {
+        offset,
+        start: info.start_offset,
+        end,
+    }
+    .into())
+}
+
 /// A group's generation and live members, from the coordinator or the cluster.
 pub(crate) fn members(
     state: &AppState,

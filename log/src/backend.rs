@@ -55,6 +55,17 @@ pub trait Backend: Send + Sync + 'static {
     fn topic(&self, name: &str) -> Option<Arc<Topic>>;
     /// All topics, sorted by name.
     fn topics(&self) -> Vec<Arc<Topic>>;
+    /// A partition's end as the engine's storage has it now, for when the
+    /// topic's own figure may lag (records another gateway wrote a moment ago);
+    /// may block briefly.
+    fn end_offset(&self, topic: &Topic, partition: u32) -> u64 {
+        topic.partition(partition).map_or(0, |p| p.end_offset)
+    }
+    /// A topic [`Backend::topic`] does not know, looked for where it may have
+    /// just been made (another gateway of the same cluster); may block briefly.
+    fn find_topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topic(name)
+    }
     /// Creates a topic; answers once it is durable.
     fn create_topic(&self, name: &str, config: TopicConfig, reply: Reply<Arc<Topic>>);
     /// Deletes a topic and (in the background) its records.

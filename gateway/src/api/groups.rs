@@ -290,15 +290,7 @@ pub(crate) async fn commit(
     for o in &req.offsets {
         principal.require(Object::Consume(&o.topic))?;
         let t = topic(&state, &o.topic)?;
-        let info = t.partition_checked(o.partition)?;
-        if o.offset > info.end_offset {
-            return Err(sluice_log::Error::OffsetOutOfRange {
-                offset: o.offset,
-                start: info.start_offset,
-                end: info.end_offset,
-            }
-            .into());
-        }
+        crate::session::check_committable(&state, &t, o.partition, o.offset)?;
         offsets.push((t, o.partition, o.offset));
     }
     if state.cluster.is_some() {

@@ -47,5 +47,8 @@ pub(crate) fn topic(state: &AppState, name: &str) -> Result<Arc<Topic>, ApiError
     state
         .log
         .topic(name)
+        // Made through another gateway a moment ago? The engine looks (a call
+        // to its cluster: the runtime moves other tasks off this thread).
+        .or_else(|| tokio::task::block_in_place(|| state.log.find_topic(name)))
         .ok_or_else(|| ApiError::topic_not_found(name))
 }

@@ -254,15 +254,7 @@ impl Connection {
             let p: u32 = p.parse().map_err(|_| {
                 ApiError::bad_request("invalid_frame", format!("'{p}' is not a partition number"))
             })?;
-            let info = g.topic.partition_checked(p)?;
-            if *o > info.end_offset {
-                return Err(sluice_log::Error::OffsetOutOfRange {
-                    offset: *o,
-                    start: info.start_offset,
-                    end: info.end_offset,
-                }
-                .into());
-            }
+            crate::session::check_committable(&self.state, &g.topic, p, *o)?;
             list.push((g.topic.clone(), p, *o));
         }
         let owned: Vec<(&str, u32)> = list.iter().map(|(t, p, _)| (t.name(), *p)).collect();

@@ -136,6 +136,13 @@ struct Inner {
     opened: AtomicBool,
     /// Topics in the cluster that the catalog did not name at the last refresh.
     unnamed: Mutex<std::collections::HashSet<String>>,
+    /// The next offset of the catalog topic the tail has not read, and a signal
+    /// for lookups waiting for it to catch up.
+    catalog_seen: (Mutex<i64>, std::sync::Condvar),
+    /// One lookup of an unknown topic at a time; when the last found nothing.
+    looking: Mutex<Option<Instant>>,
+    /// Set when a lookup added a topic: the tail follows its partitions at once.
+    follow_now: AtomicBool,
     stop: Arc<AtomicBool>,
     follower: Mutex<Option<JoinHandle<()>>>,
 }
@@ -294,6 +301,9 @@ impl Kafka {
             reachable: AtomicBool::new(true),
             opened: AtomicBool::new(false),
             unnamed: Mutex::new(Default::default()),
+            catalog_seen: (Mutex::new(0), std::sync::Condvar::new()),
+            looking: Mutex::new(None),
+            follow_now: AtomicBool::new(false),
             stop: Arc::new(AtomicBool::new(false)),
             follower: Mutex::new(None),
         });
@@ -316,6 +326,7 @@ impl Kafka {
         let (entries, catalog_next) =
             catalog::load(&inner.meta, &catalog_topic, inner.options.timeout)?;
         *inner.catalog.lock().expect("catalog lock") = entries;
+        *inner.catalog_seen.0.lock().expect("catalog seen lock") = catalog_next;
         let window = inner.options.dedupe_window;
         let dedupe_next = {
             let mut d = inner.dedupe.lock().expect("dedupe lock");
@@ -552,6 +563,73 @@ impl Inner {
     fn topic(&self, name: &str) -> Option<Arc<Topic>> {
         self.topics.read().expect("topics lock").get(name).cloned()
     }
+
+    /// A topic this gateway does not know yet, looked for in the cluster at
+    /// once: the catalog read up to its end, then the topic's metadata. So a
+    /// topic made through another gateway a moment ago is found by the first
+    /// request that names it, not only after the next refresh. One lookup at a
+    /// time, and none within 100 ms of one that found nothing, so requests for
+    /// topics that do not exist cost the cluster little.
+    fn look_for(&self, name: &str) -> Option<Arc<Topic>> {
+        if !sluice_log::valid_name(name) || name.starts_with('_') {
+            return None;
+        }
+        let mut looking = self.looking.lock().expect("looking lock");
+        if let Some(t) = self.topic(name) {
+            return Some(t);
+        }
+        if looking.is_some_and(|at| at.elapsed() < Duration::from_millis(100)) {
+            return None;
+        }
+        let found = self.look_up(name);
+        *looking = found.is_none().then(Instant::now);
+        found
+    }
+
+    fn look_up(&self, name: &str) -> Option<Arc<Topic>> {
+        let (_, end) = self
+            .meta
+            .fetch_watermarks(&self.kafka_name(catalog::TOPIC), 0, SIZES_TIMEOUT)
+            .ok()?;
+        let (seen, signal) = &self.catalog_seen;
+        let guard = seen.lock().expect("catalog seen lock");
+        let (guard, _) = signal
+            .wait_timeout_while(guard, SIZES_TIMEOUT, |s| *s < end)
+            .expect("catalog seen lock");
+        drop(guard);
+        let entry = *self.catalog.lock().expect("catalog lock").get(name)?;
+        let kafka_name = self.kafka_name(name);
+        let md = self
+            .meta
+            .fetch_metadata(Some(&kafka_name), SIZES_TIMEOUT)
+            .ok()?;
+        let t = md.topics().iter().find(|t| {
+            t.name() == kafka_name && t.error().is_none() && !t.partitions().is_empty()
+        })?;
+        let topic = Arc::new(Topic::describe(
+            entry.id,
+            name,
+            entry.config(t.partitions().len() as u32),
+            entry.created_ms,
+        ));
+        for p in t.partitions() {
+            if let Ok((low, high)) = self
+                .meta
+                .fetch_watermarks(&kafka_name, p.id(), SIZES_TIMEOUT)
+            {
+                topic.publish(p.id() as u32, low.max(0) as u64, high.max(0) as u64, None);
+            }
+        }
+        let found = self
+            .topics
+            .write()
+            .expect("topics lock")
+            .entry(name.to_string())
+            .or_insert(topic)
+            .clone();
+        self.follow_now.store(true, Ordering::Release);
+        Some(found)
+    }
 }
 
 /// The thread that follows the cluster: a consumer at the end of every partition
@@ -648,6 +726,9 @@ impl Tail {
                         let mut c = inner.catalog.lock().expect("catalog lock");
                         catalog::apply(&mut c, key, m.payload());
                     }
+                    let (seen, signal) = &inner.catalog_seen;
+                    *seen.lock().expect("catalog seen lock") = m.offset() + 1;
+                    signal.notify_all();
                 } else if m.topic() == self.dedupe_topic {
                     if let Some(key) = m.key() {
                         let window = inner.options.dedupe_window;
@@ -660,6 +741,9 @@ impl Tail {
                 } else if let Some(t) = inner.sluice_name(m.topic()).and_then(|n| inner.topic(n)) {
                     inner.grew(&t, m.partition() as u32, m.offset() as u64 + 1);
                 }
+            }
+            if inner.follow_now.swap(false, Ordering::AcqRel) {
+                self.reassign(&inner);
             }
             if last_refresh.elapsed() >= Duration::from_secs(1) {
                 last_refresh = Instant::now();
@@ -712,6 +796,22 @@ impl Backend for Kafka {
 
     fn topic(&self, name: &str) -> Option<Arc<Topic>> {
         self.inner.topic(name)
+    }
+
+    fn find_topic(&self, name: &str) -> Option<Arc<Topic>> {
+        self.inner.look_for(name)
+    }
+
+    fn end_offset(&self, topic: &Topic, partition: u32) -> u64 {
+        let inner = &self.inner;
+        if let Ok((low, high)) = inner.meta.fetch_watermarks(
+            &inner.kafka_name(topic.name()),
+            partition as i32,
+            SIZES_TIMEOUT,
+        ) {
+            topic.publish(partition, low.max(0) as u64, high.max(0) as u64, None);
+        }
+        topic.partition(partition).map_or(0, |p| p.end_offset)
     }
 
     fn topics(&self) -> Vec<Arc<Topic>> {
