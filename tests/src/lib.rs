@@ -786,3 +786,27 @@ pub async fn churn(c: reqwest::Client, base: &str, topic: &str, group: &str) {
         &missing[..missing.len().min(10)]
     );
 }
+
+/// The body of a group commit of what a poll `answer` of `consumer` returned:
+/// per partition, the offset after the last record read, at the answer's
+/// generation; `None` when it returned nothing.
+pub fn commit_body(consumer: &str, topic: &str, answer: &Value) -> Option<Value> {
+    let mut next: std::collections::BTreeMap<u64, u64> = Default::default();
+    for r in answer["records"].as_array()? {
+        let (p, o) = (r["partition"].as_u64()?, r["offset"].as_u64()?);
+        let n = next.entry(p).or_default();
+        *n = (*n).max(o + 1);
+    }
+    if next.is_empty() {
+        return None;
+    }
+    let offsets: Vec<Value> = next
+        .iter()
+        .map(|(p, o)| serde_json::json!({"topic": topic, "partition": p, "offset": o}))
+        .collect();
+    Some(serde_json::json!({
+        "consumer": consumer,
+        "generation": answer["generation"],
+        "offsets": offsets,
+    }))
+}

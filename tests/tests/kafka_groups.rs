@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sluice_tests::{RoundRobin, Server, kafka_bootstrap, one_shot_client};
+use sluice_tests::{RoundRobin, Server, commit_body, kafka_bootstrap, one_shot_client};
 
 /// Two gateways over the test cluster and a round-robin proxy in front of them,
 /// or `None` when `SLUICE_TEST_SKIP` names kafka.
@@ -166,8 +166,6 @@ async fn groups_over_kafka_any_gateway_serves_any_member() {
             )
             .await;
             let owned = assignment(&answer);
-            let generation = answer["generation"].as_u64().unwrap();
-            let mut next: BTreeMap<u64, u64> = BTreeMap::new();
             for r in answer["records"].as_array().unwrap() {
                 let (part, offset) = (
                     r["partition"].as_u64().unwrap(),
@@ -178,23 +176,11 @@ async fn groups_over_kafka_any_gateway_serves_any_member() {
                     "{consumer} read partition {part} it does not own"
                 );
                 assert!(read.insert((part, offset)), "({part}, {offset}) read twice");
-                let n = next.entry(part).or_default();
-                *n = (*n).max(offset + 1);
             }
-            if next.is_empty() {
+            let Some(body) = commit_body(consumer, &topic, &answer) else {
                 continue;
-            }
-            let offsets: Vec<Value> = next
-                .iter()
-                .map(|(part, o)| json!({"topic": topic, "partition": part, "offset": o}))
-                .collect();
-            let (status, body) = commit(
-                &c,
-                &p,
-                &group,
-                json!({"consumer": consumer, "generation": generation, "offsets": offsets}),
-            )
-            .await;
+            };
+            let (status, body) = commit(&c, &p, &group, body).await;
             assert_eq!(status, 204, "commit: {body}");
         }
     }
@@ -373,7 +359,6 @@ async fn a_gateway_killed_mid_run_leaves_the_group_whole() {
                     panic!("partition {part} held by {other} and {consumer} in round {round}");
                 }
             }
-            let mut next: BTreeMap<u64, u64> = BTreeMap::new();
             for r in answer["records"].as_array().unwrap() {
                 let (part, offset) = (
                     r["partition"].as_u64().unwrap(),
@@ -384,17 +369,10 @@ async fn a_gateway_killed_mid_run_leaves_the_group_whole() {
                     "{consumer} read partition {part} it does not own"
                 );
                 read.insert((part, offset));
-                let n = next.entry(part).or_default();
-                *n = (*n).max(offset + 1);
             }
-            if next.is_empty() {
+            let Some(body) = commit_body(consumer, &topic, &answer) else {
                 continue;
-            }
-            let offsets: Vec<Value> = next
-                .iter()
-                .map(|(part, o)| json!({"topic": topic, "partition": part, "offset": o}))
-                .collect();
-            let body = json!({"consumer": consumer, "generation": answer["generation"], "offsets": offsets});
+            };
             let (status, answer) = again(|| {
                 c.post(url(format!("/v1/groups/{group}/offsets")))
                     .json(&body)
