@@ -742,6 +742,12 @@ pub async fn churn(c: reqwest::Client, base: &str, topic: &str, group: &str) {
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
+    // Enough written to mean something, however slowly the engine acknowledges
+    // (a cluster that has just started can take a while).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while produced.lock().unwrap().len() <= 100 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     for p in producers {
         p.await.unwrap();

@@ -49,8 +49,9 @@ type Owned = Vec<([u8; 16], Vec<i32>)>;
 /// A member as this gateway last heard of it.
 #[derive(Debug, Clone)]
 struct Known {
-    assignment: Assignment,
-    /// The assignment by topic id, as the coordinator gave it.
+    /// Its epoch, as the coordinator last gave it.
+    epoch: i32,
+    /// Its assignment by topic id, as the coordinator gave it.
     owned: Owned,
     /// When this gateway last heartbeat for the member.
     seen: std::time::Instant,
@@ -147,7 +148,7 @@ impl Members {
         let key = (group.to_string(), consumer.to_string());
         let id = Self::member_id(group, consumer);
         let known = self.known.lock().expect("members lock").get(&key).cloned();
-        let mut state = known.map(|k| (k.assignment.epoch, k.owned));
+        let mut state = known.map(|k| (k.epoch, k.owned));
         for _ in 0..3 {
             let (epoch, owned) = match state.take() {
                 Some(s) => s,
@@ -190,7 +191,7 @@ impl Members {
             known.insert(
                 key,
                 Known {
-                    assignment: assignment.clone(),
+                    epoch: assignment.epoch,
                     owned,
                     seen: std::time::Instant::now(),
                 },
