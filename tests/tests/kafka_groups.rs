@@ -70,6 +70,25 @@ async fn poll(c: &reqwest::Client, p: &RoundRobin, group: &str, topic: &str, que
     body
 }
 
+/// The (partition, offset) of each record a poll `answer` of `consumer`
+/// returned, each checked to be of a partition the answer assigns it.
+fn owned_records(consumer: &str, answer: &Value) -> Vec<(u64, u64)> {
+    let owned = assignment(answer);
+    let mut out = Vec::new();
+    for r in answer["records"].as_array().unwrap() {
+        let (part, offset) = (
+            r["partition"].as_u64().unwrap(),
+            r["offset"].as_u64().unwrap(),
+        );
+        assert!(
+            owned.contains(&part),
+            "{consumer} read partition {part} it does not own"
+        );
+        out.push((part, offset));
+    }
+    out
+}
+
 fn assignment(answer: &Value) -> Vec<u64> {
     answer["assignment"]
         .as_array()
@@ -165,16 +184,7 @@ async fn groups_over_kafka_any_gateway_serves_any_member() {
                 &format!("consumer={consumer}&limit=25"),
             )
             .await;
-            let owned = assignment(&answer);
-            for r in answer["records"].as_array().unwrap() {
-                let (part, offset) = (
-                    r["partition"].as_u64().unwrap(),
-                    r["offset"].as_u64().unwrap(),
-                );
-                assert!(
-                    owned.contains(&part),
-                    "{consumer} read partition {part} it does not own"
-                );
+            for (part, offset) in owned_records(consumer, &answer) {
                 assert!(read.insert((part, offset)), "({part}, {offset}) read twice");
             }
             let Some(body) = commit_body(consumer, &topic, &answer) else {
@@ -359,17 +369,7 @@ async fn a_gateway_killed_mid_run_leaves_the_group_whole() {
                     panic!("partition {part} held by {other} and {consumer} in round {round}");
                 }
             }
-            for r in answer["records"].as_array().unwrap() {
-                let (part, offset) = (
-                    r["partition"].as_u64().unwrap(),
-                    r["offset"].as_u64().unwrap(),
-                );
-                assert!(
-                    owned.contains(&part),
-                    "{consumer} read partition {part} it does not own"
-                );
-                read.insert((part, offset));
-            }
+            read.extend(owned_records(consumer, &answer));
             let Some(body) = commit_body(consumer, &topic, &answer) else {
                 continue;
             };
