@@ -23,6 +23,7 @@ pub(crate) fn open(config: &Config) -> sluice_log::Result<Arc<dyn Backend>> {
         options.dedupe_window = std::time::Duration::from_secs(config.dedupe_window_secs);
         options.group_session_timeout =
             std::time::Duration::from_millis(config.group_session_timeout_ms);
+        options.state_dir = Some(config.data_dir.clone());
         return Ok(Arc::new(sluice_kafka::Kafka::open(options)?));
     }
     let options = LogOptions {

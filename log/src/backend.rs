@@ -25,6 +25,10 @@ use crate::{
     StateRead, StoreStats, Topic, TopicConfig,
 };
 
+/// Called with a store's name and the keys a batch changed, once the engine's
+/// copy of the store applied it.
+pub type StateHook = Arc<dyn Fn(&str, &[String]) + Send + Sync>;
+
 /// A storage engine behind the seam.
 pub trait Backend: Send + Sync + 'static {
     /// Identifies this store's data: it changes when the data is replaced (a new
@@ -147,6 +151,20 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<()>;
     /// A store's counters.
     fn state_stats(&self, store: &str) -> Result<StoreStats>;
+    /// Whether this engine should write `store` now. On one machine always; over
+    /// a cluster one gateway at a time holds a store's lease, and the others serve
+    /// its local copy. A writer that loses the lease is fenced by the next one.
+    fn may_write(&self, store: &str) -> Result<bool> {
+        let _ = store;
+        Ok(true)
+    }
+    /// Asks to hear of every batch a store's local copy applied, whichever
+    /// gateway wrote it, with the keys it changed; answers whether the engine will
+    /// call the hook (an engine whose stores only its own writer changes does not).
+    fn subscribe_state(&self, hook: StateHook) -> bool {
+        let _ = hook;
+        false
+    }
 
     // Operations.
 

@@ -40,7 +40,7 @@ mod topic;
 mod wal;
 mod writer;
 
-pub use crate::backend::{Backend, ClusterGroups, Health, Share, SharedMember, wait};
+pub use crate::backend::{Backend, ClusterGroups, Health, Share, SharedMember, StateHook, wait};
 pub use crate::backup::{Summary, inspect, restore};
 pub use crate::disk::{DiskStatus, RESERVE_FILE};
 pub use crate::error::{Error, Result};
@@ -51,7 +51,7 @@ pub use crate::log::{
 pub use crate::murmur2::{murmur2, partition_for_key};
 pub use crate::record::{RecordParts, RecordView, ValueKind};
 pub use crate::schema::MAX_PARTITIONS;
-pub use crate::state::{StateBatch, StateRead, StoreStats};
+pub use crate::state::{KEY_END, StateBatch, StateRead, StoreStats, scan_rows};
 pub use crate::topic::{Compaction, PartitionInfo, Topic, TopicConfig};
 
 /// Answers a write once its commit is known; see [`Log::append`].

@@ -37,7 +37,25 @@ const OFFSETS: TableDefinition<(&str, u32), u64> = TableDefinition::new("table_o
 const STATS: TableDefinition<&str, (u64, u64)> = TableDefinition::new("table_stats");
 
 /// The end of a store's key range: above every key made of valid characters.
-const KEY_END: &str = "\u{10FFFF}\u{10FFFF}";
+pub const KEY_END: &str = "\u{10FFFF}\u{10FFFF}";
+
+/// A store's rows from key `from` on, in key order, until `visit` says stop, from
+/// a redb table of `(store, key)` → row: the embedded file's, or an engine's
+/// local copy of its stores.
+pub fn scan_rows(
+    rows: &impl ReadableTable<(&'static str, &'static str), &'static [u8]>,
+    store: &str,
+    from: &str,
+    visit: &mut dyn FnMut(&str, &[u8]) -> bool,
+) -> Result<()> {
+    for item in rows.range((store, from)..(store, KEY_END))? {
+        let (k, v) = item?;
+        if !visit(k.value().1, v.value()) {
+            break;
+        }
+    }
+    Ok(())
+}
 
 /// The `meta` key holding a store's writer epoch.
 fn writer_key(store: &str) -> String {
@@ -255,14 +273,7 @@ impl Log {
         visit: &mut dyn FnMut(&str, &[u8]) -> bool,
     ) -> Result<()> {
         let txn = self.read_txn()?;
-        let rows = txn.open_table(ROWS)?;
-        for item in rows.range((store, from)..(store, KEY_END))? {
-            let (k, v) = item?;
-            if !visit(k.value().1, v.value()) {
-                break;
-            }
-        }
-        Ok(())
+        scan_rows(&txn.open_table(ROWS)?, store, from, visit)
     }
 
     /// A store's counters.

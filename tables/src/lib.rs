@@ -114,6 +114,161 @@ struct Table {
     stream_time: AtomicU64,
 }
 
+impl Table {
+    fn new(
+        compiled: Compiled,
+        topic: Option<Arc<Topic>>,
+        sql: Option<String>,
+        created_ms: u64,
+        applied: Vec<u64>,
+        state: (State, Option<String>),
+    ) -> Table {
+        Table {
+            compiled,
+            topic,
+            sql,
+            created_ms,
+            applied: Mutex::new(applied),
+            state: Mutex::new(state),
+            version: AtomicU64::new(0),
+            writer: Mutex::new(None),
+            stream_time: AtomicU64::new(0),
+        }
+    }
+
+    /// Moves the applied offsets up to `offsets` where they are behind (they
+    /// never go back: reports of batches may arrive after newer ones applied).
+    fn advance(&self, offsets: &[u64]) {
+        let mut applied = self.applied.lock().expect("applied lock");
+        if applied.len() < offsets.len() {
+            applied.resize(offsets.len(), 0);
+        }
+        for (a, o) in applied.iter_mut().zip(offsets) {
+            *a = (*a).max(*o);
+        }
+    }
+
+    fn partitions(&self) -> u32 {
+        self.topic.as_ref().map_or(0, |t| t.partition_count())
+    }
+
+    /// Backfilling ends once every source partition is applied to its end.
+    fn note_caught_up(&self, applied: &[u64]) {
+        let Some(topic) = &self.topic else {
+            return;
+        };
+        let caught_up = applied.iter().enumerate().all(|(p, a)| {
+            topic
+                .partition(p as u32)
+                .is_none_or(|info| *a >= info.end_offset)
+        });
+        let mut st = self.state.lock().expect("state lock");
+        if caught_up && st.0 == State::Backfilling {
+            *st = (State::Live, None);
+        }
+    }
+}
+
+/// The table of a stored definition, at the offsets its store reflects; `None` if
+/// the definition does not decode, or, when `wait_for_source`, its source topic
+/// is not known here yet. A table whose source is gone is kept, failed, so that
+/// it can be seen and deleted.
+fn load(
+    log: &dyn Backend,
+    name: &str,
+    bytes: &[u8],
+    wait_for_source: bool,
+) -> Result<Option<Table>> {
+    let Ok(stored) = serde_json::from_slice::<StoredDef>(bytes) else {
+        return Ok(None);
+    };
+    let Ok(compiled) = stored.def.compile() else {
+        return Ok(None);
+    };
+    let topic = log.topic(&stored.def.source);
+    if topic.is_none() && wait_for_source {
+        return Ok(None);
+    }
+    let topic = topic.filter(|t| t.id() == stored.topic_id);
+    let state = match &topic {
+        Some(_) => (State::Backfilling, None),
+        None => {
+            tracing::warn!(table = %name, "source topic is gone");
+            (State::Failed, Some(gone(&stored.def.source)))
+        }
+    };
+    let partitions = topic.as_ref().map_or(0, |t| t.partition_count());
+    let applied = log.read_state(name, &[], partitions)?.offsets;
+    Ok(Some(Table::new(
+        compiled,
+        topic,
+        stored.sql,
+        stored.created_ms,
+        applied,
+        state,
+    )))
+}
+
+/// The engine applied a batch of `store`, written here or by another gateway:
+/// the table now reflects what its store does.
+fn applied_elsewhere(shared: &Shared, store: &str, keys: &[String]) {
+    let table = shared
+        .tables
+        .read()
+        .expect("tables lock")
+        .get(store)
+        .cloned();
+    let Some(t) = table else {
+        shared.reload.store(true, Ordering::Release);
+        shared.notify();
+        return;
+    };
+    if keys.is_empty() {
+        // A definition may have changed (or the batch changed no row).
+        shared.reload.store(true, Ordering::Release);
+    }
+    if let Err(e) = follow_store(shared, store, &t) {
+        tracing::warn!(table = %store, error = %e, "reading a table's progress");
+    }
+    t.version.fetch_add(1, Ordering::AcqRel);
+    if let Some(hook) = &shared.on_change {
+        hook(store, keys);
+    }
+}
+
+/// Takes the table's progress from its store.
+fn follow_store(shared: &Shared, name: &str, t: &Table) -> Result<()> {
+    let applied = shared.log.read_state(name, &[], t.partitions())?.offsets;
+    t.advance(&applied);
+    t.note_caught_up(&t.applied.lock().expect("applied lock"));
+    Ok(())
+}
+
+/// Brings the tables in line with the stores the engine has (made or dropped
+/// through other gateways).
+fn reload(shared: &Shared) -> Result<()> {
+    let stores = shared.log.stores()?;
+    let missing: Vec<&(String, Vec<u8>)> = {
+        let tables = shared.tables.read().expect("tables lock");
+        stores
+            .iter()
+            .filter(|(n, _)| !tables.contains_key(n))
+            .collect()
+    };
+    let mut loaded = Vec::new();
+    for (name, v) in missing {
+        if let Some(t) = load(&*shared.log, name, v, true)? {
+            loaded.push((name.clone(), Arc::new(t)));
+        }
+    }
+    let mut tables = shared.tables.write().expect("tables lock");
+    tables.retain(|n, _| stores.iter().any(|(s, _)| s == n));
+    for (name, t) in loaded {
+        tables.entry(name).or_insert(t);
+    }
+    Ok(())
+}
+
 /// Called after each applied batch with the table's name and the keys it changed.
 pub type ChangeHook = Arc<dyn Fn(&str, &[String]) + Send + Sync>;
 
@@ -123,6 +278,12 @@ struct Shared {
     wake: (Mutex<bool>, Condvar),
     stop: AtomicBool,
     on_change: Option<ChangeHook>,
+    /// Whether the engine reports every batch its stores apply, whoever wrote
+    /// it (a cluster engine, where other gateways write some tables): then those
+    /// reports, not this engine's commits, move `applied` and call `on_change`.
+    remote: AtomicBool,
+    /// The set of stores may have changed elsewhere: reload it.
+    reload: AtomicBool,
 }
 
 /// The table engine. The last handle dropped stops the materializer.
@@ -182,39 +343,9 @@ impl Engine {
     pub fn open(log: Arc<dyn Backend>, on_change: Option<ChangeHook>) -> Result<Engine> {
         let mut tables = HashMap::new();
         for (name, v) in log.stores()? {
-            let Ok(stored) = serde_json::from_slice::<StoredDef>(&v) else {
-                continue;
-            };
-            let Ok(compiled) = stored.def.compile() else {
-                continue;
-            };
-            let topic = log
-                .topic(&stored.def.source)
-                .filter(|t| t.id() == stored.topic_id);
-            let state = match &topic {
-                Some(_) => (State::Backfilling, None),
-                None => {
-                    tracing::warn!(table = %name, "source topic is gone");
-                    // Kept visible, failed, so that it can be seen and deleted.
-                    (State::Failed, Some(gone(&stored.def.source)))
-                }
-            };
-            let partitions = topic.as_ref().map_or(0, |t| t.partition_count());
-            let applied = log.read_state(&name, &[], partitions)?.offsets;
-            tables.insert(
-                name,
-                Arc::new(Table {
-                    compiled,
-                    topic,
-                    sql: stored.sql,
-                    created_ms: stored.created_ms,
-                    applied: Mutex::new(applied),
-                    state: Mutex::new(state),
-                    version: AtomicU64::new(0),
-                    writer: Mutex::new(None),
-                    stream_time: AtomicU64::new(0),
-                }),
-            );
+            if let Some(t) = load(&*log, &name, &v, false)? {
+                tables.insert(name, Arc::new(t));
+            }
         }
         let shared = Arc::new(Shared {
             log,
@@ -222,6 +353,8 @@ impl Engine {
             wake: (Mutex::new(false), Condvar::new()),
             stop: AtomicBool::new(false),
             on_change,
+            remote: AtomicBool::new(false),
+            reload: AtomicBool::new(false),
         });
         // Woken by appends to the topics tables read, through the seam.
         let weak = Arc::downgrade(&shared);
@@ -230,6 +363,13 @@ impl Engine {
                 s.topic_grew(topic_id);
             }
         }));
+        let weak = Arc::downgrade(&shared);
+        let remote = shared.log.subscribe_state(Arc::new(move |store, keys| {
+            if let Some(s) = weak.upgrade() {
+                applied_elsewhere(&s, store, keys);
+            }
+        }));
+        shared.remote.store(remote, Ordering::Release);
         let s = shared.clone();
         let thread = std::thread::Builder::new()
             .name("sluice-tables".into())
@@ -277,22 +417,20 @@ impl Engine {
             sluice_log::Error::StoreExists(_) => Error::Exists(def.name.clone()),
             e => e.into(),
         })?;
-        let table = Arc::new(Table {
+        let table = Table::new(
             compiled,
-            topic: Some(topic),
+            Some(topic),
             sql,
-            created_ms: stored.created_ms,
-            applied: Mutex::new(applied),
-            state: Mutex::new((State::Backfilling, None)),
-            version: AtomicU64::new(0),
-            writer: Mutex::new(None),
-            stream_time: AtomicU64::new(0),
-        });
+            stored.created_ms,
+            applied,
+            (State::Backfilling, None),
+        );
         self.shared
             .tables
             .write()
             .expect("tables lock")
-            .insert(def.name.clone(), table);
+            .entry(def.name.clone())
+            .or_insert_with(|| Arc::new(table));
         self.notify();
         self.status(&def.name)
     }
@@ -432,12 +570,26 @@ fn materialize(shared: &Shared) {
         if expire {
             last_expiry = std::time::Instant::now();
         }
+        let remote = shared.remote.load(Ordering::Acquire);
+        if remote
+            && (expire || shared.reload.swap(false, Ordering::AcqRel))
+            && let Err(e) = reload(shared)
+        {
+            tracing::warn!(error = %e, "reloading the tables");
+        }
         for (name, t) in tables {
             if expire && let Err(e) = expire_windows(shared, &name, &t) {
+                *t.writer.lock().expect("writer lock") = None;
                 tracing::warn!(table = %name, error = %e, "window retention failed");
             }
             match step(shared, &name, &t) {
                 Ok(did) => busy |= did,
+                Err(e) if passing(&e) => {
+                    // Nothing was applied; the next round opens a writer again and
+                    // goes on from what the store holds.
+                    *t.writer.lock().expect("writer lock") = None;
+                    tracing::warn!(table = %name, error = %e, "table paused");
+                }
                 Err(e) => {
                     tracing::error!(table = %name, error = %e, "table stopped");
                     *t.state.lock().expect("state lock") = (State::Failed, Some(e.to_string()));
@@ -460,6 +612,19 @@ fn gone(source: &str) -> String {
     format!("source topic '{source}' was deleted")
 }
 
+/// Whether an error leaves a table able to go on (once the cluster is back, the
+/// disk has room, or this gateway writes it again).
+fn passing(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Log(
+            sluice_log::Error::Fenced { .. }
+                | sluice_log::Error::Unavailable(_)
+                | sluice_log::Error::InsufficientStorage { .. }
+        )
+    )
+}
+
 /// Applies one batch of a table; returns whether there was anything to apply.
 fn step(shared: &Shared, name: &str, t: &Table) -> Result<bool> {
     if t.state.lock().expect("state lock").0 == State::Failed {
@@ -473,6 +638,13 @@ fn step(shared: &Shared, name: &str, t: &Table) -> Result<bool> {
             return Ok(false);
         }
     };
+    if !shared.log.may_write(name)? {
+        // Another gateway writes it; this one serves its copy.
+        *t.writer.lock().expect("writer lock") = None;
+        follow_store(shared, name, t)?;
+        return Ok(false);
+    }
+    let epoch = writer(shared, name, t)?;
     let applied = t.applied.lock().expect("applied lock").clone();
     let mut folded = Folded::default();
     let mut next = applied.clone();
@@ -534,12 +706,14 @@ fn step(shared: &Shared, name: &str, t: &Table) -> Result<bool> {
         offsets: Some(next.clone()),
         skipped: folded.skipped,
     };
-    commit(shared, name, t, batch)?;
-    *t.applied.lock().expect("applied lock") = next;
-    t.version.fetch_add(1, Ordering::AcqRel);
+    commit(shared, name, epoch, batch)?;
     t.stream_time.fetch_max(newest, Ordering::AcqRel);
-    if let Some(hook) = &shared.on_change {
-        hook(name, &changed);
+    t.advance(&next);
+    if !shared.remote.load(Ordering::Acquire) {
+        t.version.fetch_add(1, Ordering::AcqRel);
+        if let Some(hook) = &shared.on_change {
+            hook(name, &changed);
+        }
     }
     Ok(true)
 }
@@ -553,6 +727,10 @@ fn expire_windows(shared: &Shared, name: &str, t: &Table) -> Result<()> {
         ..
     }) = t.compiled.def.window
     else {
+        return Ok(());
+    };
+    let Some(epoch) = *t.writer.lock().expect("writer lock") else {
+        // Only the table's writer deletes.
         return Ok(());
     };
     let now = t.stream_time.load(Ordering::Acquire);
@@ -576,21 +754,31 @@ fn expire_windows(shared: &Shared, name: &str, t: &Table) -> Result<()> {
         offsets: None,
         skipped: 0,
     };
-    commit(shared, name, t, batch)?;
-    if let Some(hook) = &shared.on_change {
+    commit(shared, name, epoch, batch)?;
+    if !shared.remote.load(Ordering::Acquire)
+        && let Some(hook) = &shared.on_change
+    {
         hook(name, &doomed);
     }
     Ok(())
 }
 
-/// Commits a batch of the table's store as its writer, opening the writer first if
-/// this engine has not yet (which fences any other engine writing the store).
-fn commit(shared: &Shared, name: &str, t: &Table, batch: StateBatch) -> Result<()> {
+/// This engine's writer of the table's store, opened (which fences any other
+/// writer of it, here or on another gateway) if it is not yet; a new writer goes
+/// on from the offsets the store reflects.
+fn writer(shared: &Shared, name: &str, t: &Table) -> Result<u64> {
     let mut writer = t.writer.lock().expect("writer lock");
-    let epoch = match *writer {
-        Some(e) => e,
-        None => *writer.insert(shared.log.open_writer(name)?),
-    };
+    if let Some(epoch) = *writer {
+        return Ok(epoch);
+    }
+    let epoch = shared.log.open_writer(name)?;
+    let applied = shared.log.read_state(name, &[], t.partitions())?.offsets;
+    t.advance(&applied);
+    Ok(*writer.insert(epoch))
+}
+
+/// Commits a batch of the table's store as writer `epoch`.
+fn commit(shared: &Shared, name: &str, epoch: u64, batch: StateBatch) -> Result<()> {
     wait(|r| shared.log.commit_state(name, epoch, batch, r))?;
     Ok(())
 }

@@ -21,10 +21,12 @@ fn embedded() -> Option<Engine> {
 /// names get a prefix of their own, so checks and runs share the cluster.
 fn kafka() -> Option<Engine> {
     let bootstrap = sluice_tests::kafka_bootstrap("conformance")?;
-    let options = sluice_kafka::KafkaOptions::new(&bootstrap);
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let mut options = sluice_kafka::KafkaOptions::new(&bootstrap);
+    options.state_dir = Some(dir.path().to_path_buf());
     let engine: Arc<dyn Backend> =
         Arc::new(sluice_kafka::Kafka::open(options).expect("open the Kafka engine"));
-    Some((engine, Box::new(())))
+    Some((engine, Box::new(dir)))
 }
 
 fn run(name: &str, open: fn() -> Option<Engine>, prefixed: bool) {
@@ -104,11 +106,11 @@ engine_checks!(kafka, prefixed: true, checks: [
     topics_are_created_listed_and_deleted,
     group_offsets_are_stored,
     cluster_members_are_fenced_and_move,
+    state_batches_are_atomic,
+    an_older_state_writer_is_fenced,
 ], not_yet: [
     fencing_tokens_never_repeat: "members are fenced by the cluster's epochs, not the gateway's tokens",
     group_commits_are_fenced: "the gateway's coordinator is not used: cluster_members_are_fenced_and_move",
     revoke_before_assign: "the gateway's coordinator is not used: cluster_members_are_fenced_and_move",
-    state_batches_are_atomic: "tables over Kafka",
-    an_older_state_writer_is_fenced: "tables over Kafka",
     retention_start_moves_only_forward: "retention needs segments small enough to delete",
 ]);

@@ -28,6 +28,7 @@ use crate::groups::KafkaGroups;
 use crate::members::Members;
 use crate::read::Readers;
 use crate::record::outgoing;
+use crate::state::States;
 use crate::wire::Wire;
 
 /// How long a member told to give partitions up may take to say it did (a
@@ -76,6 +77,9 @@ pub struct KafkaOptions {
     /// through this gateway (it should match the brokers'
     /// `group.consumer.session.timeout.ms`).
     pub group_session_timeout: Duration,
+    /// Where this gateway keeps its local copies of the tables; without one,
+    /// tables are not offered.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl KafkaOptions {
@@ -89,6 +93,7 @@ impl KafkaOptions {
             timeout: Duration::from_secs(10),
             topic_prefix: String::new(),
             group_session_timeout: Duration::from_secs(30),
+            state_dir: None,
         }
     }
 }
@@ -107,6 +112,10 @@ pub struct Kafka {
 
 struct Inner {
     options: KafkaOptions,
+    /// The state stores, when the gateway has a directory for their copies.
+    states: std::sync::OnceLock<Arc<States>>,
+    /// This gateway's name as a holder of table leases.
+    holder: String,
     /// Direct broker calls (partition sizes), when the listener is plaintext.
     wire: Option<Wire>,
     /// Consumer groups kept by the cluster (direct calls too).
@@ -221,6 +230,15 @@ fn client_config(options: &KafkaOptions) -> ClientConfig {
 }
 
 impl Kafka {
+    /// The state stores, when this gateway keeps copies of them.
+    fn states(&self) -> Result<&States> {
+        self.inner.states.get().map(|s| &**s).ok_or_else(|| {
+            Error::Unsupported(
+                "tables over Kafka need a data directory for their local copies".into(),
+            )
+        })
+    }
+
     /// The cluster's consumer groups, when this gateway can speak to them.
     fn groups(&self) -> Result<&KafkaGroups> {
         self.inner.groups.as_deref().ok_or_else(|| {
@@ -306,6 +324,8 @@ impl Kafka {
             follow_now: AtomicBool::new(false),
             stop: Arc::new(AtomicBool::new(false)),
             follower: Mutex::new(None),
+            states: std::sync::OnceLock::new(),
+            holder: format!("tables-{}", uuid::Uuid::new_v4().simple()),
         });
         let (catalog_topic, dedupe_topic) = (
             inner.kafka_name(catalog::TOPIC),
@@ -338,6 +358,22 @@ impl Kafka {
             )?
         };
         *inner.dedupe_seen.0.lock().expect("dedupe seen lock") = dedupe_next;
+        if let Some(dir) = inner.options.state_dir.clone() {
+            let defs_topic = inner.kafka_name(crate::state::DEFS);
+            inner.ensure_internal(&defs_topic, &[("cleanup.policy", "compact")])?;
+            let mut follower = consumer_config.clone();
+            follower.set("auto.offset.reset", "earliest");
+            let states = States::open(
+                &dir,
+                base.clone(),
+                &follower,
+                defs_topic,
+                inner.kafka_name("sluice.table."),
+                &inner.epoch,
+                inner.options.timeout,
+            )?;
+            let _ = inner.states.set(states);
+        }
         let asks = inner.refresh(true)?;
         inner.publish_sizes(&asks);
         let tail = Tail::new(&consumer_config, &inner, catalog_next, dedupe_next)?;
@@ -1015,29 +1051,78 @@ impl Backend for Kafka {
     fn reserve_fencing_tokens(&self) -> Result<Range<u64>> {
         unsupported("the consumer-group store")
     }
-    fn create_store(&self, _: &str, _: Vec<u8>, _: Vec<u64>, reply: Reply<()>) {
-        reply(unsupported("tables"));
+    fn create_store(&self, name: &str, definition: Vec<u8>, offsets: Vec<u64>, reply: Reply<()>) {
+        reply(self.states().and_then(|s| {
+            let changelog =
+                self.inner
+                    .kafka_name(&format!("{}{name}.{}", crate::state::LEASES, now_ms()));
+            if changelog.len() > 249 {
+                return Err(Error::Invalid(format!(
+                    "table name '{name}' is too long for a Kafka changelog topic"
+                )));
+            }
+            self.inner
+                .ensure_internal(&changelog, &[("cleanup.policy", "compact")])?;
+            s.create(name, changelog, definition, offsets)
+        }));
     }
-    fn drop_store(&self, _: &str, reply: Reply<()>) {
-        reply(unsupported("tables"));
+    fn drop_store(&self, name: &str, reply: Reply<()>) {
+        reply(self.states().and_then(|s| {
+            let changelog = s.drop_store(name)?;
+            let deleted = futures_executor::block_on(
+                self.inner
+                    .admin
+                    .delete_topics(&[changelog.as_str()], &self.inner.admin_options()),
+            );
+            if let Err(e) = deleted {
+                tracing::warn!(topic = %changelog, error = %e, "deleting a table's changelog");
+            }
+            Ok(())
+        }));
     }
     fn stores(&self) -> Result<Vec<(String, Vec<u8>)>> {
-        Ok(Vec::new())
+        Ok(self
+            .inner
+            .states
+            .get()
+            .map(|s| s.stores())
+            .unwrap_or_default())
     }
-    fn open_writer(&self, _: &str) -> Result<u64> {
-        unsupported("tables")
+    fn open_writer(&self, store: &str) -> Result<u64> {
+        self.states()?.open_writer(store)
     }
-    fn commit_state(&self, _: &str, _: u64, _: StateBatch, reply: Reply<()>) {
-        reply(unsupported("tables"));
+    fn commit_state(&self, store: &str, epoch: u64, batch: StateBatch, reply: Reply<()>) {
+        reply(self.states().and_then(|s| s.commit(store, epoch, batch)));
     }
-    fn read_state(&self, _: &str, _: &[&str], _: u32) -> Result<StateRead> {
-        unsupported("tables")
+    fn read_state(&self, store: &str, keys: &[&str], partitions: u32) -> Result<StateRead> {
+        self.states()?.read(store, keys, partitions)
     }
-    fn scan_state(&self, _: &str, _: &str, _: &mut dyn FnMut(&str, &[u8]) -> bool) -> Result<()> {
-        unsupported("tables")
+    fn scan_state(
+        &self,
+        store: &str,
+        from: &str,
+        visit: &mut dyn FnMut(&str, &[u8]) -> bool,
+    ) -> Result<()> {
+        self.states()?.scan(store, from, visit)
     }
-    fn state_stats(&self, _: &str) -> Result<StoreStats> {
-        unsupported("tables")
+    fn state_stats(&self, store: &str) -> Result<StoreStats> {
+        self.states()?.stats(store)
+    }
+    fn may_write(&self, store: &str) -> Result<bool> {
+        let groups = self.groups()?;
+        let lease = format!("{}{store}", crate::state::LEASES);
+        self.states()?.may_write(store, |changelog| {
+            groups.lease(&lease, &self.inner.holder, changelog)
+        })
+    }
+    fn subscribe_state(&self, hook: sluice_log::StateHook) -> bool {
+        match self.inner.states.get() {
+            Some(s) => {
+                s.subscribe(hook);
+                true
+            }
+            None => false,
+        }
     }
     fn snapshot(&self, reply: Reply<(std::fs::File, u64)>) {
         reply(Err(Error::Unsupported(

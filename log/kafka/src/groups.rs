@@ -54,9 +54,11 @@ impl KafkaGroups {
         format!("{}{name}", self.prefix)
     }
 
-    /// Sluice's name for Kafka group or topic `name`, if it is one of ours.
+    /// Sluice's name for Kafka group or topic `name`: none for another prefix's, or for
+    /// the groups the engine keeps for itself (table leases).
     fn sluice<'a>(&self, name: &'a str) -> Option<&'a str> {
         name.strip_prefix(self.prefix.as_str())
+            .filter(|n| !n.starts_with(crate::state::LEASES))
     }
 
     /// The member of `consumer` on `topic`.
@@ -111,6 +113,21 @@ impl KafkaGroups {
         }
         sessions.insert(kafka.to_string(), (value, std::time::Instant::now()));
         Ok(value)
+    }
+
+    /// Renews `holder`'s membership of the group `name` on the one-partition
+    /// Kafka topic `topic`: answers whether it holds the partition (the lease)
+    /// and how soon to renew. A holder that stops renewing loses the lease after
+    /// the group's session timeout.
+    pub(crate) fn lease(&self, name: &str, holder: &str, topic: &str) -> Result<(bool, Duration)> {
+        let kafka = self.kafka(name);
+        self.session(&kafka, true, None)?;
+        let a = self.members.heartbeat(&kafka, holder, &[topic])?;
+        let held = a
+            .partitions
+            .iter()
+            .any(|(t, ps)| t == topic && ps.contains(&0));
+        Ok((held, a.heartbeat_interval))
     }
 
     /// A group's committed offsets on one topic, per partition.

@@ -25,8 +25,10 @@
 //! `members` and `groups`), so any gateway serves any member's next poll and
 //! Kafka's own consumers of a group share it with Sluice's.
 //!
-//! Not yet offered over Kafka (the seam answers `Unsupported`): state stores and
-//! snapshots; they come with tables over Kafka.
+//! State stores (the tables) live in compacted changelog topics written in Kafka
+//! transactions, and every gateway keeps a local redb copy of each to serve
+//! queries from (see `state`). Not offered over Kafka (the seam answers
+//! `Unsupported`): snapshots, which are Kafka's own.
 //!
 //! It depends on `sluice-log` (the seam's types), rdkafka and kafka-protocol, never
 //! on HTTP or an async runtime.
@@ -38,6 +40,7 @@ mod groups;
 pub mod members;
 mod read;
 mod record;
+mod state;
 pub mod wire;
 
 pub use crate::engine::{Kafka, KafkaOptions};
