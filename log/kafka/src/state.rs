@@ -209,7 +209,33 @@ impl States {
             .map_err(Error::Io)?;
         states.wait_defs(defs_end)?;
         states.forget_dropped()?;
+        states.report_replay();
         Ok(states)
+    }
+
+    /// Logs how much of the changelogs the local copies have yet to read, next
+    /// to what reading them from their start would be.
+    fn report_replay(&self) {
+        let defs = self.defs.lock().expect("defs lock").clone();
+        let (mut replay, mut full) = (0i64, 0i64);
+        for (name, def) in &defs {
+            let Ok((low, high)) =
+                self.plain
+                    .client()
+                    .fetch_watermarks(&def.changelog, 0, self.timeout)
+            else {
+                continue;
+            };
+            let next = self.copy(name).ok().flatten().map_or(low, |c| c.next);
+            replay += (high - next.max(low)).max(0);
+            full += (high - low).max(0);
+        }
+        tracing::info!(
+            tables = defs.len(),
+            replay,
+            full,
+            "table copies resume: {replay} changelog records to read of {full}"
+        );
     }
 
     /// Waits until the follower read the definitions topic up to `offset`.

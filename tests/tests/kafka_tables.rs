@@ -1,0 +1,271 @@
+//! Tables over Kafka with two gateways on the same cluster (the same topic
+//! prefix): a table made through one is served by both, writes are read through
+//! either, and a restarted gateway goes on from its local copy.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use sluice_tests::{Server, client, create_topic, get_json, kafka_bootstrap, table_caught_up};
+
+/// Two gateways sharing one topic prefix in the test cluster.
+fn pair(test: &str) -> Option<(Server, Server)> {
+    let bootstrap = kafka_bootstrap(test)?;
+    let prefix = format!("kt{:08x}.", rand::random::<u32>());
+    let args = [
+        "--backend",
+        "kafka",
+        "--kafka-bootstrap",
+        &bootstrap,
+        "--kafka-topic-prefix",
+        &prefix,
+        "--group-session-timeout-ms",
+        "6000",
+    ];
+    Some((Server::start_with(&args), Server::start_with(&args)))
+}
+
+async fn produce(c: &reqwest::Client, s: &Server, topic: &str, records: Vec<Value>) -> Value {
+    let r = c
+        .post(s.url(&format!("/v1/topics/{topic}/records")))
+        .json(&json!({"records": records}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// Waits (bounded) until a gateway knows a table.
+async fn table_known(c: &reqwest::Client, s: &Server, table: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c
+            .get(s.url(&format!("/v1/tables/{table}")))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never listed table {table}: {}",
+            s.base,
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every row of a table, by key.
+async fn all_rows(c: &reqwest::Client, s: &Server, table: &str) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/tables/{table}/rows?limit=1000");
+        if let Some(a) = &after {
+            path.push_str(&format!("&after={a}"));
+        }
+        let page = get_json(c, s, &path).await;
+        for r in page["rows"].as_array().unwrap() {
+            out.insert(r["key"].as_str().unwrap().to_string(), r["row"].clone());
+        }
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => return out,
+        }
+    }
+}
+
+/// `GET` of one row with `after=` the given produce answer's offsets.
+async fn row_after(
+    c: &reqwest::Client,
+    s: &Server,
+    table: &str,
+    key: &str,
+    produced: &Value,
+) -> (u16, Value) {
+    let after: Vec<String> = produced["offsets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| format!("{}:{}", o["partition"], o["offset"]))
+        .collect();
+    let r = c
+        .get(s.url(&format!(
+            "/v1/tables/{table}/rows/{key}?after={}",
+            after.join(",")
+        )))
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or_default())
+}
+
+/// A projection made through one gateway reads the same on both, updates and
+/// tombstones included; what is produced through one is read through the other
+/// with `after=`; a delete through one removes the table from both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_reads_the_same_on_both_gateways() {
+    let Some((a, b)) = pair("a_projection_reads_the_same_on_both_gateways") else {
+        return;
+    };
+    let c = client();
+    create_topic(&c, &a, "customers", 3).await;
+    let mut records = Vec::new();
+    for i in 0..300u32 {
+        let key = format!("c{}", i % 40);
+        records.push(json!({"key": key, "value": {"name": format!("n{i}"), "tier": i % 3}}));
+    }
+    // Every fifth customer is deleted again.
+    for i in (0..40u32).step_by(5) {
+        records.push(json!({"key": format!("c{i}"), "value": null}));
+    }
+    produce(&c, &a, "customers", records).await;
+    let r = c
+        .post(a.url("/v1/tables"))
+        .json(
+            &json!({"name": "by_key", "source": "customers", "key": "key",
+            "columns": {"name": "$.name", "tier": "$.tier"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    table_known(&c, &b, "by_key").await;
+    table_caught_up(&c, &a, "by_key").await;
+    table_caught_up(&c, &b, "by_key").await;
+    let on_a = all_rows(&c, &a, "by_key").await;
+    let on_b = all_rows(&c, &b, "by_key").await;
+    assert_eq!(on_a.len(), 32, "40 customers, 8 deleted: {on_a:?}");
+    assert_eq!(on_a, on_b);
+    assert_eq!(on_a["c1"], json!({"name": "n281", "tier": 2}));
+    assert!(!on_a.contains_key("c5"));
+
+    // Read your writes through the other gateway, both ways.
+    let produced = produce(
+        &c,
+        &a,
+        "customers",
+        vec![json!({"key": "c1", "value": {"name": "renamed", "tier": 9}})],
+    )
+    .await;
+    let (status, body) = row_after(&c, &b, "by_key", "c1", &produced).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["row"], json!({"name": "renamed", "tier": 9}));
+    let produced = produce(
+        &c,
+        &b,
+        "customers",
+        vec![json!({"key": "c2", "value": null})],
+    )
+    .await;
+    let (status, body) = row_after(&c, &a, "by_key", "c2", &produced).await;
+    assert_eq!(status, 404, "the tombstone deleted the row: {body}");
+    assert_eq!(body["code"], "row_not_found");
+    let (status, _) = row_after(&c, &b, "by_key", "c2", &produced).await;
+    assert_eq!(status, 404);
+
+    // Deleted through one, gone from both.
+    let r = c.delete(b.url("/v1/tables/by_key")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c.get(a.url("/v1/tables/by_key")).send().await.unwrap();
+        if r.status() == 404 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still listed on the other gateway"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The last figure a gateway's log gave for `field=` on a line containing
+/// `marker`.
+fn logged(s: &Server, marker: &str, field: &str) -> Option<u64> {
+    let log = std::fs::read_to_string(s.data_dir.with_extension("log")).unwrap_or_default();
+    log.lines()
+        .rev()
+        .find(|l| l.contains(marker))
+        .and_then(|l| {
+            let at = l.find(&format!("{field}="))? + field.len() + 1;
+            l[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse()
+                .ok()
+        })
+}
+
+/// A gateway killed with `kill -9` and started again serves the table from its
+/// local copy: it reads only the changelog records written while it was down,
+/// not the changelog from its start, and answers the same rows as the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_gateway_goes_on_from_its_copy() {
+    let Some((a, mut b)) = pair("a_restarted_gateway_goes_on_from_its_copy") else {
+        return;
+    };
+    let c = client();
+    create_topic(&c, &a, "clicks", 4).await;
+    let r = c
+        .post(a.url("/v1/tables"))
+        .json(
+            &json!({"name": "per_page", "source": "clicks", "group_by": "key",
+            "aggregates": {"n": {"count": {}}, "ms": {"sum": "$.ms"}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let page = |i: u32| json!({"key": format!("page-{}", i % 2_000), "value": {"ms": i % 100}});
+    for round in 0..10u32 {
+        produce(
+            &c,
+            &a,
+            "clicks",
+            (0..1_000).map(|i| page(round * 1_000 + i)).collect(),
+        )
+        .await;
+    }
+    table_known(&c, &b, "per_page").await;
+    table_caught_up(&c, &a, "per_page").await;
+    table_caught_up(&c, &b, "per_page").await;
+
+    b.kill();
+    for round in 10..12u32 {
+        produce(
+            &c,
+            &a,
+            "clicks",
+            (0..1_000).map(|i| page(round * 1_000 + i)).collect(),
+        )
+        .await;
+    }
+    table_caught_up(&c, &a, "per_page").await;
+    let started = Instant::now();
+    b.restart();
+    let t = table_caught_up(&c, &b, "per_page").await;
+    let serving = started.elapsed();
+    assert_eq!(t["rows"], 2_000);
+    let replay = logged(&b, "table copies resume", "replay").expect("the resume figures");
+    let full = logged(&b, "table copies resume", "full").expect("the resume figures");
+    assert!(
+        replay < full / 2,
+        "a restart read {replay} of {full} changelog records"
+    );
+    assert_eq!(
+        all_rows(&c, &a, "per_page").await,
+        all_rows(&c, &b, "per_page").await
+    );
+    let row = get_json(&c, &b, "/v1/tables/per_page/rows/page-7").await;
+    assert_eq!(row["row"]["n"], 6);
+    eprintln!(
+        "restart: the copy read {replay} changelog records of {full} and served the table caught up {} ms after the restart",
+        serving.as_millis()
+    );
+}
