@@ -112,6 +112,9 @@ struct Table {
     writer: Mutex<Option<u64>>,
     /// The newest record timestamp applied, for closing windows.
     stream_time: AtomicU64,
+    /// Where each source partition ended when the table started here: the
+    /// backfill is done once they are applied.
+    backfill_to: Vec<u64>,
 }
 
 impl Table {
@@ -123,7 +126,11 @@ impl Table {
         applied: Vec<u64>,
         state: (State, Option<String>),
     ) -> Table {
+        let backfill_to = topic.as_ref().map_or_else(Vec::new, |t| {
+            t.partitions().iter().map(|p| p.end_offset).collect()
+        });
         Table {
+            backfill_to,
             compiled,
             topic,
             sql,
@@ -152,16 +159,16 @@ impl Table {
         self.topic.as_ref().map_or(0, |t| t.partition_count())
     }
 
-    /// Backfilling ends once every source partition is applied to its end.
+    /// Backfilling ends once every source partition is applied up to where it
+    /// ended when the table started.
     fn note_caught_up(&self, applied: &[u64]) {
-        let Some(topic) = &self.topic else {
+        if self.topic.is_none() {
             return;
-        };
-        let caught_up = applied.iter().enumerate().all(|(p, a)| {
-            topic
-                .partition(p as u32)
-                .is_none_or(|info| *a >= info.end_offset)
-        });
+        }
+        let caught_up = applied
+            .iter()
+            .zip(&self.backfill_to)
+            .all(|(a, end)| a >= end);
         let mut st = self.state.lock().expect("state lock");
         if caught_up && st.0 == State::Backfilling {
             *st = (State::Live, None);
@@ -663,10 +670,7 @@ fn step(shared: &Shared, name: &str, t: &Table) -> Result<bool> {
         next[p] = outcome.next_offset;
     }
     if next == applied {
-        let mut st = t.state.lock().expect("state lock");
-        if st.0 == State::Backfilling {
-            *st = (State::Live, None);
-        }
+        t.note_caught_up(&next);
         return Ok(false);
     }
     let changed: Vec<String> = folded.changes.keys().cloned().collect();
@@ -709,6 +713,7 @@ fn step(shared: &Shared, name: &str, t: &Table) -> Result<bool> {
     commit(shared, name, epoch, batch)?;
     t.stream_time.fetch_max(newest, Ordering::AcqRel);
     t.advance(&next);
+    t.note_caught_up(&next);
     if !shared.remote.load(Ordering::Acquire) {
         t.version.fetch_add(1, Ordering::AcqRel);
         if let Some(hook) = &shared.on_change {

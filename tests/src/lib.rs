@@ -4,12 +4,13 @@
 
 pub mod conformance;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -364,6 +365,48 @@ pub async fn table_caught_up(c: &reqwest::Client, s: &Server, table: &str) -> Va
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("table {table} never caught up");
+}
+
+/// Waits (bounded) until a gateway knows a table.
+pub async fn table_known(c: &reqwest::Client, s: &Server, table: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c
+            .get(s.url(&format!("/v1/tables/{table}")))
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 200 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} never listed table {table}: {}",
+            s.base,
+            r.status()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every row of a table, by key.
+pub async fn all_rows(c: &reqwest::Client, s: &Server, table: &str) -> BTreeMap<String, Value> {
+    let mut out = BTreeMap::new();
+    let mut after: Option<String> = None;
+    loop {
+        let mut path = format!("/v1/tables/{table}/rows?limit=1000");
+        if let Some(a) = &after {
+            path.push_str(&format!("&after={a}"));
+        }
+        let page = get_json(c, s, &path).await;
+        for r in page["rows"].as_array().unwrap() {
+            out.insert(r["key"].as_str().unwrap().to_string(), r["row"].clone());
+        }
+        match page["next"].as_str() {
+            Some(n) => after = Some(n.to_string()),
+            None => return out,
+        }
+    }
 }
 
 /// Fetches records of one partition from an offset.

@@ -11,7 +11,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use sluice_tests::{Server, client, fetch_all, kafka_bootstrap, workspace_root};
+use sluice_tests::{
+    Server, all_rows, client, create_topic, fetch_all, get_json, kafka_bootstrap, table_caught_up,
+    table_known, workspace_root,
+};
 
 fn cluster(args: &[&str]) -> String {
     let out = Command::new(workspace_root().join("tests/kafka/cluster"))
@@ -102,19 +105,7 @@ async fn a_leader_killed_mid_produce_loses_no_acknowledged_record() {
     }
 
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let leaders = cluster(&["leaders", &topic]);
-    let mut led: HashMap<String, usize> = HashMap::new();
-    for line in leaders.lines() {
-        if let Some((_, leader)) = line.split_once(' ') {
-            *led.entry(leader.to_string()).or_default() += 1;
-        }
-    }
-    let (victim, count) = led
-        .iter()
-        .max_by_key(|(n, c)| (**c, n.to_string()))
-        .map(|(n, c)| (n.clone(), *c))
-        .expect("the topic has leaders");
-    assert!(count >= 1, "leaders: {leaders}");
+    let (victim, count) = busiest_leader(&topic);
     cluster(&["kill", &victim]);
     // The cluster moves the victim's partitions to other leaders while it is down.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
@@ -181,6 +172,21 @@ async fn a_leader_killed_mid_produce_loses_no_acknowledged_record() {
         refused.len(),
         refused.iter().take(3).collect::<Vec<_>>()
     );
+}
+
+/// The node that leads the most partitions of a Kafka topic, and how many.
+fn busiest_leader(topic: &str) -> (String, usize) {
+    let leaders = cluster(&["leaders", topic]);
+    let mut led: HashMap<String, usize> = HashMap::new();
+    for line in leaders.lines() {
+        if let Some((_, leader)) = line.split_once(' ') {
+            *led.entry(leader.to_string()).or_default() += 1;
+        }
+    }
+    led.iter()
+        .max_by_key(|(n, c)| (**c, n.to_string()))
+        .map(|(n, c)| (n.clone(), *c))
+        .unwrap_or_else(|| panic!("{topic} has no leaders: {leaders}"))
 }
 
 /// Only one test of this binary takes a broker down at a time.
@@ -341,4 +347,228 @@ async fn the_groups_coordinator_killed_keeps_its_committed_offsets() {
             "committed went back: {was} then {p}"
         );
     }
+}
+
+/// Producers that write batches through whichever of the gateways in `bases`
+/// answers until `stop`: a refused or failed request goes to the other gateway
+/// (it may have been written all the same; the test recounts the topic).
+fn keep_producing(
+    bases: Arc<std::sync::RwLock<Vec<String>>>,
+    topic: &str,
+    stop: Arc<AtomicBool>,
+    producers: u32,
+) -> Vec<tokio::task::JoinHandle<u64>> {
+    (0..producers)
+        .map(|p| {
+            let (bases, topic, stop) = (bases.clone(), topic.to_string(), stop.clone());
+            tokio::spawn(async move {
+                let c = client();
+                let (mut acked, mut i, mut turn) = (0u64, 0u64, p as usize);
+                while !stop.load(Ordering::Acquire) {
+                    let records: Vec<Value> = (0..20)
+                        .map(|j| {
+                            let n = i * 20 + j;
+                            json!({"key": format!("k{}", n % 50), "value": {"amount": n % 10 + 1}})
+                        })
+                        .collect();
+                    let base = {
+                        let bases = bases.read().unwrap();
+                        bases[turn % bases.len()].clone()
+                    };
+                    let sent = c
+                        .post(format!("{base}/v1/topics/{topic}/records"))
+                        .timeout(Duration::from_secs(30))
+                        .json(&json!({"records": records}))
+                        .send()
+                        .await;
+                    match sent {
+                        Ok(r) if r.status() == 200 => acked += 20,
+                        _ => {
+                            turn += 1;
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                        }
+                    }
+                    i += 1;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                acked
+            })
+        })
+        .collect()
+}
+
+/// Waits (bounded) until a table's state on a gateway is `want`.
+async fn table_state(c: &reqwest::Client, s: &Server, table: &str, want: &str) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let r = c
+            .get(s.url(&format!("/v1/tables/{table}")))
+            .send()
+            .await
+            .unwrap();
+        let body: Value = r.json().await.unwrap_or_default();
+        if body["state"] == want {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "table {table} on {} never became {want}: {body}",
+            s.base
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A count+sum table over 6 partitions while 4 producers write through two
+/// gateways: the gateway folding it is killed with `kill -9` mid-backfill, the
+/// one that took over is killed later while live, and a broker is killed and
+/// restarted once. At the end every row, on both gateways, equals a recount of
+/// the source topic done here: nothing lost, nothing counted twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_table_counts_exactly_through_gateway_and_broker_kills() {
+    let Some(bootstrap) =
+        kafka_bootstrap("a_state_table_counts_exactly_through_gateway_and_broker_kills")
+    else {
+        return;
+    };
+    let _down = BROKER_DOWN.lock().await;
+    let prefix = format!("kx{:08x}.", rand::random::<u32>());
+    let args = [
+        "--backend",
+        "kafka",
+        "--kafka-bootstrap",
+        &bootstrap,
+        "--kafka-topic-prefix",
+        &prefix,
+        "--group-session-timeout-ms",
+        "6000",
+    ];
+    let mut a = Server::start_with(&args);
+    let mut b = Server::start_with(&args);
+    let c = client();
+    let topic = "payments";
+    create_topic(&c, &a, topic, 6).await;
+    // What the table backfills from.
+    for round in 0..40u64 {
+        let records: Vec<Value> = (0..1_000u64)
+            .map(|j| {
+                let n = round * 1_000 + j;
+                json!({"key": format!("k{}", n % 50), "value": {"amount": n % 7}})
+            })
+            .collect();
+        let r = c
+            .post(a.url(&format!("/v1/topics/{topic}/records")))
+            .json(&json!({"records": records}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let bases = Arc::new(std::sync::RwLock::new(vec![a.base.clone(), b.base.clone()]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let producers = keep_producing(bases.clone(), topic, stop.clone(), 4);
+    let r = c
+        .post(a.url("/v1/tables"))
+        .json(
+            &json!({"name": "totals", "source": topic, "group_by": "key",
+            "aggregates": {"n": {"count": {}}, "total": {"sum": "$.amount"}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+
+    // Mid-backfill: once the gateway that made the table has applied something.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let at_kill = loop {
+        let t = get_json(&c, &a, "/v1/tables/totals").await;
+        let applied: u64 = t["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["applied_offset"].as_u64().unwrap_or(0))
+            .sum();
+        if applied > 0 {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "nothing applied: {t}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    a.kill();
+    table_state(&c, &b, "totals", "live").await;
+    a.restart();
+    bases.write().unwrap()[0] = a.base.clone();
+    table_known(&c, &a, "totals").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Live: the gateway that took over.
+    b.kill();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    b.restart();
+    bases.write().unwrap()[1] = b.base.clone();
+    table_state(&c, &a, "totals", "live").await;
+
+    // A broker.
+    let (victim, _) = busiest_leader(&format!("{prefix}{topic}"));
+    cluster(&["kill", &victim]);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    cluster(&["restart", &victim]);
+    cluster(&["wait"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Release);
+    let mut acked = 0;
+    for p in producers {
+        acked += p.await.unwrap();
+    }
+
+    // The recount, from the topic itself.
+    let mut expect: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut records = 0;
+    for p in 0..6u32 {
+        for rec in fetch_all(&c, &a, topic, p).await {
+            let e = expect
+                .entry(rec["key"].as_str().unwrap().to_string())
+                .or_default();
+            e.0 += 1;
+            e.1 += rec["value"]["amount"].as_u64().unwrap();
+            records += 1;
+        }
+    }
+    assert!(
+        records >= 40_000 + acked,
+        "{records} records, {acked} acknowledged live"
+    );
+    let expect: BTreeMap<String, Value> = expect
+        .into_iter()
+        .map(|(k, (n, total))| (k, json!({"n": n, "total": total})))
+        .collect();
+    for s in [&a, &b] {
+        let t = table_caught_up(&c, s, "totals").await;
+        assert_eq!(t["skipped"], 0, "{t}");
+        let rows: BTreeMap<String, Value> = all_rows(&c, s, "totals")
+            .await
+            .into_iter()
+            .map(|(k, r)| (k, json!({"n": r["n"], "total": r["total"]})))
+            .collect();
+        let wrong: Vec<_> = expect
+            .iter()
+            .filter(|(k, v)| rows.get(*k) != Some(v))
+            .map(|(k, v)| (k, v, rows.get(k)))
+            .collect();
+        assert!(
+            wrong.is_empty() && rows.len() == expect.len(),
+            "rows on {} differ from the recount: {wrong:?}",
+            s.base
+        );
+    }
+    eprintln!(
+        "table failover: {records} records ({acked} acknowledged while gateways and node {victim} were killed), \
+         the first kill at {} of 40000 applied; every row on both gateways equals the recount",
+        at_kill["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["applied_offset"].as_u64().unwrap_or(0))
+            .sum::<u64>()
+    );
 }

@@ -2,11 +2,12 @@
 //! prefix): a table made through one is served by both, writes are read through
 //! either, and a restarted gateway goes on from its local copy.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use sluice_tests::{Server, client, create_topic, get_json, kafka_bootstrap, table_caught_up};
+use sluice_tests::{
+    Server, all_rows, client, create_topic, get_json, kafka_bootstrap, table_caught_up, table_known,
+};
 
 /// Two gateways sharing one topic prefix in the test cluster.
 fn pair(test: &str) -> Option<(Server, Server)> {
@@ -34,48 +35,6 @@ async fn produce(c: &reqwest::Client, s: &Server, topic: &str, records: Vec<Valu
         .unwrap();
     assert_eq!(r.status(), 200);
     r.json().await.unwrap()
-}
-
-/// Waits (bounded) until a gateway knows a table.
-async fn table_known(c: &reqwest::Client, s: &Server, table: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let r = c
-            .get(s.url(&format!("/v1/tables/{table}")))
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 200 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{} never listed table {table}: {}",
-            s.base,
-            r.status()
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Every row of a table, by key.
-async fn all_rows(c: &reqwest::Client, s: &Server, table: &str) -> BTreeMap<String, Value> {
-    let mut out = BTreeMap::new();
-    let mut after: Option<String> = None;
-    loop {
-        let mut path = format!("/v1/tables/{table}/rows?limit=1000");
-        if let Some(a) = &after {
-            path.push_str(&format!("&after={a}"));
-        }
-        let page = get_json(c, s, &path).await;
-        for r in page["rows"].as_array().unwrap() {
-            out.insert(r["key"].as_str().unwrap().to_string(), r["row"].clone());
-        }
-        match page["next"].as_str() {
-            Some(n) => after = Some(n.to_string()),
-            None => return out,
-        }
-    }
 }
 
 /// `GET` of one row with `after=` the given produce answer's offsets.
@@ -223,6 +182,7 @@ async fn a_restarted_gateway_goes_on_from_its_copy() {
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     let page = |i: u32| json!({"key": format!("page-{}", i % 2_000), "value": {"ms": i % 100}});
+    // A round at a time, so that the changelog holds several batches.
     for round in 0..10u32 {
         produce(
             &c,
@@ -231,9 +191,9 @@ async fn a_restarted_gateway_goes_on_from_its_copy() {
             (0..1_000).map(|i| page(round * 1_000 + i)).collect(),
         )
         .await;
+        table_caught_up(&c, &a, "per_page").await;
     }
     table_known(&c, &b, "per_page").await;
-    table_caught_up(&c, &a, "per_page").await;
     table_caught_up(&c, &b, "per_page").await;
 
     b.kill();
