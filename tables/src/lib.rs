@@ -592,8 +592,9 @@ fn materialize(shared: &Shared) {
             match step(shared, &name, &t) {
                 Ok(did) => busy |= did,
                 Err(e) if passing(&e) => {
-                    // Nothing was applied; the next round opens a writer again and
-                    // goes on from what the store holds.
+                    // Whether the failed batch reached the store or not, the next
+                    // round opens a writer again and goes on from what the store
+                    // holds, so it is applied once either way.
                     *t.writer.lock().expect("writer lock") = None;
                     tracing::warn!(table = %name, error = %e, "table paused");
                 }

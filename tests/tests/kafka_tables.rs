@@ -4,10 +4,12 @@
 
 use std::time::{Duration, Instant};
 
+use futures_util::SinkExt;
 use serde_json::{Value, json};
 use sluice_tests::{
     Server, all_rows, client, create_topic, get_json, kafka_bootstrap, table_caught_up, table_known,
 };
+use tokio_tungstenite::tungstenite::Message;
 
 /// Two gateways sharing one topic prefix in the test cluster.
 fn pair(test: &str) -> Option<(Server, Server)> {
@@ -103,6 +105,20 @@ async fn a_projection_reads_the_same_on_both_gateways() {
     assert_eq!(on_a["c1"], json!({"name": "n281", "tier": 2}));
     assert!(!on_a.contains_key("c5"));
 
+    // A row subscription on the gateway that does not write hears of changes.
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("{}/v1/ws", b.base.replace("http://", "ws://")))
+            .await
+            .unwrap();
+    ws.send(Message::Text(
+        json!({"op": "subscribe", "id": "t", "table": "by_key", "key_prefix": "c3"})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(sluice_tests::next_json(&mut ws).await["type"], "subscribed");
+
     // Read your writes through the other gateway, both ways.
     let produced = produce(
         &c,
@@ -126,6 +142,20 @@ async fn a_projection_reads_the_same_on_both_gateways() {
     assert_eq!(body["code"], "row_not_found");
     let (status, _) = row_after(&c, &b, "by_key", "c2", &produced).await;
     assert_eq!(status, 404);
+    produce(
+        &c,
+        &a,
+        "customers",
+        vec![json!({"key": "c3", "value": {"name": "moved", "tier": 1}})],
+    )
+    .await;
+    let f = sluice_tests::next_json(&mut ws).await;
+    assert_eq!(
+        (f["type"].as_str(), f["key"].as_str()),
+        (Some("row"), Some("c3")),
+        "{f}"
+    );
+    assert_eq!(f["row"], json!({"name": "moved", "tier": 1}));
 
     // Deleted through one, gone from both.
     let r = c.delete(b.url("/v1/tables/by_key")).send().await.unwrap();

@@ -27,6 +27,9 @@ use crate::{
 /// cluster on two cores takes minutes).
 const FETCH_TOTAL: u64 = 200_000;
 
+/// Events the table scenario folds (as in the embedded benchmark).
+const TABLE_TOTAL: u64 = 1_000_000;
+
 /// Answers each delivery on the oneshot it came with.
 struct Acks;
 impl ClientContext for Acks {}
@@ -270,6 +273,45 @@ pub(crate) async fn run(duration: Duration, bootstrap: &str, only: Option<u32>) 
         );
         let _ = c
             .delete(server.url(&format!("/v1/topics/{topic}")))
+            .send()
+            .await;
+    }
+
+    if wanted(5) {
+        // Scenario 5: a count+sum table over 1M events, on one machine and over
+        // Kafka in the same run.
+        let embedded =
+            Server::start_with(&["--rate-limit-requests", "0", "--rate-limit-records", "0"]);
+        eprintln!("table over 1M events, embedded engine ...");
+        let lines = crate::tables_bench(
+            &c,
+            &embedded.base,
+            TABLE_TOTAL,
+            duration,
+            "pay",
+            "K5 (embedded engine):",
+        )
+        .await?;
+        drop(embedded);
+        cpu_lines.extend(lines);
+        let pay = format!("bench_pay_{run}");
+        eprintln!("table over 1M events, Kafka engine ...");
+        let lines = crate::tables_bench(
+            &c,
+            &server.base,
+            TABLE_TOTAL,
+            duration,
+            &pay,
+            "K5 (Kafka engine):",
+        )
+        .await?;
+        cpu_lines.extend(lines);
+        let _ = c
+            .delete(server.url(&format!("/v1/tables/{pay}_sums")))
+            .send()
+            .await;
+        let _ = c
+            .delete(server.url(&format!("/v1/topics/{pay}")))
             .send()
             .await;
     }

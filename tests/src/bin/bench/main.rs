@@ -621,15 +621,20 @@ async fn ws_max_rate(ws_url: &str, subs: usize, per_sub: u64, subscribe: bool) -
 
 /// Scenario 6: a count+sum state table over `total` events in 8 partitions:
 /// backfill rate, apply lag under steady produce, and point-get latency.
-async fn tables_bench(
+/// `pay` names the source topic and the table (`<pay>_sums`); `label` starts the
+/// first line.
+pub(crate) async fn tables_bench(
     c: &reqwest::Client,
     base: &str,
     total: u64,
     duration: Duration,
+    pay: &str,
+    label: &str,
 ) -> Result<Vec<String>> {
+    let sums = format!("{pay}_sums").replace('-', "_");
     let r = c
         .post(format!("{base}/v1/topics"))
-        .json(&json!({"name": "pay", "partitions": 8}))
+        .json(&json!({"name": pay, "partitions": 8}))
         .send()
         .await?;
     anyhow::ensure!(r.status() == 201, "create pay");
@@ -641,7 +646,7 @@ async fn tables_bench(
     let mut loaded = 0;
     while loaded < total {
         let r = c
-            .post(format!("{base}/v1/topics/pay/records"))
+            .post(format!("{base}/v1/topics/{pay}/records"))
             .header("content-type", "application/json")
             .body(body.clone())
             .send()
@@ -652,13 +657,13 @@ async fn tables_bench(
     let start = Instant::now();
     let r = c
         .post(format!("{base}/v1/tables"))
-        .json(&json!({"sql": "CREATE TABLE sums AS SELECT customer_id, COUNT(*) AS n, SUM(amount) AS total FROM pay GROUP BY customer_id"}))
+        .json(&json!({"sql": format!("CREATE TABLE {sums} AS SELECT customer_id, COUNT(*) AS n, SUM(amount) AS total FROM {pay} GROUP BY customer_id")}))
         .send()
         .await?;
     anyhow::ensure!(r.status() == 201, "create table: {}", r.text().await?);
     loop {
         let t: Value = c
-            .get(format!("{base}/v1/tables/sums"))
+            .get(format!("{base}/v1/tables/{sums}"))
             .send()
             .await?
             .json()
@@ -670,7 +675,7 @@ async fn tables_bench(
     }
     let backfill = total as f64 / start.elapsed().as_secs_f64();
     let mut lines = vec![format!(
-        "6. count+sum table over 1M events, 8 partitions: backfill {backfill:.0} events/s (target ≥ 300000)"
+        "{label} count+sum table over {total} events, 8 partitions: backfill {backfill:.0} events/s (target ≥ 300000)"
     )];
 
     // Apply lag: produce 100-event requests at 5,000 events/s; after each answer, ask
@@ -683,9 +688,10 @@ async fn tables_bench(
     while Instant::now() < until {
         tick.tick().await;
         let (c, base, small) = (c.clone(), base.to_string(), small.clone());
+        let (pay, sums) = (pay.to_string(), sums.clone());
         waits.push(tokio::spawn(async move {
             let r: Value = c
-                .post(format!("{base}/v1/topics/pay/records"))
+                .post(format!("{base}/v1/topics/{pay}/records"))
                 .header("content-type", "application/json")
                 .body(small)
                 .send()
@@ -710,7 +716,7 @@ async fn tables_bench(
             let q: Vec<String> = max.iter().map(|(p, o)| format!("{p}:{o}")).collect();
             let r = c
                 .get(format!(
-                    "{base}/v1/tables/sums/rows/c1?after={}",
+                    "{base}/v1/tables/{sums}/rows/c1?after={}",
                     q.join(",")
                 ))
                 .send()
@@ -739,7 +745,7 @@ async fn tables_bench(
         tick.tick().await;
         let (c, url) = (
             c.clone(),
-            format!("{base}/v1/tables/sums/rows/c{}", i % 1000),
+            format!("{base}/v1/tables/{sums}/rows/c{}", i % 1000),
         );
         i += 1;
         gets.push(tokio::spawn(async move {
@@ -1050,7 +1056,7 @@ async fn run_embedded(
         ));
     }
     if want(6) {
-        group_lines.extend(tables_bench(&c, &server.base, total, duration).await?);
+        group_lines.extend(tables_bench(&c, &server.base, total, duration, "pay", "6.").await?);
         sample(server.pid());
     }
     let peak = peak_rss_bytes(server.pid()).unwrap_or(peak);
