@@ -362,7 +362,9 @@ impl Kafka {
             let defs_topic = inner.kafka_name(crate::state::DEFS);
             inner.ensure_internal(&defs_topic, &[("cleanup.policy", "compact")])?;
             let mut follower = consumer_config.clone();
-            follower.set("auto.offset.reset", "earliest");
+            follower
+                .set("auto.offset.reset", "earliest")
+                .set("enable.partition.eof", "false");
             let states = States::open(
                 &dir,
                 base.clone(),

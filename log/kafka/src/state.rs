@@ -403,7 +403,7 @@ impl States {
             .set("transactional.id", format!("{}{store}", self.txn_prefix))
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", "0")
             .set("message.timeout.ms", "30000")
             .set("transaction.timeout.ms", "60000");
         let producer: FutureProducer = config.create().map_err(unavailable)?;
@@ -480,13 +480,24 @@ impl States {
             .key(key)
             .payload(value.as_slice());
         let last = self.enqueue(store, writer, record)?;
-        p.commit_transaction(self.timeout)
-            .map_err(|e| self.failed(store, writer, e))?;
+        // Every record of the batch is on one partition, so once the last is
+        // acknowledged all are. The commit's own flush would wait for the
+        // delivery reports in 100 ms polls of a queue another thread serves:
+        // it gets nothing left to flush.
         let offset = match futures_executor::block_on(last) {
             Ok(Ok(d)) => d.offset,
-            Ok(Err((e, _))) => return Err(unavailable(e)),
-            Err(_) => return Err(Error::Unavailable("a delivery report was lost".into())),
+            Ok(Err((e, _))) => return Err(self.failed(store, writer, e)),
+            Err(_) => {
+                let _ = writer.producer.abort_transaction(self.timeout);
+                return Err(Error::Unavailable("a delivery report was lost".into()));
+            }
         };
+        let flushed = Instant::now() + self.timeout;
+        while p.in_flight_count() > 0 && Instant::now() < flushed {
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        p.commit_transaction(self.timeout)
+            .map_err(|e| self.failed(store, writer, e))?;
         self.wait_store(store, offset + 1)
     }
 
