@@ -1054,7 +1054,10 @@ impl Backend for Kafka {
         unsupported("the consumer-group store")
     }
     fn create_store(&self, name: &str, definition: Vec<u8>, offsets: Vec<u64>, reply: Reply<()>) {
-        reply(self.states().and_then(|s| {
+        // The table's lease is a group membership: without group calls no
+        // gateway could tell whether it may write.
+        let states = self.groups().and_then(|_| self.states());
+        reply(states.and_then(|s| {
             let changelog =
                 self.inner
                     .kafka_name(&format!("{}{name}.{}", crate::state::LEASES, now_ms()));
