@@ -367,26 +367,95 @@ pub async fn table_caught_up(c: &reqwest::Client, s: &Server, table: &str) -> Va
     panic!("table {table} never caught up");
 }
 
-/// Waits (bounded) until a gateway knows a table.
-pub async fn table_known(c: &reqwest::Client, s: &Server, table: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// Produces `records` to `topic` in one request, which must succeed; returns the
+/// answer.
+pub async fn produce_records(
+    c: &reqwest::Client,
+    s: &Server,
+    topic: &str,
+    records: Vec<Value>,
+) -> Value {
+    let r = c
+        .post(s.url(&format!("/v1/topics/{topic}/records")))
+        .json(&serde_json::json!({ "records": records }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+/// A WebSocket connection to a server with a row subscription of `table` (id
+/// `t`) for keys starting with `key_prefix`, once the server said it subscribed.
+pub async fn subscribe_rows(s: &Server, table: &str, key_prefix: &str) -> Ws {
+    use futures_util::SinkExt;
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(format!("{}/v1/ws", s.base.replace("http://", "ws://")))
+            .await
+            .unwrap();
+    let subscribe =
+        serde_json::json!({"op": "subscribe", "id": "t", "table": table, "key_prefix": key_prefix});
+    ws.send(tokio_tungstenite::tungstenite::Message::Text(
+        subscribe.to_string().into(),
+    ))
+    .await
+    .unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "subscribed");
+    ws
+}
+
+/// Waits (bounded, 120 s) until a gateway's answer about a table satisfies
+/// `done` (given its status and body), `what` saying what is awaited; returns the
+/// body.
+pub async fn table_until(
+    c: &reqwest::Client,
+    s: &Server,
+    table: &str,
+    what: &str,
+    done: impl Fn(u16, &Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let r = c
             .get(s.url(&format!("/v1/tables/{table}")))
             .send()
             .await
             .unwrap();
-        if r.status() == 200 {
-            return;
+        let status = r.status().as_u16();
+        let body: Value = r.json().await.unwrap_or_default();
+        if done(status, &body) {
+            return body;
         }
         assert!(
             Instant::now() < deadline,
-            "{} never listed table {table}: {}",
-            s.base,
-            r.status()
+            "table {table} on {} never {what}: {status} {body}",
+            s.base
         );
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Waits (bounded) until a gateway knows a table.
+pub async fn table_known(c: &reqwest::Client, s: &Server, table: &str) {
+    table_until(c, s, table, "was listed", |status, _| status == 200).await;
+}
+
+/// Flags for gateways on the Kafka test cluster that share one topic prefix (so
+/// the same topics, groups and tables), with sessions of 6 s for members and
+/// table leases.
+pub fn shared_kafka_args(bootstrap: &str, prefix: &str) -> Vec<String> {
+    [
+        "--backend",
+        "kafka",
+        "--kafka-bootstrap",
+        bootstrap,
+        "--kafka-topic-prefix",
+        prefix,
+        "--group-session-timeout-ms",
+        "6000",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 /// Every row of a table, by key.

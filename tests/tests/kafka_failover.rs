@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice_tests::{
-    Server, all_rows, client, create_topic, fetch_all, get_json, kafka_bootstrap, table_caught_up,
-    table_known, workspace_root,
+    Server, all_rows, client, create_topic, fetch_all, get_json, kafka_bootstrap,
+    shared_kafka_args, table_caught_up, table_known, table_until, workspace_root,
 };
 
 fn cluster(args: &[&str]) -> String {
@@ -397,28 +397,6 @@ fn keep_producing(
         .collect()
 }
 
-/// Waits (bounded) until a table's state on a gateway is `want`.
-async fn table_state(c: &reqwest::Client, s: &Server, table: &str, want: &str) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let r = c
-            .get(s.url(&format!("/v1/tables/{table}")))
-            .send()
-            .await
-            .unwrap();
-        let body: Value = r.json().await.unwrap_or_default();
-        if body["state"] == want {
-            return body;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "table {table} on {} never became {want}: {body}",
-            s.base
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// A count+sum table over 6 partitions while 4 producers write through two
 /// gateways: the gateway folding it is killed with `kill -9` mid-backfill, the
 /// one that took over is killed later while live, and a broker is killed and
@@ -433,16 +411,8 @@ async fn a_state_table_counts_exactly_through_gateway_and_broker_kills() {
     };
     let _down = BROKER_DOWN.lock().await;
     let prefix = format!("kx{:08x}.", rand::random::<u32>());
-    let args = [
-        "--backend",
-        "kafka",
-        "--kafka-bootstrap",
-        &bootstrap,
-        "--kafka-topic-prefix",
-        &prefix,
-        "--group-session-timeout-ms",
-        "6000",
-    ];
+    let args = shared_kafka_args(&bootstrap, &prefix);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let mut a = Server::start_with(&args);
     let mut b = Server::start_with(&args);
     let c = client();
@@ -495,7 +465,7 @@ async fn a_state_table_counts_exactly_through_gateway_and_broker_kills() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     a.kill();
-    table_state(&c, &b, "totals", "live").await;
+    table_until(&c, &b, "totals", "became live", |_, t| t["state"] == "live").await;
     a.restart();
     bases.write().unwrap()[0] = a.base.clone();
     table_known(&c, &a, "totals").await;
@@ -506,7 +476,7 @@ async fn a_state_table_counts_exactly_through_gateway_and_broker_kills() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     b.restart();
     bases.write().unwrap()[1] = b.base.clone();
-    table_state(&c, &a, "totals", "live").await;
+    table_until(&c, &a, "totals", "became live", |_, t| t["state"] == "live").await;
 
     // A broker.
     let (victim, _) = busiest_leader(&format!("{prefix}{topic}"));

@@ -4,39 +4,20 @@
 
 use std::time::{Duration, Instant};
 
-use futures_util::SinkExt;
 use serde_json::{Value, json};
+use sluice_tests::produce_records as produce;
 use sluice_tests::{
-    Server, all_rows, client, create_topic, get_json, kafka_bootstrap, table_caught_up, table_known,
+    Server, all_rows, client, create_topic, get_json, kafka_bootstrap, shared_kafka_args,
+    subscribe_rows, table_caught_up, table_known,
 };
-use tokio_tungstenite::tungstenite::Message;
 
 /// Two gateways sharing one topic prefix in the test cluster.
 fn pair(test: &str) -> Option<(Server, Server)> {
     let bootstrap = kafka_bootstrap(test)?;
     let prefix = format!("kt{:08x}.", rand::random::<u32>());
-    let args = [
-        "--backend",
-        "kafka",
-        "--kafka-bootstrap",
-        &bootstrap,
-        "--kafka-topic-prefix",
-        &prefix,
-        "--group-session-timeout-ms",
-        "6000",
-    ];
+    let args = shared_kafka_args(&bootstrap, &prefix);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Some((Server::start_with(&args), Server::start_with(&args)))
-}
-
-async fn produce(c: &reqwest::Client, s: &Server, topic: &str, records: Vec<Value>) -> Value {
-    let r = c
-        .post(s.url(&format!("/v1/topics/{topic}/records")))
-        .json(&json!({"records": records}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
 }
 
 /// `GET` of one row with `after=` the given produce answer's offsets.
@@ -106,18 +87,7 @@ async fn a_projection_reads_the_same_on_both_gateways() {
     assert!(!on_a.contains_key("c5"));
 
     // A row subscription on the gateway that does not write hears of changes.
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("{}/v1/ws", b.base.replace("http://", "ws://")))
-            .await
-            .unwrap();
-    ws.send(Message::Text(
-        json!({"op": "subscribe", "id": "t", "table": "by_key", "key_prefix": "c3"})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
-    assert_eq!(sluice_tests::next_json(&mut ws).await["type"], "subscribed");
+    let mut ws = subscribe_rows(&b, "by_key", "c3").await;
 
     // Read your writes through the other gateway, both ways.
     let produced = produce(
@@ -211,32 +181,24 @@ async fn a_restarted_gateway_goes_on_from_its_copy() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    let page = |i: u32| json!({"key": format!("page-{}", i % 2_000), "value": {"ms": i % 100}});
-    // A round at a time, so that the changelog holds several batches.
-    for round in 0..10u32 {
-        produce(
-            &c,
-            &a,
-            "clicks",
-            (0..1_000).map(|i| page(round * 1_000 + i)).collect(),
-        )
-        .await;
-        table_caught_up(&c, &a, "per_page").await;
-    }
+    // A round of 1,000 clicks at a time, applied before the next, so that the
+    // changelog holds several batches.
+    let clicks = async |rounds: std::ops::Range<u32>| {
+        for round in rounds {
+            let records = (0..1_000)
+                .map(|i| round * 1_000 + i)
+                .map(|i| json!({"key": format!("page-{}", i % 2_000), "value": {"ms": i % 100}}))
+                .collect();
+            produce(&c, &a, "clicks", records).await;
+            table_caught_up(&c, &a, "per_page").await;
+        }
+    };
+    clicks(0..10).await;
     table_known(&c, &b, "per_page").await;
     table_caught_up(&c, &b, "per_page").await;
 
     b.kill();
-    for round in 10..12u32 {
-        produce(
-            &c,
-            &a,
-            "clicks",
-            (0..1_000).map(|i| page(round * 1_000 + i)).collect(),
-        )
-        .await;
-    }
-    table_caught_up(&c, &a, "per_page").await;
+    clicks(10..12).await;
     let started = Instant::now();
     b.restart();
     let t = table_caught_up(&c, &b, "per_page").await;

@@ -6,18 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use sluice_tests::produce_records as produce;
 use sluice_tests::{Server, client, create_topic, table_caught_up};
-
-async fn produce(c: &reqwest::Client, s: &Server, topic: &str, records: Vec<Value>) -> Value {
-    let r = c
-        .post(s.url(&format!("/v1/topics/{topic}/records")))
-        .json(&json!({"records": records}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    r.json().await.unwrap()
-}
 
 async fn create_table(c: &reqwest::Client, s: &Server, def: Value) -> Value {
     let r = c.post(s.url("/v1/tables")).json(&def).send().await.unwrap();
@@ -473,18 +463,7 @@ async fn row_changes_stream_over_websocket() {
         json!({"name": "people_by_key", "source": "people", "key": "key"}),
     )
     .await;
-    let (mut ws, _) =
-        tokio_tungstenite::connect_async(format!("{}/v1/ws", s.base.replace("http://", "ws://")))
-            .await
-            .unwrap();
-    ws.send(Message::Text(
-        json!({"op": "subscribe", "id": "t", "table": "people_by_key", "key_prefix": "c"})
-            .to_string()
-            .into(),
-    ))
-    .await
-    .unwrap();
-    assert_eq!(sluice_tests::next_json(&mut ws).await["type"], "subscribed");
+    let mut ws = sluice_tests::subscribe_rows(&s, "people_by_key", "c").await;
     produce(
         &c,
         &s,
