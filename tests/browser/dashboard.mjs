@@ -204,7 +204,7 @@ async function withAuth() {
     await page.goto(`${base}/#/topics`);
     await page.fill('input[name="name"]', 'not-allowed');
     await page.click('button:has-text("Create topic")');
-    await page.locator('.result.err', { hasText: 'does not allow' }).waitFor({ timeout: 10000 });
+    await page.locator('.result.err', { hasText: 'does not allow' }).waitFor({ timeout: 30000 });
     await shot(page, 'dashboard-auth');
   });
   check(!page.foreign.length, `requests to other hosts: ${page.foreign.join(', ')}`);
