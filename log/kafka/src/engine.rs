@@ -368,6 +368,7 @@ impl Kafka {
             let states = States::open(
                 &dir,
                 base.clone(),
+                &producer_config,
                 &follower,
                 defs_topic,
                 inner.kafka_name("sluice.table."),

@@ -151,10 +151,13 @@ fn read_copy(v: Option<redb::AccessGuard<'_, &[u8]>>) -> Option<Copy> {
 impl States {
     /// Opens the local copies in `dir` (emptied if they are of another cluster),
     /// reads the definitions topic to its end and starts following it and every
-    /// store's changelog.
+    /// store's changelog. `client` is the cluster's settings (for the writers),
+    /// `producer` the engine's idempotent producer's (for definitions).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn open(
         dir: &Path,
         client: ClientConfig,
+        producer: &ClientConfig,
         consumer: &ClientConfig,
         defs_topic: String,
         txn_prefix: String,
@@ -178,11 +181,7 @@ impl States {
             txn.open_table(COPIES)?;
             txn.commit()?;
         }
-        let mut pc = client.clone();
-        pc.set("enable.idempotence", "true")
-            .set("acks", "all")
-            .set("message.timeout.ms", "30000");
-        let plain: FutureProducer = pc.create().map_err(unavailable)?;
+        let plain: FutureProducer = producer.create().map_err(unavailable)?;
         let follower: BaseConsumer = consumer.create().map_err(unavailable)?;
         let (_, defs_end) = follower
             .fetch_watermarks(&defs_topic, 0, timeout)
