@@ -101,16 +101,11 @@ pub(crate) fn read_all(
     visit: &mut Visit<'_>,
 ) -> Result<i64> {
     let deadline = std::time::Instant::now() + timeout;
-    // Just made, the partition may not have a leader yet.
-    let (low, high) = loop {
-        match consumer.fetch_watermarks(topic, 0, timeout) {
-            Ok(w) => break w,
-            Err(_) if std::time::Instant::now() < deadline => {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(e) => return Err(crate::engine::unavailable(e)),
-        }
-    };
+    let (low, high) = crate::engine::patiently(timeout, || {
+        consumer
+            .fetch_watermarks(topic, 0, timeout)
+            .map_err(crate::engine::unavailable)
+    })?;
     if high <= low {
         return Ok(high);
     }

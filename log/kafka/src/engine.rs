@@ -104,6 +104,22 @@ pub(crate) fn unavailable(e: KafkaError) -> Error {
     Error::Unavailable(e.to_string())
 }
 
+/// Calls `ask` until it answers or `timeout` passes. For the metadata and offset
+/// requests made while connecting: a cluster just started, or one whose leaders
+/// are moving, refuses some of them for a moment (a partition just made has no
+/// leader yet; a broker answers "not leader" while leadership moves).
+pub(crate) fn patiently<T>(timeout: Duration, mut ask: impl FnMut() -> Result<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match ask() {
+            Err(Error::Unavailable(_)) if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            answer => return answer,
+        }
+    }
+}
+
 /// The engine's handle; cheap to clone.
 #[derive(Clone)]
 pub struct Kafka {
@@ -377,7 +393,7 @@ impl Kafka {
             )?;
             let _ = inner.states.set(states);
         }
-        let asks = inner.refresh(true)?;
+        let asks = patiently(inner.options.timeout, || inner.refresh(true))?;
         inner.publish_sizes(&asks);
         let tail = Tail::new(&consumer_config, &inner, catalog_next, dedupe_next)?;
         let weak = Arc::downgrade(&inner);
@@ -409,10 +425,11 @@ impl Inner {
     /// Makes one of Sluice's own topics (one partition, replicated like the
     /// others, with the given settings) if the cluster has none yet.
     fn ensure_internal(&self, name: &str, settings: &[(&str, &str)]) -> Result<()> {
-        let md = self
-            .meta
-            .fetch_metadata(Some(name), self.options.timeout)
-            .map_err(unavailable)?;
+        let md = patiently(self.options.timeout, || {
+            self.meta
+                .fetch_metadata(Some(name), self.options.timeout)
+                .map_err(unavailable)
+        })?;
         let exists = md
             .topics()
             .iter()
@@ -472,10 +489,11 @@ impl Inner {
         if let Some(r) = self.options.replication {
             return Ok(r);
         }
-        let md = self
-            .meta
-            .fetch_metadata(None, self.options.timeout)
-            .map_err(unavailable)?;
+        let md = patiently(self.options.timeout, || {
+            self.meta
+                .fetch_metadata(None, self.options.timeout)
+                .map_err(unavailable)
+        })?;
         Ok((md.brokers().len() as u16).clamp(1, 3))
     }
 
@@ -484,7 +502,6 @@ impl Inner {
     /// tail consumer sees records; this catches retention moving starts. Answers
     /// the size requests for the partitions whose offsets it read.
     fn refresh(&self, offsets: bool) -> Result<SizeAsks> {
-        let opened = self.opened.swap(true, Ordering::AcqRel);
         let md = match self.meta.fetch_metadata(None, self.options.timeout) {
             Ok(md) => md,
             Err(e) => {
@@ -493,6 +510,7 @@ impl Inner {
             }
         };
         self.reachable.store(true, Ordering::Release);
+        let opened = self.opened.swap(true, Ordering::AcqRel);
         let catalog = self.catalog.lock().expect("catalog lock").clone();
         let mut seen = HashMap::new();
         // With the offsets, the partitions' sizes: asked of each partition's leader.

@@ -183,9 +183,11 @@ impl States {
         }
         let plain: FutureProducer = producer.create().map_err(unavailable)?;
         let follower: BaseConsumer = consumer.create().map_err(unavailable)?;
-        let (_, defs_end) = follower
-            .fetch_watermarks(&defs_topic, 0, timeout)
-            .map_err(unavailable)?;
+        let (_, defs_end) = crate::engine::patiently(timeout, || {
+            follower
+                .fetch_watermarks(&defs_topic, 0, timeout)
+                .map_err(unavailable)
+        })?;
         let states = Arc::new(States {
             db,
             defs_topic,
