@@ -37,6 +37,8 @@ struct Reader {
     consumer: BaseConsumer,
     /// (topic, partition, next offset) the consumer is assigned at, if any.
     at: Option<(String, i32, u64)>,
+    /// When it was last given back.
+    used: Instant,
 }
 
 impl Reader {
@@ -75,8 +77,13 @@ impl Readers {
 
     /// A consumer for reading `topic`/`partition` from `from`: the idle one that
     /// can get there soonest (at `from`, else the nearest behind it within
-    /// [`SKIP_AHEAD`]), else any idle one, else a new one while the pool has room,
-    /// else the first to come back.
+    /// [`SKIP_AHEAD`]), else an idle one assigned nowhere, else a new one while
+    /// the pool has room, else the idle one used longest ago, else the first to
+    /// come back. Longest ago, because readers that go round the partitions of
+    /// a topic (a table folding them in turn) come back to each in the same
+    /// order: the one used longest ago is the one whose partition is furthest
+    /// from its next read, and taking it costs one seek where taking just any
+    /// costs one on every read after.
     fn take(&self, topic: &str, partition: i32, from: u64) -> Result<Reader> {
         let mut idle = self.idle.lock().expect("readers lock");
         loop {
@@ -85,8 +92,9 @@ impl Readers {
                 .enumerate()
                 .filter_map(|(i, r)| Some((i, r.behind(topic, partition, from)?)))
                 .min_by_key(|&(_, behind)| behind)
-                .map(|(i, _)| i);
-            if let Some(i) = near.or(if idle.is_empty() { None } else { Some(0) }) {
+                .map(|(i, _)| i)
+                .or_else(|| idle.iter().position(|r| r.at.is_none()));
+            if let Some(i) = near {
                 return Ok(idle.swap_remove(i));
             }
             let mut count = self.count.lock().expect("readers count");
@@ -95,14 +103,27 @@ impl Readers {
                 drop(count);
                 drop(idle);
                 let consumer: BaseConsumer = self.config.create().map_err(unavailable)?;
-                return Ok(Reader { consumer, at: None });
+                return Ok(Reader {
+                    consumer,
+                    at: None,
+                    used: Instant::now(),
+                });
             }
             drop(count);
+            let oldest = idle
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, r)| r.used)
+                .map(|(i, _)| i);
+            if let Some(i) = oldest {
+                return Ok(idle.swap_remove(i));
+            }
             idle = self.free.wait(idle).expect("readers lock");
         }
     }
 
-    fn give_back(&self, reader: Reader) {
+    fn give_back(&self, mut reader: Reader) {
+        reader.used = Instant::now();
         self.idle.lock().expect("readers lock").push(reader);
         self.free.notify_one();
     }
@@ -146,9 +167,16 @@ impl Readers {
             let deadline = Instant::now() + READ_TIMEOUT;
             let eof_grace = Instant::now() + EOF_GRACE;
             let mut bytes = 0usize;
+            // Past an end-of-partition event, only what is already queued.
+            let mut draining = false;
             while outcome.next_offset < end && outcome.records < max_records {
-                let Some(polled) = reader.consumer.poll(Duration::from_millis(50)) else {
-                    if Instant::now() >= deadline {
+                let wait = if draining {
+                    Duration::ZERO
+                } else {
+                    Duration::from_millis(50)
+                };
+                let Some(polled) = reader.consumer.poll(wait) else {
+                    if draining || Instant::now() >= deadline {
                         break;
                     }
                     continue;
@@ -158,13 +186,19 @@ impl Readers {
                     Err(KafkaError::PartitionEOF(_)) => {
                         // An end-of-partition event queued when an earlier read
                         // stopped at the end comes before the records written
-                        // since: give those a moment. Past it, nothing more is
-                        // readable: the rest up to `end` are transaction markers
-                        // or not yet stable.
+                        // since: give those a moment. One met after records may
+                        // be as old, with more records queued behind it: those
+                        // are read. Past that, nothing more is readable: the
+                        // rest up to `end` are transaction markers or not yet
+                        // stable.
                         if outcome.records == 0 && Instant::now() < eof_grace {
                             continue;
                         }
-                        break;
+                        if outcome.records == 0 {
+                            break;
+                        }
+                        draining = true;
+                        continue;
                     }
                     Err(KafkaError::MessageConsumption(
                         rdkafka::types::RDKafkaErrorCode::OffsetOutOfRange,
