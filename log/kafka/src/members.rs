@@ -29,8 +29,8 @@ const GROUP_ID_NOT_FOUND: i16 = 69;
 /// What every member id this engine makes starts with.
 const MEMBER_PREFIX: &str = "sluice-";
 
-/// How many times a call looks for a moved coordinator before giving up.
-const COORDINATOR_TRIES: usize = 5;
+/// How long a call looks for a moved coordinator before giving up.
+const COORDINATOR_WAIT: Duration = Duration::from_secs(10);
 
 /// A member's partitions, as its coordinator last told them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -303,9 +303,34 @@ impl Members {
             .map(|d| d.0)
     }
 
-    /// Every group of the cluster (asked of each broker, as each answers for the
-    /// groups it coordinates).
+    /// Every group of the cluster, asked of each broker the cluster lists, as each
+    /// answers for the groups it coordinates. A broker that does not answer (lost
+    /// a moment ago: the cluster still lists it until its session ends and its
+    /// groups move) makes the whole listing start again, for up to
+    /// [`COORDINATOR_WAIT`]: a listing without it would leave its groups out.
     pub fn groups(&self) -> Result<Vec<String>, MemberError> {
+        let deadline = std::time::Instant::now() + COORDINATOR_WAIT;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let last = match self.list_every_broker() {
+                Ok(mut out) => {
+                    out.sort_unstable();
+                    out.dedup();
+                    return Ok(out);
+                }
+                Err(e) => e,
+            };
+            if std::time::Instant::now() + pause > deadline {
+                return Err(MemberError::Unavailable(last));
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+    }
+
+    /// One listing of [`Members::groups`]: the brokers from the first bootstrap
+    /// address that answers, then each broker's groups.
+    fn list_every_broker(&self) -> Result<Vec<String>, String> {
         let mut last = String::from("no broker answered");
         for addr in self.bootstrap.split(',').map(str::trim) {
             let brokers = match self.wire.brokers(addr) {
@@ -317,17 +342,11 @@ impl Members {
             };
             let mut out = Vec::new();
             for b in brokers {
-                out.extend(
-                    self.wire
-                        .list_groups(&b)
-                        .map_err(MemberError::Unavailable)?,
-                );
+                out.extend(self.wire.list_groups(&b)?);
             }
-            out.sort_unstable();
-            out.dedup();
             return Ok(out);
         }
-        Err(MemberError::Unavailable(last))
+        Err(last)
     }
 
     /// Deletes `group` and its committed offsets; answers whether it existed.
@@ -403,48 +422,55 @@ impl Members {
         }
     }
 
-    /// Runs `call` against `group`'s coordinator, finding it again when it moved.
+    /// Runs `call` against `group`'s coordinator, finding it again when it moved
+    /// or could not be found, for up to [`COORDINATOR_WAIT`]: a coordinator moves
+    /// whenever the leadership of its `__consumer_offsets` partition does (a broker
+    /// lost, or the cluster's own preferred-leader rebalancing), and the new one
+    /// answers `COORDINATOR_LOAD_IN_PROGRESS` until it has read that partition.
     fn with_coordinator<T: CoordinatorError>(
         &self,
         group: &str,
         call: impl Fn(&str) -> Result<T, String>,
     ) -> Result<T, MemberError> {
-        let mut last = String::new();
-        for attempt in 0..COORDINATOR_TRIES {
+        let deadline = std::time::Instant::now() + COORDINATOR_WAIT;
+        let mut pause = Duration::from_millis(50);
+        loop {
             let known = self
                 .coordinators
                 .lock()
                 .expect("coordinators lock")
                 .get(group)
                 .cloned();
-            let coordinator = match known {
-                Some(c) => c,
-                None => {
-                    let c = self
-                        .wire
-                        .find_coordinator(&self.bootstrap, group)
-                        .map_err(MemberError::Unavailable)?;
-                    self.coordinators
-                        .lock()
-                        .expect("coordinators lock")
-                        .insert(group.to_string(), c.clone());
-                    c
-                }
+            let found = match known {
+                Some(c) => Ok(c),
+                None => self
+                    .wire
+                    .find_coordinator(&self.bootstrap, group)
+                    .inspect(|c| {
+                        self.coordinators
+                            .lock()
+                            .expect("coordinators lock")
+                            .insert(group.to_string(), c.clone());
+                    }),
             };
-            match call(&coordinator) {
-                Ok(answer) if !answer.moved() => return Ok(answer),
-                Ok(_) => last = format!("{coordinator} is no longer the coordinator"),
-                Err(e) => last = e,
-            }
+            let last = match found {
+                Ok(coordinator) => match call(&coordinator) {
+                    Ok(answer) if !answer.moved() => return Ok(answer),
+                    Ok(_) => format!("{coordinator} is no longer the coordinator"),
+                    Err(e) => e,
+                },
+                Err(e) => e,
+            };
             self.coordinators
                 .lock()
                 .expect("coordinators lock")
                 .remove(group);
-            if attempt > 0 {
-                std::thread::sleep(Duration::from_millis(100 << attempt.min(4)));
+            if std::time::Instant::now() + pause > deadline {
+                return Err(MemberError::Unavailable(last));
             }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_secs(1));
         }
-        Err(MemberError::Unavailable(last))
     }
 
     /// Names the topic ids of an assignment, asking the cluster for the ids of

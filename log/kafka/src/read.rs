@@ -209,6 +209,15 @@ impl Readers {
                             end,
                         });
                     }
+                    // A broker connection lost (a broker restarting, its
+                    // leadership moving): the client reconnects on its own and
+                    // goes on, so the read waits for it up to its deadline.
+                    Err(KafkaError::MessageConsumption(code))
+                        if passing(code) && Instant::now() < deadline =>
+                    {
+                        tracing::debug!(error = %code, "reading through a lost broker connection");
+                        continue;
+                    }
                     Err(e) => return Err(unavailable(e)),
                 };
                 let offset = m.offset() as u64;
@@ -243,4 +252,21 @@ impl Readers {
         result?;
         Ok(outcome)
     }
+}
+
+/// Whether a consumer's error is the client telling of a connection it lost and
+/// will make again, rather than of something wrong with the read.
+fn passing(code: rdkafka::types::RDKafkaErrorCode) -> bool {
+    use rdkafka::types::RDKafkaErrorCode as C;
+    matches!(
+        code,
+        C::BrokerTransportFailure
+            | C::AllBrokersDown
+            | C::Resolve
+            | C::NetworkException
+            | C::RequestTimedOut
+            | C::OperationTimedOut
+            | C::NotLeaderForPartition
+            | C::LeaderNotAvailable
+    )
 }
