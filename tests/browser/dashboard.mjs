@@ -39,6 +39,11 @@ async function openPage(width = 1280, height = 900) {
     return route.abort();
   });
   page.on('console', (m) => { if (m.type() === 'error') page.errors.push(m.text()); });
+  // Which request a failed resource load was: the console message does not say.
+  page.failed = [];
+  page.on('response', (r) => {
+    if (r.status() >= 400) page.failed.push(`${r.status()} ${r.request().method()} ${r.url()}`);
+  });
   // Confirmations (reset, delete) are accepted.
   page.on('dialog', (d) => d.accept());
   page.on('pageerror', (e) => page.errors.push(String(e)));
@@ -181,7 +186,7 @@ async function pages() {
   // The refused reset (409 while the member was live) is reported as a failed
   // resource load; anything else is a real error.
   const other = page.errors.filter((e) => !/status of 409/.test(e));
-  check(!other.length, `console errors: ${other.join(' | ')}`);
+  check(!other.length, `console errors: ${other.join(' | ')} (answers of 400 and above: ${page.failed.join(' | ')})`);
 }
 
 async function withAuth() {

@@ -137,6 +137,16 @@ impl Server {
         self.base = base;
     }
 
+    /// The lines of the server's log at WARN or above, for a failing test's message.
+    pub fn warnings(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("WARN") || l.contains("ERROR"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Process id, for signals and RSS readings.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -27,8 +27,9 @@ fn browser(test: &str) -> bool {
     )
 }
 
-/// Runs a script of `tests/browser` with `args`; panics with its output on failure.
-fn node(script: &str, args: &[&str]) {
+/// Runs a script of `tests/browser` with `args` against `server`; panics with its
+/// output and the server's warnings on failure.
+fn node(server: &Server, script: &str, args: &[&str]) {
     let out = Command::new("node")
         .arg(script)
         .args(args)
@@ -37,9 +38,10 @@ fn node(script: &str, args: &[&str]) {
         .expect("run node");
     assert!(
         out.status.success(),
-        "{script} failed in Chromium:\n{}{}",
+        "{script} failed in Chromium:\n{}{}\nthe server's warnings:\n{}",
         String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        String::from_utf8_lossy(&out.stderr),
+        server.warnings()
     );
 }
 
@@ -56,7 +58,7 @@ fn docs_page_renders_offline() {
         return;
     }
     let s = Server::start();
-    node("docs.mjs", &[&s.base, &format!("{}/docs.png", shots())]);
+    node(&s, "docs.mjs", &[&s.base, &format!("{}/docs.png", shots())]);
 }
 
 /// The overview lists what the API made; the topic page tails live and produces;
@@ -68,7 +70,7 @@ fn dashboard_pages_work_in_a_browser() {
         return;
     }
     let s = Server::start();
-    node("dashboard.mjs", &[&s.base, &shots()]);
+    node(&s, "dashboard.mjs", &[&s.base, &shots()]);
 }
 
 /// With auth on, the page asks for a token, shows only what the token covers and
@@ -91,7 +93,7 @@ fn dashboard_works_with_auth_on() {
     };
     let admin = token(serde_json::json!({"admin": true}));
     let narrow = token(serde_json::json!({"produce": ["secured"], "consume": ["secured"]}));
-    node("dashboard.mjs", &[&s.base, &shots(), &admin, &narrow]);
+    node(&s, "dashboard.mjs", &[&s.base, &shots(), &admin, &narrow]);
 }
 
 /// A page of another origin calls the API with a bearer token, a JSON body, an
@@ -117,5 +119,5 @@ fn another_origin_calls_the_api_with_a_token() {
         SECRET.as_bytes(),
         &serde_json::json!({"sub": "app", "exp": sluice_tests::now_secs() + 600, "sluice": {"admin": true}}),
     );
-    node("cors.mjs", &[&s.base, &token, &port]);
+    node(&s, "cors.mjs", &[&s.base, &token, &port]);
 }
