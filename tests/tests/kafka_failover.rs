@@ -302,17 +302,7 @@ async fn the_groups_coordinator_killed_keeps_its_committed_offsets() {
     let coordinator = wire
         .find_coordinator(&bootstrap, &group)
         .expect("coordinator");
-    let port: u32 = coordinator.rsplit(':').next().unwrap().parse().unwrap();
-    let base: u32 = bootstrap
-        .split(',')
-        .next()
-        .unwrap()
-        .rsplit(':')
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    let victim = (port - base + 1).to_string();
+    let victim = broker_of(&bootstrap, &coordinator);
     cluster(&["kill", &victim]);
 
     // The group carries on: what was committed is there, the rest is read.
@@ -346,6 +336,96 @@ async fn the_groups_coordinator_killed_keeps_its_committed_offsets() {
             p["committed"].as_u64() >= was.as_u64(),
             "committed went back: {was} then {p}"
         );
+    }
+}
+
+/// The port's broker number in the local test cluster (1 for the first address of
+/// `bootstrap`).
+fn broker_of(bootstrap: &str, addr: &str) -> String {
+    let port = |a: &str| -> u32 { a.trim().rsplit(':').next().unwrap().parse().unwrap() };
+    (port(addr) - port(bootstrap.split(',').next().unwrap()) + 1).to_string()
+}
+
+/// While the broker coordinating a group is down (killed with `kill -9`, not yet
+/// replaced in the cluster's eyes), what the dashboard reads goes on answering:
+/// the overview (`/v1/stats`, which lists the groups of every broker) and the
+/// group's description (its coordinator's), each 200 with the group's committed
+/// offsets as they were, while the cluster moves the broker's groups.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_answers_while_a_broker_is_down() {
+    let Some(bootstrap) = kafka_bootstrap("the_overview_answers_while_a_broker_is_down") else {
+        return;
+    };
+    let _down = BROKER_DOWN.lock().await;
+    let s = Server::start_with(&["--backend", "kafka", "--kafka-bootstrap", &bootstrap]);
+    let c = client();
+    let run = format!("{:08x}", rand::random::<u32>());
+    let (topic, group) = (format!("overview-{run}"), format!("overview-group-{run}"));
+    create_topic(&c, &s, &topic, 2).await;
+    let records: Vec<Value> = (0..10)
+        .map(|i| json!({"key": format!("k{i}"), "value": i}))
+        .collect();
+    let r = c
+        .post(s.url(&format!("/v1/topics/{topic}/records")))
+        .json(&json!({ "records": records }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let poll = format!("/v1/groups/{group}/topics/{topic}/records?consumer=a&limit=100");
+    let answer = get_json(&c, &s, &poll).await;
+    let body = sluice_tests::commit_body("a", &topic, &answer).expect("records to commit");
+    let r = c
+        .post(s.url(&format!("/v1/groups/{group}/offsets")))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    let r = c
+        .delete(s.url(&format!("/v1/groups/{group}/consumers/a")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+
+    let before = get_json(&c, &s, &format!("/v1/groups/{group}")).await;
+    assert!(before["topics"][0]["partitions"].is_array(), "{before}");
+
+    let wire = sluice_kafka::wire::Wire::new(&[], Duration::from_secs(10)).expect("plaintext");
+    let victim = broker_of(
+        &bootstrap,
+        &wire
+            .find_coordinator(&bootstrap, &group)
+            .expect("coordinator"),
+    );
+    cluster(&["kill", &victim]);
+    let mut answers = Vec::new();
+    for _ in 0..12 {
+        for path in ["/v1/stats".to_string(), format!("/v1/groups/{group}")] {
+            let r = c.get(s.url(&path)).send().await.unwrap();
+            let status = r.status().as_u16();
+            let body: Value = r.json().await.unwrap_or_default();
+            answers.push((path, status, body));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    cluster(&["restart", &victim]);
+    cluster(&["wait"]);
+    for (path, status, body) in &answers {
+        assert_eq!(
+            *status, 200,
+            "{path} while broker {victim} was down: {body}"
+        );
+        if path.starts_with("/v1/groups/") {
+            assert_eq!(body["topics"], before["topics"], "{path}: {body}");
+        } else {
+            let listed = body["groups"].as_array().unwrap();
+            assert!(
+                listed.iter().any(|g| g["group"] == group.as_str()),
+                "/v1/stats left the group out while broker {victim} was down: {body}"
+            );
+        }
     }
 }
 
