@@ -486,6 +486,7 @@ pub async fn run(
     every(Duration::from_secs(60), move || limits.forget_idle());
     println!("listening on http://{addr}");
     let delay = Duration::from_millis(config.shutdown_delay_ms);
+    let tables = state.tables.clone();
     let router = app(&config, state);
     server::run(
         listener,
@@ -507,6 +508,15 @@ pub async fn run(
         },
     )
     .await?;
+    // The table engine stops before the stores it writes go to other gateways,
+    // so none of its batches is under way then (the next writer would fence it
+    // in any case).
+    let release = log.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        tables.stop();
+        release.release_stores();
+    })
+    .await;
     tracing::info!("stopped serving; closing the log");
     drop(log);
     Ok(())

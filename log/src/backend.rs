@@ -158,6 +158,11 @@ pub trait Backend: Send + Sync + 'static {
         let _ = store;
         Ok(true)
     }
+    /// Hands the stores this engine writes to the cluster's other gateways, at a
+    /// graceful shutdown once the table engine stopped: they take them over at
+    /// once rather than after the lease's session timeout. Blocks on the cluster;
+    /// nothing to do on one machine.
+    fn release_stores(&self) {}
     /// Asks to hear of every batch a store's local copy applied, whichever
     /// gateway wrote it, with the keys it changed; answers whether the engine will
     /// call the hook (an engine whose stores only its own writer changes does not).

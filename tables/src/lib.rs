@@ -301,11 +301,7 @@ pub struct Engine {
 
 impl Drop for Engine {
     fn drop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
-        self.notify();
-        if let Some(t) = self.thread.lock().expect("thread lock").take() {
-            let _ = t.join();
-        }
+        self.stop();
     }
 }
 
@@ -391,6 +387,17 @@ impl Engine {
     /// Wakes the materializer.
     fn notify(&self) {
         self.shared.notify();
+    }
+
+    /// Stops the materializer once its batch in progress is committed (or
+    /// refused); tables are served as they are from here on. Dropping the last
+    /// handle does the same.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.notify();
+        if let Some(t) = self.thread.lock().expect("thread lock").take() {
+            let _ = t.join();
+        }
     }
 
     /// Creates a table; it fills from its topic's start in the background.

@@ -221,3 +221,96 @@ async fn a_restarted_gateway_goes_on_from_its_copy() {
         serving.as_millis()
     );
 }
+
+/// Whichever of `a` and `b` logged that it writes `table` (bounded wait): 0 or 1.
+async fn writer_of(a: &Server, b: &Server, table: &str) -> usize {
+    let line = format!("table={table}");
+    let writes = |s: &Server| {
+        std::fs::read_to_string(s.data_dir.with_extension("log"))
+            .unwrap_or_default()
+            .lines()
+            .any(|l| l.contains("this gateway writes the table") && l.contains(&line))
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(i) = [a, b].iter().position(|s| writes(s)) {
+            return i;
+        }
+        assert!(Instant::now() < deadline, "no gateway writes {table}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A gateway stopped with SIGTERM hands the tables it writes to the other
+/// gateway at once: with leases of 60 s, the other applies what is produced
+/// after the stop well before the stopped one's lease would have run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_gateway_hands_its_tables_over_at_once() {
+    let Some(bootstrap) = kafka_bootstrap("a_stopped_gateway_hands_its_tables_over_at_once") else {
+        return;
+    };
+    const SESSION: Duration = Duration::from_secs(60);
+    let prefix = format!("kh{:08x}.", rand::random::<u32>());
+    let mut args = shared_kafka_args(&bootstrap, &prefix);
+    let at = args
+        .iter()
+        .position(|a| a == "--group-session-timeout-ms")
+        .unwrap()
+        + 1;
+    args[at] = SESSION.as_millis().to_string();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut gateways = [Server::start_with(&args), Server::start_with(&args)];
+    let c = client();
+    create_topic(&c, &gateways[0], "orders", 3).await;
+    let r = c
+        .post(gateways[0].url("/v1/tables"))
+        .json(
+            &json!({"name": "per_customer", "source": "orders", "group_by": "key",
+            "aggregates": {"n": {"count": {}}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let records = (0..100)
+        .map(|i| json!({"key": format!("c-{}", i % 5), "value": {"amount": i}}))
+        .collect();
+    produce(&c, &gateways[0], "orders", records).await;
+    for g in &gateways {
+        table_known(&c, g, "per_customer").await;
+        table_caught_up(&c, g, "per_customer").await;
+    }
+
+    let w = writer_of(&gateways[0], &gateways[1], "per_customer").await;
+    let stopped_at = Instant::now();
+    assert!(gateways[w].terminate(), "the writer did not stop cleanly");
+    let log = std::fs::read_to_string(gateways[w].data_dir.with_extension("log")).unwrap();
+    assert!(
+        log.contains("handed the table over"),
+        "the stopped writer did not hand the table over:\n{log}"
+    );
+    let other = &gateways[1 - w];
+    let records = (0..10)
+        .map(|i| json!({"key": "c-1", "value": {"amount": i}}))
+        .collect();
+    let produced = produce(&c, other, "orders", records).await;
+    let deadline = stopped_at + SESSION / 2;
+    let row = loop {
+        let (status, body) = row_after(&c, other, "per_customer", "c-1", &produced).await;
+        if status == 200 {
+            break body;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(
+            Instant::now() < deadline,
+            "the other gateway had not taken the table over {:?} after the stop: {body}",
+            SESSION / 2
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(row["row"]["n"], 30, "{row}");
+    eprintln!(
+        "hand-over: the other gateway applied what was produced after the stop {} ms after it",
+        stopped_at.elapsed().as_millis()
+    );
+}

@@ -1139,6 +1139,20 @@ impl Backend for Kafka {
             groups.lease(&lease, &self.inner.holder, changelog)
         })
     }
+    fn release_stores(&self) {
+        let (Some(states), Some(groups)) = (self.inner.states.get(), &self.inner.groups) else {
+            return;
+        };
+        for store in states.release_leases() {
+            let lease = format!("{}{store}", crate::state::LEASES);
+            match groups.release(&lease, &self.inner.holder) {
+                Ok(()) => tracing::info!(table = %store, "handed the table over"),
+                Err(e) => {
+                    tracing::warn!(table = %store, error = %e, "handing the table over");
+                }
+            }
+        }
+    }
     fn subscribe_state(&self, hook: sluice_log::StateHook) -> bool {
         match self.inner.states.get() {
             Some(s) => {

@@ -130,6 +130,12 @@ impl KafkaGroups {
         Ok((held, a.heartbeat_interval))
     }
 
+    /// Gives up `holder`'s lease of the group `name` at once (see [`Self::lease`]):
+    /// the next holder waiting for it gets it at its next renewal.
+    pub(crate) fn release(&self, name: &str, holder: &str) -> Result<()> {
+        Ok(self.members.leave(&self.kafka(name), holder)?)
+    }
+
     /// A group's committed offsets on one topic, per partition.
     pub(crate) fn committed(&self, group: &str, topic: &Topic) -> Result<Vec<Option<u64>>> {
         let partitions: Vec<i32> = (0..topic.partition_count() as i32).collect();

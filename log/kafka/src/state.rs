@@ -387,6 +387,23 @@ impl States {
         Ok(held)
     }
 
+    /// The stores whose lease this gateway holds, forgetting that it holds them
+    /// and dropping their writers: it writes none of them from here on.
+    pub(crate) fn release_leases(&self) -> Vec<String> {
+        let mut leases = self.leases.lock().expect("leases lock");
+        let held: Vec<String> = leases
+            .iter()
+            .filter(|(_, (held, _))| *held)
+            .map(|(store, _)| store.clone())
+            .collect();
+        let mut writers = self.writers.lock().expect("writers lock");
+        for store in &held {
+            leases.remove(store);
+            writers.remove(store);
+        }
+        held
+    }
+
     fn def(&self, store: &str) -> Result<Def> {
         self.defs
             .lock()
@@ -423,6 +440,7 @@ impl States {
             .lock()
             .expect("writers lock")
             .insert(store.to_string(), writer.clone());
+        tracing::info!(table = %store, epoch = writer.epoch, "this gateway writes the table");
         Ok(writer.epoch)
     }
 
