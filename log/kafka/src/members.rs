@@ -331,20 +331,27 @@ impl Members {
     /// One listing of [`Members::groups`]: the brokers from the first bootstrap
     /// address that answers, then each broker's groups.
     fn list_every_broker(&self) -> Result<Vec<String>, String> {
-        let mut last = String::from("no broker answered");
-        for addr in self.bootstrap.split(',').map(str::trim) {
-            let brokers = match self.wire.brokers(addr) {
-                Ok(b) => b,
-                Err(e) => {
-                    last = e;
-                    continue;
-                }
-            };
-            let mut out = Vec::new();
-            for b in brokers {
-                out.extend(self.wire.list_groups(&b)?);
+        let brokers = self.any_broker(|addr| self.wire.brokers(addr))?;
+        let mut out = Vec::new();
+        for b in brokers {
+            out.extend(self.wire.list_groups(&b)?);
+        }
+        Ok(out)
+    }
+
+    /// The first answer of the bootstrap brokers, asked in turn until one answers.
+    fn any_broker<T>(&self, ask: impl Fn(&str) -> Result<T, String>) -> Result<T, String> {
+        let mut last = String::from("no bootstrap broker");
+        for addr in self
+            .bootstrap
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+        {
+            match ask(addr) {
+                Ok(answer) => return Ok(answer),
+                Err(e) => last = e,
             }
-            return Ok(out);
         }
         Err(last)
     }
@@ -373,7 +380,6 @@ impl Members {
         session: Duration,
         heartbeat: Option<Duration>,
     ) -> Result<(), MemberError> {
-        let addr = self.bootstrap.split(',').next().unwrap_or_default().trim();
         let mut configs = vec![(
             "consumer.session.timeout.ms",
             session.as_millis().to_string(),
@@ -381,17 +387,18 @@ impl Members {
         if let Some(h) = heartbeat {
             configs.push(("consumer.heartbeat.interval.ms", h.as_millis().to_string()));
         }
-        self.wire
-            .set_group_configs(addr, group, &configs)
+        self.any_broker(|addr| self.wire.set_group_configs(addr, group, &configs))
+            .map_err(MemberError::Unavailable)?
             .map_err(MemberError::Invalid)
     }
 
     /// `group`'s session timeout (the brokers' default where it has none set).
     pub fn session_timeout(&self, group: &str) -> Result<Option<Duration>, MemberError> {
-        let addr = self.bootstrap.split(',').next().unwrap_or_default().trim();
         let value = self
-            .wire
-            .group_config(addr, group, "consumer.session.timeout.ms")
+            .any_broker(|addr| {
+                self.wire
+                    .group_config(addr, group, "consumer.session.timeout.ms")
+            })
             .map_err(MemberError::Unavailable)?;
         Ok(value
             .and_then(|v| v.parse::<u64>().ok())

@@ -446,13 +446,14 @@ impl Wire {
     }
 
     /// Sets `configs` (name, value) of `group` (a GROUP config resource, e.g.
-    /// `consumer.session.timeout.ms`), asked of the broker at `addr`.
+    /// `consumer.session.timeout.ms`), asked of the broker at `addr`: the outer
+    /// error when it could not be asked, the inner when it refused.
     pub fn set_group_configs(
         &self,
         addr: &str,
         group: &str,
         configs: &[(&str, String)],
-    ) -> Result<(), String> {
+    ) -> Result<Result<(), String>, String> {
         const GROUP: i8 = 32;
         const SET: i8 = 0;
         let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
@@ -475,17 +476,17 @@ impl Wire {
             self.call(addr, ApiKey::IncrementalAlterConfigs, 1, &request)?;
         for resource in r.responses {
             if resource.error_code != 0 {
-                return Err(format!(
+                return Ok(Err(format!(
                     "{}: {}",
                     error_name(resource.error_code),
                     resource
                         .error_message
                         .map(|m| m.to_string())
                         .unwrap_or_default()
-                ));
+                )));
             }
         }
-        Ok(())
+        Ok(Ok(()))
     }
 
     /// The topic ids of `topics`, asked of the broker at `addr` (topics it does
