@@ -314,3 +314,110 @@ async fn a_stopped_gateway_hands_its_tables_over_at_once() {
         stopped_at.elapsed().as_millis()
     );
 }
+
+/// The tables whose lease `s` holds, as its log last told of each.
+fn leases_held(s: &Server) -> std::collections::BTreeSet<String> {
+    let log = std::fs::read_to_string(s.data_dir.with_extension("log")).unwrap_or_default();
+    let mut held = std::collections::BTreeSet::new();
+    for line in log.lines() {
+        let Some(at) = line.find("table=") else {
+            continue;
+        };
+        let table: String = line[at + 6..]
+            .chars()
+            .take_while(|c| !c.is_whitespace())
+            .collect();
+        if line.contains("this gateway holds the table's lease") {
+            held.insert(table);
+        } else if line.contains("the table's lease went to another gateway")
+            || line.contains("handed the table over")
+        {
+            held.remove(&table);
+        }
+    }
+    held
+}
+
+/// Waits (bounded) until the leases of `tables` are held as `split` says (given
+/// what each gateway holds); answers them.
+async fn leases_until(
+    gateways: &[&Server],
+    what: &str,
+    split: impl Fn(&[std::collections::BTreeSet<String>]) -> bool,
+) -> Vec<std::collections::BTreeSet<String>> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let held: Vec<_> = gateways.iter().map(|s| leases_held(s)).collect();
+        if split(&held) {
+            return held;
+        }
+        assert!(Instant::now() < deadline, "leases never {what}: {held:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Four tables made through one gateway are spread over both: each folds some,
+/// none is folded by both, and every table counts what was produced through
+/// either. When one gateway is killed, the other takes all four over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tables_are_spread_over_the_gateways() {
+    let Some((a, mut b)) = pair("tables_are_spread_over_the_gateways") else {
+        return;
+    };
+    let c = client();
+    create_topic(&c, &a, "visits", 3).await;
+    let tables: Vec<String> = (0..4).map(|i| format!("visits_{i}")).collect();
+    for t in &tables {
+        let r = c
+            .post(a.url("/v1/tables"))
+            .json(&json!({"name": t, "source": "visits", "group_by": "key",
+                "aggregates": {"n": {"count": {}}}}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+    let all: std::collections::BTreeSet<String> = tables.iter().cloned().collect();
+    let held = leases_until(&[&a, &b], "spread over both gateways", |h| {
+        !h[0].is_empty() && !h[1].is_empty() && h[0].is_disjoint(&h[1]) && {
+            let both: std::collections::BTreeSet<String> = h[0].union(&h[1]).cloned().collect();
+            both == all
+        }
+    })
+    .await;
+    eprintln!("spread: {held:?}");
+
+    // Produced through either gateway, counted by every table on both.
+    let visits = |n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"key": format!("page-{}", i % 4), "value": {}}))
+            .collect()
+    };
+    let produced = produce(&c, &a, "visits", visits(40)).await;
+    produce(&c, &b, "visits", visits(40)).await;
+    for t in &tables {
+        for s in [&a, &b] {
+            table_caught_up(&c, s, t).await;
+            let row = get_json(&c, s, &format!("/v1/tables/{t}/rows/page-1")).await;
+            assert_eq!(row["row"]["n"], 20, "{t} on {}: {row}", s.base);
+        }
+    }
+    assert!(produced["offsets"].is_array(), "{produced}");
+
+    // The other gateway takes every table over once the killed one's session ends.
+    b.kill();
+    leases_until(&[&a], "all taken over", |h| h[0] == all).await;
+    let produced = produce(&c, &a, "visits", visits(4)).await;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for t in &tables {
+        let (status, row) = loop {
+            let (status, row) = row_after(&c, &a, t, "page-1", &produced).await;
+            if status != 503 || Instant::now() > deadline {
+                break (status, row);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(status, 200, "{t}: {row}");
+        assert_eq!(row["row"]["n"], 21, "{t}: {row}");
+    }
+}

@@ -1079,7 +1079,7 @@ impl Backend for Kafka {
         reply(states.and_then(|s| {
             let changelog =
                 self.inner
-                    .kafka_name(&format!("{}{name}.{}", crate::state::LEASES, now_ms()));
+                    .kafka_name(&format!("{}{name}.{}", crate::state::CHANGELOGS, now_ms()));
             if changelog.len() > 249 {
                 return Err(Error::Invalid(format!(
                     "table name '{name}' is too long for a Kafka changelog topic"
@@ -1134,23 +1134,25 @@ impl Backend for Kafka {
     }
     fn may_write(&self, store: &str) -> Result<bool> {
         let groups = self.groups()?;
-        let lease = format!("{}{store}", crate::state::LEASES);
-        self.states()?.may_write(store, |changelog| {
-            groups.lease(&lease, &self.inner.holder, changelog)
+        self.states()?.may_write(store, |changelogs| {
+            groups.leases(crate::state::LEASE_GROUP, &self.inner.holder, changelogs)
         })
     }
     fn release_stores(&self) {
         let (Some(states), Some(groups)) = (self.inner.states.get(), &self.inner.groups) else {
             return;
         };
-        for store in states.release_leases() {
-            let lease = format!("{}{store}", crate::state::LEASES);
-            match groups.release(&lease, &self.inner.holder) {
-                Ok(()) => tracing::info!(table = %store, "handed the table over"),
-                Err(e) => {
-                    tracing::warn!(table = %store, error = %e, "handing the table over");
+        let held = states.release_leases();
+        if held.is_empty() {
+            return;
+        }
+        match groups.release(crate::state::LEASE_GROUP, &self.inner.holder) {
+            Ok(()) => {
+                for store in held {
+                    tracing::info!(table = %store, "handed the table over");
                 }
             }
+            Err(e) => tracing::warn!(error = %e, "handing the tables over"),
         }
     }
     fn subscribe_state(&self, hook: sluice_log::StateHook) -> bool {

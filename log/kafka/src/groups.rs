@@ -58,7 +58,7 @@ impl KafkaGroups {
     /// the groups the engine keeps for itself (table leases).
     fn sluice<'a>(&self, name: &'a str) -> Option<&'a str> {
         name.strip_prefix(self.prefix.as_str())
-            .filter(|n| !n.starts_with(crate::state::LEASES))
+            .filter(|n| *n != crate::state::LEASE_GROUP)
     }
 
     /// The member of `consumer` on `topic`.
@@ -115,23 +115,32 @@ impl KafkaGroups {
         Ok(value)
     }
 
-    /// Renews `holder`'s membership of the group `name` on the one-partition
-    /// Kafka topic `topic`: answers whether it holds the partition (the lease)
-    /// and how soon to renew. A holder that stops renewing loses the lease after
-    /// the group's session timeout.
-    pub(crate) fn lease(&self, name: &str, holder: &str, topic: &str) -> Result<(bool, Duration)> {
+    /// Renews `holder`'s membership of the lease group `name`, subscribed to the
+    /// one-partition Kafka topics `topics`: answers the topics whose partition
+    /// the group gives it (their leases) and how soon to renew. A holder that
+    /// stops renewing loses its leases after the group's session timeout; one
+    /// given a topic another holds gets it once the other renewed without it.
+    pub(crate) fn leases(
+        &self,
+        name: &str,
+        holder: &str,
+        topics: &[String],
+    ) -> Result<(Vec<String>, Duration)> {
         let kafka = self.kafka(name);
         self.session(&kafka, true, None)?;
-        let a = self.members.heartbeat(&kafka, holder, &[topic])?;
+        let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
+        let a = self.members.heartbeat(&kafka, holder, &topics)?;
         let held = a
             .partitions
-            .iter()
-            .any(|(t, ps)| t == topic && ps.contains(&0));
+            .into_iter()
+            .filter(|(_, ps)| ps.contains(&0))
+            .map(|(t, _)| t)
+            .collect();
         Ok((held, a.heartbeat_interval))
     }
 
-    /// Gives up `holder`'s lease of the group `name` at once (see [`Self::lease`]):
-    /// the next holder waiting for it gets it at its next renewal.
+    /// Gives up `holder`'s leases of the group `name` at once (see
+    /// [`Self::leases`]): the others get them at their next renewals.
     pub(crate) fn release(&self, name: &str, holder: &str) -> Result<()> {
         Ok(self.members.leave(&self.kafka(name), holder)?)
     }

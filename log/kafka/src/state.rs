@@ -15,9 +15,12 @@
 //! any gateway, and ends its open transaction; the new writer then writes a fence
 //! record (key `0xFE`) and waits until the local copy has read it, so the offsets
 //! it resumes from are the ones the last committed batch reached. Only the holder
-//! of the store's lease (partition 0 of the changelog in the consumer group
-//! `_sluice.table.<name>`, see `KafkaGroups::lease`) writes, so gateways do not
-//! take a store from each other while both are alive.
+//! of the store's lease writes, so gateways do not take a store from each other
+//! while both are alive. The leases are one consumer group, `_sluice.table-leases`,
+//! whose members are the gateways, each subscribed to every changelog (see
+//! `KafkaGroups::leases`): a gateway holds the stores whose changelog partition
+//! the group assigns it, so the cluster's assignor spreads the stores over the
+//! gateways, and moves them when one comes or goes.
 //!
 //! **Reading.** Every gateway keeps a local copy of every store in
 //! `kafka-tables.redb` in its data directory, read from the changelogs with
@@ -48,10 +51,14 @@ use crate::engine::unavailable;
 /// The definitions topic's name (after the gateway's topic prefix).
 pub(crate) const DEFS: &str = "_sluice.tables";
 
-/// Before a store's name: its lease group (after the topic prefix).
-pub(crate) const LEASES: &str = "_sluice.table.";
+/// Before a store's name: its changelog topic (after the topic prefix).
+pub(crate) const CHANGELOGS: &str = "_sluice.table.";
 
-/// How often a gateway without a store's lease asks for it, at most.
+/// The consumer group of the stores' leases (after the topic prefix).
+pub(crate) const LEASE_GROUP: &str = "_sluice.table-leases";
+
+/// How often a gateway renews its leases, at most: as often, a gateway learns of
+/// a store given to it.
 const LEASE_ASK: Duration = Duration::from_secs(1);
 
 /// The key of a batch's last record: the offsets it reached.
@@ -113,8 +120,16 @@ struct Seen {
     stores: HashMap<String, i64>,
 }
 
-/// Whether this gateway holds a store's lease, and when to ask again.
-type Lease = (bool, Instant);
+/// The stores whose lease this gateway holds, as of its last renewal.
+#[derive(Default)]
+struct Leases {
+    /// The changelogs it was subscribed to then.
+    subscribed: Vec<String>,
+    /// The stores it holds.
+    held: std::collections::HashSet<String>,
+    /// When to renew.
+    until: Option<Instant>,
+}
 
 pub(crate) struct States {
     db: Database,
@@ -129,7 +144,7 @@ pub(crate) struct States {
     seen: (Mutex<Seen>, Condvar),
     writers: Mutex<HashMap<String, Arc<Writer>>>,
     epochs: AtomicU64,
-    leases: Mutex<HashMap<String, Lease>>,
+    leases: Mutex<Leases>,
     hooks: RwLock<Vec<StateHook>>,
     stop: AtomicBool,
 }
@@ -361,44 +376,57 @@ impl States {
             .collect()
     }
 
-    /// Whether this gateway holds `store`'s lease; `heartbeat` renews it in the
-    /// cluster (given the changelog topic) and answers whether it is held and how
-    /// soon to renew.
+    /// Whether this gateway holds `store`'s lease. `renew` renews this gateway's
+    /// membership of the lease group, subscribed to the changelogs given, and
+    /// answers the changelogs it holds and how soon to renew; it is called when
+    /// the last renewal is due, or did not know of `store` yet.
     pub(crate) fn may_write(
         &self,
         store: &str,
-        heartbeat: impl FnOnce(&str) -> Result<(bool, Duration)>,
+        renew: impl FnOnce(&[String]) -> Result<(Vec<String>, Duration)>,
     ) -> Result<bool> {
-        if let Some((held, until)) = self.leases.lock().expect("leases lock").get(store)
-            && Instant::now() < *until
-        {
-            return Ok(*held);
-        }
         let changelog = self.def(store)?.changelog;
-        let (held, every) = heartbeat(&changelog)?;
-        // A gateway waiting for the lease asks often, so it takes over soon
-        // after the group gives it the partition.
-        let every = if held { every } else { every.min(LEASE_ASK) };
         let mut leases = self.leases.lock().expect("leases lock");
-        leases.insert(store.to_string(), (held, Instant::now() + every));
-        if !held {
-            self.writers.lock().expect("writers lock").remove(store);
+        if leases.until.is_some_and(|t| Instant::now() < t)
+            && leases.subscribed.binary_search(&changelog).is_ok()
+        {
+            return Ok(leases.held.contains(store));
         }
-        Ok(held)
+        let defs = self.defs.lock().expect("defs lock").clone();
+        let mut subscribed: Vec<String> = defs.values().map(|d| d.changelog.clone()).collect();
+        subscribed.sort_unstable();
+        let (changelogs, every) = renew(&subscribed)?;
+        let held: std::collections::HashSet<String> = defs
+            .iter()
+            .filter(|(_, d)| changelogs.contains(&d.changelog))
+            .map(|(name, _)| name.clone())
+            .collect();
+        {
+            let mut writers = self.writers.lock().expect("writers lock");
+            writers.retain(|name, _| held.contains(name));
+        }
+        for name in held.difference(&leases.held) {
+            tracing::info!(table = %name, "this gateway holds the table's lease");
+        }
+        for name in leases.held.difference(&held) {
+            tracing::info!(table = %name, "the table's lease went to another gateway");
+        }
+        *leases = Leases {
+            subscribed,
+            until: Some(Instant::now() + every.min(LEASE_ASK)),
+            held,
+        };
+        Ok(leases.held.contains(store))
     }
 
     /// The stores whose lease this gateway holds, forgetting that it holds them
     /// and dropping their writers: it writes none of them from here on.
     pub(crate) fn release_leases(&self) -> Vec<String> {
         let mut leases = self.leases.lock().expect("leases lock");
-        let held: Vec<String> = leases
-            .iter()
-            .filter(|(_, (held, _))| *held)
-            .map(|(store, _)| store.clone())
-            .collect();
+        let held: Vec<String> = leases.held.drain().collect();
+        leases.until = None;
         let mut writers = self.writers.lock().expect("writers lock");
         for store in &held {
-            leases.remove(store);
             writers.remove(store);
         }
         held
