@@ -450,6 +450,47 @@ pub async fn table_known(c: &reqwest::Client, s: &Server, table: &str) {
     table_until(c, s, table, "was listed", |status, _| status == 200).await;
 }
 
+/// The tables whose lease `s` holds over Kafka, as its log last told of each.
+pub fn leases_held(s: &Server) -> std::collections::BTreeSet<String> {
+    let log = std::fs::read_to_string(s.data_dir.with_extension("log")).unwrap_or_default();
+    let mut held = std::collections::BTreeSet::new();
+    for line in log.lines() {
+        let Some(at) = line.find("table=") else {
+            continue;
+        };
+        let table: String = line[at + 6..]
+            .chars()
+            .take_while(|c| !c.is_whitespace())
+            .collect();
+        if line.contains("this gateway holds the table's lease") {
+            held.insert(table);
+        } else if line.contains("the table's lease went to another gateway")
+            || line.contains("handed the table over")
+        {
+            held.remove(&table);
+        }
+    }
+    held
+}
+
+/// Waits (bounded) until the table leases the gateways' logs tell of are held as
+/// `split` says (given what each gateway holds); answers them.
+pub async fn leases_until(
+    gateways: &[&Server],
+    what: &str,
+    split: impl Fn(&[std::collections::BTreeSet<String>]) -> bool,
+) -> Vec<std::collections::BTreeSet<String>> {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let held: Vec<_> = gateways.iter().map(|s| leases_held(s)).collect();
+        if split(&held) {
+            return held;
+        }
+        assert!(Instant::now() < deadline, "leases never {what}: {held:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Flags for gateways on the Kafka test cluster that share one topic prefix (so
 /// the same topics, groups and tables), with sessions of 6 s for members and
 /// table leases.

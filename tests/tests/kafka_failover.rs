@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice_tests::{
-    Server, all_rows, client, create_topic, fetch_all, get_json, kafka_bootstrap,
+    Server, all_rows, client, create_topic, fetch_all, get_json, kafka_bootstrap, leases_until,
     shared_kafka_args, table_caught_up, table_known, table_until, workspace_root,
 };
 
@@ -363,16 +363,10 @@ async fn the_overview_answers_while_a_broker_is_down() {
     let run = format!("{:08x}", rand::random::<u32>());
     let (topic, group) = (format!("overview-{run}"), format!("overview-group-{run}"));
     create_topic(&c, &s, &topic, 2).await;
-    let records: Vec<Value> = (0..10)
+    let records = (0..10)
         .map(|i| json!({"key": format!("k{i}"), "value": i}))
         .collect();
-    let r = c
-        .post(s.url(&format!("/v1/topics/{topic}/records")))
-        .json(&json!({ "records": records }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    sluice_tests::produce_records(&c, &s, &topic, records).await;
     let poll = format!("/v1/groups/{group}/topics/{topic}/records?consumer=a&limit=100");
     let answer = get_json(&c, &s, &poll).await;
     let body = sluice_tests::commit_body("a", &topic, &answer).expect("records to commit");
@@ -514,11 +508,10 @@ async fn a_state_table_counts_exactly_through_gateway_and_broker_kills() {
     let prefix = format!("kx{:08x}.", rand::random::<u32>());
     let args = shared_kafka_args(&bootstrap, &prefix);
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    let mut a = Server::start_with(&args);
-    let mut b = Server::start_with(&args);
+    let mut gateways = [Server::start_with(&args), Server::start_with(&args)];
     let c = client();
     let topic = "payments";
-    create_topic(&c, &a, topic, 6).await;
+    create_topic(&c, &gateways[0], topic, 6).await;
     // What the table backfills from.
     for round in 0..40u64 {
         let records: Vec<Value> = (0..1_000u64)
@@ -527,19 +520,15 @@ async fn a_state_table_counts_exactly_through_gateway_and_broker_kills() {
                 json!({"key": format!("k{}", n % 50), "value": {"amount": n % 7}})
             })
             .collect();
-        let r = c
-            .post(a.url(&format!("/v1/topics/{topic}/records")))
-            .json(&json!({"records": records}))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200);
+        sluice_tests::produce_records(&c, &gateways[0], topic, records).await;
     }
-    let bases = Arc::new(std::sync::RwLock::new(vec![a.base.clone(), b.base.clone()]));
+    let bases = Arc::new(std::sync::RwLock::new(
+        gateways.iter().map(|g| g.base.clone()).collect(),
+    ));
     let stop = Arc::new(AtomicBool::new(false));
     let producers = keep_producing(bases.clone(), topic, stop.clone(), 4);
     let r = c
-        .post(a.url("/v1/tables"))
+        .post(gateways[0].url("/v1/tables"))
         .json(
             &json!({"name": "totals", "source": topic, "group_by": "key",
             "aggregates": {"n": {"count": {}}, "total": {"sum": "$.amount"}}}),
@@ -549,10 +538,24 @@ async fn a_state_table_counts_exactly_through_gateway_and_broker_kills() {
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
 
-    // Mid-backfill: once the gateway that made the table has applied something.
+    // Mid-backfill: once the gateway that folds the table has applied something.
+    let writer = |held: &[std::collections::BTreeSet<String>]| {
+        held.iter().position(|t| t.contains("totals")).unwrap()
+    };
+    let one_writer = |h: &[std::collections::BTreeSet<String>]| {
+        h.iter().filter(|t| t.contains("totals")).count() == 1
+    };
+    let w = writer(
+        &leases_until(
+            &[&gateways[0], &gateways[1]],
+            "held by one gateway",
+            one_writer,
+        )
+        .await,
+    );
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let at_kill = loop {
-        let t = get_json(&c, &a, "/v1/tables/totals").await;
+        let t = get_json(&c, &gateways[w], "/v1/tables/totals").await;
         let applied: u64 = t["partitions"]
             .as_array()
             .unwrap()
@@ -565,19 +568,30 @@ async fn a_state_table_counts_exactly_through_gateway_and_broker_kills() {
         assert!(std::time::Instant::now() < deadline, "nothing applied: {t}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    a.kill();
-    table_until(&c, &b, "totals", "became live", |_, t| t["state"] == "live").await;
-    a.restart();
-    bases.write().unwrap()[0] = a.base.clone();
-    table_known(&c, &a, "totals").await;
+    gateways[w].kill();
+    let other = 1 - w;
+    leases_until(&[&gateways[other]], "taken over", |h| {
+        h[0].contains("totals")
+    })
+    .await;
+    table_until(&c, &gateways[other], "totals", "became live", |_, t| {
+        t["state"] == "live"
+    })
+    .await;
+    gateways[w].restart();
+    bases.write().unwrap()[w] = gateways[w].base.clone();
+    table_known(&c, &gateways[w], "totals").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // Live: the gateway that took over.
-    b.kill();
+    gateways[other].kill();
     tokio::time::sleep(Duration::from_secs(1)).await;
-    b.restart();
-    bases.write().unwrap()[1] = b.base.clone();
-    table_until(&c, &a, "totals", "became live", |_, t| t["state"] == "live").await;
+    gateways[other].restart();
+    bases.write().unwrap()[other] = gateways[other].base.clone();
+    table_until(&c, &gateways[w], "totals", "became live", |_, t| {
+        t["state"] == "live"
+    })
+    .await;
 
     // A broker.
     let (victim, _) = busiest_leader(&format!("{prefix}{topic}"));
@@ -596,7 +610,7 @@ async fn a_state_table_counts_exactly_through_gateway_and_broker_kills() {
     let mut expect: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut records = 0;
     for p in 0..6u32 {
-        for rec in fetch_all(&c, &a, topic, p).await {
+        for rec in fetch_all(&c, &gateways[0], topic, p).await {
             let e = expect
                 .entry(rec["key"].as_str().unwrap().to_string())
                 .or_default();
@@ -613,7 +627,7 @@ async fn a_state_table_counts_exactly_through_gateway_and_broker_kills() {
         .into_iter()
         .map(|(k, (n, total))| (k, json!({"n": n, "total": total})))
         .collect();
-    for s in [&a, &b] {
+    for s in &gateways {
         let t = table_caught_up(&c, s, "totals").await;
         assert_eq!(t["skipped"], 0, "{t}");
         let rows: BTreeMap<String, Value> = all_rows(&c, s, "totals")

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sluice_tests::produce_records as produce;
 use sluice_tests::{
-    Server, all_rows, client, create_topic, get_json, kafka_bootstrap, shared_kafka_args,
-    subscribe_rows, table_caught_up, table_known,
+    Server, all_rows, client, create_topic, get_json, kafka_bootstrap, leases_until,
+    shared_kafka_args, subscribe_rows, table_caught_up, table_known,
 };
 
 /// Two gateways sharing one topic prefix in the test cluster.
@@ -163,16 +163,18 @@ fn logged(s: &Server, marker: &str, field: &str) -> Option<u64> {
 
 /// A gateway killed with `kill -9` and started again serves the table from its
 /// local copy: it reads only the changelog records written while it was down,
-/// not the changelog from its start, and answers the same rows as the other.
+/// not the changelog from its start, and answers the same rows as the other
+/// (the one that writes the table, which goes on meanwhile).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_gateway_goes_on_from_its_copy() {
-    let Some((a, mut b)) = pair("a_restarted_gateway_goes_on_from_its_copy") else {
+    let Some((a, b)) = pair("a_restarted_gateway_goes_on_from_its_copy") else {
         return;
     };
+    let mut gateways = [a, b];
     let c = client();
-    create_topic(&c, &a, "clicks", 4).await;
+    create_topic(&c, &gateways[0], "clicks", 4).await;
     let r = c
-        .post(a.url("/v1/tables"))
+        .post(gateways[0].url("/v1/tables"))
         .json(
             &json!({"name": "per_page", "source": "clicks", "group_by": "key",
             "aggregates": {"n": {"count": {}}, "ms": {"sum": "$.ms"}}}),
@@ -181,64 +183,54 @@ async fn a_restarted_gateway_goes_on_from_its_copy() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
-    // A round of 1,000 clicks at a time, applied before the next, so that the
-    // changelog holds several batches.
-    let clicks = async |rounds: std::ops::Range<u32>| {
+    // A round of 1,000 clicks at a time through `s`, applied before the next, so
+    // that the changelog holds several batches.
+    let clicks = async |s: &Server, rounds: std::ops::Range<u32>| {
         for round in rounds {
             let records = (0..1_000)
                 .map(|i| round * 1_000 + i)
                 .map(|i| json!({"key": format!("page-{}", i % 2_000), "value": {"ms": i % 100}}))
                 .collect();
-            produce(&c, &a, "clicks", records).await;
-            table_caught_up(&c, &a, "per_page").await;
+            produce(&c, s, "clicks", records).await;
+            table_caught_up(&c, s, "per_page").await;
         }
     };
-    clicks(0..10).await;
-    table_known(&c, &b, "per_page").await;
-    table_caught_up(&c, &b, "per_page").await;
+    clicks(&gateways[0], 0..10).await;
+    table_known(&c, &gateways[1], "per_page").await;
+    table_caught_up(&c, &gateways[1], "per_page").await;
 
-    b.kill();
-    clicks(10..12).await;
+    // The gateway restarted is the one that does not write the table, which
+    // goes on meanwhile.
+    let held = leases_until(&[&gateways[0], &gateways[1]], "held by one gateway", |h| {
+        h.iter().filter(|t| t.contains("per_page")).count() == 1
+    })
+    .await;
+    let w = held.iter().position(|t| t.contains("per_page")).unwrap();
+    gateways[1 - w].kill();
+    clicks(&gateways[w], 10..12).await;
     let started = Instant::now();
-    b.restart();
-    let t = table_caught_up(&c, &b, "per_page").await;
+    let restarted = &mut gateways[1 - w];
+    restarted.restart();
+    let restarted = &gateways[1 - w];
+    let t = table_caught_up(&c, restarted, "per_page").await;
     let serving = started.elapsed();
     assert_eq!(t["rows"], 2_000);
-    let replay = logged(&b, "table copies resume", "replay").expect("the resume figures");
-    let full = logged(&b, "table copies resume", "full").expect("the resume figures");
+    let replay = logged(restarted, "table copies resume", "replay").expect("the resume figures");
+    let full = logged(restarted, "table copies resume", "full").expect("the resume figures");
     assert!(
         replay < full / 2,
         "a restart read {replay} of {full} changelog records"
     );
     assert_eq!(
-        all_rows(&c, &a, "per_page").await,
-        all_rows(&c, &b, "per_page").await
+        all_rows(&c, &gateways[w], "per_page").await,
+        all_rows(&c, restarted, "per_page").await
     );
-    let row = get_json(&c, &b, "/v1/tables/per_page/rows/page-7").await;
+    let row = get_json(&c, restarted, "/v1/tables/per_page/rows/page-7").await;
     assert_eq!(row["row"]["n"], 6);
     eprintln!(
         "restart: the copy read {replay} changelog records of {full} and served the table caught up {} ms after the restart",
         serving.as_millis()
     );
-}
-
-/// Whichever of `a` and `b` logged that it writes `table` (bounded wait): 0 or 1.
-async fn writer_of(a: &Server, b: &Server, table: &str) -> usize {
-    let line = format!("table={table}");
-    let writes = |s: &Server| {
-        std::fs::read_to_string(s.data_dir.with_extension("log"))
-            .unwrap_or_default()
-            .lines()
-            .any(|l| l.contains("this gateway writes the table") && l.contains(&line))
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(i) = [a, b].iter().position(|s| writes(s)) {
-            return i;
-        }
-        assert!(Instant::now() < deadline, "no gateway writes {table}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A gateway stopped with SIGTERM hands the tables it writes to the other
@@ -281,7 +273,14 @@ async fn a_stopped_gateway_hands_its_tables_over_at_once() {
         table_caught_up(&c, g, "per_customer").await;
     }
 
-    let w = writer_of(&gateways[0], &gateways[1], "per_customer").await;
+    let held = leases_until(&[&gateways[0], &gateways[1]], "held by one gateway", |h| {
+        h.iter().filter(|t| t.contains("per_customer")).count() == 1
+    })
+    .await;
+    let w = held
+        .iter()
+        .position(|t| t.contains("per_customer"))
+        .unwrap();
     let stopped_at = Instant::now();
     assert!(gateways[w].terminate(), "the writer did not stop cleanly");
     let log = std::fs::read_to_string(gateways[w].data_dir.with_extension("log")).unwrap();
@@ -313,47 +312,6 @@ async fn a_stopped_gateway_hands_its_tables_over_at_once() {
         "hand-over: the other gateway applied what was produced after the stop {} ms after it",
         stopped_at.elapsed().as_millis()
     );
-}
-
-/// The tables whose lease `s` holds, as its log last told of each.
-fn leases_held(s: &Server) -> std::collections::BTreeSet<String> {
-    let log = std::fs::read_to_string(s.data_dir.with_extension("log")).unwrap_or_default();
-    let mut held = std::collections::BTreeSet::new();
-    for line in log.lines() {
-        let Some(at) = line.find("table=") else {
-            continue;
-        };
-        let table: String = line[at + 6..]
-            .chars()
-            .take_while(|c| !c.is_whitespace())
-            .collect();
-        if line.contains("this gateway holds the table's lease") {
-            held.insert(table);
-        } else if line.contains("the table's lease went to another gateway")
-            || line.contains("handed the table over")
-        {
-            held.remove(&table);
-        }
-    }
-    held
-}
-
-/// Waits (bounded) until the leases of `tables` are held as `split` says (given
-/// what each gateway holds); answers them.
-async fn leases_until(
-    gateways: &[&Server],
-    what: &str,
-    split: impl Fn(&[std::collections::BTreeSet<String>]) -> bool,
-) -> Vec<std::collections::BTreeSet<String>> {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let held: Vec<_> = gateways.iter().map(|s| leases_held(s)).collect();
-        if split(&held) {
-            return held;
-        }
-        assert!(Instant::now() < deadline, "leases never {what}: {held:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }
 
 /// Four tables made through one gateway are spread over both: each folds some,
