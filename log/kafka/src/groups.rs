@@ -55,10 +55,11 @@ impl KafkaGroups {
     }
 
     /// Sluice's name for Kafka group or topic `name`: none for another prefix's, or for
-    /// the groups the engine keeps for itself (table leases).
+    /// the groups the engine keeps for itself (table leases; earlier versions
+    /// kept one per table, named as its changelog's prefix).
     fn sluice<'a>(&self, name: &'a str) -> Option<&'a str> {
         name.strip_prefix(self.prefix.as_str())
-            .filter(|n| *n != crate::state::LEASE_GROUP)
+            .filter(|n| *n != crate::state::LEASE_GROUP && !n.starts_with(crate::state::CHANGELOGS))
     }
 
     /// The member of `consumer` on `topic`.
