@@ -1,6 +1,7 @@
 //! The gateway over the Kafka engine: the real binary with `--backend kafka` against
 //! the three-broker test cluster (`SLUICE_KAFKA_BOOTSTRAP`), over real HTTP and
-//! WebSocket. Each test uses topics of its own, so tests and runs share the cluster.
+//! WebSocket, and the engine's lookup of records acknowledged without an offset.
+//! Each test uses topics of its own, so tests and runs share the cluster.
 
 use std::time::Duration;
 
@@ -261,4 +262,84 @@ async fn reading_on_from_the_end_finds_what_was_written_since() {
             "round {i}: {after}"
         );
     }
+}
+
+/// Records Kafka acknowledges without their offset (a retried write that a new
+/// leader recognised as one already made) are found by the engine reading their
+/// partition from their timestamp: each gets the offset it is at, two equal
+/// records of one append get one offset each, and a record that is not there is
+/// refused with 503 rather than answered with an offset.
+#[test]
+fn records_acknowledged_without_an_offset_are_found() {
+    use sluice_kafka::UNKNOWN_OFFSET;
+    use sluice_log::{
+        AppendRequest, AppendUnit, Backend, Error, NewRecord, RecordParts, TopicConfig, ValueKind,
+        wait,
+    };
+    let Some(bootstrap) = kafka_bootstrap("records_acknowledged_without_an_offset_are_found")
+    else {
+        return;
+    };
+    let mut options = sluice_kafka::KafkaOptions::new(&bootstrap);
+    options.topic_prefix = format!("u{:08x}.", rand::random::<u32>());
+    let kafka = sluice_kafka::Kafka::open(options).expect("open the Kafka engine");
+    let config = TopicConfig {
+        partitions: 2,
+        ..Default::default()
+    };
+    let topic = wait(|r| kafka.create_topic("found", config, r)).expect("create the topic");
+    let record = |partition: u32, value: &str, timestamp: u64| {
+        let json = serde_json::to_vec(value).unwrap();
+        let bytes = RecordParts {
+            key: Some("k"),
+            value: &json,
+            kind: ValueKind::Json,
+            timestamp,
+            headers: &[],
+        }
+        .encode();
+        NewRecord { partition, bytes }
+    };
+    let records = vec![
+        record(0, "a", 1_000),
+        record(1, "b", 1_000),
+        record(0, "a", 1_000),
+        record(0, "c", 2_000),
+    ];
+    let written = wait(|r| {
+        kafka.append(
+            AppendRequest {
+                topic: topic.name().to_string(),
+                topic_id: topic.id(),
+                units: vec![AppendUnit {
+                    dedupe_key: None,
+                    records: records.clone(),
+                }],
+            },
+            r,
+        )
+    })
+    .expect("append");
+    assert_eq!(written, vec![(0, 0), (1, 0), (0, 1), (0, 2)]);
+
+    let unknown = |known: &[bool]| -> Vec<(u32, u64)> {
+        written
+            .iter()
+            .zip(known)
+            .map(|(&(p, o), &k)| (p, if k { o } else { UNKNOWN_OFFSET }))
+            .collect()
+    };
+    let found = kafka
+        .find_unknown(&topic, &records, unknown(&[false; 4]))
+        .expect("every record found");
+    assert_eq!(found, written);
+    // The first "a" is known: the second is the other one.
+    let found = kafka
+        .find_unknown(&topic, &records, unknown(&[true, true, false, true]))
+        .expect("the second a found");
+    assert_eq!(found, written);
+    let missing = vec![record(1, "never written", 1_000)];
+    let refused = kafka.find_unknown(&topic, &missing, vec![(1, UNKNOWN_OFFSET)]);
+    assert!(matches!(refused, Err(Error::Unavailable(_))), "{refused:?}");
+    wait(|r| kafka.delete_topic("found", r)).expect("delete the topic");
 }

@@ -189,12 +189,23 @@ impl ProducerContext for Deliveries {
 
     fn delivery(&self, result: &DeliveryResult<'_>, d: Box<Delivery>) {
         let outcome = match result {
-            Ok(m) => Ok((m.partition() as u32, m.offset() as u64)),
+            Ok(m) => Ok((
+                m.partition() as u32,
+                u64::try_from(m.offset()).unwrap_or(UNKNOWN_OFFSET),
+            )),
             Err((e, _)) => Err(unavailable(e.clone())),
         };
         d.batch.done(d.index, outcome);
     }
 }
+
+/// The offset of a record Kafka acknowledged without saying where it is: a retry
+/// the leader recognised as a write it had already made (after a leader moved),
+/// answered with no offset. [`Kafka::find_unknown`] looks it up.
+pub const UNKNOWN_OFFSET: u64 = u64::MAX;
+
+/// How many records after a record's timestamp are read to find it, at most.
+const FIND_WITHIN: u64 = 100_000;
 
 /// One record of an append in flight.
 struct Delivery {
@@ -1348,6 +1359,68 @@ impl Kafka {
         rx.recv().unwrap_or(Err(Error::Closed)).map(|_| ())
     }
 
+    /// `written` (where each of `records` went) with the offsets Kafka left
+    /// unknown found: each such record is read back from the first offset at its
+    /// timestamp, the first record equal to it that no other of `records` took.
+    /// Refused with [`Error::Unavailable`] when one is not found. An append calls
+    /// it for the records Kafka acknowledged at [`UNKNOWN_OFFSET`].
+    pub fn find_unknown(
+        &self,
+        topic: &Topic,
+        records: &[sluice_log::NewRecord],
+        mut written: Vec<(u32, u64)>,
+    ) -> Result<Vec<(u32, u64)>> {
+        let mut taken: std::collections::HashSet<(u32, u64)> = written
+            .iter()
+            .copied()
+            .filter(|(_, o)| *o != UNKNOWN_OFFSET)
+            .collect();
+        for (i, r) in records.iter().enumerate() {
+            let (p, o) = written[i];
+            if o != UNKNOWN_OFFSET {
+                continue;
+            }
+            let ours = RecordView::decode(&r.bytes).expect("checked before it was sent");
+            // The end this gateway knows may not cover the record yet.
+            self.end_offset(topic, p);
+            let mut from = self.offset_for_timestamp(topic, p, ours.timestamp)?;
+            let stop = from + FIND_WITHIN;
+            let mut found = None;
+            while found.is_none() && from < stop {
+                let outcome = self.read(topic, p, from, 1000, usize::MAX, &mut |at, view| {
+                    if found.is_none()
+                        && !taken.contains(&(p, at))
+                        && view.timestamp == ours.timestamp
+                        && view.key == ours.key
+                        && view.kind == ours.kind
+                        && view.value == ours.value
+                        && view.headers().eq(ours.headers())
+                    {
+                        found = Some(at);
+                    }
+                })?;
+                if outcome.records == 0 {
+                    break;
+                }
+                from = outcome.next_offset;
+            }
+            let Some(at) = found else {
+                return Err(Error::Unavailable(format!(
+                    "Kafka acknowledged a record of partition {p} without its offset, \
+                     and it was not found there"
+                )));
+            };
+            tracing::info!(
+                partition = p,
+                offset = at,
+                "found where an acknowledged record was written"
+            );
+            taken.insert((p, at));
+            written[i] = (p, at);
+        }
+        Ok(written)
+    }
+
     fn append_now(&self, request: AppendRequest, reply: Reply<Vec<(u32, u64)>>) {
         let inner = &self.inner;
         let topic = match inner.topic(&request.topic) {
@@ -1382,9 +1455,11 @@ impl Kafka {
                 to_send.extend(u.records);
             }
         }
+        let to_send = Arc::new(to_send);
+        let (finder, sent, topic3) = (self.clone(), to_send.clone(), topic.clone());
         let this = self.clone();
         let topic2 = topic.clone();
-        let finish = move |written: Result<Vec<(u32, u64)>>| {
+        let answer = move |written: Result<Vec<(u32, u64)>>| {
             let written = match written {
                 Ok(w) => w,
                 Err(e) => return reply(Err(e)),
@@ -1418,6 +1493,13 @@ impl Kafka {
             }
             // Other gateways learn of the keys before the client hears back.
             this.remember_everywhere(keyed, Box::new(move |()| reply(Ok(answer))));
+        };
+        let finish = move |written: Result<Vec<(u32, u64)>>| match written {
+            Ok(w) if w.iter().any(|(_, o)| *o == UNKNOWN_OFFSET) => {
+                // Finding them reads partitions: not on the client's delivery thread.
+                std::thread::spawn(move || answer(finder.find_unknown(&topic3, &sent, w)));
+            }
+            written => answer(written),
         };
         if to_send.is_empty() {
             return finish(Ok(Vec::new()));

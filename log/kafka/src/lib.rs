@@ -43,4 +43,4 @@ mod record;
 mod state;
 pub mod wire;
 
-pub use crate::engine::{Kafka, KafkaOptions};
+pub use crate::engine::{Kafka, KafkaOptions, UNKNOWN_OFFSET};
