@@ -658,13 +658,19 @@ function tablePage(main, cleanup, name) {
   const definition = h('div', {});
   every(2000, async () => {
     const t = await api('GET', `/v1/tables/${enc(name)}`);
-    summary.replaceChildren(kv([
+    const rows = [
       ['State', [h('span', { class: `badge ${t.state}` }, t.state), t.reason ? ` ${t.reason}` : '']],
       ['Source', h('a', { href: `#/topics/${enc(t.definition.source)}` }, t.definition.source)],
       ['Rows', num(t.rows)],
       ['Skipped records', num(t.skipped)],
       ['Lag', num(t.lag)],
-      ['Created', time(t.created_ms)]]));
+      ['Created', time(t.created_ms)]];
+    // Over a cluster, one gateway folds the table; the others serve their copy.
+    if (t.written_here !== undefined) {
+      rows.push(['Folded by', h('span', { 'data-written-here': String(t.written_here) },
+        t.written_here ? 'this gateway' : 'another gateway (this one serves its copy)')]);
+    }
+    summary.replaceChildren(kv(rows));
     const text = t.sql || JSON.stringify(t.definition, null, 2);
     if (definition.textContent !== text) definition.replaceChildren(h('pre', {}, text));
   }, cleanup);

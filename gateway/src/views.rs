@@ -110,5 +110,6 @@ pub(crate) fn info(s: Status) -> TableInfo {
         created_ms: s.created_ms,
         lag: partitions.iter().map(|p| p.lag).sum(),
         partitions,
+        written_here: s.written_here,
     }
 }

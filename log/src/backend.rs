@@ -158,6 +158,13 @@ pub trait Backend: Send + Sync + 'static {
         let _ = store;
         Ok(true)
     }
+    /// Over a cluster, whether this gateway writes `store` now (it held the
+    /// store's lease at its last renewal; asks nothing of the cluster). `None` on
+    /// one machine, where the one process always does.
+    fn writes_store(&self, store: &str) -> Option<bool> {
+        let _ = store;
+        None
+    }
     /// Hands the stores this engine writes to the cluster's other gateways, at a
     /// graceful shutdown once the table engine stopped: they take them over at
     /// once rather than after the lease's session timeout. Blocks on the cluster;

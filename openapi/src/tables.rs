@@ -92,6 +92,11 @@ pub struct TableInfo {
     pub lag: u64,
     /// Per source partition.
     pub partitions: Vec<TablePartition>,
+    /// Over a Kafka cluster: whether this gateway folds the table's source into it
+    /// now (it holds the table's lease); the other gateways serve their copy.
+    /// Absent on one machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_here: Option<bool>,
 }
 
 /// `GET /v1/tables` body.

@@ -95,6 +95,9 @@ pub struct Status {
     pub created_ms: u64,
     /// Per source partition: (partition, applied offset, end offset).
     pub partitions: Vec<(u32, u64, u64)>,
+    /// Over a cluster, whether this gateway folds the table now (see
+    /// `Backend::writes_store`); `None` on one machine.
+    pub written_here: Option<bool>,
 }
 
 struct Table {
@@ -507,6 +510,7 @@ impl Engine {
                     )
                 })
                 .collect(),
+            written_here: self.shared.log.writes_store(name),
         })
     }
 

@@ -344,6 +344,27 @@ async fn tables_are_spread_over_the_gateways() {
     })
     .await;
     eprintln!("spread: {held:?}");
+    // Each gateway's answers say the same: every table is folded by one of them.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for t in &tables {
+        loop {
+            let path = format!("/v1/tables/{t}");
+            let here = [
+                get_json(&c, &a, &path).await["written_here"].clone(),
+                get_json(&c, &b, &path).await["written_here"].clone(),
+            ];
+            if here.iter().filter(|w| **w == json!(true)).count() == 1
+                && here.iter().all(Value::is_boolean)
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{t} is written here on: {here:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 
     // Produced through either gateway, counted by every table on both.
     let visits = |n: usize| -> Vec<Value> {

@@ -1149,6 +1149,14 @@ impl Backend for Kafka {
             groups.leases(crate::state::LEASE_GROUP, &self.inner.holder, changelogs)
         })
     }
+    fn writes_store(&self, store: &str) -> Option<bool> {
+        Some(
+            self.inner
+                .states
+                .get()
+                .is_some_and(|s| s.holds_lease(store)),
+        )
+    }
     fn release_stores(&self) {
         let (Some(states), Some(groups)) = (self.inner.states.get(), &self.inner.groups) else {
             return;

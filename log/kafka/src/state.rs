@@ -419,6 +419,15 @@ impl States {
         Ok(leases.held.contains(store))
     }
 
+    /// Whether this gateway held `store`'s lease at its last renewal.
+    pub(crate) fn holds_lease(&self, store: &str) -> bool {
+        self.leases
+            .lock()
+            .expect("leases lock")
+            .held
+            .contains(store)
+    }
+
     /// The stores whose lease this gateway holds, forgetting that it holds them
     /// and dropping their writers: it writes none of them from here on.
     pub(crate) fn release_leases(&self) -> Vec<String> {
