@@ -231,16 +231,10 @@ async fn the_groups_coordinator_killed_keeps_its_committed_offsets() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
-    let records: Vec<Value> = (0..80)
+    let records = (0..80)
         .map(|i| json!({"key": format!("k{i}"), "value": i}))
         .collect();
-    let r = c
-        .post(s.url(&format!("/v1/topics/{topic}/records")))
-        .json(&json!({ "records": records }))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+    sluice_tests::produce_records(&c, &s, &topic, records).await;
 
     // Reads up to `limit` records as `consumer` and commits them; answers them.
     let read = |consumer: &'static str, limit: u32| {

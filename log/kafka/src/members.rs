@@ -309,23 +309,12 @@ impl Members {
     /// groups move) makes the whole listing start again, for up to
     /// [`COORDINATOR_WAIT`]: a listing without it would leave its groups out.
     pub fn groups(&self) -> Result<Vec<String>, MemberError> {
-        let deadline = std::time::Instant::now() + COORDINATOR_WAIT;
-        let mut pause = Duration::from_millis(50);
-        loop {
-            let last = match self.list_every_broker() {
-                Ok(mut out) => {
-                    out.sort_unstable();
-                    out.dedup();
-                    return Ok(out);
-                }
-                Err(e) => e,
-            };
-            if std::time::Instant::now() + pause > deadline {
-                return Err(MemberError::Unavailable(last));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_secs(1));
-        }
+        patiently(|| {
+            let mut out = self.list_every_broker()?;
+            out.sort_unstable();
+            out.dedup();
+            Ok(out)
+        })
     }
 
     /// One listing of [`Members::groups`]: the brokers from the first bootstrap
@@ -439,9 +428,7 @@ impl Members {
         group: &str,
         call: impl Fn(&str) -> Result<T, String>,
     ) -> Result<T, MemberError> {
-        let deadline = std::time::Instant::now() + COORDINATOR_WAIT;
-        let mut pause = Duration::from_millis(50);
-        loop {
+        patiently(|| {
             let known = self
                 .coordinators
                 .lock()
@@ -460,7 +447,7 @@ impl Members {
                             .insert(group.to_string(), c.clone());
                     }),
             };
-            let last = match found {
+            let failed = match found {
                 Ok(coordinator) => match call(&coordinator) {
                     Ok(answer) if !answer.moved() => return Ok(answer),
                     Ok(_) => format!("{coordinator} is no longer the coordinator"),
@@ -472,12 +459,8 @@ impl Members {
                 .lock()
                 .expect("coordinators lock")
                 .remove(group);
-            if std::time::Instant::now() + pause > deadline {
-                return Err(MemberError::Unavailable(last));
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(Duration::from_secs(1));
-        }
+            Err(failed)
+        })
     }
 
     /// Names the topic ids of an assignment, asking the cluster for the ids of
@@ -584,4 +567,22 @@ fn is_moved(code: i16) -> bool {
         code,
         NOT_COORDINATOR | COORDINATOR_NOT_AVAILABLE | COORDINATOR_LOAD_IN_PROGRESS
     )
+}
+
+/// Runs `ask` until it answers, for up to [`COORDINATOR_WAIT`], pausing between
+/// tries (50 ms, doubling up to 1 s); its last error when it never does.
+fn patiently<T>(mut ask: impl FnMut() -> Result<T, String>) -> Result<T, MemberError> {
+    let deadline = std::time::Instant::now() + COORDINATOR_WAIT;
+    let mut pause = Duration::from_millis(50);
+    loop {
+        let last = match ask() {
+            Ok(answer) => return Ok(answer),
+            Err(e) => e,
+        };
+        if std::time::Instant::now() + pause > deadline {
+            return Err(MemberError::Unavailable(last));
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(1));
+    }
 }
