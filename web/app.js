@@ -665,10 +665,14 @@ function tablePage(main, cleanup, name) {
       ['Skipped records', num(t.skipped)],
       ['Lag', num(t.lag)],
       ['Created', time(t.created_ms)]];
-    // Over a cluster, one gateway folds the table; the others serve their copy.
+    // Over a cluster, the gateways share the folding of a table's partitions;
+    // each serves its copy of all of it.
     if (t.written_here !== undefined) {
-      rows.push(['Folded by', h('span', { 'data-written-here': String(t.written_here) },
-        t.written_here ? 'this gateway' : 'another gateway (this one serves its copy)')]);
+      const here = t.partitions.filter((p) => p.folded_here).map((p) => p.partition);
+      const text = !t.written_here ? 'another gateway (this one serves its copy)'
+        : here.length === t.partitions.length ? 'this gateway'
+          : `this gateway: partition${here.length > 1 ? 's' : ''} ${here.join(', ')}; other gateways the rest`;
+      rows.push(['Folded by', h('span', { 'data-written-here': String(t.written_here) }, text)]);
     }
     summary.replaceChildren(kv(rows));
     const text = t.sql || JSON.stringify(t.definition, null, 2);

@@ -94,6 +94,7 @@ pub(crate) fn info(s: Status) -> TableInfo {
             applied_offset: applied,
             end_offset: end,
             lag: end.saturating_sub(applied),
+            folded_here: s.written_here.as_ref().map(|ps| ps.contains(&partition)),
         })
         .collect();
     TableInfo {
@@ -110,6 +111,6 @@ pub(crate) fn info(s: Status) -> TableInfo {
         created_ms: s.created_ms,
         lag: partitions.iter().map(|p| p.lag).sum(),
         partitions,
-        written_here: s.written_here,
+        written_here: s.written_here.map(|ps| !ps.is_empty()),
     }
 }

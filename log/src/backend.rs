@@ -128,18 +128,42 @@ pub trait Backend: Send + Sync + 'static {
 
     // State stores: derived state written exactly once (see `crate::state`).
 
-    /// Creates a store with its definition and its starting source offsets.
-    fn create_store(&self, name: &str, definition: Vec<u8>, offsets: Vec<u64>, reply: Reply<()>);
+    /// How many shards a store over a source of `partitions` partitions may be
+    /// split into, each with its own writer (see [`crate::shard_key`]): one on one
+    /// machine; over a cluster, one per partition, so the gateways share the work.
+    fn shards(&self, partitions: u32) -> u32 {
+        let _ = partitions;
+        1
+    }
+    /// Creates a store with its definition, its starting source offsets and its
+    /// number of shards (source partition `p` belongs to shard `p % shards`).
+    fn create_store(
+        &self,
+        name: &str,
+        definition: Vec<u8>,
+        offsets: Vec<u64>,
+        shards: u32,
+        reply: Reply<()>,
+    );
     /// Deletes a store and everything in it.
     fn drop_store(&self, name: &str, reply: Reply<()>);
     /// Every store with its definition.
     fn stores(&self) -> Result<Vec<(String, Vec<u8>)>>;
-    /// Becomes the store's one writer, fencing every earlier one; returns the
-    /// writer's epoch.
-    fn open_writer(&self, store: &str) -> Result<u64>;
+    /// Becomes the one writer of a store's shard, fencing every earlier one;
+    /// returns the writer's epoch.
+    fn open_writer(&self, store: &str, shard: u32) -> Result<u64>;
     /// Commits rows and the source offsets they reflect, atomically, as writer
-    /// `epoch`; refused with [`crate::Error::Fenced`] once a newer writer opened.
-    fn commit_state(&self, store: &str, epoch: u64, batch: StateBatch, reply: Reply<()>);
+    /// `epoch` of `shard`; refused with [`crate::Error::Fenced`] once a newer
+    /// writer of the shard opened. Of the batch's offsets only the shard's
+    /// partitions' are taken.
+    fn commit_state(
+        &self,
+        store: &str,
+        shard: u32,
+        epoch: u64,
+        batch: StateBatch,
+        reply: Reply<()>,
+    );
     /// Rows by key and the offsets they reflect, from one consistent view.
     fn read_state(&self, store: &str, keys: &[&str], partitions: u32) -> Result<StateRead>;
     /// Rows from key `from` on, in key order, until `visit` says stop.
@@ -151,17 +175,18 @@ pub trait Backend: Send + Sync + 'static {
     ) -> Result<()>;
     /// A store's counters.
     fn state_stats(&self, store: &str) -> Result<StoreStats>;
-    /// Whether this engine should write `store` now. On one machine always; over
-    /// a cluster one gateway at a time holds a store's lease, and the others serve
-    /// its local copy. A writer that loses the lease is fenced by the next one.
-    fn may_write(&self, store: &str) -> Result<bool> {
-        let _ = store;
+    /// Whether this engine should write a store's shard now. On one machine
+    /// always; over a cluster one gateway at a time holds a shard's lease, and
+    /// the others serve its local copy. A writer that loses the lease is fenced
+    /// by the next one.
+    fn may_write(&self, store: &str, shard: u32) -> Result<bool> {
+        let _ = (store, shard);
         Ok(true)
     }
-    /// Over a cluster, whether this gateway writes `store` now (it held the
-    /// store's lease at its last renewal; asks nothing of the cluster). `None` on
+    /// Over a cluster, the shards of `store` this gateway writes now (it held
+    /// their leases at its last renewal; asks nothing of the cluster). `None` on
     /// one machine, where the one process always does.
-    fn writes_store(&self, store: &str) -> Option<bool> {
+    fn writes_store(&self, store: &str) -> Option<Vec<u32>> {
         let _ = store;
         None
     }
@@ -321,7 +346,19 @@ impl Backend for Log {
     fn reserve_fencing_tokens(&self) -> Result<Range<u64>> {
         Log::reserve_fencing_tokens(self)
     }
-    fn create_store(&self, name: &str, definition: Vec<u8>, offsets: Vec<u64>, reply: Reply<()>) {
+    fn create_store(
+        &self,
+        name: &str,
+        definition: Vec<u8>,
+        offsets: Vec<u64>,
+        shards: u32,
+        reply: Reply<()>,
+    ) {
+        if shards != 1 {
+            return reply(Err(crate::Error::Invalid(
+                "a store on one machine has one shard".into(),
+            )));
+        }
         Log::create_store(self, name, definition, offsets, reply)
     }
     fn drop_store(&self, name: &str, reply: Reply<()>) {
@@ -330,10 +367,21 @@ impl Backend for Log {
     fn stores(&self) -> Result<Vec<(String, Vec<u8>)>> {
         Log::stores(self)
     }
-    fn open_writer(&self, store: &str) -> Result<u64> {
+    fn open_writer(&self, store: &str, shard: u32) -> Result<u64> {
+        one_shard(shard)?;
         Log::open_writer(self, store)
     }
-    fn commit_state(&self, store: &str, epoch: u64, batch: StateBatch, reply: Reply<()>) {
+    fn commit_state(
+        &self,
+        store: &str,
+        shard: u32,
+        epoch: u64,
+        batch: StateBatch,
+        reply: Reply<()>,
+    ) {
+        if let Err(e) = one_shard(shard) {
+            return reply(Err(e));
+        }
         Log::commit_state(self, store, epoch, batch, reply)
     }
     fn read_state(&self, store: &str, keys: &[&str], partitions: u32) -> Result<StateRead> {
@@ -359,4 +407,15 @@ impl Backend for Log {
 /// threads that may block.
 pub fn wait<T: Send + 'static>(call: impl FnOnce(Reply<T>)) -> Result<T> {
     crate::log::blocking(call)
+}
+
+/// Refuses a shard other than a one-machine store's only one.
+fn one_shard(shard: u32) -> Result<()> {
+    if shard == 0 {
+        Ok(())
+    } else {
+        Err(crate::Error::Invalid(format!(
+            "shard {shard}: a store on one machine has one shard"
+        )))
+    }
 }

@@ -57,6 +57,23 @@ pub fn scan_rows(
     Ok(())
 }
 
+/// Between a row's key and its shard in the row keys of a store of several
+/// shards. A row such a store holds is kept once per shard that wrote it, as
+/// `key` NUL `shard`, and its readers merge the parts; keys holding a NUL are
+/// not kept in such a store. A store of one shard keeps its keys as they are.
+pub const SHARD_SEP: char = '\0';
+
+/// The row key under which `shard` keeps its part of row `key`.
+pub fn shard_key(key: &str, shard: u32) -> String {
+    format!("{key}{SHARD_SEP}{shard}")
+}
+
+/// The row key and shard of a part's key (see [`shard_key`]).
+pub fn split_shard_key(stored: &str) -> Option<(&str, u32)> {
+    let (key, shard) = stored.rsplit_once(SHARD_SEP)?;
+    Some((key, shard.parse().ok()?))
+}
+
 /// The `meta` key holding a store's writer epoch.
 fn writer_key(store: &str) -> String {
     format!("writer/{store}")

@@ -64,6 +64,11 @@ pub struct TablePartition {
     pub end_offset: u64,
     /// Records not applied yet.
     pub lag: u64,
+    /// Over a Kafka cluster: whether this gateway folds this partition into the
+    /// table now (it holds the lease of the partition's shard). Absent on one
+    /// machine.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub folded_here: Option<bool>,
 }
 
 /// A table's definition and status.
@@ -92,9 +97,10 @@ pub struct TableInfo {
     pub lag: u64,
     /// Per source partition.
     pub partitions: Vec<TablePartition>,
-    /// Over a Kafka cluster: whether this gateway folds the table's source into it
-    /// now (it holds the table's lease); the other gateways serve their copy.
-    /// Absent on one machine.
+    /// Over a Kafka cluster: whether this gateway folds any of the table's source
+    /// partitions into it now (see `partitions[].folded_here`); the other
+    /// gateways serve their copy. A state table's partitions are spread over the
+    /// gateways; a projection is folded by one. Absent on one machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub written_here: Option<bool>,
 }

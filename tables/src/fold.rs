@@ -86,6 +86,13 @@ pub struct StateRow {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<(u64, u64)>,
     pub aggs: Vec<Acc>,
+    /// The newest record timestamp merged in.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub ts: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl StateRow {
@@ -94,6 +101,20 @@ impl StateRow {
         for (a, b) in self.aggs.iter_mut().zip(&later.aggs) {
             a.merge(b);
         }
+        self.ts = self.ts.max(later.ts);
+    }
+
+    /// One row from the parts several shards keep of it (see
+    /// `sluice_log::shard_key`): sums, counts, minimums and maximums combine
+    /// whatever the order, and `latest` is the newest part's.
+    pub fn merge_parts(mut parts: Vec<StateRow>) -> Option<StateRow> {
+        parts.sort_by_key(|p| p.ts);
+        let mut parts = parts.into_iter();
+        let mut row = parts.next()?;
+        for part in parts {
+            row.merge(&part);
+        }
+        Some(row)
     }
 
     /// The row clients see.
@@ -254,6 +275,7 @@ impl Folded {
                     group,
                     window,
                     aggs,
+                    ts: r.timestamp,
                 };
                 match self.changes.get_mut(&key) {
                     Some(Change::Merge(existing)) => existing.merge(&row),
@@ -275,5 +297,6 @@ pub fn empty_state(c: &Compiled, template: &StateRow) -> StateRow {
         group: template.group.clone(),
         window: template.window,
         aggs: aggregates.iter().map(|(_, k, _)| Acc::empty(*k)).collect(),
+        ts: 0,
     }
 }

@@ -69,6 +69,14 @@ struct StoredDef {
     created_ms: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     sql: Option<String>,
+    /// Its store's shards (see `Backend::shards`): source partition `p` is
+    /// folded by shard `p % shards`, each with its own writer.
+    #[serde(default = "one")]
+    shards: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Where a table stands.
@@ -95,9 +103,9 @@ pub struct Status {
     pub created_ms: u64,
     /// Per source partition: (partition, applied offset, end offset).
     pub partitions: Vec<(u32, u64, u64)>,
-    /// Over a cluster, whether this gateway folds the table now (see
-    /// `Backend::writes_store`); `None` on one machine.
-    pub written_here: Option<bool>,
+    /// Over a cluster, the source partitions this gateway folds now (those of
+    /// the shards it writes, see `Backend::writes_store`); `None` on one machine.
+    pub written_here: Option<Vec<u32>>,
 }
 
 struct Table {
@@ -111,8 +119,11 @@ struct Table {
     state: Mutex<(State, Option<String>)>,
     /// Goes up with every applied batch.
     version: AtomicU64,
-    /// This engine's writer epoch for the table's store, once opened.
-    writer: Mutex<Option<u64>>,
+    /// Its store's shards.
+    shards: u32,
+    /// This engine's writer epoch for each shard of the table's store it
+    /// writes, once opened.
+    writers: Mutex<HashMap<u32, u64>>,
     /// The newest record timestamp applied, for closing windows.
     stream_time: AtomicU64,
     /// Where each source partition ended when the table started here: the
@@ -124,8 +135,7 @@ impl Table {
     fn new(
         compiled: Compiled,
         topic: Option<Arc<Topic>>,
-        sql: Option<String>,
-        created_ms: u64,
+        stored: &StoredDef,
         applied: Vec<u64>,
         state: (State, Option<String>),
     ) -> Table {
@@ -136,12 +146,13 @@ impl Table {
             backfill_to,
             compiled,
             topic,
-            sql,
-            created_ms,
+            sql: stored.sql.clone(),
+            created_ms: stored.created_ms,
             applied: Mutex::new(applied),
             state: Mutex::new(state),
             version: AtomicU64::new(0),
-            writer: Mutex::new(None),
+            shards: stored.shards.max(1),
+            writers: Mutex::default(),
             stream_time: AtomicU64::new(0),
         }
     }
@@ -160,6 +171,34 @@ impl Table {
 
     fn partitions(&self) -> u32 {
         self.topic.as_ref().map_or(0, |t| t.partition_count())
+    }
+
+    /// The key under which `shard` keeps its part of row `key`.
+    fn stored_key(&self, key: String, shard: u32) -> String {
+        if self.shards > 1 {
+            sluice_log::shard_key(&key, shard)
+        } else {
+            key
+        }
+    }
+
+    /// The row keys of stored keys (their parts' keys), each once.
+    fn row_keys(&self, stored: &[String]) -> Vec<String> {
+        if self.shards == 1 {
+            return stored.to_vec();
+        }
+        let mut keys: Vec<String> = stored
+            .iter()
+            .filter_map(|k| sluice_log::split_shard_key(k).map(|(k, _)| k.to_string()))
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
+    /// Forgets the writers of every shard: the next round opens them again.
+    fn drop_writers(&self) {
+        self.writers.lock().expect("writers lock").clear();
     }
 
     /// Backfilling ends once every source partition is applied up to where it
@@ -209,14 +248,7 @@ fn load(
     };
     let partitions = topic.as_ref().map_or(0, |t| t.partition_count());
     let applied = log.read_state(name, &[], partitions)?.offsets;
-    Ok(Some(Table::new(
-        compiled,
-        topic,
-        stored.sql,
-        stored.created_ms,
-        applied,
-        state,
-    )))
+    Ok(Some(Table::new(compiled, topic, &stored, applied, state)))
 }
 
 /// The engine applied a batch of `store`, written here or by another gateway:
@@ -242,7 +274,7 @@ fn applied_elsewhere(shared: &Shared, store: &str, keys: &[String]) {
     }
     t.version.fetch_add(1, Ordering::AcqRel);
     if let Some(hook) = &shared.on_change {
-        hook(store, keys);
+        hook(store, &t.row_keys(keys));
     }
 }
 
@@ -420,25 +452,33 @@ impl Engine {
         {
             return Err(Error::Exists(def.name));
         }
+        let log = &self.shared.log;
+        // Aggregates combine from parts, so a state table's work can be split by
+        // source partition; a projection's rows are folded by one writer.
+        let shards = match compiled.kind {
+            Kind::State { .. } => log.shards(topic.partition_count()),
+            Kind::Projection { .. } => 1,
+        };
         let stored = StoredDef {
             def: def.clone(),
             topic_id: topic.id(),
             created_ms: sluice_log::now_ms(),
-            sql: sql.clone(),
+            sql,
+            shards,
         };
         // Start at each partition's first retained record.
         let applied: Vec<u64> = topic.partitions().iter().map(|p| p.start_offset).collect();
         let json = serde_json::to_vec(&stored).expect("definition serializes");
-        let log = &self.shared.log;
-        wait(|r| log.create_store(&def.name, json, applied.clone(), r)).map_err(|e| match e {
-            sluice_log::Error::StoreExists(_) => Error::Exists(def.name.clone()),
-            e => e.into(),
-        })?;
+        wait(|r| log.create_store(&def.name, json, applied.clone(), shards, r)).map_err(
+            |e| match e {
+                sluice_log::Error::StoreExists(_) => Error::Exists(def.name.clone()),
+                e => e.into(),
+            },
+        )?;
         let table = Table::new(
             compiled,
             Some(topic),
-            sql,
-            stored.created_ms,
+            &stored,
             applied,
             (State::Backfilling, None),
         );
@@ -510,7 +550,11 @@ impl Engine {
                     )
                 })
                 .collect(),
-            written_here: self.shared.log.writes_store(name),
+            written_here: self.shared.log.writes_store(name).map(|shards| {
+                (0..t.partitions())
+                    .filter(|p| shards.contains(&(p % t.shards)))
+                    .collect()
+            }),
         })
     }
 
@@ -525,10 +569,28 @@ impl Engine {
     /// One row, with the source offsets it reflects.
     pub fn get(&self, name: &str, key: &str) -> Result<Option<(Value, Vec<u64>)>> {
         let t = table_of(&self.shared, name)?;
-        let partitions = t.topic.as_ref().map_or(0, |t| t.partition_count());
-        let mut read = self.shared.log.read_state(name, &[key], partitions)?;
-        let row = read.rows.pop().flatten().map(|v| render(&t.compiled, &v));
-        Ok(row.map(|r| (r, read.offsets)))
+        let partitions = t.partitions();
+        if t.shards == 1 {
+            let mut read = self.shared.log.read_state(name, &[key], partitions)?;
+            let row = read.rows.pop().flatten().map(|v| render(&t.compiled, &v));
+            return Ok(row.map(|r| (r, read.offsets)));
+        }
+        // The offsets first: the parts read after them reflect at least those.
+        let offsets = self.shared.log.read_state(name, &[], partitions)?.offsets;
+        let prefix = format!("{key}{}", sluice_log::SHARD_SEP);
+        let mut parts = Vec::new();
+        self.shared
+            .log
+            .scan_state(name, &prefix, &mut |stored, v| {
+                if !stored.starts_with(&prefix) {
+                    return false;
+                }
+                if sluice_log::split_shard_key(stored).is_some_and(|(k, _)| k == key) {
+                    parts.push(v.to_vec());
+                }
+                true
+            })?;
+        Ok(merge_parts(&t.compiled, &parts).map(|row| (row, offsets)))
     }
 
     /// Rows whose keys start with `prefix`, after `after`, at most `limit`; and
@@ -542,23 +604,73 @@ impl Engine {
     ) -> Result<(Vec<(String, Value)>, bool)> {
         let t = table_of(&self.shared, name)?;
         let mut out = Vec::new();
-        let start = after.unwrap_or(prefix);
         let mut more = false;
-        self.shared.log.scan_state(name, start, &mut |key, v| {
-            if Some(key) == after {
+        if t.shards == 1 {
+            let start = after.unwrap_or(prefix);
+            self.shared.log.scan_state(name, start, &mut |key, v| {
+                if Some(key) == after {
+                    return true;
+                }
+                if !key.starts_with(prefix) {
+                    return false;
+                }
+                if out.len() == limit {
+                    more = true;
+                    return false;
+                }
+                out.push((key.to_string(), render(&t.compiled, v)));
+                true
+            })?;
+            return Ok((out, more));
+        }
+        // A row's parts are next to each other: `key` NUL `shard` sorts after
+        // `key` and before every longer key (`\u{1}` is above the separator).
+        let start = after.map_or_else(|| prefix.to_string(), |a| format!("{a}\u{1}"));
+        let mut row: Option<(String, Vec<Vec<u8>>)> = None;
+        self.shared.log.scan_state(name, &start, &mut |stored, v| {
+            let Some((key, _)) = sluice_log::split_shard_key(stored) else {
                 return true;
-            }
+            };
             if !key.starts_with(prefix) {
                 return false;
             }
-            if out.len() == limit {
-                more = true;
-                return false;
+            match &mut row {
+                Some((k, parts)) if k == key => parts.push(v.to_vec()),
+                _ => {
+                    if let Some((k, parts)) = row.take()
+                        && let Some(r) = merge_parts(&t.compiled, &parts)
+                    {
+                        out.push((k, r));
+                    }
+                    if out.len() == limit {
+                        more = true;
+                        return false;
+                    }
+                    row = Some((key.to_string(), vec![v.to_vec()]));
+                }
             }
-            out.push((key.to_string(), render(&t.compiled, v)));
             true
         })?;
+        if let Some((k, parts)) = row
+            && let Some(r) = merge_parts(&t.compiled, &parts)
+        {
+            out.push((k, r));
+        }
         Ok((out, more))
+    }
+}
+
+/// One row from the parts several shards keep of it.
+fn merge_parts(c: &Compiled, parts: &[Vec<u8>]) -> Option<Value> {
+    match c.kind {
+        Kind::Projection { .. } => parts.last().map(|v| render(c, v)),
+        Kind::State { .. } => StateRow::merge_parts(
+            parts
+                .iter()
+                .filter_map(|v| serde_json::from_slice::<StateRow>(v).ok())
+                .collect(),
+        )
+        .map(|r| r.render(c)),
     }
 }
 
@@ -597,7 +709,7 @@ fn materialize(shared: &Shared) {
         }
         for (name, t) in tables {
             if expire && let Err(e) = expire_windows(shared, &name, &t) {
-                *t.writer.lock().expect("writer lock") = None;
+                t.drop_writers();
                 tracing::warn!(table = %name, error = %e, "window retention failed");
             }
             match step(shared, &name, &t) {
@@ -606,7 +718,7 @@ fn materialize(shared: &Shared) {
                     // Whether the failed batch reached the store or not, the next
                     // round opens a writer again and goes on from what the store
                     // holds, so it is applied once either way.
-                    *t.writer.lock().expect("writer lock") = None;
+                    t.drop_writers();
                     tracing::warn!(table = %name, error = %e, "table paused");
                 }
                 Err(e) => {
@@ -644,7 +756,8 @@ fn passing(e: &Error) -> bool {
     )
 }
 
-/// Applies one batch of a table; returns whether there was anything to apply.
+/// Applies one batch of each shard of a table this engine writes, the shards
+/// side by side; returns whether there was anything to apply.
 fn step(shared: &Shared, name: &str, t: &Table) -> Result<bool> {
     if t.state.lock().expect("state lock").0 == State::Failed {
         return Ok(false);
@@ -657,17 +770,52 @@ fn step(shared: &Shared, name: &str, t: &Table) -> Result<bool> {
             return Ok(false);
         }
     };
-    if !shared.log.may_write(name)? {
-        // Another gateway writes it; this one serves its copy.
-        *t.writer.lock().expect("writer lock") = None;
-        follow_store(shared, name, t)?;
-        return Ok(false);
+    let mut shards = Vec::new();
+    for shard in 0..t.shards {
+        if shared.log.may_write(name, shard)? {
+            shards.push(shard);
+        } else {
+            // Another gateway writes it; this one serves its copy.
+            t.writers.lock().expect("writers lock").remove(&shard);
+        }
     }
-    let epoch = writer(shared, name, t)?;
+    if shards.len() < t.shards as usize {
+        follow_store(shared, name, t)?;
+    }
+    match shards.as_slice() {
+        [] => Ok(false),
+        [shard] => step_shard(shared, name, t, topic, *shard),
+        _ => std::thread::scope(|scope| {
+            let running: Vec<_> = shards
+                .iter()
+                .map(|shard| scope.spawn(move || step_shard(shared, name, t, topic, *shard)))
+                .collect();
+            let mut did = false;
+            let mut failed = None;
+            for r in running {
+                match r.join().expect("a shard's step does not panic") {
+                    Ok(d) => did |= d,
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                    }
+                }
+            }
+            failed.map_or(Ok(did), Err)
+        }),
+    }
+}
+
+/// Applies one batch of a table's shard: folds what its partitions hold past
+/// its offsets and commits rows and offsets together.
+fn step_shard(shared: &Shared, name: &str, t: &Table, topic: &Topic, shard: u32) -> Result<bool> {
+    let epoch = writer(shared, name, t, shard)?;
     let applied = t.applied.lock().expect("applied lock").clone();
     let mut folded = Folded::default();
     let mut next = applied.clone();
     for (p, from) in applied.iter().enumerate() {
+        if p as u32 % t.shards != shard {
+            continue;
+        }
         let info = topic.partition(p as u32).expect("partition in range");
         let from = (*from).max(info.start_offset);
         if from >= info.end_offset {
@@ -685,16 +833,25 @@ fn step(shared: &Shared, name: &str, t: &Table) -> Result<bool> {
         t.note_caught_up(&next);
         return Ok(false);
     }
+    if t.shards > 1 {
+        // A key holding the separator would not tell its parts apart.
+        let before = folded.changes.len();
+        folded
+            .changes
+            .retain(|k, _| !k.contains(sluice_log::SHARD_SEP));
+        folded.skipped += (before - folded.changes.len()) as u64;
+    }
     let changed: Vec<String> = folded.changes.keys().cloned().collect();
     let newest = folded.newest;
-    // The rows merges start from: this engine is the store's one writer, so they
-    // cannot change before its batch commits.
-    let merged: Vec<&str> = folded
+    // The rows merges start from: this engine is the shard's one writer, so
+    // they cannot change before its batch commits.
+    let merged: Vec<String> = folded
         .changes
         .iter()
         .filter(|(_, c)| matches!(c, Change::Merge(_)))
-        .map(|(k, _)| k.as_str())
+        .map(|(k, _)| t.stored_key(k.clone(), shard))
         .collect();
+    let merged: Vec<&str> = merged.iter().map(String::as_str).collect();
     let mut old = shared
         .log
         .read_state(name, &merged, 0)?
@@ -715,17 +872,17 @@ fn step(shared: &Shared, name: &str, t: &Table) -> Result<bool> {
                 Some(serde_json::to_vec(&row).expect("row serializes"))
             }
         };
-        rows.push((key, value));
+        rows.push((t.stored_key(key, shard), value));
     }
     let batch = StateBatch {
         rows,
         offsets: Some(next.clone()),
         skipped: folded.skipped,
     };
-    commit(shared, name, epoch, batch)?;
+    commit(shared, name, shard, epoch, batch)?;
     t.stream_time.fetch_max(newest, Ordering::AcqRel);
     t.advance(&next);
-    t.note_caught_up(&next);
+    t.note_caught_up(&t.applied.lock().expect("applied lock").clone());
     if !shared.remote.load(Ordering::Acquire) {
         t.version.fetch_add(1, Ordering::AcqRel);
         if let Some(hook) = &shared.on_change {
@@ -746,56 +903,61 @@ fn expire_windows(shared: &Shared, name: &str, t: &Table) -> Result<()> {
     else {
         return Ok(());
     };
-    let Some(epoch) = *t.writer.lock().expect("writer lock") else {
-        // Only the table's writer deletes.
+    // Each shard's writer deletes its own parts.
+    let writers = t.writers.lock().expect("writers lock").clone();
+    if writers.is_empty() {
         return Ok(());
-    };
+    }
     let now = t.stream_time.load(Ordering::Acquire);
     let cutoff = now.saturating_sub(keep);
-    let mut doomed = Vec::new();
+    let mut doomed: HashMap<u32, Vec<String>> = HashMap::new();
     shared.log.scan_state(name, "", &mut |key, v| {
+        let shard = if t.shards > 1 {
+            sluice_log::split_shard_key(key).map(|(_, s)| s)
+        } else {
+            Some(0)
+        };
         let old = serde_json::from_slice::<StateRow>(v)
             .ok()
             .and_then(|r| r.window)
             .is_some_and(|(_, end)| end <= cutoff);
-        if old {
-            doomed.push(key.to_string());
+        if old && let Some(shard) = shard.filter(|s| writers.contains_key(s)) {
+            doomed.entry(shard).or_default().push(key.to_string());
         }
         true
     })?;
-    if doomed.is_empty() {
-        return Ok(());
-    }
-    let batch = StateBatch {
-        rows: doomed.iter().map(|k| (k.clone(), None)).collect(),
-        offsets: None,
-        skipped: 0,
-    };
-    commit(shared, name, epoch, batch)?;
-    if !shared.remote.load(Ordering::Acquire)
-        && let Some(hook) = &shared.on_change
-    {
-        hook(name, &doomed);
+    for (shard, keys) in doomed {
+        let batch = StateBatch {
+            rows: keys.iter().map(|k| (k.clone(), None)).collect(),
+            offsets: None,
+            skipped: 0,
+        };
+        commit(shared, name, shard, writers[&shard], batch)?;
+        if !shared.remote.load(Ordering::Acquire)
+            && let Some(hook) = &shared.on_change
+        {
+            hook(name, &t.row_keys(&keys));
+        }
     }
     Ok(())
 }
 
-/// This engine's writer of the table's store, opened (which fences any other
-/// writer of it, here or on another gateway) if it is not yet; a new writer goes
-/// on from the offsets the store reflects.
-fn writer(shared: &Shared, name: &str, t: &Table) -> Result<u64> {
-    let mut writer = t.writer.lock().expect("writer lock");
-    if let Some(epoch) = *writer {
-        return Ok(epoch);
+/// This engine's writer of a shard of the table's store, opened (which fences
+/// any other writer of it, here or on another gateway) if it is not yet; a new
+/// writer goes on from the offsets the store reflects.
+fn writer(shared: &Shared, name: &str, t: &Table, shard: u32) -> Result<u64> {
+    if let Some(epoch) = t.writers.lock().expect("writers lock").get(&shard) {
+        return Ok(*epoch);
     }
-    let epoch = shared.log.open_writer(name)?;
+    let epoch = shared.log.open_writer(name, shard)?;
     let applied = shared.log.read_state(name, &[], t.partitions())?.offsets;
     t.advance(&applied);
-    Ok(*writer.insert(epoch))
+    t.writers.lock().expect("writers lock").insert(shard, epoch);
+    Ok(epoch)
 }
 
-/// Commits a batch of the table's store as writer `epoch`.
-fn commit(shared: &Shared, name: &str, epoch: u64, batch: StateBatch) -> Result<()> {
-    wait(|r| shared.log.commit_state(name, epoch, batch, r))?;
+/// Commits a batch of a shard of the table's store as writer `epoch`.
+fn commit(shared: &Shared, name: &str, shard: u32, epoch: u64, batch: StateBatch) -> Result<()> {
+    wait(|r| shared.log.commit_state(name, shard, epoch, batch, r))?;
     Ok(())
 }

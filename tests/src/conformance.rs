@@ -67,6 +67,7 @@ pub const CHECKS: &[(&str, Check)] = &[
         "an_older_state_writer_is_fenced",
         an_older_state_writer_is_fenced,
     ),
+    ("state_shards_write_apart", state_shards_write_apart),
     (
         "retention_start_moves_only_forward",
         retention_start_moves_only_forward,
@@ -593,9 +594,9 @@ pub fn revoke_before_assign(s: &Suite) {
 pub fn state_batches_are_atomic(s: &Suite) {
     let b = &s.backend;
     let st = s.name("s");
-    wait(|r| b.create_store(&st, b"def".to_vec(), vec![0, 0], r)).unwrap();
+    wait(|r| b.create_store(&st, b"def".to_vec(), vec![0, 0], 1, r)).unwrap();
     assert!(matches!(
-        wait(|r| b.create_store(&st, Vec::new(), Vec::new(), r)),
+        wait(|r| b.create_store(&st, Vec::new(), Vec::new(), 1, r)),
         Err(Error::StoreExists(_))
     ));
     let ours: Vec<(String, Vec<u8>)> = b
@@ -605,7 +606,7 @@ pub fn state_batches_are_atomic(s: &Suite) {
         .filter(|(n, _)| n.starts_with(&s.prefix))
         .collect();
     assert_eq!(ours, vec![(st.clone(), b"def".to_vec())]);
-    let w = b.open_writer(&st).unwrap();
+    let w = b.open_writer(&st, 0).unwrap();
     let batch = StateBatch {
         rows: vec![
             ("k1".into(), Some(b"1".to_vec())),
@@ -614,7 +615,7 @@ pub fn state_batches_are_atomic(s: &Suite) {
         offsets: Some(vec![5, 7]),
         skipped: 1,
     };
-    wait(|r| b.commit_state(&st, w, batch, r)).unwrap();
+    wait(|r| b.commit_state(&st, 0, w, batch, r)).unwrap();
     let read = b.read_state(&st, &["k1", "k2", "k3"], 2).unwrap();
     assert_eq!(
         read.rows,
@@ -626,7 +627,7 @@ pub fn state_batches_are_atomic(s: &Suite) {
         offsets: Some(vec![6, 7]),
         skipped: 0,
     };
-    wait(|r| b.commit_state(&st, w, delete, r)).unwrap();
+    wait(|r| b.commit_state(&st, 0, w, delete, r)).unwrap();
     let mut keys = Vec::new();
     b.scan_state(&st, "", &mut |k, _| {
         keys.push(k.to_string());
@@ -645,9 +646,9 @@ pub fn state_batches_are_atomic(s: &Suite) {
 pub fn an_older_state_writer_is_fenced(s: &Suite) {
     let b = &s.backend;
     let st = s.name("s");
-    wait(|r| b.create_store(&st, Vec::new(), vec![0], r)).unwrap();
-    let old = b.open_writer(&st).unwrap();
-    let new = b.open_writer(&st).unwrap();
+    wait(|r| b.create_store(&st, Vec::new(), vec![0], 1, r)).unwrap();
+    let old = b.open_writer(&st, 0).unwrap();
+    let new = b.open_writer(&st, 0).unwrap();
     assert!(new > old);
     let batch = |v: &[u8], o: u64| StateBatch {
         rows: vec![("k".into(), Some(v.to_vec()))],
@@ -655,15 +656,78 @@ pub fn an_older_state_writer_is_fenced(s: &Suite) {
         skipped: 0,
     };
     assert!(matches!(
-        wait(|r| b.commit_state(&st, old, batch(b"old", 1), r)),
+        wait(|r| b.commit_state(&st, 0, old, batch(b"old", 1), r)),
         Err(Error::Fenced { .. })
     ));
-    wait(|r| b.commit_state(&st, new, batch(b"new", 2), r)).unwrap();
+    wait(|r| b.commit_state(&st, 0, new, batch(b"new", 2), r)).unwrap();
     let read = b.read_state(&st, &["k"], 1).unwrap();
     assert_eq!(
         (read.rows[0].as_deref(), read.offsets[0]),
         (Some(&b"new"[..]), 2)
     );
+}
+
+/// A store of several shards (where the engine splits stores) has a writer per
+/// shard, fenced apart from the others; each shard's batches move only its own
+/// partitions' offsets, and the store counts a row whose parts several shards
+/// hold once.
+pub fn state_shards_write_apart(s: &Suite) {
+    let b = &s.backend;
+    let shards = b.shards(4);
+    if shards == 1 {
+        // One writer for every partition: the tests above cover it.
+        let st = s.name("one");
+        assert!(matches!(
+            wait(|r| b.create_store(&st, Vec::new(), vec![0; 4], 2, r)),
+            Err(Error::Invalid(_))
+        ));
+        return;
+    }
+    assert_eq!(shards, 4);
+    let st = s.name("sh");
+    wait(|r| b.create_store(&st, Vec::new(), vec![0; 4], 2, r)).unwrap();
+    let w0 = b.open_writer(&st, 0).unwrap();
+    let w1 = b.open_writer(&st, 1).unwrap();
+    let batch = |shard: u32, o: u64| StateBatch {
+        rows: vec![(
+            sluice_log::shard_key("k", shard),
+            Some(vec![b'0' + shard as u8]),
+        )],
+        // Every partition named; only the shard's own are taken.
+        offsets: Some(vec![o; 4]),
+        skipped: 1,
+    };
+    wait(|r| b.commit_state(&st, 0, w0, batch(0, 10), r)).unwrap();
+    wait(|r| b.commit_state(&st, 1, w1, batch(1, 20), r)).unwrap();
+    let read = b.read_state(&st, &[], 4).unwrap();
+    assert_eq!(read.offsets, vec![10, 20, 10, 20]);
+    let stats = b.state_stats(&st).unwrap();
+    assert_eq!((stats.rows, stats.skipped), (1, 2), "one row of two parts");
+    // A new writer of shard 1 fences the old one of shard 1 only.
+    let w1b = b.open_writer(&st, 1).unwrap();
+    assert!(matches!(
+        wait(|r| b.commit_state(&st, 1, w1, batch(1, 21), r)),
+        Err(Error::Fenced { .. })
+    ));
+    wait(|r| b.commit_state(&st, 0, w0, batch(0, 11), r)).unwrap();
+    wait(|r| b.commit_state(&st, 1, w1b, batch(1, 22), r)).unwrap();
+    assert_eq!(
+        b.read_state(&st, &[], 4).unwrap().offsets,
+        vec![11, 22, 11, 22]
+    );
+    let delete = StateBatch {
+        rows: vec![(sluice_log::shard_key("k", 0), None)],
+        offsets: None,
+        skipped: 0,
+    };
+    wait(|r| b.commit_state(&st, 0, w0, delete, r)).unwrap();
+    assert_eq!(
+        b.state_stats(&st).unwrap().rows,
+        1,
+        "shard 1's part is left"
+    );
+    assert!(matches!(b.open_writer(&st, 2), Err(Error::Invalid(_))));
+    wait(|r| b.drop_store(&st, r)).unwrap();
 }
 
 /// Retention moves a partition's start forward, never back, and reads below it

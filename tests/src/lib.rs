@@ -450,27 +450,41 @@ pub async fn table_known(c: &reqwest::Client, s: &Server, table: &str) {
     table_until(c, s, table, "was listed", |status, _| status == 200).await;
 }
 
-/// The tables whose lease `s` holds over Kafka, as its log last told of each.
+/// The table shards whose lease `s` holds over Kafka, as its log last told of
+/// each, as `table/shard`.
 pub fn leases_held(s: &Server) -> std::collections::BTreeSet<String> {
     let log = std::fs::read_to_string(s.data_dir.with_extension("log")).unwrap_or_default();
+    let field = |line: &str, name: &str| -> Option<String> {
+        let at = line.find(&format!(" {name}="))?;
+        Some(
+            line[at + name.len() + 2..]
+                .chars()
+                .take_while(|c| !c.is_whitespace())
+                .collect(),
+        )
+    };
     let mut held = std::collections::BTreeSet::new();
     for line in log.lines() {
-        let Some(at) = line.find("table=") else {
+        let Some(table) = field(line, "table") else {
             continue;
         };
-        let table: String = line[at + 6..]
-            .chars()
-            .take_while(|c| !c.is_whitespace())
-            .collect();
+        let shard = field(line, "shard").unwrap_or_else(|| "0".into());
         if line.contains("this gateway holds the table's lease") {
-            held.insert(table);
-        } else if line.contains("the table's lease went to another gateway")
-            || line.contains("handed the table over")
-        {
-            held.remove(&table);
+            held.insert(format!("{table}/{shard}"));
+        } else if line.contains("the table's lease went to another gateway") {
+            held.remove(&format!("{table}/{shard}"));
+        } else if line.contains("handed the table over") {
+            held.retain(|h| !h.starts_with(&format!("{table}/")));
         }
     }
     held
+}
+
+/// How many shards of `table` a set of leases (see [`leases_held`]) holds.
+pub fn shards_of(held: &std::collections::BTreeSet<String>, table: &str) -> usize {
+    held.iter()
+        .filter(|h| h.strip_prefix(table).is_some_and(|r| r.starts_with('/')))
+        .count()
 }
 
 /// Waits (bounded) until the table leases the gateways' logs tell of are held as

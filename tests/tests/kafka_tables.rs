@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use sluice_tests::produce_records as produce;
 use sluice_tests::{
-    Server, all_rows, client, create_topic, get_json, kafka_bootstrap, leases_until,
+    Server, all_rows, client, create_topic, get_json, kafka_bootstrap, leases_until, shards_of,
     shared_kafka_args, subscribe_rows, table_caught_up, table_known,
 };
 
@@ -164,7 +164,8 @@ fn logged(s: &Server, marker: &str, field: &str) -> Option<u64> {
 /// A gateway killed with `kill -9` and started again serves the table from its
 /// local copy: it reads only the changelog records written while it was down,
 /// not the changelog from its start, and answers the same rows as the other
-/// (the one that writes the table, which goes on meanwhile).
+/// (which goes on meanwhile, folding the killed one's partitions too once its
+/// session ended).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_gateway_goes_on_from_its_copy() {
     let Some((a, b)) = pair("a_restarted_gateway_goes_on_from_its_copy") else {
@@ -199,13 +200,7 @@ async fn a_restarted_gateway_goes_on_from_its_copy() {
     table_known(&c, &gateways[1], "per_page").await;
     table_caught_up(&c, &gateways[1], "per_page").await;
 
-    // The gateway restarted is the one that does not write the table, which
-    // goes on meanwhile.
-    let held = leases_until(&[&gateways[0], &gateways[1]], "held by one gateway", |h| {
-        h.iter().filter(|t| t.contains("per_page")).count() == 1
-    })
-    .await;
-    let w = held.iter().position(|t| t.contains("per_page")).unwrap();
+    let w = 0;
     gateways[1 - w].kill();
     clicks(&gateways[w], 10..12).await;
     let started = Instant::now();
@@ -233,9 +228,10 @@ async fn a_restarted_gateway_goes_on_from_its_copy() {
     );
 }
 
-/// A gateway stopped with SIGTERM hands the tables it writes to the other
+/// A gateway stopped with SIGTERM hands the partitions it folds to the other
 /// gateway at once: with leases of 60 s, the other applies what is produced
-/// after the stop well before the stopped one's lease would have run out.
+/// after the stop, on every partition, well before the stopped one's leases
+/// would have run out.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopped_gateway_hands_its_tables_over_at_once() {
     let Some(bootstrap) = kafka_bootstrap("a_stopped_gateway_hands_its_tables_over_at_once") else {
@@ -273,14 +269,12 @@ async fn a_stopped_gateway_hands_its_tables_over_at_once() {
         table_caught_up(&c, g, "per_customer").await;
     }
 
-    let held = leases_until(&[&gateways[0], &gateways[1]], "held by one gateway", |h| {
-        h.iter().filter(|t| t.contains("per_customer")).count() == 1
+    leases_until(&[&gateways[0], &gateways[1]], "shared by both", |h| {
+        shards_of(&h[0], "per_customer") + shards_of(&h[1], "per_customer") == 3
+            && h.iter().all(|h| shards_of(h, "per_customer") > 0)
     })
     .await;
-    let w = held
-        .iter()
-        .position(|t| t.contains("per_customer"))
-        .unwrap();
+    let w = 0;
     let stopped_at = Instant::now();
     assert!(gateways[w].terminate(), "the writer did not stop cleanly");
     let log = std::fs::read_to_string(gateways[w].data_dir.with_extension("log")).unwrap();
@@ -289,114 +283,166 @@ async fn a_stopped_gateway_hands_its_tables_over_at_once() {
         "the stopped writer did not hand the table over:\n{log}"
     );
     let other = &gateways[1 - w];
-    let records = (0..10)
-        .map(|i| json!({"key": "c-1", "value": {"amount": i}}))
+    // Every customer: their partitions were folded by either gateway.
+    let records = (0..50)
+        .map(|i| json!({"key": format!("c-{}", i % 5), "value": {"amount": i}}))
         .collect();
     let produced = produce(&c, other, "orders", records).await;
     let deadline = stopped_at + SESSION / 2;
-    let row = loop {
-        let (status, body) = row_after(&c, other, "per_customer", "c-1", &produced).await;
-        if status == 200 {
-            break body;
-        }
-        assert_eq!(status, 503, "{body}");
-        assert!(
-            Instant::now() < deadline,
-            "the other gateway had not taken the table over {:?} after the stop: {body}",
-            SESSION / 2
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert_eq!(row["row"]["n"], 30, "{row}");
+    for customer in 0..5 {
+        let key = format!("c-{customer}");
+        let row = loop {
+            let (status, body) = row_after(&c, other, "per_customer", &key, &produced).await;
+            if status == 200 {
+                break body;
+            }
+            assert_eq!(status, 503, "{body}");
+            assert!(
+                Instant::now() < deadline,
+                "the other gateway had not taken the table over {:?} after the stop: {body}",
+                SESSION / 2
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        assert_eq!(row["row"]["n"], 30, "{key}: {row}");
+    }
     eprintln!(
         "hand-over: the other gateway applied what was produced after the stop {} ms after it",
         stopped_at.elapsed().as_millis()
     );
 }
 
-/// Four tables made through one gateway are spread over both: each folds some,
-/// none is folded by both, and every table counts what was produced through
-/// either. When one gateway is killed, the other takes all four over.
+/// The work of one table is spread over both gateways: a state table's source
+/// partitions are folded, each by one gateway, some by each, and a projection is
+/// folded by one of them. Rows grouped by a field of the value come from
+/// records of every partition, so their parts, kept by the shards of both
+/// gateways, add up to the same rows on both, for a point read and a paged
+/// browse. When one gateway is killed, the other folds every partition.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tables_are_spread_over_the_gateways() {
-    let Some((a, mut b)) = pair("tables_are_spread_over_the_gateways") else {
+async fn a_table_s_partitions_are_spread_over_the_gateways() {
+    let Some((a, mut b)) = pair("a_table_s_partitions_are_spread_over_the_gateways") else {
         return;
     };
     let c = client();
-    create_topic(&c, &a, "visits", 3).await;
-    let tables: Vec<String> = (0..4).map(|i| format!("visits_{i}")).collect();
-    for t in &tables {
-        let r = c
-            .post(a.url("/v1/tables"))
-            .json(&json!({"name": t, "source": "visits", "group_by": "key",
-                "aggregates": {"n": {"count": {}}}}))
-            .send()
-            .await
-            .unwrap();
+    create_topic(&c, &a, "visits", 6).await;
+    for def in [
+        json!({"name": "per_page", "source": "visits", "group_by": "$.page",
+            "aggregates": {"n": {"count": {}}, "ms": {"sum": "$.ms"},
+                "slowest": {"max": "$.ms"}, "last_ms": {"latest": "$.ms"}}}),
+        json!({"name": "last_visit", "source": "visits", "key": "key"}),
+    ] {
+        let r = c.post(a.url("/v1/tables")).json(&def).send().await.unwrap();
         assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
     }
-    let all: std::collections::BTreeSet<String> = tables.iter().cloned().collect();
     let held = leases_until(&[&a, &b], "spread over both gateways", |h| {
-        !h[0].is_empty() && !h[1].is_empty() && h[0].is_disjoint(&h[1]) && {
-            let both: std::collections::BTreeSet<String> = h[0].union(&h[1]).cloned().collect();
-            both == all
-        }
+        h.iter().all(|h| shards_of(h, "per_page") > 0)
+            && shards_of(&h[0], "per_page") + shards_of(&h[1], "per_page") == 6
+            && shards_of(&h[0], "last_visit") + shards_of(&h[1], "last_visit") == 1
     })
     .await;
     eprintln!("spread: {held:?}");
-    // Each gateway's answers say the same: every table is folded by one of them.
+    // Each gateway's answers say the same: each partition is folded by one.
     let deadline = Instant::now() + Duration::from_secs(30);
-    for t in &tables {
-        loop {
-            let path = format!("/v1/tables/{t}");
-            let here = [
-                get_json(&c, &a, &path).await["written_here"].clone(),
-                get_json(&c, &b, &path).await["written_here"].clone(),
-            ];
-            if here.iter().filter(|w| **w == json!(true)).count() == 1
-                && here.iter().all(Value::is_boolean)
-            {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{t} is written here on: {here:?}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+    loop {
+        let here = |t: Value| -> Vec<bool> {
+            t["partitions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p["folded_here"] == json!(true))
+                .collect()
+        };
+        let ta = get_json(&c, &a, "/v1/tables/per_page").await;
+        let tb = get_json(&c, &b, "/v1/tables/per_page").await;
+        let (ha, hb) = (here(ta.clone()), here(tb.clone()));
+        let split = ha.len() == 6
+            && ha.iter().zip(&hb).all(|(x, y)| x != y)
+            && ha.contains(&true)
+            && hb.contains(&true)
+            && ta["written_here"] == json!(true)
+            && tb["written_here"] == json!(true);
+        if split {
+            break;
         }
+        assert!(
+            Instant::now() < deadline,
+            "partitions folded here: {ha:?} on one, {hb:?} on the other"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    // Produced through either gateway, counted by every table on both.
-    let visits = |n: usize| -> Vec<Value> {
-        (0..n)
-            .map(|i| json!({"key": format!("page-{}", i % 4), "value": {}}))
+    // Produced through either gateway, on every partition: 12 pages, each
+    // visited from many users (keys), so from every partition.
+    let visits = |from: u32, n: u32| -> Vec<Value> {
+        (from..from + n)
+            .map(|i| {
+                json!({"key": format!("user-{}", i % 97),
+                    "value": {"page": format!("page-{:02}", i % 12), "ms": i % 100}})
+            })
             .collect()
     };
-    let produced = produce(&c, &a, "visits", visits(40)).await;
-    produce(&c, &b, "visits", visits(40)).await;
-    for t in &tables {
-        for s in [&a, &b] {
-            table_caught_up(&c, s, t).await;
-            let row = get_json(&c, s, &format!("/v1/tables/{t}/rows/page-1")).await;
-            assert_eq!(row["row"]["n"], 20, "{t} on {}: {row}", s.base);
+    produce(&c, &a, "visits", visits(0, 600)).await;
+    produce(&c, &b, "visits", visits(600, 600)).await;
+    let expect = |n: u32| -> std::collections::BTreeMap<String, (u64, u64, u64)> {
+        let mut e = std::collections::BTreeMap::new();
+        for i in 0..n {
+            let row = e
+                .entry(format!("page-{:02}", i % 12))
+                .or_insert((0u64, 0u64, 0u64));
+            row.0 += 1;
+            row.1 += u64::from(i % 100);
+            row.2 = row.2.max(u64::from(i % 100));
         }
-    }
-    assert!(produced["offsets"].is_array(), "{produced}");
+        e
+    };
+    let check = async |s: &Server, n: u32| {
+        let t = table_caught_up(&c, s, "per_page").await;
+        assert_eq!(t["rows"], 12, "each page once, however many parts: {t}");
+        let rows = all_rows(&c, s, "per_page").await;
+        let got: std::collections::BTreeMap<String, (u64, u64, u64)> = rows
+            .iter()
+            .map(|(k, r)| {
+                let v = |f: &str| r[f].as_u64().unwrap_or(u64::MAX);
+                (k.clone(), (v("n"), v("ms"), v("slowest")))
+            })
+            .collect();
+        assert_eq!(got, expect(n), "rows on {}", s.base);
+        // A page of 5 at a time, after a row: the same rows.
+        let page = get_json(
+            &c,
+            s,
+            "/v1/tables/per_page/rows?prefix=page-&after=page-03&limit=5",
+        )
+        .await;
+        let keys: Vec<&str> = page["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            ["page-04", "page-05", "page-06", "page-07", "page-08"],
+            "{page}"
+        );
+        let one = get_json(&c, s, "/v1/tables/per_page/rows/page-07").await;
+        assert_eq!(one["row"]["n"], expect(n)["page-07"].0, "{one}");
+        assert_eq!(one["row"]["page"], "page-07", "{one}");
+    };
+    check(&a, 1_200).await;
+    check(&b, 1_200).await;
+    table_caught_up(&c, &a, "last_visit").await;
+    assert_eq!(
+        all_rows(&c, &a, "last_visit").await,
+        all_rows(&c, &b, "last_visit").await
+    );
 
-    // The other gateway takes every table over once the killed one's session ends.
+    // The other gateway folds every partition once the killed one's session ends.
     b.kill();
-    leases_until(&[&a], "all taken over", |h| h[0] == all).await;
-    let produced = produce(&c, &a, "visits", visits(4)).await;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    for t in &tables {
-        let (status, row) = loop {
-            let (status, row) = row_after(&c, &a, t, "page-1", &produced).await;
-            if status != 503 || Instant::now() > deadline {
-                break (status, row);
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        };
-        assert_eq!(status, 200, "{t}: {row}");
-        assert_eq!(row["row"]["n"], 21, "{t}: {row}");
-    }
+    leases_until(&[&a], "all taken over", |h| {
+        shards_of(&h[0], "per_page") == 6 && shards_of(&h[0], "last_visit") == 1
+    })
+    .await;
+    produce(&c, &a, "visits", visits(1_200, 600)).await;
+    check(&a, 1_800).await;
 }

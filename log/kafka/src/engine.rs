@@ -358,13 +358,14 @@ impl Kafka {
             inner.kafka_name(catalog::TOPIC),
             inner.kafka_name(dedupe::TOPIC),
         );
-        inner.ensure_internal(&catalog_topic, &[("cleanup.policy", "compact")])?;
+        inner.ensure_internal(&catalog_topic, 1, &[("cleanup.policy", "compact")])?;
         // Dedupe records outlive the window a little, then go.
         let keep = (inner.options.dedupe_window + Duration::from_secs(600))
             .as_millis()
             .to_string();
         inner.ensure_internal(
             &dedupe_topic,
+            1,
             &[
                 ("cleanup.policy", "compact,delete"),
                 ("retention.ms", &keep),
@@ -387,7 +388,7 @@ impl Kafka {
         *inner.dedupe_seen.0.lock().expect("dedupe seen lock") = dedupe_next;
         if let Some(dir) = inner.options.state_dir.clone() {
             let defs_topic = inner.kafka_name(crate::state::DEFS);
-            inner.ensure_internal(&defs_topic, &[("cleanup.policy", "compact")])?;
+            inner.ensure_internal(&defs_topic, 1, &[("cleanup.policy", "compact")])?;
             let mut follower = consumer_config.clone();
             follower
                 .set("auto.offset.reset", "earliest")
@@ -435,7 +436,12 @@ impl Inner {
 
     /// Makes one of Sluice's own topics (one partition, replicated like the
     /// others, with the given settings) if the cluster has none yet.
-    fn ensure_internal(&self, name: &str, settings: &[(&str, &str)]) -> Result<()> {
+    fn ensure_internal(
+        &self,
+        name: &str,
+        partitions: u32,
+        settings: &[(&str, &str)],
+    ) -> Result<()> {
         let md = patiently(self.options.timeout, || {
             self.meta
                 .fetch_metadata(Some(name), self.options.timeout)
@@ -447,7 +453,11 @@ impl Inner {
             .any(|t| t.name() == name && t.error().is_none());
         if !exists {
             let replication = self.replication()?;
-            let mut topic = NewTopic::new(name, 1, TopicReplication::Fixed(i32::from(replication)));
+            let mut topic = NewTopic::new(
+                name,
+                partitions as i32,
+                TopicReplication::Fixed(i32::from(replication)),
+            );
             for (k, v) in settings {
                 topic = topic.set(k, v);
             }
@@ -468,7 +478,7 @@ impl Inner {
                 }
             }
         }
-        self.wait_for_leaders(name, 1);
+        self.wait_for_leaders(name, partitions as usize);
         Ok(())
     }
 
@@ -1083,7 +1093,17 @@ impl Backend for Kafka {
     fn reserve_fencing_tokens(&self) -> Result<Range<u64>> {
         unsupported("the consumer-group store")
     }
-    fn create_store(&self, name: &str, definition: Vec<u8>, offsets: Vec<u64>, reply: Reply<()>) {
+    fn shards(&self, partitions: u32) -> u32 {
+        partitions.max(1)
+    }
+    fn create_store(
+        &self,
+        name: &str,
+        definition: Vec<u8>,
+        offsets: Vec<u64>,
+        shards: u32,
+        reply: Reply<()>,
+    ) {
         // The table's lease is a group membership: without group calls no
         // gateway could tell whether it may write.
         let states = self.groups().and_then(|_| self.states());
@@ -1096,9 +1116,12 @@ impl Backend for Kafka {
                     "table name '{name}' is too long for a Kafka changelog topic"
                 )));
             }
+            if shards == 0 || shards > sluice_log::MAX_PARTITIONS {
+                return Err(Error::Invalid(format!("{shards} shards")));
+            }
             self.inner
-                .ensure_internal(&changelog, &[("cleanup.policy", "compact")])?;
-            s.create(name, changelog, definition, offsets)
+                .ensure_internal(&changelog, shards, &[("cleanup.policy", "compact")])?;
+            s.create(name, changelog, definition, offsets, shards)
         }));
     }
     fn drop_store(&self, name: &str, reply: Reply<()>) {
@@ -1123,11 +1146,21 @@ impl Backend for Kafka {
             .map(|s| s.stores())
             .unwrap_or_default())
     }
-    fn open_writer(&self, store: &str) -> Result<u64> {
-        self.states()?.open_writer(store)
+    fn open_writer(&self, store: &str, shard: u32) -> Result<u64> {
+        self.states()?.open_writer(store, shard)
     }
-    fn commit_state(&self, store: &str, epoch: u64, batch: StateBatch, reply: Reply<()>) {
-        reply(self.states().and_then(|s| s.commit(store, epoch, batch)));
+    fn commit_state(
+        &self,
+        store: &str,
+        shard: u32,
+        epoch: u64,
+        batch: StateBatch,
+        reply: Reply<()>,
+    ) {
+        reply(
+            self.states()
+                .and_then(|s| s.commit(store, shard, epoch, batch)),
+        );
     }
     fn read_state(&self, store: &str, keys: &[&str], partitions: u32) -> Result<StateRead> {
         self.states()?.read(store, keys, partitions)
@@ -1143,18 +1176,19 @@ impl Backend for Kafka {
     fn state_stats(&self, store: &str) -> Result<StoreStats> {
         self.states()?.stats(store)
     }
-    fn may_write(&self, store: &str) -> Result<bool> {
+    fn may_write(&self, store: &str, shard: u32) -> Result<bool> {
         let groups = self.groups()?;
-        self.states()?.may_write(store, |changelogs| {
+        self.states()?.may_write(store, shard, |changelogs| {
             groups.leases(crate::state::LEASE_GROUP, &self.inner.holder, changelogs)
         })
     }
-    fn writes_store(&self, store: &str) -> Option<bool> {
+    fn writes_store(&self, store: &str) -> Option<Vec<u32>> {
         Some(
             self.inner
                 .states
                 .get()
-                .is_some_and(|s| s.holds_lease(store)),
+                .map(|s| s.holds_lease(store))
+                .unwrap_or_default(),
         )
     }
     fn release_stores(&self) {

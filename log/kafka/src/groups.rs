@@ -117,8 +117,8 @@ impl KafkaGroups {
     }
 
     /// Renews `holder`'s membership of the lease group `name`, subscribed to the
-    /// one-partition Kafka topics `topics`: answers the topics whose partition
-    /// the group gives it (their leases) and how soon to renew. A holder that
+    /// Kafka topics `topics`: answers the partitions of them the group gives it
+    /// (their leases) and how soon to renew. A holder that
     /// stops renewing loses its leases after the group's session timeout; one
     /// given a topic another holds gets it once the other renewed without it.
     pub(crate) fn leases(
@@ -126,18 +126,12 @@ impl KafkaGroups {
         name: &str,
         holder: &str,
         topics: &[String],
-    ) -> Result<(Vec<String>, Duration)> {
+    ) -> Result<(crate::members::Partitions, Duration)> {
         let kafka = self.kafka(name);
         self.session(&kafka, true, None)?;
         let topics: Vec<&str> = topics.iter().map(String::as_str).collect();
         let a = self.members.heartbeat(&kafka, holder, &topics)?;
-        let held = a
-            .partitions
-            .into_iter()
-            .filter(|(_, ps)| ps.contains(&0))
-            .map(|(t, _)| t)
-            .collect();
-        Ok((held, a.heartbeat_interval))
+        Ok((a.partitions, a.heartbeat_interval))
     }
 
     /// Gives up `holder`'s leases of the group `name` at once (see

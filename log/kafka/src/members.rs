@@ -38,10 +38,13 @@ pub struct Assignment {
     /// The member's epoch: its fencing token.
     pub epoch: i32,
     /// Its partitions, by topic name, ascending.
-    pub partitions: Vec<(String, Vec<i32>)>,
+    pub partitions: Partitions,
     /// How often the coordinator wants to hear from the member.
     pub heartbeat_interval: Duration,
 }
+
+/// Partitions by topic name.
+pub type Partitions = Vec<(String, Vec<i32>)>;
 
 /// Partitions by topic id.
 type Owned = Vec<([u8; 16], Vec<i32>)>;

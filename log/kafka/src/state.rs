@@ -2,25 +2,27 @@
 //!
 //! **Where a store lives.** Its definition is a record of `_sluice.tables`, a
 //! compacted topic of one partition (key: the store's name; a tombstone when it was
-//! dropped), so a table made through one gateway exists on all of them. Its rows
-//! live in its **changelog**, a compacted topic of one partition made for it
-//! (`_sluice.table.<name>.<created>`): key = row key, value = row, tombstone =
+//! dropped), so a table made through one gateway exists on all of them. A store
+//! is split into **shards** (one per source partition of a state table, see
+//! `Backend::shards`), and its rows live in its **changelog**, a compacted topic
+//! made for it (`_sluice.table.<name>.<created>`) with one partition per shard:
+//! shard `s` writes partition `s`; key = row key, value = row, tombstone =
 //! deleted row. Every batch ends with a **mark** (key `0xFF`, which no row key can
-//! be, since row keys are UTF-8): the source offsets the batch reached and the
-//! skipped-record count.
+//! be, since row keys are UTF-8): the source offsets the batch reached (of the
+//! shard's partitions) and the shard's skipped-record count.
 //!
-//! **Writing, exactly once.** A store's writer is a transactional producer whose
-//! `transactional.id` is the store's; a batch (its rows and its mark) is one Kafka
-//! transaction. Opening a writer (`init_transactions`) fences every earlier one, on
-//! any gateway, and ends its open transaction; the new writer then writes a fence
-//! record (key `0xFE`) and waits until the local copy has read it, so the offsets
-//! it resumes from are the ones the last committed batch reached. Only the holder
-//! of the store's lease writes, so gateways do not take a store from each other
-//! while both are alive. The leases are one consumer group, `_sluice.table-leases`,
-//! whose members are the gateways, each subscribed to every changelog (see
-//! `KafkaGroups::leases`): a gateway holds the stores whose changelog partition
-//! the group assigns it, so the cluster's assignor spreads the stores over the
-//! gateways, and moves them when one comes or goes.
+//! **Writing, exactly once.** A shard's writer is a transactional producer whose
+//! `transactional.id` is the shard's; a batch (its rows and its mark) is one
+//! Kafka transaction. Opening a writer (`init_transactions`) fences every earlier
+//! one, on any gateway, and ends its open transaction; the new writer then writes
+//! a fence record (key `0xFE`) and waits until the local copy has read it, so the
+//! offsets it resumes from are the ones the last committed batch reached. Only
+//! the holder of the shard's lease writes, so gateways do not take a shard from
+//! each other while both are alive. The leases are one consumer group,
+//! `_sluice.table-leases`, whose members are the gateways, each subscribed to
+//! every changelog (see `KafkaGroups::leases`): a gateway holds the shards whose
+//! changelog partitions the group assigns it, so the cluster's assignor spreads
+//! the work of every table over the gateways, and moves it when one comes or goes.
 //!
 //! **Reading.** Every gateway keeps a local copy of every store in
 //! `kafka-tables.redb` in its data directory, read from the changelogs with
@@ -29,7 +31,7 @@
 //! only a gateway new to the cluster reads changelogs from their start. A commit is
 //! answered once the local copy holds it, so the writer reads its own writes.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, RwLock, Weak};
@@ -70,8 +72,10 @@ const FENCE: &[u8] = &[0xFE];
 const ROWS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("rows");
 /// Where each store's copy stands: store → [`Copy`] (JSON).
 const COPIES: TableDefinition<&str, &[u8]> = TableDefinition::new("copies");
-/// `cluster` → the engine epoch the copies are of.
+/// `cluster` → the engine epoch the copies are of; `format` → [`FORMAT`].
 const META: TableDefinition<&str, &str> = TableDefinition::new("meta");
+/// The layout of the local copies; copies of another layout are read again.
+const FORMAT: &str = "2";
 
 /// Records applied to the local copy in one redb transaction, at most.
 const APPLY_BATCH: usize = 5_000;
@@ -85,18 +89,43 @@ struct Def {
     definition: Vec<u8>,
     /// The source offsets it starts from.
     offsets: Vec<u64>,
+    /// Its shards: partitions of its changelog.
+    #[serde(default = "one")]
+    shards: u32,
+}
+
+fn one() -> u32 {
+    1
 }
 
 /// Where the local copy of one store stands.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 struct Copy {
     changelog: String,
-    /// The next changelog offset to apply.
-    next: i64,
-    /// The source offsets of the newest mark applied.
+    /// Per shard, the next offset of its changelog partition to apply.
+    next: Vec<i64>,
+    /// The source offsets of the newest marks applied, each partition's from its
+    /// shard's.
     offsets: Vec<u64>,
     rows: u64,
-    skipped: u64,
+    /// Per shard, the records it skipped.
+    skipped: Vec<u64>,
+}
+
+impl Copy {
+    fn new(def: &Def) -> Copy {
+        Copy {
+            changelog: def.changelog.clone(),
+            next: vec![0; def.shards as usize],
+            offsets: def.offsets.clone(),
+            rows: 0,
+            skipped: vec![0; def.shards as usize],
+        }
+    }
+
+    fn shards(&self) -> u32 {
+        self.next.len() as u32
+    }
 }
 
 /// A batch's mark.
@@ -109,24 +138,28 @@ struct Mark {
 struct Writer {
     epoch: u64,
     changelog: String,
+    shard: u32,
     producer: FutureProducer,
 }
 
 /// What the follower has applied: the next offset of the definitions topic, and
-/// of each store's changelog.
+/// of each store's changelog partitions.
 #[derive(Default)]
 struct Seen {
     defs: i64,
-    stores: HashMap<String, i64>,
+    stores: HashMap<String, Vec<i64>>,
 }
 
-/// The stores whose lease this gateway holds, as of its last renewal.
+/// A store's shard.
+type Shard = (String, u32);
+
+/// The shards whose lease this gateway holds, as of its last renewal.
 #[derive(Default)]
 struct Leases {
     /// The changelogs it was subscribed to then.
     subscribed: Vec<String>,
-    /// The stores it holds.
-    held: std::collections::HashSet<String>,
+    /// The shards it holds.
+    held: HashSet<Shard>,
     /// When to renew.
     until: Option<Instant>,
 }
@@ -142,7 +175,7 @@ pub(crate) struct States {
     plain: FutureProducer,
     defs: Mutex<HashMap<String, Def>>,
     seen: (Mutex<Seen>, Condvar),
-    writers: Mutex<HashMap<String, Arc<Writer>>>,
+    writers: Mutex<HashMap<Shard, Arc<Writer>>>,
     epochs: AtomicU64,
     leases: Mutex<Leases>,
     hooks: RwLock<Vec<StateHook>>,
@@ -183,14 +216,17 @@ impl States {
         let db = Database::create(dir.join("kafka-tables.redb"))?;
         {
             let txn = db.begin_write()?;
-            let same = txn
-                .open_table(META)?
-                .get("cluster")?
-                .is_some_and(|v| v.value() == cluster);
+            let same = {
+                let meta = txn.open_table(META)?;
+                meta.get("cluster")?.is_some_and(|v| v.value() == cluster)
+                    && meta.get("format")?.is_some_and(|v| v.value() == FORMAT)
+            };
             if !same {
                 txn.delete_table(ROWS)?;
                 txn.delete_table(COPIES)?;
-                txn.open_table(META)?.insert("cluster", cluster)?;
+                let mut meta = txn.open_table(META)?;
+                meta.insert("cluster", cluster)?;
+                meta.insert("format", FORMAT)?;
             }
             txn.open_table(ROWS)?;
             txn.open_table(COPIES)?;
@@ -235,16 +271,22 @@ impl States {
         let defs = self.defs.lock().expect("defs lock").clone();
         let (mut replay, mut full) = (0i64, 0i64);
         for (name, def) in &defs {
-            let Ok((low, high)) =
-                self.plain
-                    .client()
-                    .fetch_watermarks(&def.changelog, 0, self.timeout)
-            else {
-                continue;
-            };
-            let next = self.copy(name).ok().flatten().map_or(low, |c| c.next);
-            replay += (high - next.max(low)).max(0);
-            full += (high - low).max(0);
+            let copy = self.copy(name).ok().flatten();
+            for shard in 0..def.shards {
+                let Ok((low, high)) = self.plain.client().fetch_watermarks(
+                    &def.changelog,
+                    shard as i32,
+                    self.timeout,
+                ) else {
+                    continue;
+                };
+                let next = copy
+                    .as_ref()
+                    .and_then(|c| c.next.get(shard as usize).copied())
+                    .unwrap_or(low);
+                replay += (high - next.max(low)).max(0);
+                full += (high - low).max(0);
+            }
         }
         tracing::info!(
             tables = defs.len(),
@@ -259,12 +301,18 @@ impl States {
         self.wait_seen(|s| s.defs >= offset, "the table definitions")
     }
 
-    /// Waits until the local copy of `store` applied its changelog up to
-    /// `offset` (or the store is gone).
-    fn wait_store(&self, store: &str, offset: i64) -> Result<()> {
+    /// Waits until the local copy of `store` applied its shard's changelog
+    /// partition up to `offset` (or the store is gone).
+    fn wait_store(&self, store: &str, shard: u32, offset: i64) -> Result<()> {
         let gone = || !self.defs.lock().expect("defs lock").contains_key(store);
         self.wait_seen(
-            |s| s.stores.get(store).is_some_and(|n| *n >= offset) || gone(),
+            |s| {
+                s.stores
+                    .get(store)
+                    .and_then(|n| n.get(shard as usize))
+                    .is_some_and(|n| *n >= offset)
+                    || gone()
+            },
             store,
         )
     }
@@ -318,6 +366,7 @@ impl States {
         changelog: String,
         definition: Vec<u8>,
         offsets: Vec<u64>,
+        shards: u32,
     ) -> Result<()> {
         self.catch_up_defs()?;
         if self.defs.lock().expect("defs lock").contains_key(name) {
@@ -327,6 +376,7 @@ impl States {
             changelog,
             definition,
             offsets,
+            shards,
         };
         let at = self.write_def(name, Some(&json(&def)))?;
         self.wait_defs(at + 1)
@@ -339,7 +389,10 @@ impl States {
             return Err(Error::StoreNotFound(name.to_string()));
         };
         let at = self.write_def(name, None)?;
-        self.writers.lock().expect("writers lock").remove(name);
+        self.writers
+            .lock()
+            .expect("writers lock")
+            .retain(|(store, _), _| store != name);
         self.wait_defs(at + 1)?;
         Ok(def.changelog)
     }
@@ -376,68 +429,81 @@ impl States {
             .collect()
     }
 
-    /// Whether this gateway holds `store`'s lease. `renew` renews this gateway's
-    /// membership of the lease group, subscribed to the changelogs given, and
-    /// answers the changelogs it holds and how soon to renew; it is called when
-    /// the last renewal is due, or did not know of `store` yet.
+    /// Whether this gateway holds the lease of `store`'s `shard`. `renew`
+    /// renews this gateway's membership of the lease group, subscribed to the
+    /// changelogs given, and answers the changelog partitions it holds and how
+    /// soon to renew; it is called when the last renewal is due, or did not know
+    /// of `store` yet.
     pub(crate) fn may_write(
         &self,
         store: &str,
-        renew: impl FnOnce(&[String]) -> Result<(Vec<String>, Duration)>,
+        shard: u32,
+        renew: impl FnOnce(&[String]) -> Result<(crate::members::Partitions, Duration)>,
     ) -> Result<bool> {
         let changelog = self.def(store)?.changelog;
+        let this = (store.to_string(), shard);
         let mut leases = self.leases.lock().expect("leases lock");
         if leases.until.is_some_and(|t| Instant::now() < t)
             && leases.subscribed.binary_search(&changelog).is_ok()
         {
-            return Ok(leases.held.contains(store));
+            return Ok(leases.held.contains(&this));
         }
         let defs = self.defs.lock().expect("defs lock").clone();
         let mut subscribed: Vec<String> = defs.values().map(|d| d.changelog.clone()).collect();
         subscribed.sort_unstable();
-        let (changelogs, every) = renew(&subscribed)?;
-        let held: std::collections::HashSet<String> = defs
+        let (given, every) = renew(&subscribed)?;
+        let by_changelog: HashMap<&str, &str> = defs
             .iter()
-            .filter(|(_, d)| changelogs.contains(&d.changelog))
-            .map(|(name, _)| name.clone())
+            .map(|(name, d)| (d.changelog.as_str(), name.as_str()))
             .collect();
-        {
-            let mut writers = self.writers.lock().expect("writers lock");
-            writers.retain(|name, _| held.contains(name));
+        let held: HashSet<Shard> = given
+            .iter()
+            .filter_map(|(topic, ps)| by_changelog.get(topic.as_str()).map(|name| (name, ps)))
+            .flat_map(|(name, ps)| ps.iter().map(|p| (name.to_string(), *p as u32)))
+            .filter(|(name, shard)| defs.get(name).is_some_and(|d| *shard < d.shards))
+            .collect();
+        self.writers
+            .lock()
+            .expect("writers lock")
+            .retain(|shard, _| held.contains(shard));
+        for (name, shard) in held.difference(&leases.held) {
+            tracing::info!(table = %name, shard, "this gateway holds the table's lease");
         }
-        for name in held.difference(&leases.held) {
-            tracing::info!(table = %name, "this gateway holds the table's lease");
-        }
-        for name in leases.held.difference(&held) {
-            tracing::info!(table = %name, "the table's lease went to another gateway");
+        for (name, shard) in leases.held.difference(&held) {
+            tracing::info!(table = %name, shard, "the table's lease went to another gateway");
         }
         *leases = Leases {
             subscribed,
             until: Some(Instant::now() + every.min(LEASE_ASK)),
             held,
         };
-        Ok(leases.held.contains(store))
+        Ok(leases.held.contains(&this))
     }
 
-    /// Whether this gateway held `store`'s lease at its last renewal.
-    pub(crate) fn holds_lease(&self, store: &str) -> bool {
-        self.leases
+    /// The shards of `store` whose leases this gateway held at its last renewal.
+    pub(crate) fn holds_lease(&self, store: &str) -> Vec<u32> {
+        let mut shards: Vec<u32> = self
+            .leases
             .lock()
             .expect("leases lock")
             .held
-            .contains(store)
+            .iter()
+            .filter(|(name, _)| name == store)
+            .map(|(_, shard)| *shard)
+            .collect();
+        shards.sort_unstable();
+        shards
     }
 
-    /// The stores whose lease this gateway holds, forgetting that it holds them
-    /// and dropping their writers: it writes none of them from here on.
+    /// The stores of which this gateway holds shards' leases, forgetting that it
+    /// holds them and dropping their writers: it writes none of them from here on.
     pub(crate) fn release_leases(&self) -> Vec<String> {
         let mut leases = self.leases.lock().expect("leases lock");
-        let held: Vec<String> = leases.held.drain().collect();
+        let mut held: Vec<String> = leases.held.drain().map(|(name, _)| name).collect();
+        held.sort_unstable();
+        held.dedup();
         leases.until = None;
-        let mut writers = self.writers.lock().expect("writers lock");
-        for store in &held {
-            writers.remove(store);
-        }
+        self.writers.lock().expect("writers lock").clear();
         held
     }
 
@@ -450,12 +516,26 @@ impl States {
             .ok_or_else(|| Error::StoreNotFound(store.to_string()))
     }
 
-    /// Becomes `store`'s writer, fencing every earlier one on any gateway.
-    pub(crate) fn open_writer(&self, store: &str) -> Result<u64> {
-        let changelog = self.def(store)?.changelog;
+    /// Becomes the writer of `store`'s `shard`, fencing every earlier one on any
+    /// gateway.
+    pub(crate) fn open_writer(&self, store: &str, shard: u32) -> Result<u64> {
+        let def = self.def(store)?;
+        if shard >= def.shards {
+            return Err(Error::Invalid(format!(
+                "table '{store}' has {} shards, not {}",
+                def.shards,
+                shard + 1
+            )));
+        }
+        // Shard 0 keeps the id a store of one shard always had. Names hold no
+        // `#`, so no other store's shard has the same id.
+        let id = match shard {
+            0 => format!("{}{store}", self.txn_prefix),
+            s => format!("{}{store}#{s}", self.txn_prefix),
+        };
         let mut config = self.client.clone();
         config
-            .set("transactional.id", format!("{}{store}", self.txn_prefix))
+            .set("transactional.id", id)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "0")
@@ -467,7 +547,8 @@ impl States {
             .map_err(unavailable)?;
         let writer = Arc::new(Writer {
             epoch: self.epochs.fetch_add(1, Ordering::AcqRel) + 1,
-            changelog,
+            changelog: def.changelog,
+            shard,
             producer,
         });
         // Whatever the writers before it committed is in the local copy before
@@ -476,18 +557,25 @@ impl States {
         self.writers
             .lock()
             .expect("writers lock")
-            .insert(store.to_string(), writer.clone());
-        tracing::info!(table = %store, epoch = writer.epoch, "this gateway writes the table");
+            .insert((store.to_string(), shard), writer.clone());
+        tracing::info!(table = %store, shard, epoch = writer.epoch, "this gateway writes the table");
         Ok(writer.epoch)
     }
 
-    /// Commits a batch as writer `epoch`: its rows and its mark, one transaction.
-    pub(crate) fn commit(&self, store: &str, epoch: u64, batch: StateBatch) -> Result<()> {
+    /// Commits a batch of `shard` as writer `epoch`: its rows and its mark, one
+    /// transaction.
+    pub(crate) fn commit(
+        &self,
+        store: &str,
+        shard: u32,
+        epoch: u64,
+        batch: StateBatch,
+    ) -> Result<()> {
         let writer = self
             .writers
             .lock()
             .expect("writers lock")
-            .get(store)
+            .get(&(store.to_string(), shard))
             .cloned();
         let writer = match writer {
             Some(w) if w.epoch == epoch => w,
@@ -504,7 +592,7 @@ impl States {
             .ok_or_else(|| Error::StoreNotFound(store.to_string()))?;
         let mark = Mark {
             offsets: batch.offsets.unwrap_or(copy.offsets),
-            skipped: copy.skipped + batch.skipped,
+            skipped: copy.skipped.get(shard as usize).copied().unwrap_or(0) + batch.skipped,
         };
         self.transact(store, &writer, batch.rows, MARK, json(&mark))
     }
@@ -524,7 +612,7 @@ impl States {
             .map_err(|e| self.failed(store, writer, e))?;
         for (k, v) in &rows {
             let mut record = FutureRecord::to(&writer.changelog)
-                .partition(0)
+                .partition(writer.shard as i32)
                 .key(k.as_bytes());
             if let Some(v) = v {
                 record = record.payload(v.as_slice());
@@ -532,7 +620,7 @@ impl States {
             self.enqueue(store, writer, record)?;
         }
         let record = FutureRecord::to(&writer.changelog)
-            .partition(0)
+            .partition(writer.shard as i32)
             .key(key)
             .payload(value.as_slice());
         let last = self.enqueue(store, writer, record)?;
@@ -554,7 +642,7 @@ impl States {
         }
         p.commit_transaction(self.timeout)
             .map_err(|e| self.failed(store, writer, e))?;
-        self.wait_store(store, offset + 1)
+        self.wait_store(store, writer.shard, offset + 1)
     }
 
     fn enqueue<'a>(
@@ -585,8 +673,9 @@ impl States {
             );
         if fatal {
             let mut writers = self.writers.lock().expect("writers lock");
-            if writers.get(store).is_some_and(|w| w.epoch == writer.epoch) {
-                writers.remove(store);
+            let shard = (store.to_string(), writer.shard);
+            if writers.get(&shard).is_some_and(|w| w.epoch == writer.epoch) {
+                writers.remove(&shard);
             }
             return Error::Fenced {
                 store: store.to_string(),
@@ -636,7 +725,7 @@ impl States {
             .copy(store)?
             .map_or_else(StoreStats::default, |c| StoreStats {
                 rows: c.rows,
-                skipped: c.skipped,
+                skipped: c.skipped.iter().sum(),
             }))
     }
 
@@ -678,11 +767,7 @@ impl States {
                         Some(d) if old.as_ref().is_some_and(|c| c.changelog == d.changelog) => old,
                         Some(d) => {
                             rows.retain_in((name, "")..(name, KEY_END), |_, _| false)?;
-                            Some(Copy {
-                                changelog: d.changelog.clone(),
-                                offsets: d.offsets.clone(),
-                                ..Copy::default()
-                            })
+                            Some(Copy::new(d))
                         }
                         None => {
                             rows.retain_in((name, "")..(name, KEY_END), |_, _| false)?;
@@ -710,16 +795,27 @@ impl States {
                     let Some(copy) = entry.as_mut() else {
                         continue;
                     };
-                    if copy.changelog != m.topic() || m.offset() < copy.next {
+                    let shard = m.partition() as usize;
+                    let shards = copy.shards() as usize;
+                    if copy.changelog != m.topic()
+                        || copy.next.get(shard).is_none_or(|next| m.offset() < *next)
+                    {
                         continue;
                     }
-                    copy.next = m.offset() + 1;
+                    copy.next[shard] = m.offset() + 1;
                     match m.key() {
                         Some(MARK) => {
                             if let Some(Ok(mark)) = m.payload().map(serde_json::from_slice::<Mark>)
                             {
-                                copy.offsets = mark.offsets;
-                                copy.skipped = mark.skipped;
+                                if copy.offsets.len() < mark.offsets.len() {
+                                    copy.offsets.resize(mark.offsets.len(), 0);
+                                }
+                                for (p, o) in mark.offsets.iter().enumerate() {
+                                    if p % shards == shard {
+                                        copy.offsets[p] = *o;
+                                    }
+                                }
+                                copy.skipped[shard] = mark.skipped;
                             }
                         }
                         Some(FENCE) | None => {}
@@ -728,14 +824,23 @@ impl States {
                                 continue;
                             };
                             let s = store.as_str();
+                            // A row of several shards counts once, whichever
+                            // shards hold a part of it.
+                            let parts = |rows: &redb::Table<(&str, &str), &[u8]>| {
+                                if shards > 1 {
+                                    other_parts(rows, s, key)
+                                } else {
+                                    Ok(false)
+                                }
+                            };
                             match m.payload() {
                                 Some(v) => {
-                                    if rows.insert((s, key), v)?.is_none() {
+                                    if rows.insert((s, key), v)?.is_none() && !parts(&rows)? {
                                         copy.rows += 1;
                                     }
                                 }
                                 None => {
-                                    if rows.remove((s, key))?.is_some() {
+                                    if rows.remove((s, key))?.is_some() && !parts(&rows)? {
                                         copy.rows = copy.rows.saturating_sub(1);
                                     }
                                 }
@@ -767,7 +872,7 @@ impl States {
             }
             for (name, copy) in &copies_seen {
                 match copy {
-                    Some(c) => seen.stores.insert(name.clone(), c.next),
+                    Some(c) => seen.stores.insert(name.clone(), c.next.clone()),
                     None => seen.stores.remove(name),
                 };
             }
@@ -793,12 +898,37 @@ impl States {
         tpl.add_partition_offset(&self.defs_topic, 0, Offset::Offset(defs_next))
             .map_err(unavailable)?;
         for (changelog, store) in assigned {
-            let next = self.copy(store)?.map_or(0, |c| c.next);
-            tpl.add_partition_offset(changelog, 0, Offset::Offset(next))
-                .map_err(unavailable)?;
+            let copy = self.copy(store)?;
+            let shards = self.def(store).map_or(1, |d| d.shards);
+            for shard in 0..shards {
+                let next = copy
+                    .as_ref()
+                    .and_then(|c| c.next.get(shard as usize).copied())
+                    .unwrap_or(0);
+                tpl.add_partition_offset(changelog, shard as i32, Offset::Offset(next))
+                    .map_err(unavailable)?;
+            }
         }
         Ok(tpl)
     }
+}
+
+/// Whether `store` holds a part of row `key`'s row other than `key` itself
+/// (see [`sluice_log::shard_key`]).
+fn other_parts(rows: &redb::Table<(&str, &str), &[u8]>, store: &str, key: &str) -> Result<bool> {
+    let Some((base, _)) = sluice_log::split_shard_key(key) else {
+        return Ok(false);
+    };
+    let from = format!("{base}{}", sluice_log::SHARD_SEP);
+    let to = format!("{from}{KEY_END}");
+    for item in rows.range((store, from.as_str())..(store, to.as_str()))? {
+        let (k, _) = item?;
+        let k = k.value().1;
+        if k != key && sluice_log::split_shard_key(k).is_some_and(|(b, _)| b == base) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 /// The follower: reads definitions and changelogs into the local copy until the
