@@ -13,7 +13,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sluice_tests::{
     Server, all_rows, client, create_topic, fetch_all, get_json, kafka_bootstrap, leases_until,
-    shared_kafka_args, table_caught_up, table_known, table_until, workspace_root,
+    shards_of, shared_kafka_args, table_caught_up, table_known, table_until, workspace_root,
 };
 
 fn cluster(args: &[&str]) -> String {
@@ -486,11 +486,13 @@ fn keep_producing(
         .collect()
 }
 
-/// A count+sum table over 6 partitions while 4 producers write through two
-/// gateways: the gateway folding it is killed with `kill -9` mid-backfill, the
-/// one that took over is killed later while live, and a broker is killed and
-/// restarted once. At the end every row, on both gateways, equals a recount of
-/// the source topic done here: nothing lost, nothing counted twice.
+/// A count+sum table over 6 partitions, and a count grouped by a field of the
+/// value (whose rows every partition adds to), while 4 producers write through
+/// two gateways that share the folding of their partitions: one gateway is
+/// killed with `kill -9` mid-backfill, the other (which took its partitions
+/// over) later while live, and a broker is killed and restarted once. At the
+/// end every row of both tables, on both gateways, equals a recount of the
+/// source topic done here: nothing lost, nothing counted twice.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_state_table_counts_exactly_through_gateway_and_broker_kills() {
     let Some(bootstrap) =
@@ -521,32 +523,32 @@ async fn a_state_table_counts_exactly_through_gateway_and_broker_kills() {
     ));
     let stop = Arc::new(AtomicBool::new(false));
     let producers = keep_producing(bases.clone(), topic, stop.clone(), 4);
-    let r = c
-        .post(gateways[0].url("/v1/tables"))
-        .json(
-            &json!({"name": "totals", "source": topic, "group_by": "key",
+    for def in [
+        json!({"name": "totals", "source": topic, "group_by": "key",
             "aggregates": {"n": {"count": {}}, "total": {"sum": "$.amount"}}}),
-        )
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+        json!({"name": "by_amount", "source": topic, "group_by": "$.amount",
+            "aggregates": {"n": {"count": {}}}}),
+    ] {
+        let r = c
+            .post(gateways[0].url("/v1/tables"))
+            .json(&def)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
 
-    // Mid-backfill: once the gateway that folds the table has applied something.
-    let writer = |held: &[std::collections::BTreeSet<String>]| {
-        held.iter().position(|t| t.contains("totals")).unwrap()
-    };
-    let one_writer = |h: &[std::collections::BTreeSet<String>]| {
-        h.iter().filter(|t| t.contains("totals")).count() == 1
-    };
-    let w = writer(
-        &leases_until(
-            &[&gateways[0], &gateways[1]],
-            "held by one gateway",
-            one_writer,
-        )
-        .await,
-    );
+    // Mid-backfill, with both gateways folding some of the tables' partitions
+    // (the cluster's assignor balances their number): once the one killed has
+    // applied something.
+    leases_until(&[&gateways[0], &gateways[1]], "shared by both", |h| {
+        h.iter().all(|h| !h.is_empty())
+            && ["totals", "by_amount"]
+                .iter()
+                .all(|t| shards_of(&h[0], t) + shards_of(&h[1], t) == 6)
+    })
+    .await;
+    let w = 0;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let at_kill = loop {
         let t = get_json(&c, &gateways[w], "/v1/tables/totals").await;
@@ -565,13 +567,15 @@ async fn a_state_table_counts_exactly_through_gateway_and_broker_kills() {
     gateways[w].kill();
     let other = 1 - w;
     leases_until(&[&gateways[other]], "taken over", |h| {
-        h[0].contains("totals")
+        shards_of(&h[0], "totals") == 6 && shards_of(&h[0], "by_amount") == 6
     })
     .await;
-    table_until(&c, &gateways[other], "totals", "became live", |_, t| {
-        t["state"] == "live"
-    })
-    .await;
+    for t in ["totals", "by_amount"] {
+        table_until(&c, &gateways[other], t, "became live", |_, t| {
+            t["state"] == "live"
+        })
+        .await;
+    }
     gateways[w].restart();
     bases.write().unwrap()[w] = gateways[w].base.clone();
     table_known(&c, &gateways[w], "totals").await;
@@ -602,6 +606,7 @@ async fn a_state_table_counts_exactly_through_gateway_and_broker_kills() {
 
     // The recount, from the topic itself.
     let mut expect: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut by_amount: BTreeMap<String, Value> = BTreeMap::new();
     let mut records = 0;
     for p in 0..6u32 {
         for rec in fetch_all(&c, &gateways[0], topic, p).await {
@@ -609,7 +614,12 @@ async fn a_state_table_counts_exactly_through_gateway_and_broker_kills() {
                 .entry(rec["key"].as_str().unwrap().to_string())
                 .or_default();
             e.0 += 1;
-            e.1 += rec["value"]["amount"].as_u64().unwrap();
+            let amount = rec["value"]["amount"].as_u64().unwrap();
+            e.1 += amount;
+            let n = by_amount
+                .entry(amount.to_string())
+                .or_insert_with(|| json!({"n": 0}));
+            n["n"] = json!(n["n"].as_u64().unwrap() + 1);
             records += 1;
         }
     }
@@ -639,10 +649,18 @@ async fn a_state_table_counts_exactly_through_gateway_and_broker_kills() {
             "rows on {} differ from the recount: {wrong:?}",
             s.base
         );
+        let t = table_caught_up(&c, s, "by_amount").await;
+        assert_eq!(t["rows"], by_amount.len(), "{t}");
+        let rows: BTreeMap<String, Value> = all_rows(&c, s, "by_amount")
+            .await
+            .into_iter()
+            .map(|(k, r)| (k, json!({"n": r["n"]})))
+            .collect();
+        assert_eq!(rows, by_amount, "by_amount on {}", s.base);
     }
     eprintln!(
         "table failover: {records} records ({acked} acknowledged while gateways and node {victim} were killed), \
-         the first kill at {} of 40000 applied; every row on both gateways equals the recount",
+         the first kill at {} of 40000 applied; every row of both tables on both gateways equals the recount",
         at_kill["partitions"]
             .as_array()
             .unwrap()
