@@ -5,8 +5,12 @@
 //! materializer that follows each table's source partitions, and point and prefix
 //! queries. It reads its sources and keeps its rows only through the storage seam
 //! ([`sluice_log::Backend`]): each table is a state store whose rows and source
-//! offsets commit together as one [`StateBatch`] of the store's one fenced writer,
-//! so a crash neither loses nor counts an event twice, on any engine.
+//! offsets commit together as one [`StateBatch`] of a fenced writer, so a crash
+//! neither loses nor counts an event twice, on any engine. Where the engine
+//! splits stores (over a cluster), a state table has one shard per source
+//! partition, each with its own writer, possibly on another gateway; a row is
+//! then kept in parts, one per shard that folded records into it, merged when
+//! read.
 //!
 //! It depends on `sluice-log` only, never on a storage engine's internals, HTTP or
 //! an async runtime.
