@@ -290,6 +290,14 @@ pub struct Config {
     #[arg(long, env = "SLUICE_KAFKA_TOPIC_PREFIX", default_value = "")]
     pub kafka_topic_prefix: String,
 
+    /// With `--backend kafka`: the most shards a new state table is split into,
+    /// each folded by one gateway in transactions of its own (by default one
+    /// per source partition, so every gateway can share the work; 1 folds each
+    /// table on one gateway, in one transaction a round, which is what a single
+    /// gateway does fastest).
+    #[arg(long, env = "SLUICE_KAFKA_TABLE_SHARDS", value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub kafka_table_shards: Option<u32>,
+
     /// Verify bearer tokens with this HS256 shared secret (at least 32 bytes).
     #[arg(
         long,

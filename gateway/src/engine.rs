@@ -20,6 +20,7 @@ pub(crate) fn open(config: &Config) -> sluice_log::Result<Arc<dyn Backend>> {
             .collect();
         options.replication = config.kafka_replication;
         options.topic_prefix = config.kafka_topic_prefix.clone();
+        options.table_shards = config.kafka_table_shards;
         options.dedupe_window = std::time::Duration::from_secs(config.dedupe_window_secs);
         options.group_session_timeout =
             std::time::Duration::from_millis(config.group_session_timeout_ms);

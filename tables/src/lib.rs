@@ -61,6 +61,11 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// Records folded into one commit per partition.
 const BATCH: usize = 5_000;
 
+/// Records of each of its partitions a shard of a store of several folds into
+/// one commit: each shard commits a transaction of its own, so its batches are
+/// larger.
+const SHARD_BATCH: usize = 4 * BATCH;
+
 /// How often closed windows past their retention are deleted.
 const WINDOW_SWEEP: Duration = Duration::from_secs(2);
 
@@ -813,6 +818,7 @@ fn step(shared: &Shared, name: &str, t: &Table) -> Result<bool> {
 /// its offsets and commits rows and offsets together.
 fn step_shard(shared: &Shared, name: &str, t: &Table, topic: &Topic, shard: u32) -> Result<bool> {
     let epoch = writer(shared, name, t, shard)?;
+    let batch = if t.shards > 1 { SHARD_BATCH } else { BATCH };
     let applied = t.applied.lock().expect("applied lock").clone();
     let mut folded = Folded::default();
     let mut next = applied.clone();
@@ -828,7 +834,7 @@ fn step_shard(shared: &Shared, name: &str, t: &Table, topic: &Topic, shard: u32)
         }
         let outcome = shared
             .log
-            .read(topic, p as u32, from, BATCH, usize::MAX, &mut |_, r| {
+            .read(topic, p as u32, from, batch, usize::MAX, &mut |_, r| {
                 folded.add(&t.compiled, &r);
             })?;
         next[p] = outcome.next_offset;

@@ -446,3 +446,57 @@ async fn a_table_s_partitions_are_spread_over_the_gateways() {
     produce(&c, &a, "visits", visits(1_200, 600)).await;
     check(&a, 1_800).await;
 }
+
+/// With `--kafka-table-shards 2`, a state table over 4 partitions is split into
+/// 2 shards of 2 partitions each (`p % 2`): each gateway folds one shard, so
+/// the partitions it folds are both of that shard's, and the rows still count
+/// every record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_has_at_most_the_shards_it_is_given() {
+    let Some(bootstrap) = kafka_bootstrap("a_table_has_at_most_the_shards_it_is_given") else {
+        return;
+    };
+    let prefix = format!("ks{:08x}.", rand::random::<u32>());
+    let mut args = shared_kafka_args(&bootstrap, &prefix);
+    args.extend(["--kafka-table-shards".to_string(), "2".to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (a, b) = (Server::start_with(&args), Server::start_with(&args));
+    let c = client();
+    create_topic(&c, &a, "taps", 4).await;
+    let r = c
+        .post(a.url("/v1/tables"))
+        .json(
+            &json!({"name": "per_user", "source": "taps", "group_by": "key",
+            "aggregates": {"n": {"count": {}}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    leases_until(&[&a, &b], "one shard each", |h| {
+        h.iter().all(|h| shards_of(h, "per_user") == 1)
+    })
+    .await;
+    let records = (0..80)
+        .map(|i| json!({"key": format!("u-{}", i % 8), "value": {}}))
+        .collect();
+    produce(&c, &b, "taps", records).await;
+    for s in [&a, &b] {
+        let t = table_caught_up(&c, s, "per_user").await;
+        let here: Vec<u64> = t["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["folded_here"] == json!(true))
+            .map(|p| p["partition"].as_u64().unwrap())
+            .collect();
+        assert!(
+            here == [0, 2] || here == [1, 3],
+            "one shard's partitions on {}: {t}",
+            s.base
+        );
+        let rows = all_rows(&c, s, "per_user").await;
+        assert_eq!(rows.len(), 8);
+        assert!(rows.values().all(|r| r["n"] == 10), "{rows:?}");
+    }
+}

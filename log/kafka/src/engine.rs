@@ -80,6 +80,9 @@ pub struct KafkaOptions {
     /// Where this gateway keeps its local copies of the tables; without one,
     /// tables are not offered.
     pub state_dir: Option<std::path::PathBuf>,
+    /// The most shards a new state table is split into; by default one per
+    /// source partition.
+    pub table_shards: Option<u32>,
 }
 
 impl KafkaOptions {
@@ -94,6 +97,7 @@ impl KafkaOptions {
             topic_prefix: String::new(),
             group_session_timeout: Duration::from_secs(30),
             state_dir: None,
+            table_shards: None,
         }
     }
 }
@@ -1094,7 +1098,9 @@ impl Backend for Kafka {
         unsupported("the consumer-group store")
     }
     fn shards(&self, partitions: u32) -> u32 {
-        partitions.max(1)
+        partitions
+            .min(self.inner.options.table_shards.unwrap_or(u32::MAX))
+            .max(1)
     }
     fn create_store(
         &self,
