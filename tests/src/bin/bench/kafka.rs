@@ -102,7 +102,12 @@ fn send(
 
 /// A gateway over the cluster with no rate limits.
 fn gateway(bootstrap: &str) -> Server {
-    Server::start_with(&[
+    gateway_with(bootstrap, &[])
+}
+
+/// A gateway over the cluster with no rate limits and `more` flags.
+fn gateway_with(bootstrap: &str, more: &[&str]) -> Server {
+    let mut args = vec![
         "--backend",
         "kafka",
         "--kafka-bootstrap",
@@ -111,7 +116,9 @@ fn gateway(bootstrap: &str) -> Server {
         "0",
         "--rate-limit-records",
         "0",
-    ])
+    ];
+    args.extend_from_slice(more);
+    Server::start_with(&args)
 }
 
 /// CPU seconds the process has used (user + system).
@@ -294,26 +301,28 @@ pub(crate) async fn run(duration: Duration, bootstrap: &str, only: Option<u32>) 
         .await?;
         drop(embedded);
         cpu_lines.extend(lines);
-        let pay = format!("bench_pay_{run}");
-        eprintln!("table over 1M events, Kafka engine ...");
-        let lines = crate::tables_bench(
-            &c,
-            &server.base,
-            TABLE_TOTAL,
-            duration,
-            &pay,
-            "K5 (Kafka engine):",
-        )
-        .await?;
-        cpu_lines.extend(lines);
-        let _ = c
-            .delete(server.url(&format!("/v1/tables/{pay}_sums")))
-            .send()
-            .await;
-        let _ = c
-            .delete(server.url(&format!("/v1/topics/{pay}")))
-            .send()
-            .await;
+        // Over Kafka with the table in a shard per partition (the default), and
+        // in one shard: one transaction a round.
+        let single_shard = gateway_with(bootstrap, &["--kafka-table-shards", "1"]);
+        for (gw, pay, label) in [
+            (&server, format!("bench_pay_{run}"), "K5 (Kafka engine):"),
+            (
+                &single_shard,
+                format!("bench_pay1_{run}"),
+                "K5 (Kafka engine, --kafka-table-shards 1):",
+            ),
+        ] {
+            eprintln!("table over 1M events, {label} ...");
+            let lines =
+                crate::tables_bench(&c, &gw.base, TABLE_TOTAL, duration, &pay, label).await?;
+            cpu_lines.extend(lines);
+            for path in [
+                format!("/v1/tables/{pay}_sums"),
+                format!("/v1/topics/{pay}"),
+            ] {
+                let _ = c.delete(gw.url(&path)).send().await;
+            }
+        }
     }
 
     print_rows(&machine, &rows);
