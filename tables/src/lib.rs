@@ -191,14 +191,22 @@ impl Table {
         }
     }
 
-    /// The row keys of stored keys (their parts' keys), each once.
+    /// The row key of a stored key (a part's key in a store of several shards).
+    fn row_key<'a>(&self, stored: &'a str) -> Option<&'a str> {
+        if self.shards == 1 {
+            return Some(stored);
+        }
+        sluice_log::split_shard_key(stored).map(|(k, _)| k)
+    }
+
+    /// The row keys of stored keys, each once.
     fn row_keys(&self, stored: &[String]) -> Vec<String> {
         if self.shards == 1 {
             return stored.to_vec();
         }
         let mut keys: Vec<String> = stored
             .iter()
-            .filter_map(|k| sluice_log::split_shard_key(k).map(|(k, _)| k.to_string()))
+            .filter_map(|k| self.row_key(k).map(str::to_string))
             .collect();
         keys.sort_unstable();
         keys.dedup();
@@ -594,7 +602,7 @@ impl Engine {
                 if !stored.starts_with(&prefix) {
                     return false;
                 }
-                if sluice_log::split_shard_key(stored).is_some_and(|(k, _)| k == key) {
+                if t.row_key(stored) == Some(key) {
                     parts.push(v.to_vec());
                 }
                 true
@@ -612,34 +620,24 @@ impl Engine {
         limit: usize,
     ) -> Result<(Vec<(String, Value)>, bool)> {
         let t = table_of(&self.shared, name)?;
+        // A row's parts are next to each other: `key` NUL `shard` sorts after
+        // `key` and before every longer key (`\u{1}` is above the separator). In
+        // a store of one shard a row is one part, under its own key.
+        let start = match after {
+            None => prefix.to_string(),
+            Some(a) if t.shards == 1 => a.to_string(),
+            Some(a) => format!("{a}\u{1}"),
+        };
         let mut out = Vec::new();
         let mut more = false;
-        if t.shards == 1 {
-            let start = after.unwrap_or(prefix);
-            self.shared.log.scan_state(name, start, &mut |key, v| {
-                if Some(key) == after {
-                    return true;
-                }
-                if !key.starts_with(prefix) {
-                    return false;
-                }
-                if out.len() == limit {
-                    more = true;
-                    return false;
-                }
-                out.push((key.to_string(), render(&t.compiled, v)));
-                true
-            })?;
-            return Ok((out, more));
-        }
-        // A row's parts are next to each other: `key` NUL `shard` sorts after
-        // `key` and before every longer key (`\u{1}` is above the separator).
-        let start = after.map_or_else(|| prefix.to_string(), |a| format!("{a}\u{1}"));
         let mut row: Option<(String, Vec<Vec<u8>>)> = None;
         self.shared.log.scan_state(name, &start, &mut |stored, v| {
-            let Some((key, _)) = sluice_log::split_shard_key(stored) else {
+            let Some(key) = t.row_key(stored) else {
                 return true;
             };
+            if Some(key) == after {
+                return true;
+            }
             if !key.starts_with(prefix) {
                 return false;
             }
@@ -671,6 +669,9 @@ impl Engine {
 
 /// One row from the parts several shards keep of it.
 fn merge_parts(c: &Compiled, parts: &[Vec<u8>]) -> Option<Value> {
+    if let [one] = parts {
+        return Some(render(c, one));
+    }
     match c.kind {
         Kind::Projection { .. } => parts.last().map(|v| render(c, v)),
         Kind::State { .. } => StateRow::merge_parts(
