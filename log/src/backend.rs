@@ -145,6 +145,9 @@ pub trait Backend: Send + Sync + 'static {
         shards: u32,
         reply: Reply<()>,
     );
+    /// Replaces a store's definition (a change of its settings), keeping its
+    /// rows and offsets; every gateway's [`Backend::stores`] answers it soon.
+    fn update_store(&self, name: &str, definition: Vec<u8>, reply: Reply<()>);
     /// Deletes a store and everything in it.
     fn drop_store(&self, name: &str, reply: Reply<()>);
     /// Every store with its definition.
@@ -363,6 +366,9 @@ impl Backend for Log {
     }
     fn drop_store(&self, name: &str, reply: Reply<()>) {
         Log::drop_store(self, name, reply)
+    }
+    fn update_store(&self, name: &str, definition: Vec<u8>, reply: Reply<()>) {
+        Log::update_store(self, name, definition, reply)
     }
     fn stores(&self) -> Result<Vec<(String, Vec<u8>)>> {
         Log::stores(self)

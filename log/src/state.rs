@@ -158,6 +158,23 @@ impl Log {
         );
     }
 
+    /// Replaces a store's definition, keeping its rows, offsets and counters.
+    pub fn update_store(&self, name: &str, definition: Vec<u8>, reply: Reply<()>) {
+        let name = name.to_string();
+        self.write(
+            Box::new(move |txn| {
+                let n = name.as_str();
+                let mut defs = txn.open_table(DEFS)?;
+                if defs.get(n)?.is_none() {
+                    return Ok(Err(Error::StoreNotFound(name.clone())));
+                }
+                defs.insert(n, definition.as_slice())?;
+                Ok(Ok(()))
+            }),
+            reply,
+        );
+    }
+
     /// Deletes a store: its definition, rows, offsets and counters. Its writer
     /// epoch stays, so a writer of a store re-created under the name stays fenced.
     pub fn drop_store(&self, name: &str, reply: Reply<()>) {

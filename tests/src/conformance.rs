@@ -590,7 +590,8 @@ pub fn revoke_before_assign(s: &Suite) {
     assert_ne!(b2.assignment, a2.assignment, "never two owners");
 }
 
-/// Rows and the offsets they reflect commit together, and are read together.
+/// Rows and the offsets they reflect commit together, and are read together; a
+/// new definition keeps them.
 pub fn state_batches_are_atomic(s: &Suite) {
     let b = &s.backend;
     let st = s.name("s");
@@ -637,6 +638,22 @@ pub fn state_batches_are_atomic(s: &Suite) {
     assert_eq!(keys, vec!["k2"]);
     let stats = b.state_stats(&st).unwrap();
     assert_eq!((stats.rows, stats.skipped), (1, 1));
+    // A new definition keeps the rows and offsets.
+    wait(|r| b.update_store(&st, b"def2".to_vec(), r)).unwrap();
+    assert!(
+        b.stores()
+            .unwrap()
+            .contains(&(st.clone(), b"def2".to_vec()))
+    );
+    let read = b.read_state(&st, &["k2"], 2).unwrap();
+    assert_eq!(
+        (read.rows[0].as_deref(), read.offsets.clone()),
+        (Some(&b"2"[..]), vec![6, 7])
+    );
+    assert!(matches!(
+        wait(|r| b.update_store(&s.name("none"), Vec::new(), r)),
+        Err(Error::StoreNotFound(_))
+    ));
     wait(|r| b.drop_store(&st, r)).unwrap();
     assert!(!b.stores().unwrap().iter().any(|(n, _)| *n == st));
     assert!(b.read_state(&st, &["k2"], 0).unwrap().rows[0].is_none());

@@ -1130,6 +1130,9 @@ impl Backend for Kafka {
             s.create(name, changelog, definition, offsets, shards)
         }));
     }
+    fn update_store(&self, name: &str, definition: Vec<u8>, reply: Reply<()>) {
+        reply(self.states().and_then(|s| s.update(name, definition)))
+    }
     fn drop_store(&self, name: &str, reply: Reply<()>) {
         reply(self.states().and_then(|s| {
             let changelog = s.drop_store(name)?;

@@ -382,6 +382,17 @@ impl States {
         self.wait_defs(at + 1)
     }
 
+    /// Replaces a store's definition; its changelog, rows and offsets stay.
+    pub(crate) fn update(&self, name: &str, definition: Vec<u8>) -> Result<()> {
+        self.catch_up_defs()?;
+        let Some(mut def) = self.defs.lock().expect("defs lock").get(name).cloned() else {
+            return Err(Error::StoreNotFound(name.to_string()));
+        };
+        def.definition = definition;
+        let at = self.write_def(name, Some(&json(&def)))?;
+        self.wait_defs(at + 1)
+    }
+
     /// Drops a store; answers its changelog topic, for the caller to delete.
     pub(crate) fn drop_store(&self, name: &str) -> Result<String> {
         self.catch_up_defs()?;
