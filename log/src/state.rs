@@ -57,6 +57,10 @@ pub fn scan_rows(
     Ok(())
 }
 
+/// Before the name of every store that keeps a sink (`sluice-sinks`); the
+/// table engine passes such stores over, and no table is named so.
+pub const SINK_STORES: &str = "_sink.";
+
 /// Between a row's key and its shard in the row keys of a store of several
 /// shards. A row such a store holds is kept once per shard that wrote it, as
 /// `key` NUL `shard`, and its readers merge the parts; keys holding a NUL are

@@ -8,6 +8,7 @@
 mod groups;
 pub mod num;
 mod produce;
+mod sinks;
 mod stats;
 mod tables;
 mod types;
@@ -17,6 +18,7 @@ pub use crate::groups::*;
 pub use crate::produce::{
     HeaderList, MapOnly, ProduceBatch, ProduceBody, ProduceRecord, ProduceRecordSchema,
 };
+pub use crate::sinks::*;
 pub use crate::stats::*;
 pub use crate::tables::*;
 pub use crate::types::*;

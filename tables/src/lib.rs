@@ -271,6 +271,9 @@ fn load(
 /// The engine applied a batch of `store`, written here or by another gateway:
 /// the table now reflects what its store does.
 fn applied_elsewhere(shared: &Shared, store: &str, keys: &[String]) {
+    if store.starts_with(sluice_log::SINK_STORES) {
+        return;
+    }
     let table = shared
         .tables
         .read()
@@ -303,10 +306,17 @@ fn follow_store(shared: &Shared, name: &str, t: &Table) -> Result<()> {
     Ok(())
 }
 
+/// The engine's stores that keep tables (not sinks).
+fn table_stores(log: &dyn Backend) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut stores = log.stores()?;
+    stores.retain(|(n, _)| !n.starts_with(sluice_log::SINK_STORES));
+    Ok(stores)
+}
+
 /// Brings the tables in line with the stores the engine has (made or dropped
 /// through other gateways).
 fn reload(shared: &Shared) -> Result<()> {
-    let stores = shared.log.stores()?;
+    let stores = table_stores(&*shared.log)?;
     let missing: Vec<&(String, Vec<u8>)> = {
         let tables = shared.tables.read().expect("tables lock");
         stores
@@ -397,7 +407,7 @@ impl Engine {
     /// their topics.
     pub fn open(log: Arc<dyn Backend>, on_change: Option<ChangeHook>) -> Result<Engine> {
         let mut tables = HashMap::new();
-        for (name, v) in log.stores()? {
+        for (name, v) in table_stores(&*log)? {
             if let Some(t) = load(&*log, &name, &v, false)? {
                 tables.insert(name, Arc::new(t));
             }
