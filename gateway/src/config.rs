@@ -398,6 +398,25 @@ pub struct Config {
     )]
     pub trusted_proxies: Vec<ipnet::IpNet>,
 
+    /// Loopback, private and link-local networks (CIDR ranges or addresses)
+    /// that sinks may deliver to; repeatable. Public addresses are always
+    /// allowed, cloud metadata addresses never. Checked when a sink is made and
+    /// on the address each request actually connects to.
+    #[arg(
+        long = "sink-allow-net",
+        env = "SLUICE_SINK_ALLOW_NETS",
+        value_delimiter = ',',
+        value_parser = parse_net
+    )]
+    pub sink_allow_nets: Vec<ipnet::IpNet>,
+
+    /// The passphrase whose SHA-256 seals sinks' signing secrets where they are
+    /// stored. Gateways sharing a Kafka cluster must be given the same one;
+    /// without it, the embedded engine keeps a random key in `sink-secret.key`
+    /// in the data directory, and over Kafka signed sinks are refused.
+    #[arg(long, env = "SLUICE_SINK_SECRET_KEY", hide_env_values = true)]
+    pub sink_secret_key: Option<String>,
+
     /// Most connections served at once; further clients wait in the listen backlog.
     #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 10_000)]
     pub max_connections: usize,

@@ -23,6 +23,7 @@ mod problems;
 mod records;
 mod server;
 mod session;
+mod sinks;
 mod state;
 mod stats;
 mod stream;
@@ -61,6 +62,7 @@ pub use crate::telemetry::install as install_metrics;
         (name = "groups", description = "Server-managed consumer groups"),
         (name = "streaming", description = "WebSocket and Server-Sent Events"),
         (name = "tables", description = "Declarative tables maintained from topics"),
+        (name = "sinks", description = "Topics pushed to HTTP endpoints"),
         (name = "operations", description = "Health, readiness and metrics"),
     ),
     components(schemas(
@@ -122,6 +124,14 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::tables::get_table, api::tables::delete_table))
         .routes(routes!(api::tables::get_row))
         .routes(routes!(api::tables::scan_rows))
+        .routes(routes!(api::sinks::create_sink, api::sinks::list_sinks))
+        .routes(routes!(api::sinks::get_sink, api::sinks::delete_sink))
+        .routes(routes!(api::sinks::pause_sink))
+        .routes(routes!(api::sinks::resume_sink))
+        .routes(routes!(api::sinks::reset_sink))
+        .routes(routes!(api::sinks::rotate_secret))
+        .routes(routes!(api::sinks::sink_attempts))
+        .routes(routes!(api::sinks::test_sink))
         .routes(routes!(api::stats::stats))
         .routes(routes!(api::backup::backup))
         .routes(routes!(crate::telemetry::render))
@@ -372,6 +382,17 @@ pub fn build_state(
         move |topic, partition, _end| waiters.notify(topic, partition)
     }));
     let cluster = log.cluster_groups();
+    let sinks = crate::sinks::Sinks::new(
+        log.clone(),
+        crate::sinks::deliver::Client::new(crate::sinks::deliver::AllowList {
+            nets: config.sink_allow_nets.clone(),
+        })?,
+        crate::sinks::sealer(
+            config.sink_secret_key.as_deref(),
+            (config.backend == crate::config::BackendKind::Embedded)
+                .then_some(config.data_dir.as_path()),
+        )?,
+    );
     Ok(AppState::new(crate::state::Shared {
         log,
         limits: Arc::new(Limits::new(
@@ -402,6 +423,7 @@ pub fn build_state(
         shutdown,
         metrics,
         tables,
+        sinks,
         table_waiters,
         stats: Arc::new(crate::stats::Stats::new(config.data_dir.clone())),
     }))
@@ -484,6 +506,7 @@ pub async fn run(
     every(Duration::from_millis(250), move || groups.expire_all());
     let limits = state.limits.clone();
     every(Duration::from_secs(60), move || limits.forget_idle());
+    state.sinks.supervise(state.shutdown.clone());
     println!("listening on http://{addr}");
     let delay = Duration::from_millis(config.shutdown_delay_ms);
     let tables = state.tables.clone();

@@ -111,6 +111,7 @@ pub(crate) const CODES: &[(&str, u16, &str)] = &[
     ),
     ("table_not_found", 404, "The table does not exist."),
     ("row_not_found", 404, "The table has no row with that key."),
+    ("sink_not_found", 404, "The sink does not exist."),
     (
         "method_not_allowed",
         405,
@@ -123,6 +124,7 @@ pub(crate) const CODES: &[(&str, u16, &str)] = &[
     ),
     ("topic_exists", 409, "A topic of that name exists."),
     ("table_exists", 409, "A table of that name exists."),
+    ("sink_exists", 409, "A sink of that name exists."),
     (
         "stale_generation",
         409,
@@ -157,6 +159,16 @@ pub(crate) const CODES: &[(&str, u16, &str)] = &[
         "invalid_table",
         422,
         "A table definition is well formed but cannot be kept: a bad path, filter or unsupported SQL; the detail says where.",
+    ),
+    (
+        "invalid_sink",
+        422,
+        "A sink definition is well formed but cannot be kept: a bad URL, filter, batch, rate or retry setting; the detail says which.",
+    ),
+    (
+        "sink_destination_not_allowed",
+        422,
+        "The sink's URL resolves to an address sinks may not reach: loopback, private and link-local networks need `--sink-allow-net`, and cloud metadata addresses are never allowed.",
     ),
     (
         "key_required",

@@ -57,6 +57,8 @@ pub struct Shared {
     pub(crate) shutdown: watch::Receiver<bool>,
     /// The table engine.
     pub(crate) tables: Arc<sluice_tables::Engine>,
+    /// The sinks' runners.
+    pub(crate) sinks: Arc<crate::sinks::Sinks>,
     /// Long polls on table changes park here.
     pub(crate) table_waiters: Arc<TableWaiters>,
     /// Start-up time and delivery counts for `/v1/stats`.

@@ -5,6 +5,7 @@ pub(crate) mod events;
 pub(crate) mod fetch;
 pub(crate) mod groups;
 pub(crate) mod produce;
+pub(crate) mod sinks;
 pub(crate) mod stats;
 pub(crate) mod tables;
 pub(crate) mod topics;

@@ -202,6 +202,9 @@ pub struct Stored {
     /// Newest first.
     #[serde(default)]
     pub secrets: Vec<StoredSecret>,
+    /// Its store's shards (see `Backend::shards`): source partition `p` is
+    /// delivered by the writer of shard `p % shards`.
+    pub shards: u32,
 }
 
 impl Stored {
