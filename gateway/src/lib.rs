@@ -510,6 +510,7 @@ pub async fn run(
     println!("listening on http://{addr}");
     let delay = Duration::from_millis(config.shutdown_delay_ms);
     let tables = state.tables.clone();
+    let sinks = state.sinks.clone();
     let router = app(&config, state);
     server::run(
         listener,
@@ -531,6 +532,8 @@ pub async fn run(
         },
     )
     .await?;
+    // Sinks save what they delivered, so a restart sends none of it again.
+    sinks.stop(Duration::from_secs(5)).await;
     // The table engine stops before the stores it writes go to other gateways,
     // so none of its batches is under way then (the next writer would fence it
     // in any case).

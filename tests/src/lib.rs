@@ -3,6 +3,7 @@
 //! benchmark talk to it only over real HTTP.
 
 pub mod conformance;
+pub mod receiver;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
@@ -253,6 +254,8 @@ fn kafka_args(data_dir: &Path) -> Vec<String> {
         bootstrap,
         "--kafka-topic-prefix".into(),
         prefix,
+        "--sink-secret-key".into(),
+        "sluice-test-cluster".into(),
     ]
 }
 
@@ -518,6 +521,8 @@ pub fn shared_kafka_args(bootstrap: &str, prefix: &str) -> Vec<String> {
         prefix,
         "--group-session-timeout-ms",
         "6000",
+        "--sink-secret-key",
+        "sluice-test-cluster",
     ]
     .map(String::from)
     .to_vec()

@@ -64,6 +64,8 @@ pub(crate) type Result<T> = std::result::Result<T, Fault>;
 
 /// What a runner shares with the API.
 pub(crate) struct Live {
+    /// Set at a graceful shutdown: commit what was delivered, then stop.
+    pub stopping: std::sync::atomic::AtomicBool,
     pub stored: Mutex<Stored>,
     pub wake: Notify,
     pub attempts: Mutex<VecDeque<SinkAttempt>>,
@@ -174,7 +176,6 @@ impl Sinks {
                     _ = stop.changed() => {}
                 }
                 if *stop.borrow() {
-                    me.stop_all();
                     return;
                 }
                 let log = me.log.clone();
@@ -186,11 +187,30 @@ impl Sinks {
         });
     }
 
-    fn stop_all(&self) {
-        for (_, r) in self.running.lock().expect("running lock").drain() {
-            r.task.abort();
-        }
+    /// At a graceful shutdown: every runner commits what was delivered and
+    /// stops (those that take longer than `grace` are stopped where they are:
+    /// their last deliveries are sent again after the restart).
+    pub(crate) async fn stop(&self, grace: std::time::Duration) {
+        let running: Vec<Running> = self
+            .running
+            .lock()
+            .expect("running lock")
+            .drain()
+            .map(|(_, r)| r)
+            .collect();
         self.by_topic.write().expect("by_topic lock").clear();
+        for r in &running {
+            r.live
+                .stopping
+                .store(true, std::sync::atomic::Ordering::Release);
+            r.live.wake.notify_one();
+        }
+        for r in running {
+            let abort = r.task.abort_handle();
+            if tokio::time::timeout(grace, r.task).await.is_err() {
+                abort.abort();
+            }
+        }
     }
 
     /// Brings the runners in line with the stores the engine has.
@@ -223,6 +243,7 @@ impl Sinks {
                 }
                 None => {
                     let live = Arc::new(Live {
+                        stopping: Default::default(),
                         stored: Mutex::new(stored.clone()),
                         wake: Notify::new(),
                         attempts: Mutex::new(VecDeque::new()),
@@ -455,6 +476,7 @@ impl Sinks {
     }
 
     pub(crate) async fn delete(self: &Arc<Sinks>, name: &str) -> Result<()> {
+        self.stored(name).await?;
         let log = self.log.clone();
         let store = sluice_sinks::store_name(name);
         tokio::task::spawn_blocking(move || sluice_log::wait(|r| log.drop_store(&store, r)))

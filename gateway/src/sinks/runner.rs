@@ -289,6 +289,18 @@ impl Runner {
                 self.disable().await;
             }
             self.publish();
+            if self.live.stopping.load(std::sync::atomic::Ordering::Acquire) {
+                // Answers still coming count: wait for them briefly, then save.
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+                while self.machine.in_flight() > 0 {
+                    match tokio::time::timeout_at(deadline, self.answers.1.recv()).await {
+                        Ok(Some((id, sent))) => self.answered(id, sent),
+                        _ => break,
+                    }
+                }
+                self.commit().await;
+                return;
+            }
             // Wait for something to do.
             let mut sleep = Duration::from_millis(250);
             if let Some(at) = wait_until {

@@ -1,0 +1,584 @@
+//! Sinks end to end: the real binary pushing a topic to real HTTP receivers in
+//! this process; signatures checked by the Standard Webhooks reference library
+//! (Python, from PyPI).
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use serde_json::{Value, json};
+use sluice_tests::receiver::{Behavior, Received, Receiver};
+use sluice_tests::{Server, client, create_topic, fetch_all, get_json, produce_records};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+fn server() -> Server {
+    Server::start_with(&["--sink-allow-net", "127.0.0.0/8"])
+}
+
+async fn make_sink(c: &reqwest::Client, s: &Server, def: Value) -> Value {
+    let r = c.post(s.url("/v1/sinks")).json(&def).send().await.unwrap();
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 201, "{body}");
+    body
+}
+
+async fn sink_until(
+    c: &reqwest::Client,
+    s: &Server,
+    name: &str,
+    done: impl Fn(&Value) -> bool,
+) -> Value {
+    let start = Instant::now();
+    loop {
+        let v = get_json(c, s, &format!("/v1/sinks/{name}")).await;
+        if done(&v) {
+            return v;
+        }
+        assert!(start.elapsed() < WAIT, "sink {name} never got there: {v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs the reference library over requests: answers, per request, whether
+/// each secret verifies it.
+fn verify(secrets: &[&str], got: &[Received], tamper: bool) -> Vec<Vec<bool>> {
+    let cases: Vec<Value> = got
+        .iter()
+        .map(|r| {
+            let mut body = r.body.to_vec();
+            if tamper {
+                body.push(b' ');
+            }
+            json!({
+                "id": r.webhook_id, "ts": r.timestamp, "sig": r.signature,
+                "body": base64::engine::general_purpose::STANDARD.encode(&body),
+            })
+        })
+        .collect();
+    let script = r#"
+import base64, json, sys, time
+from standardwebhooks.webhooks import Webhook
+secrets, cases = json.load(sys.stdin)
+out = []
+for c in cases:
+    row = []
+    for s in secrets:
+        try:
+            Webhook(s).verify(base64.b64decode(c["body"]), {
+                "webhook-id": c["id"], "webhook-timestamp": c["ts"], "webhook-signature": c["sig"]})
+            row.append(True)
+        except Exception:
+            row.append(False)
+    out.append(row)
+print(json.dumps(out))
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3 (install: apt-get install python3)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(json!([secrets, cases]).to_string().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the Standard Webhooks library failed (install: pip install -r tests/requirements.txt): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signed_deliveries_verify_with_the_reference_library_also_after_a_rotation() {
+    let s = server();
+    let c = client();
+    let rx = Receiver::start().await;
+    create_topic(&c, &s, "signed", 2).await;
+    let made = make_sink(
+        &c,
+        &s,
+        json!({"name": "signed", "source": {"topic": "signed"}, "url": rx.url, "start": "earliest"}),
+    )
+    .await;
+    let first = made["secret"].as_str().unwrap().to_string();
+    assert!(first.starts_with("whsec_"));
+    // Never shown again.
+    let info = get_json(&c, &s, "/v1/sinks/signed").await;
+    assert!(info.get("secret").is_none(), "{info}");
+    assert!(!info.to_string().contains(&first[6..]));
+
+    let records: Vec<Value> = (0..6)
+        .map(|i| json!({"key": format!("k{i}"), "value": {"i": i}}))
+        .collect();
+    produce_records(&c, &s, "signed", records).await;
+    let got = rx.until(WAIT, |g| g.len() >= 6).await;
+    assert!(verify(&[&first], &got, false).iter().all(|r| r == &[true]));
+    assert!(
+        verify(&[&first], &got, true).iter().all(|r| r == &[false]),
+        "a tampered body must not verify"
+    );
+    for r in &got {
+        let body: Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["id"], r.webhook_id.as_str());
+        assert_eq!(body["topic"], "signed");
+        assert_eq!(body["offset"], r.offset);
+        assert_eq!(r.records, 1);
+        assert_eq!(r.attempt, 1);
+    }
+
+    let rotated: Value = c
+        .post(s.url("/v1/sinks/signed/secret/rotate"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let second = rotated["secret"].as_str().unwrap().to_string();
+    assert_ne!(first, second);
+    produce_records(&c, &s, "signed", vec![json!({"key": "after", "value": 1})]).await;
+    let got = rx.until(WAIT, |g| g.len() >= 7).await;
+    let last = &got[6..];
+    assert_eq!(
+        verify(&[&second, &first], last, false),
+        vec![vec![true, true]],
+        "the new secret signs, and the old one co-signs"
+    );
+    assert_eq!(
+        verify(&["whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"], last, false),
+        vec![vec![false]]
+    );
+
+    // A test request is signed too.
+    let t: Value = c
+        .post(s.url("/v1/sinks/signed/test"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(t["ok"], true, "{t}");
+    let got = rx.until(WAIT, |g| g.len() >= 8).await;
+    assert_eq!(verify(&[&second], &got[7..], false), vec![vec![true]]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_record_is_dead_lettered_after_its_attempts_and_its_key_goes_on() {
+    let s = server();
+    let c = client();
+    let rx = Receiver::start_with(Behavior {
+        refuse_marker: Some("poison".into()),
+        ..Behavior::default()
+    })
+    .await;
+    create_topic(&c, &s, "orders", 1).await;
+    make_sink(
+        &c,
+        &s,
+        json!({"name": "dl", "source": {"topic": "orders"}, "url": rx.url, "start": "earliest",
+               "retry": {"record_attempts": 4, "initial_ms": 10}}),
+    )
+    .await;
+    let mut records = Vec::new();
+    for i in 0..20 {
+        if i == 5 {
+            records.push(json!({"key": "bad", "value": {"i": i, "poison": true}}));
+        } else {
+            let key = ["a", "b"][i % 2];
+            records.push(json!({"key": key, "value": {"i": i}}));
+        }
+    }
+    records.push(json!({"key": "bad", "value": {"i": 20}}));
+    produce_records(&c, &s, "orders", records).await;
+    let info = sink_until(&c, &s, "dl", |v| v["partitions"][0]["cursor"] == 21).await;
+    assert_eq!(info["delivered"], 20);
+    assert_eq!(info["dead_lettered"], 1, "{info}");
+    let got = rx.got();
+    let bad: Vec<&Received> = got.iter().filter(|r| r.offset == 5).collect();
+    assert_eq!(bad.len(), 4, "exactly the configured attempts");
+    assert_eq!(
+        bad.iter().map(|r| r.attempt).collect::<Vec<_>>(),
+        vec![1, 2, 3, 4]
+    );
+    // Refused records keep one id across their attempts.
+    assert!(bad.iter().all(|r| r.webhook_id == bad[0].webhook_id));
+    let dead = fetch_all(&c, &s, "dl.dead-letters", 0).await;
+    let dead_offsets: Vec<u64> = dead
+        .iter()
+        .map(|d| d["value"]["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(dead_offsets, vec![5], "{dead:?}");
+    let d = &dead[0]["value"];
+    assert_eq!(d["attempts"], 4);
+    assert_eq!(d["status"], 422);
+    assert_eq!(d["record"]["value"]["i"], 5);
+    assert_eq!(d["id"], bad[0].webhook_id.as_str());
+    assert!(d["answer"].as_str().unwrap().contains("422"));
+    // Offset 20 (the key's next record) was delivered, after offset 5 was
+    // settled.
+    let o20 = got
+        .iter()
+        .position(|r| r.offset == 20 && r.status == 200)
+        .expect("offset 20 was delivered");
+    let last_bad = got.iter().rposition(|r| r.offset == 5).unwrap();
+    assert!(o20 > last_bad, "a key's records go in offset order");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_obeyed_and_410_disables_the_sink_until_resumed() {
+    let s = server();
+    let c = client();
+    let rx = Receiver::start_with(Behavior {
+        script: [(429, Some("2".to_string()))].into(),
+        ..Behavior::default()
+    })
+    .await;
+    create_topic(&c, &s, "ra", 1).await;
+    make_sink(
+        &c,
+        &s,
+        json!({"name": "ra", "source": {"topic": "ra"}, "url": rx.url, "start": "earliest",
+               "retry": {"initial_ms": 10}}),
+    )
+    .await;
+    produce_records(&c, &s, "ra", vec![json!({"key": "k", "value": 1})]).await;
+    let got = rx.until(WAIT, |g| g.len() >= 2).await;
+    assert_eq!((got[0].status, got[1].status), (429, 200));
+    let gap = got[1].timestamp.parse::<u64>().unwrap() - got[0].timestamp.parse::<u64>().unwrap();
+    assert!(
+        gap >= 1,
+        "Retry-After: 2 was not obeyed (retried {gap} s later)"
+    );
+    assert_eq!(got[1].attempt, 2);
+
+    // 410: disabled, nothing more is sent, until a resume.
+    rx.set(|b| b.script = [(410, None)].into());
+    produce_records(&c, &s, "ra", vec![json!({"key": "k", "value": 2})]).await;
+    let info = sink_until(&c, &s, "ra", |v| v["state"] == "disabled").await;
+    assert!(info["disabled_reason"].as_str().unwrap().contains("410"));
+    let before = rx.count();
+    produce_records(&c, &s, "ra", vec![json!({"key": "k", "value": 3})]).await;
+    // Other calls go through the runner's loop meanwhile; still nothing sent.
+    for _ in 0..5 {
+        get_json(&c, &s, "/v1/sinks/ra").await;
+    }
+    assert_eq!(rx.count(), before, "a disabled sink sends nothing");
+    let r = c.post(s.url("/v1/sinks/ra/resume")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let info = sink_until(&c, &s, "ra", |v| v["partitions"][0]["cursor"] == 3).await;
+    assert_eq!(info["state"], "running");
+    let got = rx.got();
+    let values: Vec<u64> = got
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| {
+            serde_json::from_slice::<Value>(&r.body).unwrap()["value"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(values, vec![1, 2, 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_from_a_time_delivers_again_with_the_same_ids_and_pause_holds() {
+    let s = server();
+    let c = client();
+    let rx = Receiver::start().await;
+    create_topic(&c, &s, "replay", 2).await;
+    let t0 = 1_700_000_000_000u64;
+    let records: Vec<Value> = (0..10)
+        .map(|i| json!({"key": format!("k{i}"), "value": i, "timestamp": t0 + i * 1000}))
+        .collect();
+    produce_records(&c, &s, "replay", records).await;
+    make_sink(
+        &c,
+        &s,
+        json!({"name": "replay", "source": {"topic": "replay"}, "url": rx.url,
+               "start": {"timestamp": t0}, "format": "cloudevents", "ordering": "partition",
+               "batch": {"max_records": 3}}),
+    )
+    .await;
+    let first = rx
+        .until(WAIT, |g| g.iter().map(|r| r.records).sum::<u32>() >= 10)
+        .await;
+    let events = |got: &[Received]| -> BTreeMap<u64, String> {
+        let mut out = BTreeMap::new();
+        for r in got {
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            let list = if r.records > 1 {
+                assert_eq!(r.content_type, "application/cloudevents-batch+json");
+                v.as_array().unwrap().clone()
+            } else {
+                assert_eq!(r.content_type, "application/cloudevents+json");
+                vec![v]
+            };
+            for e in list {
+                assert_eq!(e["specversion"], "1.0");
+                assert_eq!(e["source"], "/sluice/topics/replay");
+                assert!(e["partitionkey"].as_str().unwrap().starts_with('k'));
+                let seq: u64 = e["sequence"].as_str().unwrap().parse().unwrap();
+                let _ = seq;
+                out.insert(
+                    e["data"].as_u64().unwrap(),
+                    e["id"].as_str().unwrap().to_string(),
+                );
+            }
+        }
+        out
+    };
+    let ids = events(&first);
+    assert_eq!(ids.len(), 10);
+
+    let r = c
+        .post(s.url("/v1/sinks/replay/pause"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c
+        .post(s.url("/v1/sinks/replay/cursor/reset"))
+        .json(&json!({"start": {"timestamp": t0 + 5000}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let paused = get_json(&c, &s, "/v1/sinks/replay").await;
+    assert_eq!(paused["state"], "paused");
+    let n = rx.got().len();
+    assert_eq!(n, first.len(), "a paused sink sends nothing");
+    c.post(s.url("/v1/sinks/replay/resume"))
+        .send()
+        .await
+        .unwrap();
+    let all = rx
+        .until(WAIT, |g| g.iter().map(|r| r.records).sum::<u32>() >= 15)
+        .await;
+    let again = events(&all[n..]);
+    assert_eq!(
+        again.keys().copied().collect::<Vec<_>>(),
+        vec![5, 6, 7, 8, 9]
+    );
+    for (v, id) in &again {
+        assert_eq!(&ids[v], id, "record {v} keeps its id");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destinations_outside_the_allow_list_are_refused_at_creation_and_at_connect_time() {
+    let mut s = server();
+    let c = client();
+    let rx = Receiver::start().await;
+    create_topic(&c, &s, "guarded", 1).await;
+    let port = rx
+        .url
+        .split(':')
+        .nth(2)
+        .unwrap()
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    for url in [
+        "http://169.254.169.254/latest/meta-data".to_string(),
+        "http://10.0.0.1/hook".to_string(),
+        "http://[::1]:1/hook".to_string(),
+    ] {
+        let r = c
+            .post(s.url("/v1/sinks"))
+            .json(&json!({"name": "x", "source": {"topic": "guarded"}, "url": url}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 422, "{url}");
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["code"], "sink_destination_not_allowed", "{url}: {p}");
+    }
+    // A name that resolves to loopback, allowed when made ...
+    let url = format!("http://localhost:{port}/hook");
+    make_sink(
+        &c,
+        &s,
+        json!({"name": "guarded", "source": {"topic": "guarded"}, "url": url, "start": "earliest",
+               "retry": {"initial_ms": 10, "max_ms": 100}}),
+    )
+    .await;
+    produce_records(&c, &s, "guarded", vec![json!({"key": "k", "value": 1})]).await;
+    rx.until(WAIT, |g| g.len() == 1).await;
+    // ... and refused on connect once the gateway no longer allows loopback
+    // (a graceful stop saves what the sink delivered).
+    let data_dir = s.data_dir.clone();
+    assert!(s.terminate());
+    let s = Server::start_in(data_dir, &[]);
+    produce_records(&c, &s, "guarded", vec![json!({"key": "k", "value": 2})]).await;
+    let info = sink_until(&c, &s, "guarded", |v| {
+        v["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("--sink-allow-net"))
+    })
+    .await;
+    assert_eq!(info["partitions"][0]["cursor"], 1, "{info}");
+    assert_eq!(rx.got().len(), 1, "nothing reached the receiver");
+    let r = c
+        .post(s.url("/v1/sinks"))
+        .json(&json!({"name": "y", "source": {"topic": "guarded"}, "url": url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_sink_requests_get_problems() {
+    let s = server();
+    let c = client();
+    create_topic(&c, &s, "t", 1).await;
+    let ok = json!({"name": "s", "source": {"topic": "t"}, "url": "http://127.0.0.1:9/"});
+    let cases: Vec<(Value, u16, &str)> = vec![
+        (json!({"name": "s"}), 400, "invalid_body"),
+        (
+            json!({"name": "s", "source": {"topic": "t"}, "url": "http://x/", "extra": 1}),
+            400,
+            "invalid_body",
+        ),
+        (
+            json!({"name": "s", "source": {"topic": "nope"}, "url": "http://127.0.0.1:9/"}),
+            404,
+            "topic_not_found",
+        ),
+        (
+            json!({"name": "s", "source": {"topic": "t"}, "url": "mailto:a@b"}),
+            422,
+            "invalid_sink",
+        ),
+        (
+            json!({"name": "s", "source": {"topic": "t"}, "url": "http://127.0.0.1:9/", "filter": "a >"}),
+            422,
+            "invalid_sink",
+        ),
+        (
+            json!({"name": "s", "source": {"topic": "t"}, "url": "http://127.0.0.1:9/", "rate": {"max_in_flight": 0}}),
+            422,
+            "invalid_sink",
+        ),
+        (
+            json!({"name": "s", "source": {"topic": "t"}, "url": "http://127.0.0.1:9/", "ordering": "random"}),
+            400,
+            "invalid_body",
+        ),
+    ];
+    for (body, status, code) in cases {
+        let r = c.post(s.url("/v1/sinks")).json(&body).send().await.unwrap();
+        assert_eq!(r.status(), status, "{body}");
+        assert_eq!(
+            r.headers()["content-type"],
+            "application/problem+json",
+            "{body}"
+        );
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["code"], code, "{body}: {p}");
+    }
+    make_sink(&c, &s, ok.clone()).await;
+    let r = c.post(s.url("/v1/sinks")).json(&ok).send().await.unwrap();
+    assert_eq!(r.status(), 409);
+    for path in ["/v1/sinks/none", "/v1/sinks/none/attempts"] {
+        let r = c.get(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    for path in [
+        "/v1/sinks/none/pause",
+        "/v1/sinks/none/test",
+        "/v1/sinks/none/secret/rotate",
+    ] {
+        let r = c.post(s.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    let r = c
+        .post(s.url("/v1/sinks/s/cursor/reset"))
+        .json(&json!({"start": "sometime"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let list = get_json(&c, &s, "/v1/sinks").await;
+    assert_eq!(list["sinks"].as_array().unwrap().len(), 1);
+    let r = c.delete(s.url("/v1/sinks/s")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let r = c.delete(s.url("/v1/sinks/s")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    let list = get_json(&c, &s, "/v1/sinks").await;
+    assert_eq!(list["sinks"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sinks_need_an_admin_token() {
+    let secret = "0123456789abcdef0123456789abcdef";
+    let s = Server::start_with(&["--jwt-secret", secret, "--sink-allow-net", "127.0.0.0/8"]);
+    let c = client();
+    let token = |admin: bool| {
+        sluice_tests::sign(
+            jsonwebtoken::Algorithm::HS256,
+            None,
+            secret.as_bytes(),
+            &json!({"sub": "t", "exp": sluice_tests::now_secs() + 600,
+                    "sluice": {"produce": ["*"], "consume": ["*"], "tables": ["*"], "admin": admin}}),
+        )
+    };
+    let admin = token(true);
+    let user = token(false);
+    let r = c
+        .post(s.url("/v1/topics"))
+        .bearer_auth(&admin)
+        .json(&json!({"name": "t", "partitions": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let def = json!({"name": "s", "source": {"topic": "t"}, "url": "http://127.0.0.1:9/"});
+    let r = c.post(s.url("/v1/sinks")).json(&def).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    let r = c
+        .post(s.url("/v1/sinks"))
+        .bearer_auth(&user)
+        .json(&def)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = c
+        .post(s.url("/v1/sinks"))
+        .bearer_auth(&admin)
+        .json(&def)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    for (method, path) in [
+        ("GET", "/v1/sinks"),
+        ("GET", "/v1/sinks/s"),
+        ("GET", "/v1/sinks/s/attempts"),
+        ("POST", "/v1/sinks/s/pause"),
+        ("POST", "/v1/sinks/s/resume"),
+        ("POST", "/v1/sinks/s/test"),
+        ("POST", "/v1/sinks/s/secret/rotate"),
+        ("DELETE", "/v1/sinks/s"),
+    ] {
+        let r = c
+            .request(method.parse().unwrap(), s.url(path))
+            .bearer_auth(&user)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{method} {path}");
+    }
+}
