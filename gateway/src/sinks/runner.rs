@@ -21,7 +21,7 @@ use super::deliver::{self, Client, Payload, Request, Sent};
 use super::{Fault, Live, now_ms, start_offset};
 
 /// How often progress is committed, at most.
-const COMMIT_EVERY: Duration = Duration::from_millis(100);
+const COMMIT_EVERY: Duration = Duration::from_millis(50);
 /// How often the runner asks whether it may write each shard.
 const OWN_EVERY: Duration = Duration::from_secs(1);
 /// Records read from a partition at once, at most.
@@ -289,7 +289,11 @@ impl Runner {
                 self.disable().await;
             }
             self.publish();
-            if self.live.stopping.load(std::sync::atomic::Ordering::Acquire) {
+            if self
+                .live
+                .stopping
+                .load(std::sync::atomic::Ordering::Acquire)
+            {
                 // Answers still coming count: wait for them briefly, then save.
                 let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
                 while self.machine.in_flight() > 0 {
