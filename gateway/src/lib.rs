@@ -4,7 +4,9 @@
 //! It owns everything that speaks HTTP: routes, request parsing and validation,
 //! problem+json errors, long-polling, the OpenAPI wiring and the embedded dashboard.
 //! Storage stays behind the seam, `sluice_log::Backend` (only `engine.rs` names an
-//! engine); the consumer-group coordinator is `sluice_log::groups`.
+//! engine; the gateway must not depend on redb or name another storage type); the consumer-group
+//! coordinator is `sluice_log::groups`; sinks' delivery logic is `sluice_sinks`,
+//! the HTTP client that carries it lives here (`sinks/`).
 //!
 //! Its face is [`run`], the configuration types, [`cli`] and the generated API
 //! documents; everything else is `pub(crate)`.

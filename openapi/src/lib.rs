@@ -1,6 +1,6 @@
 //! Sluice's wire types and its OpenAPI schemas.
 //!
-//! Every JSON body the gateway reads or writes is defined here with serde and
+//! It owns every JSON body's type. Every JSON body the gateway reads or writes is defined here with serde and
 //! `utoipa::ToSchema`, so the OpenAPI document is generated from the same types the
 //! handlers use and cannot drift from them. This crate must not depend on axum, on
 //! the storage crates or on anything async.

@@ -138,6 +138,12 @@ impl Server {
         self.base = base;
     }
 
+    /// Changes the flags the next [`Server::restart`] starts with (the
+    /// engine's flags stay).
+    pub fn edit_args(&mut self, f: impl FnOnce(&mut Vec<String>)) {
+        f(&mut self.args);
+    }
+
     /// The lines of the server's log at WARN or above, for a failing test's message.
     pub fn warnings(&self) -> String {
         std::fs::read_to_string(self.data_dir.with_extension("log"))

@@ -88,6 +88,7 @@ fn crate_boundaries_hold() {
         "sluice-log",
         "sluice-kafka",
         "sluice-tables",
+        "sluice-sinks",
         "sluice-openapi",
     ] {
         let deps = closure(&meta, krate);
@@ -99,11 +100,13 @@ fn crate_boundaries_hold() {
         !direct.iter().any(|d| d == "redb"),
         "the gateway must reach storage through sluice-log only: {direct:?}"
     );
-    let tables = direct_deps(&meta, "sluice-tables");
-    assert!(
-        !tables.iter().any(|d| d == "redb"),
-        "the table engine keeps its state through the storage seam only: {tables:?}"
-    );
+    for krate in ["sluice-tables", "sluice-sinks"] {
+        let deps = direct_deps(&meta, krate);
+        assert!(
+            !deps.iter().any(|d| d == "redb" || d == "sluice-kafka"),
+            "{krate} keeps its state through the storage seam only: {deps:?}"
+        );
+    }
     // The check sees through to what the gateway does pull in.
     assert!(closure(&meta, "sluice-gateway").contains("tokio"));
 }
@@ -234,4 +237,35 @@ fn handler_modules_do_not_import_from_one_another() {
         "handler modules import from one another:\n{}",
         offenders.join("\n")
     );
+}
+
+/// Each library crate's `lib.rs` opens with what the crate owns and what it
+/// must not depend on.
+#[test]
+fn each_crate_says_what_it_owns_and_what_it_must_not_depend_on() {
+    for path in [
+        "log/src/lib.rs",
+        "log/kafka/src/lib.rs",
+        "tables/src/lib.rs",
+        "tables/sinks/src/lib.rs",
+        "openapi/src/lib.rs",
+        "gateway/src/lib.rs",
+    ] {
+        let text = std::fs::read_to_string(workspace_root().join(path)).unwrap();
+        let doc: String = text
+            .lines()
+            .take_while(|l| l.starts_with("//!"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        assert!(doc.len() > 200, "{path} opens with no crate docs");
+        let lower = doc.to_lowercase();
+        assert!(
+            lower.contains("own"),
+            "{path}'s docs do not say what it owns"
+        );
+        assert!(
+            lower.contains("never") || lower.contains("must not") || lower.contains("no http"),
+            "{path}'s docs do not say what it must not depend on"
+        );
+    }
 }
