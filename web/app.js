@@ -742,6 +742,141 @@ function tablePage(main, cleanup, name) {
     panel('Rows', browseForm, rows));
 }
 
+// ---------- sinks ----------
+
+function sinksTable(list) {
+  return table([
+    { label: 'Sink', cell: (k) => h('a', { href: `#/sinks/${enc(k.name)}` }, k.name) },
+    { label: 'Topic', cell: (k) => k.definition.source.topic },
+    { label: 'State', cell: (k) => h('span', { class: `badge ${k.state}` }, k.state.replace('_', ' ')) },
+    { label: 'Lag', num: true, cell: (k) => num(k.lag_records) },
+    { label: 'Delivered', num: true, cell: (k) => num(k.delivered) },
+    { label: 'Dead letters', num: true, cell: (k) => num(k.dead_lettered) },
+    { label: 'Endpoint', cell: (k) => k.definition.url },
+  ], list, 'No sinks yet. Make one below or with POST /v1/sinks.');
+}
+
+function createSinkForm() {
+  const out = h('div', { class: 'result' });
+  const form = h('form', { class: 'inline' },
+    h('label', {}, 'Name', h('input', { name: 'name', required: true, pattern: '[A-Za-z0-9._\\-]{1,200}', placeholder: 'orders-to-erp' })),
+    h('label', {}, 'Topic', h('input', { name: 'topic', required: true, placeholder: 'orders' })),
+    h('label', {}, 'Endpoint URL', h('input', { name: 'url', type: 'url', required: true, placeholder: 'https://erp.example.com/hooks' })),
+    h('label', {}, 'Order', h('select', { name: 'ordering' },
+      h('option', { value: 'key' }, 'per key'),
+      h('option', { value: 'partition' }, 'per partition'),
+      h('option', { value: 'none' }, 'none'))),
+    h('label', {}, 'Start', h('select', { name: 'start' },
+      h('option', { value: 'latest' }, 'new records'),
+      h('option', { value: 'earliest' }, 'the earliest record'))),
+    h('button', { type: 'submit' }, 'Create sink'));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const f = new FormData(form);
+    const body = {
+      name: f.get('name'), source: { topic: f.get('topic') }, url: f.get('url'),
+      ordering: f.get('ordering'), start: f.get('start'),
+    };
+    try {
+      const k = await api('POST', '/v1/sinks', body);
+      out.className = 'result ok';
+      out.replaceChildren();
+      append(out, `Created ${k.name}. `, k.secret
+        ? ['Its signing secret, shown only now: ', h('code', { class: 'secret' }, k.secret)] : '');
+      form.reset();
+    } catch (err) { say(out, explain(err), false); }
+  });
+  return panel('New sink', form, out);
+}
+
+function sinksPage(main, cleanup) {
+  const body = h('div', {});
+  every(2000, async () => body.replaceChildren(sinksTable((await api('GET', '/v1/sinks')).sinks)), cleanup);
+  append(main, h('h1', {}, 'Sinks'), panel(null, body), createSinkForm());
+}
+
+function sinkPage(main, cleanup, name) {
+  const path = `/v1/sinks/${enc(name)}`;
+  const title = h('h1', {}, 'Sink ', h('span', {}, name));
+  const summary = h('div', {});
+  const parts = h('div', {});
+  const attempts = h('div', {});
+  const definition = h('div', {});
+  const out = h('div', { class: 'result' });
+  const load = async () => {
+    const k = await api('GET', path);
+    const rows = [
+      ['State', [h('span', { class: `badge ${k.state}`, 'data-state': k.state }, k.state.replace('_', ' ')),
+        k.disabled_reason ? ` ${k.disabled_reason}` : '']],
+      ['Topic', h('a', { href: `#/topics/${enc(k.definition.source.topic)}` }, k.definition.source.topic)],
+      ['Endpoint', k.definition.url],
+      ['Lag', num(k.lag_records)],
+      ['Delivered', num(k.delivered)],
+      ['Retried', num(k.retried)],
+      ['Dead letters', [num(k.dead_lettered), ' in ',
+        h('a', { href: `#/topics/${enc(k.dead_letter_topic)}` }, k.dead_letter_topic)]],
+    ];
+    if (k.skipped_by_retention) rows.push(['Lost to retention', num(k.skipped_by_retention)]);
+    if (k.next_attempt_ms) rows.push(['Next attempt', time(k.next_attempt_ms)]);
+    if (k.last_error) {
+      rows.push(['Last error', `${time(k.last_error.at_ms)}: ${k.last_error.message}`, { class: 'err' }]);
+    }
+    summary.replaceChildren(kv(rows));
+    parts.replaceChildren(table([
+      { label: 'Partition', cell: (p) => p.partition },
+      { label: 'Cursor', num: true, cell: (p) => num(p.cursor) },
+      { label: 'End offset', num: true, cell: (p) => num(p.end_offset) },
+      { label: 'Lag', num: true, cell: (p) => num(p.lag_records) },
+      { label: 'Behind', num: true, cell: (p) => (p.lag_seconds === undefined ? '–' : `${p.lag_seconds.toFixed(1)} s`) },
+      { label: 'Delivered', num: true, cell: (p) => num(p.delivered) },
+      { label: 'Dead letters', num: true, cell: (p) => num(p.dead_lettered) },
+    ], k.partitions, ''));
+    pause.textContent = k.state === 'paused' || k.state === 'disabled' ? 'Resume' : 'Pause';
+    pause.dataset.action = pause.textContent === 'Resume' ? 'resume' : 'pause';
+    const text = JSON.stringify(k.definition, null, 2);
+    if (definition.textContent !== text) definition.replaceChildren(h('pre', {}, text));
+    const a = await api('GET', `${path}/attempts`);
+    attempts.replaceChildren(table([
+      { label: 'Time', cell: (x) => time(x.at_ms) },
+      { label: 'Offsets', cell: (x) => (x.records === 0 ? 'test event' : x.records > 1 ? `${x.partition}:${x.first_offset}–${x.last_offset}` : `${x.partition}:${x.first_offset}`) },
+      { label: 'Attempt', num: true, cell: (x) => x.attempt },
+      { label: 'Status', cell: (x) => h('span', { class: x.status >= 200 && x.status < 300 ? 'ok' : 'err' }, x.status || x.error || '–') },
+      { label: 'Latency', num: true, cell: (x) => `${x.latency_ms.toFixed(1)} ms` },
+      { label: 'Answer', cell: (x) => h('code', {}, x.answer.slice(0, 80)) },
+    ], a.attempts.slice(0, 20), 'No attempts on this gateway yet.'));
+  };
+  const act = async (what, body) => {
+    try {
+      await api('POST', `${path}/${what}`, body);
+      say(out, `Done: ${what.replace('/', ' ')}.`, true);
+      await load();
+    } catch (err) { say(out, explain(err), false); }
+  };
+  const pause = h('button', { type: 'button', class: 'secondary' }, 'Pause');
+  pause.addEventListener('click', () => act(pause.dataset.action || 'pause'));
+  const test = h('button', { type: 'button', class: 'secondary' }, 'Send a test');
+  test.addEventListener('click', async () => {
+    try {
+      const r = await api('POST', `${path}/test`);
+      say(out, r.ok ? `The endpoint answered ${r.attempt.status}.` : `Failed: ${r.attempt.error || r.attempt.status}`, r.ok);
+      await load();
+    } catch (err) { say(out, explain(err), false); }
+  });
+  const from = h('input', { name: 'from', type: 'datetime-local', 'aria-label': 'Replay from' });
+  const replay = h('form', { class: 'inline' }, h('label', {}, 'Replay from (empty: the earliest record)', from),
+    h('button', { type: 'submit' }, 'Replay'));
+  replay.addEventListener('submit', (e) => {
+    e.preventDefault();
+    const start = from.value ? { timestamp: new Date(from.value).getTime() } : 'earliest';
+    if (window.confirm(`Deliver ${name}'s records again from ${from.value || 'the earliest'}?`)) act('cursor/reset', { start });
+  });
+  every(2000, load, cleanup);
+  title.append(deleteButton('Delete sink', `Delete sink ${name}? Its dead-letter topic stays.`, path, '#/sinks'));
+  append(main, title, h('div', { class: 'grid' }, panel('Status', summary, h('div', { class: 'inline' }, pause, test), out),
+    panel('Definition', definition)),
+  panel('Partitions', parts), panel('Replay', replay), panel('Recent attempts (this gateway)', attempts));
+}
+
 // ---------- routing ----------
 
 const routes = [
@@ -752,6 +887,8 @@ const routes = [
   [/^#\/topics\/(.+)$/, topicPage, 'topics'],
   [/^#\/groups\/(.+)$/, groupPage, 'groups'],
   [/^#\/tables\/(.+)$/, tablePage, 'tables'],
+  [/^#\/sinks$/, sinksPage, 'sinks'],
+  [/^#\/sinks\/(.+)$/, sinkPage, 'sinks'],
 ];
 
 let cleanup = [];

@@ -5,6 +5,7 @@
 // Data is made through the HTTP API (Node's fetch); every request the page makes
 // to a host other than the server is blocked and reported. Exits non-zero with the
 // reasons on failure; screenshots go to SHOTS_DIR.
+import http from 'node:http';
 import { chromium } from 'playwright-core';
 
 const [base, shots, token, narrowToken] = process.argv.slice(2);
@@ -177,6 +178,45 @@ async function pages() {
       await page.locator('[data-written-here="true"]').waitFor({ timeout: 15000 });
     }
     await shot(page, 'dashboard-table');
+  });
+
+  await step('a sink made with the form delivers, pauses, resumes and tests', async () => {
+    const got = [];
+    const receiver = http.createServer((req, res) => {
+      let body = '';
+      req.on('data', (c) => { body += c; });
+      req.on('end', () => { got.push({ id: req.headers['webhook-id'], body }); res.end('ok'); });
+    });
+    await new Promise((r) => receiver.listen(0, '127.0.0.1', r));
+    try {
+      await page.goto(`${base}/#/sinks`);
+      await page.locator('.empty', { hasText: 'No sinks yet' }).waitFor({ timeout: 10000 });
+      await page.fill('input[name="name"]', 'to-hook');
+      await page.fill('input[name="topic"]', 'orders');
+      await page.fill('input[name="url"]', `http://127.0.0.1:${receiver.address().port}/hook`);
+      await page.selectOption('select[name="start"]', 'earliest');
+      await page.click('button:has-text("Create sink")');
+      await page.locator('.result.ok', { hasText: 'Created to-hook' }).waitFor({ timeout: 10000 });
+      const secret = await page.locator('code.secret').textContent();
+      check(secret.startsWith('whsec_'), `the secret shown is ${secret}`);
+      await page.locator('a[href="#/sinks/to-hook"]').first().waitFor({ timeout: 10000 });
+      await page.goto(`${base}/#/sinks/to-hook`);
+      await page.locator('[data-state="running"]').waitFor({ timeout: 10000 });
+      const end = (await api('GET', '/v1/topics/orders')).partitions.reduce((a, p) => a + p.end_offset, 0);
+      for (let i = 0; i < 200 && got.length < end; i += 1) await page.waitForTimeout(50);
+      check(got.length >= end, `the receiver got ${got.length} of ${end} records`);
+      await page.locator('td', { hasText: '200' }).first().waitFor({ timeout: 10000 });
+      await page.click('button:has-text("Pause")');
+      await page.locator('[data-state="paused"]').waitFor({ timeout: 10000 });
+      await page.click('button:has-text("Resume")');
+      await page.locator('[data-state="running"]').waitFor({ timeout: 10000 });
+      await page.click('button:has-text("Send a test")');
+      await page.locator('.result.ok', { hasText: 'answered 200' }).waitFor({ timeout: 10000 });
+      check(got.some((g) => g.body.includes('sluice.test')), 'the test event reached the receiver');
+      await shot(page, 'dashboard-sink');
+    } finally {
+      receiver.close();
+    }
   });
 
   await step('phone width', async () => {

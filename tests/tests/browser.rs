@@ -62,14 +62,15 @@ fn docs_page_renders_offline() {
 }
 
 /// The overview lists what the API made; the topic page tails live and produces;
-/// the group page shows lag; the table page looks up a row and shows changes; the
+/// the group page shows lag; the table page looks up a row and shows changes; a
+/// sink made with its form delivers, pauses, resumes and sends a test; the
 /// layout fits a phone; no console errors, no request to another host.
 #[test]
 fn dashboard_pages_work_in_a_browser() {
     if !browser("dashboard_pages_work_in_a_browser") {
         return;
     }
-    let s = Server::start();
+    let s = Server::start_with(&["--sink-allow-net", "127.0.0.0/8"]);
     node(&s, "dashboard.mjs", &[&s.base, &shots()]);
 }
 
