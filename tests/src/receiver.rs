@@ -28,6 +28,8 @@ pub struct Received {
     pub body: Bytes,
     /// The status it was answered with.
     pub status: u16,
+    /// When it arrived, in microseconds since the epoch.
+    pub at_us: u64,
 }
 
 /// How the receiver answers.
@@ -54,6 +56,8 @@ struct Shared {
     behavior: Mutex<Behavior>,
     got: Mutex<Vec<Received>>,
     count: std::sync::atomic::AtomicU64,
+    /// Records of the requests answered 2xx.
+    records: std::sync::atomic::AtomicU64,
 }
 
 /// A running receiver; stops when dropped.
@@ -116,6 +120,10 @@ async fn hook(State(s): State<Arc<Shared>>, headers: HeaderMap, body: Bytes) -> 
         }
         return StatusCode::OK.into_response();
     }
+    if (200..300).contains(&status) {
+        let n = header(&headers, "sluice-records").parse().unwrap_or(1);
+        s.records.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
     if !quiet {
         let r = record(&headers, body, status, key);
         s.got.lock().unwrap().push(r);
@@ -146,6 +154,9 @@ fn record(headers: &HeaderMap, body: Bytes, status: u16, key: Option<String>) ->
         content_type: header(headers, "content-type"),
         body,
         status,
+        at_us: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64),
     }
 }
 
@@ -160,6 +171,7 @@ impl Receiver {
             behavior: Mutex::new(behavior),
             got: Mutex::new(Vec::new()),
             count: Default::default(),
+            records: Default::default(),
         });
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(hook))
@@ -194,6 +206,13 @@ impl Receiver {
     /// Requests so far, recorded or not.
     pub fn count(&self) -> u64 {
         self.shared.count.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Records of the requests answered 2xx so far.
+    pub fn records(&self) -> u64 {
+        self.shared
+            .records
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Waits (up to `limit`) until `done` holds of the requests so far.

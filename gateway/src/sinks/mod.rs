@@ -67,6 +67,8 @@ pub(crate) struct Live {
     /// Set at a graceful shutdown: commit what was delivered, then stop.
     pub stopping: std::sync::atomic::AtomicBool,
     pub stored: Mutex<Stored>,
+    /// Goes up whenever `stored` changes.
+    pub version: std::sync::atomic::AtomicU64,
     pub wake: Notify,
     pub attempts: Mutex<VecDeque<SinkAttempt>>,
     pub status: Mutex<runner::Status>,
@@ -238,12 +240,16 @@ impl Sinks {
                     if *cur != stored {
                         *cur = stored;
                         drop(cur);
+                        r.live
+                            .version
+                            .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
                         r.live.wake.notify_one();
                     }
                 }
                 None => {
                     let live = Arc::new(Live {
                         stopping: Default::default(),
+                        version: Default::default(),
                         stored: Mutex::new(stored.clone()),
                         wake: Notify::new(),
                         attempts: Mutex::new(VecDeque::new()),
@@ -424,6 +430,7 @@ impl Sinks {
         .await?;
         if let Some(l) = self.live(name) {
             l.status.lock().expect("status lock").resume = true;
+            l.version.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
             l.wake.notify_one();
         }
         self.info(name).await
@@ -515,9 +522,12 @@ impl Sinks {
         }))
         .expect("serializes");
         let req = runner::request(
-            &stored,
-            &policy,
-            &secrets,
+            runner::Endpoint {
+                url: None,
+                stored: &stored,
+                policy: &policy,
+                secrets: &secrets,
+            },
             runner::Meta {
                 id: &id,
                 topic: &stored.sink.source.topic,

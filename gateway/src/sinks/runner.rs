@@ -24,6 +24,8 @@ use super::{Fault, Live, now_ms, start_offset};
 const COMMIT_EVERY: Duration = Duration::from_millis(50);
 /// How often the runner asks whether it may write each shard.
 const OWN_EVERY: Duration = Duration::from_secs(1);
+/// How often the runner tells the API where it stands, at most.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 /// Records read from a partition at once, at most.
 const READ_RECORDS: usize = 2_000;
 const READ_BYTES: usize = 1 << 20;
@@ -78,17 +80,33 @@ pub(crate) struct Meta<'a> {
     pub records: usize,
 }
 
+/// Where and how a sink's requests go.
+pub(crate) struct Endpoint<'a> {
+    /// The URL parsed already, if it was.
+    pub url: Option<&'a reqwest::Url>,
+    pub stored: &'a Stored,
+    pub policy: &'a Policy,
+    pub secrets: &'a Secrets,
+}
+
 /// A signed request of a sink.
 pub(crate) fn request(
-    stored: &Stored,
-    policy: &Policy,
-    secrets: &Secrets,
+    to: Endpoint<'_>,
     meta: Meta<'_>,
     body: Vec<u8>,
     content_type: &'static str,
     extra: &[(HeaderName, HeaderValue)],
 ) -> Result<Request, String> {
-    let url = reqwest::Url::parse(&stored.sink.url).map_err(|e| e.to_string())?;
+    let Endpoint {
+        url,
+        stored,
+        policy,
+        secrets,
+    } = to;
+    let url = match url {
+        Some(u) => u.clone(),
+        None => reqwest::Url::parse(&stored.sink.url).map_err(|e| e.to_string())?,
+    };
     let mut h = HeaderMap::new();
     if let Some(user) = &stored.sink.headers {
         for (k, v) in user {
@@ -199,6 +217,10 @@ struct Runner {
     flights: HashMap<u64, Flight>,
     next_slot: Instant,
     reported_gone: bool,
+    /// The endpoint, parsed once.
+    url: Option<reqwest::Url>,
+    /// The version of the stored definition taken in.
+    seen_version: u64,
 }
 
 /// Runs sink `name` until its task is aborted.
@@ -254,13 +276,15 @@ pub(crate) async fn run(
         filter,
         writers: BTreeMap::new(),
         shards: stored.shards.max(1),
-        stored,
         secrets,
         at_end: HashSet::new(),
         answers: mpsc::unbounded_channel(),
         flights: HashMap::new(),
         next_slot: Instant::now(),
         reported_gone: false,
+        url: reqwest::Url::parse(&stored.sink.url).ok(),
+        stored,
+        seen_version: 0,
         log,
         live,
     };
@@ -271,6 +295,7 @@ impl Runner {
     async fn run(&mut self) {
         let mut last_own: Option<Instant> = None;
         let mut last_commit = Instant::now();
+        let mut last_publish: Option<Instant> = None;
         loop {
             self.follow_definition().await;
             if last_own.is_none_or(|t| t.elapsed() >= OWN_EVERY) {
@@ -288,7 +313,10 @@ impl Runner {
                 self.reported_gone = true;
                 self.disable().await;
             }
-            self.publish();
+            if last_publish.is_none_or(|t| t.elapsed() >= PUBLISH_EVERY) {
+                self.publish();
+                last_publish = Some(Instant::now());
+            }
             if self
                 .live
                 .stopping
@@ -345,6 +373,11 @@ impl Runner {
 
     /// Takes in a changed stored definition.
     async fn follow_definition(&mut self) {
+        let version = self.live.version.load(std::sync::atomic::Ordering::Acquire);
+        if version == self.seen_version {
+            return;
+        }
+        self.seen_version = version;
         let cur = self.live.stored.lock().expect("stored lock").clone();
         let resume = std::mem::take(&mut self.live.status.lock().expect("status lock").resume);
         if resume {
@@ -576,9 +609,12 @@ impl Runner {
         let (body, content_type) = deliver::body(self.policy.format, &d.records);
         let single = (d.records.len() == 1).then(|| d.records[0].1.clone());
         let req = request(
-            &self.stored,
-            &self.policy,
-            &self.secrets,
+            Endpoint {
+                url: self.url.as_ref(),
+                stored: &self.stored,
+                policy: &self.policy,
+                secrets: &self.secrets,
+            },
             Meta {
                 id: &id,
                 topic: self.topic.name(),

@@ -36,8 +36,9 @@ use crate::def::{MAX_RETRY_AFTER_MS, Policy};
 
 /// Records a partition reads ahead of its cursor, at most.
 pub const WINDOW: usize = 4_096;
-/// Bytes of records a partition reads ahead of its cursor, about, at most.
-pub const WINDOW_BYTES: usize = 4 << 20;
+/// Bytes of records a sink holds read ahead of its cursors, over all its
+/// partitions, about, at most.
+pub const WINDOW_BYTES: usize = 8 << 20;
 /// Failures in a row after which a backing-off sink is reported `failing`.
 const FAILING_AFTER: u32 = 5;
 
@@ -233,6 +234,10 @@ pub struct Sink<T> {
     policy: Policy,
     parts: BTreeMap<u32, Part<T>>,
     flights: HashMap<u64, InFlight>,
+    /// Bytes of the records pending in all partitions.
+    pending_bytes: usize,
+    /// Dead letters not yet buried (so finding none costs nothing).
+    dead: usize,
     next_id: u64,
     incarnations: u64,
     backoff: Backoff,
@@ -249,6 +254,8 @@ impl<T: Clone> Sink<T> {
             policy,
             parts: BTreeMap::new(),
             flights: HashMap::new(),
+            pending_bytes: 0,
+            dead: 0,
             next_id: 1,
             incarnations: 0,
             backoff: Backoff::default(),
@@ -266,6 +273,7 @@ impl<T: Clone> Sink<T> {
     /// Takes up `partition` from its stored cursor and row (deliveries still in
     /// flight for an earlier hold of it are ignored when they end).
     pub fn hold(&mut self, partition: u32, cursor: u64, row: PartRow) {
+        self.release(partition);
         self.incarnations += 1;
         let skip = row
             .done
@@ -294,7 +302,10 @@ impl<T: Clone> Sink<T> {
     /// Lets go of `partition` (another gateway delivers it now, or a replay
     /// starts it over).
     pub fn release(&mut self, partition: u32) {
-        self.parts.remove(&partition);
+        if let Some(p) = self.parts.remove(&partition) {
+            self.pending_bytes -= p.pending_bytes;
+            self.dead -= p.pending.values().filter(|e| e.dead).count();
+        }
     }
 
     /// The partitions held.
@@ -307,11 +318,13 @@ impl<T: Clone> Sink<T> {
     }
 
     /// Where `partition` should read next and how many records it may take,
-    /// when its window has room.
+    /// when its window has room: a quarter of it at least, so that reads come
+    /// in bulk, or any while little is pending.
     pub fn wants_read(&self, partition: u32) -> Option<(u64, usize)> {
         let p = self.parts.get(&partition)?;
         let room = WINDOW.saturating_sub(p.pending.len());
-        (room > 0 && p.pending_bytes < WINDOW_BYTES).then_some((p.next_read, room))
+        let bulk = room >= WINDOW / 4 || p.pending.len() < self.policy.max_in_flight * 4;
+        (room > 0 && bulk && self.pending_bytes < WINDOW_BYTES).then_some((p.next_read, room))
     }
 
     /// A record read at `offset`: `None` when it is passed over (the filter
@@ -330,6 +343,7 @@ impl<T: Clone> Sink<T> {
         }
         if let Some(entry) = entry {
             p.pending_bytes += entry.bytes;
+            self.pending_bytes += entry.bytes;
             p.pending.insert(
                 offset,
                 Pending {
@@ -487,6 +501,7 @@ impl<T: Clone> Sink<T> {
                 Outcome::Delivered => {
                     let e = p.pending.remove(&o).expect("pending");
                     p.pending_bytes -= e.entry.bytes;
+                    self.pending_bytes -= e.entry.bytes;
                     p.counts.delivered += 1;
                 }
                 Outcome::Refused(f) if batch => {
@@ -501,6 +516,7 @@ impl<T: Clone> Sink<T> {
                     e.first_failure_ms.get_or_insert(now_ms);
                     if e.refusals >= policy.record_attempts {
                         e.dead = true;
+                        self.dead += 1;
                     } else {
                         p.counts.retried += 1;
                         let wait = schedule(&policy, e.refusals);
@@ -512,6 +528,7 @@ impl<T: Clone> Sink<T> {
                     let first = *e.first_failure_ms.get_or_insert(now_ms);
                     if now_ms.saturating_sub(first) >= policy.max_age_ms {
                         e.dead = true;
+                        self.dead += 1;
                     } else {
                         p.counts.retried += 1;
                     }
@@ -533,6 +550,9 @@ impl<T: Clone> Sink<T> {
     /// topic. They stay pending (holding the cursor) until [`Sink::buried`].
     pub fn dead_letters(&self) -> Vec<DeadLetter<T>> {
         let mut out = Vec::new();
+        if self.dead == 0 {
+            return out;
+        }
         for (&partition, p) in &self.parts {
             for (&offset, e) in &p.pending {
                 if e.dead {
@@ -561,6 +581,10 @@ impl<T: Clone> Sink<T> {
             }
             if let Some(e) = p.pending.remove(&offset) {
                 p.pending_bytes -= e.entry.bytes;
+                self.pending_bytes -= e.entry.bytes;
+                if e.dead {
+                    self.dead -= 1;
+                }
                 p.counts.dead_lettered += 1;
                 p.dirty = true;
             }
@@ -595,7 +619,6 @@ impl<T: Clone> Sink<T> {
             cursor: p.cursor(),
             oldest_ms: p.pending.values().next().map(|e| e.entry.timestamp_ms),
             counts: p.counts.clone(),
-            in_flight: p.pending.values().filter(|e| e.in_flight).count(),
         })
     }
 
@@ -634,7 +657,6 @@ pub struct PartView {
     /// Timestamp of the record at the cursor.
     pub oldest_ms: Option<u64>,
     pub counts: PartRow,
-    pub in_flight: usize,
 }
 
 /// The wait after `failures` failures in a row (before jitter).
@@ -709,7 +731,7 @@ fn pick<T>(p: &Part<T>, policy: &Policy, probe: bool, now_ms: u64) -> Pick {
     }
     if !full && policy.linger_ms > 0 && !probe {
         let due = oldest_read.saturating_add(policy.linger_ms);
-        let window_full = p.pending.len() >= WINDOW || p.pending_bytes >= WINDOW_BYTES;
+        let window_full = p.pending.len() >= WINDOW || p.pending_bytes >= WINDOW_BYTES / 2;
         if now_ms < due && !window_full {
             return Pick::Wait(due);
         }

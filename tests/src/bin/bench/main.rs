@@ -14,6 +14,7 @@
 //! cluster `SLUICE_KAFKA_BOOTSTRAP` names (see `kafka.rs`).
 
 mod kafka;
+mod sinks;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -1058,6 +1059,9 @@ async fn run_embedded(
     if want(6) {
         group_lines.extend(tables_bench(&c, &server.base, total, duration, "pay", "6.").await?);
         sample(server.pid());
+    }
+    if want(7) {
+        group_lines.extend(sinks::sinks_bench(duration).await?);
     }
     let peak = peak_rss_bytes(server.pid()).unwrap_or(peak);
     print_rows(&machine, rows);
