@@ -148,6 +148,14 @@ pub trait Backend: Send + Sync + 'static {
     /// Replaces a store's definition (a change of its settings), keeping its
     /// rows and offsets; every gateway's [`Backend::stores`] answers it soon.
     fn update_store(&self, name: &str, definition: Vec<u8>, reply: Reply<()>);
+    /// Makes a store's source offsets hold back `topic`'s retention by time
+    /// (`None`: no longer), where the engine runs retention itself: records a
+    /// store has not passed are then deleted only for a size limit. Engines whose
+    /// cluster deletes by itself (Kafka) ignore it; a reader then meets a gap.
+    fn hold_retention(&self, store: &str, topic: Option<&Topic>, reply: Reply<()>) {
+        let _ = (store, topic);
+        reply(Ok(()))
+    }
     /// Deletes a store and everything in it.
     fn drop_store(&self, name: &str, reply: Reply<()>);
     /// Every store with its definition.
@@ -369,6 +377,9 @@ impl Backend for Log {
     }
     fn update_store(&self, name: &str, definition: Vec<u8>, reply: Reply<()>) {
         Log::update_store(self, name, definition, reply)
+    }
+    fn hold_retention(&self, store: &str, topic: Option<&Topic>, reply: Reply<()>) {
+        Log::hold_retention(self, store, topic.map(Topic::id), reply)
     }
     fn stores(&self) -> Result<Vec<(String, Vec<u8>)>> {
         Log::stores(self)

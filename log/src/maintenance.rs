@@ -78,7 +78,10 @@ pub(crate) fn tick(
             continue;
         }
         let before_ms = cfg.retention_ms.map(|r| now.saturating_sub(r));
+        // What stores (sinks) have not passed yet is not deleted for its age.
+        let floor = log.retention_floor(topic.id(), topic.partition_count())?;
         for p in 0..topic.partition_count() {
+            let floor = floor.as_ref().and_then(|f| f.get(p as usize).copied());
             loop {
                 if stopped(stop) {
                     return Ok(());
@@ -86,7 +89,10 @@ pub(crate) fn tick(
                 let info = topic.partition(p).expect("partition in range");
                 let over = cfg.retention_bytes.is_some_and(|max| info.bytes > max);
                 let old = match before_ms {
-                    Some(cut) => log.first_timestamp(&topic, p)?.is_some_and(|t| t < cut),
+                    Some(cut) => {
+                        log.first_timestamp(&topic, p)?.is_some_and(|t| t < cut)
+                            && floor.is_none_or(|f| f > info.start_offset)
+                    }
                     None => false,
                 };
                 if !(over || old) {
@@ -98,6 +104,7 @@ pub(crate) fn tick(
                         topic,
                         partition: p,
                         before_ms,
+                        floor,
                         max_bytes: cfg.retention_bytes,
                         limit: CHUNK,
                         reply,

@@ -78,6 +78,12 @@ pub fn split_shard_key(stored: &str) -> Option<(&str, u32)> {
     Some((key, shard.parse().ok()?))
 }
 
+/// The `meta` key naming the topic (by id) whose retention a store's offsets
+/// hold back.
+fn hold_key(store: &str) -> String {
+    format!("hold/{store}")
+}
+
 /// The `meta` key holding a store's writer epoch.
 fn writer_key(store: &str) -> String {
     format!("writer/{store}")
@@ -179,6 +185,53 @@ impl Log {
         );
     }
 
+    /// Makes `store`'s offsets hold back time-based retention of the topic of
+    /// id `topic` (`None`: no longer): records at or above a partition's
+    /// offset in the store are not deleted for their age (a size limit still
+    /// deletes them). Durable, so the hold is there from the first moment a
+    /// restarted log runs retention.
+    pub fn hold_retention(&self, store: &str, topic: Option<u64>, reply: Reply<()>) {
+        let key = hold_key(store);
+        self.write(
+            Box::new(move |txn| {
+                let mut meta = txn.open_table(META)?;
+                match topic {
+                    Some(id) => {
+                        meta.insert(key.as_str(), id.to_le_bytes().as_slice())?;
+                    }
+                    None => {
+                        meta.remove(key.as_str())?;
+                    }
+                }
+                Ok(Ok(()))
+            }),
+            reply,
+        );
+    }
+
+    /// Per partition, the lowest offset a store holding back `topic`'s
+    /// retention has not passed; `None` when no store holds it.
+    pub(crate) fn retention_floor(&self, topic: u64, partitions: u32) -> Result<Option<Vec<u64>>> {
+        let txn = self.read_txn()?;
+        let meta = txn.open_table(META)?;
+        let offsets = txn.open_table(OFFSETS)?;
+        let mut floor: Option<Vec<u64>> = None;
+        for item in meta.range("hold/".."hold0")? {
+            let (k, v) = item?;
+            let held = <[u8; 8]>::try_from(v.value()).ok().map(u64::from_le_bytes);
+            if held != Some(topic) {
+                continue;
+            }
+            let store = &k.value()["hold/".len()..];
+            let f = floor.get_or_insert_with(|| vec![u64::MAX; partitions as usize]);
+            for (p, lowest) in f.iter_mut().enumerate() {
+                let at = offsets.get((store, p as u32))?.map_or(0, |v| v.value());
+                *lowest = (*lowest).min(at);
+            }
+        }
+        Ok(floor)
+    }
+
     /// Deletes a store: its definition, rows, offsets and counters. Its writer
     /// epoch stays, so a writer of a store re-created under the name stays fenced.
     pub fn drop_store(&self, name: &str, reply: Reply<()>) {
@@ -188,6 +241,7 @@ impl Log {
                 let n = name.as_str();
                 txn.open_table(DEFS)?.remove(n)?;
                 txn.open_table(STATS)?.remove(n)?;
+                txn.open_table(META)?.remove(hold_key(n).as_str())?;
                 txn.open_table(ROWS)?
                     .retain_in((n, "")..(n, KEY_END), |_, _| false)?;
                 txn.open_table(OFFSETS)?

@@ -53,11 +53,13 @@ pub(crate) enum Command {
         reply: Reply<Vec<(u32, u64)>>,
     },
     /// Retention: delete up to `limit` records from the start of a partition while
-    /// they are older than `before_ms` or the partition holds more than `max_bytes`.
+    /// they are older than `before_ms` (and below `floor`, when a store holds
+    /// the topic back) or the partition holds more than `max_bytes`.
     Trim {
         topic: Arc<Topic>,
         partition: u32,
         before_ms: Option<u64>,
+        floor: Option<u64>,
         max_bytes: Option<u64>,
         limit: usize,
         reply: Reply<usize>,
@@ -447,6 +449,7 @@ impl Writer {
                     topic,
                     partition,
                     before_ms,
+                    floor,
                     max_bytes,
                     limit,
                     reply,
@@ -457,8 +460,11 @@ impl Writer {
                         round,
                         &topic,
                         partition,
-                        before_ms,
-                        max_bytes,
+                        Retention {
+                            before_ms,
+                            floor,
+                            max_bytes,
+                        },
                         limit,
                     );
                     settle(round, reply, r.map(Ok))?;
@@ -793,21 +799,34 @@ fn flush_inserts(txn: &WriteTransaction, round: &mut Round) -> Result<()> {
     Ok(())
 }
 
+/// What retention deletes of a partition.
+struct Retention {
+    /// Records older than this (ms), ...
+    before_ms: Option<u64>,
+    /// ... that end below this offset (what stores holding the topic passed);
+    floor: Option<u64>,
+    /// and whatever makes the partition larger than this.
+    max_bytes: Option<u64>,
+}
+
 /// Retention: deletes whole batches from the start of a partition while every record
-/// of the batch is older than `before_ms`, or while the partition holds more than
-/// `max_bytes`; at least `limit` records when that many qualify. Returns the number
-/// of records deleted.
-#[allow(clippy::too_many_arguments)]
+/// of the batch is older than `before_ms` (and the batch ends at or below `floor`),
+/// or while the partition holds more than `max_bytes`; at least `limit` records when
+/// that many qualify. Returns the number of records deleted.
 fn trim(
     shared: &Shared,
     txn: &WriteTransaction,
     round: &mut Round,
     topic: &Arc<Topic>,
     partition: u32,
-    before_ms: Option<u64>,
-    max_bytes: Option<u64>,
+    retention: Retention,
     limit: usize,
 ) -> Result<usize> {
+    let Retention {
+        before_ms,
+        floor,
+        max_bytes,
+    } = retention;
     match round.topic(shared, &topic.name) {
         Some(t) if t.id == topic.id => {}
         _ => return Ok(0),
@@ -845,7 +864,7 @@ fn trim(
                     let r = RecordView::decode(r).ok_or_else(corrupted)?;
                     newest = newest.max(r.timestamp);
                 }
-                newest < cut
+                newest < cut && floor.is_none_or(|f| base + b.len() as u64 <= f)
             }
             None => false,
         };

@@ -585,3 +585,73 @@ async fn sinks_need_an_admin_token() {
         assert_eq!(r.status(), 403, "{method} {path}");
     }
 }
+
+/// Retention by time keeps what an enabled sink has not delivered: a topic
+/// with a sink and one without, the same retention; the one without is
+/// trimmed, the one with keeps its records until the sink delivered them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_keeps_what_a_sink_has_not_delivered() {
+    let s = server();
+    let c = client();
+    let rx = Receiver::start_with(Behavior {
+        status: Some(503),
+        ..Behavior::default()
+    })
+    .await;
+    for name in ["free", "held"] {
+        let r = c
+            .post(s.url("/v1/topics"))
+            .json(&json!({"name": name, "partitions": 1, "retention_ms": 1}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    make_sink(
+        &c,
+        &s,
+        json!({"name": "held", "source": {"topic": "held"}, "url": rx.url, "start": "earliest",
+               "retry": {"initial_ms": 10, "max_ms": 50}}),
+    )
+    .await;
+    let start_of = |topic: &'static str| {
+        let (c, s) = (&c, &s);
+        async move {
+            get_json(c, s, &format!("/v1/topics/{topic}")).await["partitions"][0]["start_offset"]
+                .as_u64()
+                .unwrap()
+        }
+    };
+    let records = || {
+        (0..3)
+            .map(|i| json!({"key": "k", "value": i}))
+            .collect::<Vec<_>>()
+    };
+    produce_records(&c, &s, "held", records()).await;
+    // Two passes of retention over "free" (so at least one whole pass over
+    // "held" after its records were written).
+    for end in [3, 6] {
+        produce_records(&c, &s, "free", records()).await;
+        let start = Instant::now();
+        while start_of("free").await < end {
+            assert!(start.elapsed() < WAIT, "retention never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    assert_eq!(
+        start_of("held").await,
+        0,
+        "retention deleted undelivered records"
+    );
+    rx.set(|b| b.status = None);
+    sink_until(&c, &s, "held", |v| v["partitions"][0]["cursor"] == 3).await;
+    let start = Instant::now();
+    while start_of("held").await < 3 {
+        assert!(
+            start.elapsed() < WAIT,
+            "delivered records are never deleted"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(rx.got().iter().filter(|r| r.status == 200).count(), 3);
+}

@@ -372,15 +372,12 @@ impl Sinks {
                 }
             }
             let bytes = stored.encode();
+            let store = sluice_sinks::store_name(&stored.sink.name);
             sluice_log::wait(|r| {
-                log.create_store(
-                    &sluice_sinks::store_name(&stored.sink.name),
-                    bytes.clone(),
-                    offsets,
-                    stored.shards,
-                    r,
-                )
+                log.create_store(&store, bytes.clone(), offsets, stored.shards, r)
             })?;
+            // Retention keeps what the sink has not delivered.
+            sluice_log::wait(|r| log.hold_retention(&store, Some(&t), r))?;
             Ok(bytes)
         })
         .await
@@ -422,12 +419,22 @@ impl Sinks {
     }
 
     pub(crate) async fn resume(self: &Arc<Sinks>, name: &str) -> Result<SinkInfo> {
-        self.update(name, |s| {
-            s.paused = false;
-            s.disabled = None;
-            Ok(())
+        let stored = self
+            .update(name, |s| {
+                s.paused = false;
+                s.disabled = None;
+                Ok(())
+            })
+            .await?;
+        let (log, store) = (self.log.clone(), sluice_sinks::store_name(name));
+        tokio::task::spawn_blocking(move || {
+            let topic = log
+                .topic(&stored.sink.source.topic)
+                .filter(|t| t.id() == stored.topic_id);
+            sluice_log::wait(|r| log.hold_retention(&store, topic.as_deref(), r))
         })
-        .await?;
+        .await
+        .map_err(|_| Fault::Log(sluice_log::Error::Closed))??;
         if let Some(l) = self.live(name) {
             l.status.lock().expect("status lock").resume = true;
             l.version.fetch_add(1, std::sync::atomic::Ordering::AcqRel);

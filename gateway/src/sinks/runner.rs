@@ -831,7 +831,12 @@ impl Runner {
             deliver::rfc3339(now_ms())
         ));
         let (log, store, bytes) = (self.log.clone(), self.store.clone(), stored.encode());
-        let res = blocking(move || sluice_log::wait(|r| log.update_store(&store, bytes, r))).await;
+        // A disabled sink no longer holds back its topic's retention.
+        let res = blocking(move || {
+            sluice_log::wait(|r| log.update_store(&store, bytes, r))?;
+            sluice_log::wait(|r| log.hold_retention(&store, None, r))
+        })
+        .await;
         if let Some(Ok(())) = res {
             *self.live.stored.lock().expect("stored lock") = stored.clone();
             self.stored = stored;
