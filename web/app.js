@@ -744,10 +744,17 @@ function tablePage(main, cleanup, name) {
 
 // ---------- sinks ----------
 
+// A sink's source, linked: a topic, or a table's row changes.
+function sinkSource(k) {
+  const { topic, table: t } = k.definition.source;
+  return topic ? h('a', { href: `#/topics/${enc(topic)}` }, topic)
+    : ['rows of ', h('a', { href: `#/tables/${enc(t)}` }, t)];
+}
+
 function sinksTable(list) {
   return table([
     { label: 'Sink', cell: (k) => h('a', { href: `#/sinks/${enc(k.name)}` }, k.name) },
-    { label: 'Topic', cell: (k) => k.definition.source.topic },
+    { label: 'Source', cell: (k) => sinkSource(k) },
     { label: 'State', cell: (k) => h('span', { class: `badge ${k.state}` }, k.state.replace('_', ' ')) },
     { label: 'Lag', num: true, cell: (k) => num(k.lag_records) },
     { label: 'Delivered', num: true, cell: (k) => num(k.delivered) },
@@ -808,7 +815,7 @@ function sinkPage(main, cleanup, name) {
     const rows = [
       ['State', [h('span', { class: `badge ${k.state}`, 'data-state': k.state }, k.state.replace('_', ' ')),
         k.disabled_reason ? ` ${k.disabled_reason}` : '']],
-      ['Topic', h('a', { href: `#/topics/${enc(k.definition.source.topic)}` }, k.definition.source.topic)],
+      ['Source', sinkSource(k)],
       ['Endpoint', k.definition.url],
       ['Lag', num(k.lag_records)],
       ['Delivered', num(k.delivered)],

@@ -386,6 +386,7 @@ pub fn build_state(
     let cluster = log.cluster_groups();
     let sinks = crate::sinks::Sinks::new(
         log.clone(),
+        (tables.clone(), table_waiters.clone()),
         crate::sinks::deliver::Client::new(crate::sinks::deliver::AllowList {
             nets: config.sink_allow_nets.clone(),
         })?,

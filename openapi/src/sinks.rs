@@ -15,7 +15,8 @@ pub struct SinkDefinition {
     /// Sink name: `[A-Za-z0-9._-]{1,200}`.
     #[schema(pattern = "^[A-Za-z0-9._-]{1,200}$")]
     pub name: String,
-    /// What is pushed: the records of a topic.
+    /// What is pushed: the records of a topic (`{"topic": ...}`) or the row
+    /// changes of a table (`{"table": ...}`).
     pub source: SinkSource,
     /// The endpoint: `http://` or `https://`. Its address must be allowed by the
     /// gateway's `--sink-allow-nets` when it is loopback, private or link-local.
@@ -62,12 +63,19 @@ pub struct SinkDefinition {
     pub start: Option<SinkStart>,
 }
 
-/// What a sink pushes.
+/// What a sink pushes: one of `topic` and `table`.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct SinkSource {
     /// The topic whose records are pushed.
-    pub topic: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic: Option<String>,
+    /// The table whose row changes are pushed: for each record of its source
+    /// topic that changes a row, once the table applied it, the value
+    /// `{"table", "key", "row"}` (`row` null when deleted), keyed and ordered
+    /// by the row's key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
 }
 
 /// How a sink orders its requests.

@@ -593,6 +593,20 @@ impl Engine {
         Ok((applied, t.version.load(Ordering::Acquire)))
     }
 
+    /// The source topic a table folds (`None` when it is gone).
+    pub fn source(&self, name: &str) -> Result<Option<Arc<Topic>>> {
+        Ok(table_of(&self.shared, name)?.topic.clone())
+    }
+
+    /// The keys of the rows a source record changes (none when the table's
+    /// filter passes it over or it does not fit the definition).
+    pub fn rows_of(&self, name: &str, record: &sluice_log::RecordView<'_>) -> Result<Vec<String>> {
+        let t = table_of(&self.shared, name)?;
+        let mut folded = Folded::default();
+        folded.add(&t.compiled, record);
+        Ok(folded.changes.into_keys().collect())
+    }
+
     /// One row, with the source offsets it reflects.
     pub fn get(&self, name: &str, key: &str) -> Result<Option<(Value, Vec<u64>)>> {
         let t = table_of(&self.shared, name)?;

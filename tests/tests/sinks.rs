@@ -655,3 +655,68 @@ async fn retention_keeps_what_a_sink_has_not_delivered() {
     }
     assert_eq!(rx.got().iter().filter(|r| r.status == 200).count(), 3);
 }
+
+/// A sink of a table pushes its row changes: each keyed by the row, in order,
+/// the last one the row as the table has it; a deleted row comes as null.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_table_sink_pushes_row_changes_in_order() {
+    let s = server();
+    let c = client();
+    let rx = Receiver::start().await;
+    create_topic(&c, &s, "pay", 2).await;
+    for def in [
+        json!({"sql": "CREATE TABLE per_customer AS SELECT customer, COUNT(*) AS n, SUM(amount) AS total FROM pay GROUP BY customer"}),
+        json!({"name": "latest", "source": "pay", "key": "key"}),
+    ] {
+        let r = c.post(s.url("/v1/tables")).json(&def).send().await.unwrap();
+        assert_eq!(r.status(), 201);
+    }
+    for (name, table) in [("counts", "per_customer"), ("rows", "latest")] {
+        make_sink(
+            &c,
+            &s,
+            json!({"name": name, "source": {"table": table}, "url": format!("{}?{name}", rx.url),
+                   "start": "earliest", "format": "value"}),
+        )
+        .await;
+    }
+    let mut records = Vec::new();
+    for i in 0..30u64 {
+        let customer = format!("c{}", i % 3);
+        records.push(json!({"key": customer, "value": {"customer": customer, "amount": i}}));
+    }
+    produce_records(&c, &s, "pay", records).await;
+    produce_records(&c, &s, "pay", vec![json!({"key": "c0", "value": null})]).await;
+    // 30 changes of per_customer, 31 of latest.
+    let got = rx.until(WAIT, |g| g.len() >= 61).await;
+    let mut last_n: BTreeMap<String, u64> = BTreeMap::new();
+    let mut latest: BTreeMap<String, Value> = BTreeMap::new();
+    for r in &got {
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        let key = v["key"].as_str().unwrap().to_string();
+        assert_eq!(r.key.as_deref(), Some(key.as_str()));
+        if v["table"] == "per_customer" {
+            let n = v["row"]["n"].as_u64().unwrap();
+            let before = last_n.insert(key.clone(), n).unwrap_or(0);
+            assert!(n >= before, "{key}: count went from {before} to {n}");
+        } else {
+            assert_eq!(v["table"], "latest");
+            latest.insert(key, v["row"].clone());
+        }
+    }
+    assert_eq!(
+        last_n.values().copied().collect::<Vec<_>>(),
+        vec![10, 10, 10]
+    );
+    assert_eq!(latest["c0"], Value::Null, "a deleted row comes as null");
+    assert_eq!(latest["c1"]["amount"], 28);
+    let bad = c
+        .post(s.url("/v1/sinks"))
+        .json(&json!({"name": "x", "source": {"table": "nope"}, "url": rx.url}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status(), 404);
+    let p: Value = bad.json().await.unwrap();
+    assert_eq!(p["code"], "table_not_found");
+}

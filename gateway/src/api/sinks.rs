@@ -33,6 +33,11 @@ impl From<Fault> for ApiError {
                 format!("sink '{n}' already exists"),
             ),
             Fault::NoTopic(t) => ApiError::topic_not_found(&t),
+            Fault::NoTable(t) => ApiError::new(
+                StatusCode::NOT_FOUND,
+                "table_not_found",
+                format!("table '{t}' does not exist"),
+            ),
             Fault::Log(e) => e.into(),
         }
     }
@@ -49,7 +54,7 @@ impl From<Fault> for ApiError {
         (status = 400, description = "`invalid_json`, `invalid_body`.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: needs admin.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`topic_not_found`: the source topic.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`topic_not_found`, `table_not_found`: the source.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`sink_exists`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`invalid_sink`, `sink_destination_not_allowed`.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),

@@ -36,6 +36,7 @@ pub(crate) enum Fault {
     NotFound(String),
     Exists(String),
     NoTopic(String),
+    NoTable(String),
     Forbidden(String),
     Log(sluice_log::Error),
 }
@@ -92,6 +93,10 @@ struct Running {
 /// Every sink's runner on this gateway.
 pub(crate) struct Sinks {
     log: Arc<dyn Backend>,
+    /// For sinks of a table's row changes.
+    tables: Arc<sluice_tables::Engine>,
+    /// Where the table engine says a table applied a batch.
+    table_changes: Arc<crate::state::TableWaiters>,
     client: Client,
     sealer: Option<Sealer>,
     running: Mutex<HashMap<String, Running>>,
@@ -144,9 +149,16 @@ pub(crate) fn sealer(
 }
 
 impl Sinks {
-    pub(crate) fn new(log: Arc<dyn Backend>, client: Client, sealer: Option<Sealer>) -> Arc<Sinks> {
+    pub(crate) fn new(
+        log: Arc<dyn Backend>,
+        tables: (Arc<sluice_tables::Engine>, Arc<crate::state::TableWaiters>),
+        client: Client,
+        sealer: Option<Sealer>,
+    ) -> Arc<Sinks> {
         let sinks = Arc::new(Sinks {
             log,
+            tables: tables.0,
+            table_changes: tables.1,
             client,
             sealer,
             running: Mutex::new(HashMap::new()),
@@ -258,6 +270,7 @@ impl Sinks {
                     let task = tokio::spawn(runner::run(
                         name.to_string(),
                         self.log.clone(),
+                        (self.tables.clone(), self.table_changes.clone()),
                         self.client.clone(),
                         self.sealer.clone(),
                         live.clone(),
@@ -315,10 +328,17 @@ impl Sinks {
             .check_url(&def.url)
             .await
             .map_err(Fault::Forbidden)?;
-        let topic = self
-            .log
-            .topic(&def.source.topic)
-            .ok_or_else(|| Fault::NoTopic(def.source.topic.clone()))?;
+        let topic = match (&def.source.topic, &def.source.table) {
+            (Some(t), _) => self.log.topic(t).ok_or_else(|| Fault::NoTopic(t.clone()))?,
+            (None, Some(table)) => self
+                .tables
+                .source(table)
+                .map_err(|_| Fault::NoTable(table.clone()))?
+                .ok_or_else(|| {
+                    Fault::Invalid(format!("table '{table}' has lost its source topic"))
+                })?,
+            (None, None) => unreachable!("checked"),
+        };
         let secret = if policy.signed {
             let sealer = self.sealer.as_ref().ok_or_else(|| {
                 Fault::Invalid(
@@ -334,6 +354,7 @@ impl Sinks {
         let name = def.name.clone();
         let stored = Stored {
             sink: def,
+            topic: topic.name().to_string(),
             topic_id: topic.id(),
             created_ms: now_ms(),
             generation: 0,
@@ -429,7 +450,7 @@ impl Sinks {
         let (log, store) = (self.log.clone(), sluice_sinks::store_name(name));
         tokio::task::spawn_blocking(move || {
             let topic = log
-                .topic(&stored.sink.source.topic)
+                .topic(&stored.topic)
                 .filter(|t| t.id() == stored.topic_id);
             sluice_log::wait(|r| log.hold_retention(&store, topic.as_deref(), r))
         })
@@ -537,7 +558,7 @@ impl Sinks {
             },
             runner::Meta {
                 id: &id,
-                topic: &stored.sink.source.topic,
+                topic: &stored.topic,
                 partition: 0,
                 first: 0,
                 last: 0,
@@ -587,7 +608,7 @@ impl Sinks {
         let log = self.log.clone();
         let live = self.live(name);
         let topic = log
-            .topic(&stored.sink.source.topic)
+            .topic(&stored.topic)
             .filter(|t| t.id() == stored.topic_id);
         let store = sluice_sinks::store_name(name);
         let t = topic.clone();
@@ -675,7 +696,7 @@ impl Sinks {
                 topic.is_none().then(|| SinkError {
                     at_ms: now,
                     status: None,
-                    message: format!("source topic '{}' is gone", stored.sink.source.topic),
+                    message: format!("source topic '{}' is gone", stored.topic),
                 })
             }),
             next_attempt_ms: status.next_attempt_ms,

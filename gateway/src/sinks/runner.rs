@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use sluice_log::{AppendRequest, AppendUnit, Backend, RecordParts, Topic, ValueKind};
+use sluice_log::{AppendRequest, AppendUnit, Backend, RecordParts, RecordView, Topic, ValueKind};
 use sluice_openapi::SinkError;
 use sluice_sinks::sign::Sealer;
 use sluice_sinks::{Delivery, Entry, Next, PartRow, Policy, Sink, Stored};
@@ -166,6 +166,18 @@ pub(crate) fn request(
     })
 }
 
+/// Resolves when the table (if any) applied a batch; never without one.
+async fn table_changed(changes: &mut Option<tokio::sync::watch::Receiver<u64>>) {
+    match changes {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Option<T> {
     tokio::task::spawn_blocking(f).await.ok()
 }
@@ -187,6 +199,92 @@ struct Flight {
     records: u32,
     attempt: u32,
     at_ms: u64,
+}
+
+/// What a sink reads, on a blocking thread: a topic's records, or a table's
+/// rows as the records of its source change them.
+struct Source {
+    log: Arc<dyn Backend>,
+    topic: Arc<Topic>,
+    epoch: String,
+    filter: Option<sluice_tables::Filter>,
+    format: sluice_openapi::SinkFormat,
+    table: Option<(String, Arc<sluice_tables::Engine>)>,
+}
+
+type Read = (
+    sluice_log::Result<sluice_log::ReadOutcome>,
+    Vec<(u64, Option<Entry<Payload>>)>,
+);
+
+impl Source {
+    fn entry(&self, p: u32, o: u64, r: &RecordView<'_>, key: Option<&str>) -> Entry<Payload> {
+        let id = sluice_sinks::event_id(&self.epoch, self.topic.name(), p, o);
+        let f = deliver::format(self.format, id, self.topic.name(), p, o, r);
+        Entry {
+            key: key.map(key_hash),
+            bytes: f.body.len() + 64,
+            timestamp_ms: r.timestamp,
+            payload: Arc::new(f),
+        }
+    }
+
+    fn passes(&self, kind: ValueKind, value: &[u8]) -> bool {
+        self.filter.as_ref().is_none_or(|f| {
+            kind == ValueKind::Json
+                && serde_json::from_slice::<serde_json::Value>(value).is_ok_and(|v| f.matches(&v))
+        })
+    }
+
+    fn read(&self, p: u32, from: u64, room: usize) -> Read {
+        let mut records = Vec::new();
+        let Some((table, tables)) = &self.table else {
+            let res = self
+                .log
+                .read(&self.topic, p, from, room, READ_BYTES, &mut |o, r| {
+                    let e = self
+                        .passes(r.kind, r.value)
+                        .then(|| self.entry(p, o, &r, r.key));
+                    records.push((o, e));
+                });
+            return (res, records);
+        };
+        // The row each record changed, read once the table applied it.
+        let mut changed: Vec<(u64, u64, Option<String>)> = Vec::new();
+        let res = self
+            .log
+            .read(&self.topic, p, from, room, READ_BYTES, &mut |o, r| {
+                let key = tables
+                    .rows_of(table, &r)
+                    .ok()
+                    .and_then(|k| k.into_iter().next());
+                changed.push((o, r.timestamp, key));
+            });
+        for (o, ts, key) in changed {
+            let Some(key) = key else {
+                records.push((o, None));
+                continue;
+            };
+            let row = match tables.get(table, &key) {
+                Ok(r) => r.map_or(serde_json::Value::Null, |(row, _)| row),
+                Err(e) => return (Err(table_error(e)), records),
+            };
+            let value =
+                serde_json::to_vec(&serde_json::json!({"table": table, "key": key, "row": row}))
+                    .expect("serializes");
+            let passes = row.is_null() || self.filter.as_ref().is_none_or(|f| f.matches(&row));
+            let view = RecordView::plain(ts, Some(&key), ValueKind::Json, &value);
+            records.push((o, passes.then(|| self.entry(p, o, &view, Some(&key)))));
+        }
+        (res, records)
+    }
+}
+
+fn table_error(e: sluice_tables::Error) -> sluice_log::Error {
+    match e {
+        sluice_tables::Error::Log(e) => e,
+        other => sluice_log::Error::Invalid(other.to_string()),
+    }
 }
 
 struct Runner {
@@ -219,6 +317,11 @@ struct Runner {
     reported_gone: bool,
     /// The endpoint, parsed once.
     url: Option<reqwest::Url>,
+    /// The table whose row changes it pushes, if it does.
+    table: Option<String>,
+    tables: Arc<sluice_tables::Engine>,
+    /// Changes when the table applies a batch.
+    table_changes: Option<tokio::sync::watch::Receiver<u64>>,
     /// The version of the stored definition taken in.
     seen_version: u64,
 }
@@ -227,6 +330,7 @@ struct Runner {
 pub(crate) async fn run(
     name: String,
     log: Arc<dyn Backend>,
+    tables: (Arc<sluice_tables::Engine>, Arc<crate::state::TableWaiters>),
     client: Client,
     sealer: Option<Sealer>,
     live: Arc<Live>,
@@ -249,15 +353,12 @@ pub(crate) async fn run(
     };
     let topic = loop {
         match log
-            .topic(&stored.sink.source.topic)
+            .topic(&stored.topic)
             .filter(|t| t.id() == stored.topic_id)
         {
             Some(t) => break t,
             None => {
-                fail(format!(
-                    "source topic '{}' is gone",
-                    stored.sink.source.topic
-                ));
+                fail(format!("source topic '{}' is gone", stored.topic));
                 tokio::time::sleep(Duration::from_secs(5)).await;
             }
         }
@@ -283,6 +384,14 @@ pub(crate) async fn run(
         next_slot: Instant::now(),
         reported_gone: false,
         url: reqwest::Url::parse(&stored.sink.url).ok(),
+        table: stored.sink.source.table.clone(),
+        table_changes: stored
+            .sink
+            .source
+            .table
+            .as_ref()
+            .map(|t| tables.1.subscribe(t)),
+        tables: tables.0,
         stored,
         seen_version: 0,
         log,
@@ -360,6 +469,7 @@ impl Runner {
                 _ = self.live.wake.notified() => {
                     self.at_end.clear();
                 }
+                _ = table_changed(&mut self.table_changes) => {}
                 _ = tokio::time::sleep(sleep) => {
                     self.at_end.clear();
                 }
@@ -503,49 +613,47 @@ impl Runner {
 
     /// Reads records into the windows of the partitions held.
     async fn read(&mut self) {
+        // A table's sink reads only what the table applied.
+        let applied = self
+            .table
+            .as_ref()
+            .map(|t| self.tables.progress(t).map(|(a, _)| a).unwrap_or_default());
         let mut wanted = Vec::new();
         for p in self.machine.held() {
             if self.at_end.contains(&p) {
                 continue;
             }
             if let Some((from, room)) = self.machine.wants_read(p) {
-                wanted.push((p, from, room.min(READ_RECORDS)));
+                let room = match &applied {
+                    Some(a) => {
+                        room.min(a.get(p as usize).map_or(0, |&a| a.saturating_sub(from)) as usize)
+                    }
+                    None => room,
+                };
+                if room > 0 {
+                    wanted.push((p, from, room.min(READ_RECORDS)));
+                }
             }
         }
         if wanted.is_empty() {
             return;
         }
-        let (log, topic) = (self.log.clone(), self.topic.clone());
-        let (epoch, filter, format) = (self.epoch.clone(), self.filter.clone(), self.policy.format);
+        let source = Source {
+            log: self.log.clone(),
+            topic: self.topic.clone(),
+            epoch: self.epoch.clone(),
+            filter: self.filter.clone(),
+            format: self.policy.format,
+            table: self.table.clone().map(|t| (t, self.tables.clone())),
+        };
         let got = blocking(move || {
-            let mut out = Vec::new();
-            for (p, from, room) in wanted {
-                let mut records: Vec<(u64, Option<Entry<Payload>>)> = Vec::new();
-                let res = log.read(&topic, p, from, room, READ_BYTES, &mut |o, r| {
-                    let pass = filter.as_ref().is_some_and(|f| {
-                        r.kind != ValueKind::Json
-                            || serde_json::from_slice::<serde_json::Value>(r.value)
-                                .map_or(true, |v| !f.matches(&v))
-                    });
-                    if pass {
-                        records.push((o, None));
-                        return;
-                    }
-                    let id = sluice_sinks::event_id(&epoch, topic.name(), p, o);
-                    let f = deliver::format(format, id, topic.name(), p, o, &r);
-                    records.push((
-                        o,
-                        Some(Entry {
-                            key: r.key.map(key_hash),
-                            bytes: f.body.len() + 64,
-                            timestamp_ms: r.timestamp,
-                            payload: Arc::new(f),
-                        }),
-                    ));
-                });
-                out.push((p, res, records));
-            }
-            out
+            wanted
+                .into_iter()
+                .map(|(p, from, room)| {
+                    let (res, records) = source.read(p, from, room);
+                    (p, res, records)
+                })
+                .collect::<Vec<_>>()
         })
         .await
         .unwrap_or_default();

@@ -66,6 +66,15 @@ pub fn check(def: &SinkDefinition) -> Result<(Policy, Option<Filter>)> {
             def.name
         )));
     }
+    match (&def.source.topic, &def.source.table) {
+        (Some(_), None) | (None, Some(_)) => {}
+        _ => {
+            return Err(Error::Invalid(
+                "source names one of a topic ({\"topic\": ...}) and a table ({\"table\": ...})"
+                    .into(),
+            ));
+        }
+    }
     let url = def.url.to_ascii_lowercase();
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(Error::Invalid(format!(
@@ -185,8 +194,10 @@ pub struct StoredSecret {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Stored {
     pub sink: SinkDefinition,
-    /// Id of the source topic when the sink was made; a topic re-created under
-    /// the name is another topic.
+    /// The topic it follows: its source topic, or its table's.
+    pub topic: String,
+    /// Id of that topic when the sink was made; a topic re-created under the
+    /// name is another topic.
     pub topic_id: u64,
     pub created_ms: u64,
     /// Goes up with every replay; partitions at an older one start over from
@@ -270,6 +281,11 @@ mod tests {
             ),
             (serde_json::json!({"filter":"amount >"}), "filter"),
             (serde_json::json!({"rate":{"max_rps":0}}), "max_rps"),
+            (
+                serde_json::json!({"source":{"topic":"t","table":"x"}}),
+                "one of",
+            ),
+            (serde_json::json!({"source":{}}), "one of"),
         ] {
             let mut v = base.clone();
             for (k, x) in patch.as_object().unwrap() {
