@@ -200,6 +200,19 @@ pub(crate) async fn render(
             "metrics are not enabled in this process",
         ));
     };
+    for k in state.sinks.list().await? {
+        let name = k.name;
+        gauge!("sluice_sink_lag_records", "sink" => name.clone()).set(k.lag_records as f64);
+        counter!("sluice_sink_delivered_total", "sink" => name.clone()).absolute(k.delivered);
+        counter!("sluice_sink_retried_total", "sink" => name.clone()).absolute(k.retried);
+        counter!("sluice_sink_dead_lettered_total", "sink" => name.clone())
+            .absolute(k.dead_lettered);
+        let healthy = matches!(
+            k.state,
+            sluice_openapi::SinkState::Running | sluice_openapi::SinkState::Paused
+        );
+        gauge!("sluice_sink_healthy", "sink" => name).set(f64::from(u8::from(healthy)));
+    }
     let s = state.clone();
     tokio::task::spawn_blocking(move || sample(&s))
         .await

@@ -1004,3 +1004,15 @@ pub fn commit_body(consumer: &str, topic: &str, answer: &Value) -> Option<Value>
         "offsets": offsets,
     }))
 }
+
+/// The value of the first sample of metric `name` whose labels contain
+/// `labels`, in Prometheus text.
+pub fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| {
+            l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(labels)
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}

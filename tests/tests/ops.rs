@@ -1,19 +1,9 @@
 //! Operations: metrics, health and readiness.
 
 use serde_json::{Value, json};
-use sluice_tests::{Server, client, create_topic, get_json, table_caught_up};
+use sluice_tests::{Server, client, create_topic, get_json, metric, table_caught_up};
 
 /// The value of a metric line `name{labels} value` whose labels contain `labels`.
-fn metric(text: &str, name: &str, labels: &str) -> Option<f64> {
-    text.lines()
-        .filter(|l| !l.starts_with('#'))
-        .find(|l| {
-            l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']) && l.contains(labels)
-        })
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[tokio::test]
 async fn metrics_count_exactly() {
     let s = Server::start();

@@ -224,6 +224,19 @@ async fn a_refused_record_is_dead_lettered_after_its_attempts_and_its_key_goes_o
     assert_eq!(d["record"]["value"]["i"], 5);
     assert_eq!(d["id"], bad[0].webhook_id.as_str());
     assert!(d["answer"].as_str().unwrap().contains("422"));
+    let text = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let m = |name| sluice_tests::metric(&text, name, "sink=\"dl\"");
+    assert_eq!(m("sluice_sink_delivered_total"), Some(20.0), "{text}");
+    assert_eq!(m("sluice_sink_dead_lettered_total"), Some(1.0));
+    assert_eq!(m("sluice_sink_lag_records"), Some(0.0));
+    assert_eq!(m("sluice_sink_healthy"), Some(1.0));
     // Offset 20 (the key's next record) was delivered, after offset 5 was
     // settled.
     let o20 = got
