@@ -48,7 +48,11 @@ pub struct SinkDefinition {
     pub headers: Option<BTreeMap<String, String>>,
     /// How long to wait for an answer, in milliseconds (default 10000, at most
     /// 120000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_u64"
+    )]
     pub timeout_ms: Option<u64>,
     /// Limits on the requests made.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -59,7 +63,6 @@ pub struct SinkDefinition {
     /// Where delivery starts: `latest` (default), `earliest`, `{"offset": n}` (in
     /// every partition) or `{"timestamp": ms}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schema(value_type = Option<Object>, example = json!("earliest"))]
     pub start: Option<SinkStart>,
 }
 
@@ -102,14 +105,26 @@ pub enum SinkFormat {
 #[serde(deny_unknown_fields)]
 pub struct SinkBatch {
     /// Records per request, at most (default 1, at most 10000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_u32"
+    )]
     pub max_records: Option<u32>,
     /// Bytes of records per request, about (default 1 MiB, at most 16 MiB).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_u64"
+    )]
     pub max_bytes: Option<u64>,
     /// How long a request that is not full waits for more records, in
     /// milliseconds (default 0).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_u64"
+    )]
     pub linger_ms: Option<u64>,
 }
 
@@ -126,10 +141,18 @@ pub struct SinkSigning {
 #[serde(deny_unknown_fields)]
 pub struct SinkRate {
     /// Requests per second, at most (default: no limit).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_u32"
+    )]
     pub max_rps: Option<u32>,
     /// Requests in flight at once, at most (default 8, at most 256).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_u32"
+    )]
     pub max_in_flight: Option<u32>,
 }
 
@@ -139,18 +162,34 @@ pub struct SinkRate {
 pub struct SinkRetry {
     /// Attempts of a record the receiver refuses (400, 413, 415, 422) before it
     /// goes to the dead-letter topic (default 3).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_u32"
+    )]
     pub record_attempts: Option<u32>,
     /// The first wait after a failure, in milliseconds (default 1000); it doubles
     /// with each failure in a row, with ±20% jitter.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_u64"
+    )]
     pub initial_ms: Option<u64>,
     /// The longest wait, in milliseconds (default 600000).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_u64"
+    )]
     pub max_ms: Option<u64>,
     /// A record still undelivered this long after its first failure goes to the
     /// dead-letter topic, in milliseconds (default 259200000: 72 hours).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_u64"
+    )]
     pub max_age_ms: Option<u64>,
 }
 
@@ -161,9 +200,15 @@ pub enum SinkStart {
     /// `earliest` or `latest`.
     Named(SinkStartName),
     /// `{"offset": n}`: from offset `n` of every partition (or its start).
-    Offset { offset: u64 },
+    Offset {
+        #[serde(deserialize_with = "crate::num::u64")]
+        offset: u64,
+    },
     /// `{"timestamp": ms}`: from the first record at or after that time.
-    Timestamp { timestamp: u64 },
+    Timestamp {
+        #[serde(deserialize_with = "crate::num::u64")]
+        timestamp: u64,
+    },
 }
 
 /// `earliest` or `latest`.
@@ -178,7 +223,6 @@ pub enum SinkStartName {
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SinkReset {
-    #[schema(value_type = Object, example = json!({"timestamp": 1767225600000u64}))]
     pub start: SinkStart,
 }
 
