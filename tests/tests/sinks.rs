@@ -24,6 +24,13 @@ async fn make_sink(c: &reqwest::Client, s: &Server, def: Value) -> Value {
     body
 }
 
+/// POSTs to `path` with no body; answers the JSON of a 200.
+async fn post(c: &reqwest::Client, s: &Server, path: &str) -> Value {
+    let r = c.post(s.url(path)).send().await.unwrap();
+    assert_eq!(r.status(), 200, "POST {path}");
+    r.json().await.unwrap()
+}
+
 async fn sink_until(
     c: &reqwest::Client,
     s: &Server,
@@ -135,14 +142,7 @@ async fn signed_deliveries_verify_with_the_reference_library_also_after_a_rotati
         assert_eq!(r.attempt, 1);
     }
 
-    let rotated: Value = c
-        .post(s.url("/v1/sinks/signed/secret/rotate"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rotated = post(&c, &s, "/v1/sinks/signed/secret/rotate").await;
     let second = rotated["secret"].as_str().unwrap().to_string();
     assert_ne!(first, second);
     produce_records(&c, &s, "signed", vec![json!({"key": "after", "value": 1})]).await;
@@ -159,14 +159,7 @@ async fn signed_deliveries_verify_with_the_reference_library_also_after_a_rotati
     );
 
     // A test request is signed too.
-    let t: Value = c
-        .post(s.url("/v1/sinks/signed/test"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let t = post(&c, &s, "/v1/sinks/signed/test").await;
     assert_eq!(t["ok"], true, "{t}");
     let got = rx.until(WAIT, |g| g.len() >= 8).await;
     assert_eq!(verify(&[&second], &got[7..], false), vec![vec![true]]);
@@ -252,7 +245,7 @@ async fn retry_after_is_obeyed_and_410_disables_the_sink_until_resumed() {
     let s = server();
     let c = client();
     let rx = Receiver::start_with(Behavior {
-        script: [(429, Some("2".to_string()))].into(),
+        script: [(302, None), (429, Some("2".to_string()))].into(),
         ..Behavior::default()
     })
     .await;
@@ -265,14 +258,18 @@ async fn retry_after_is_obeyed_and_410_disables_the_sink_until_resumed() {
     )
     .await;
     produce_records(&c, &s, "ra", vec![json!({"key": "k", "value": 1})]).await;
-    let got = rx.until(WAIT, |g| g.len() >= 2).await;
-    assert_eq!((got[0].status, got[1].status), (429, 200));
-    let gap = got[1].timestamp.parse::<u64>().unwrap() - got[0].timestamp.parse::<u64>().unwrap();
+    // A redirect is a failure (and not followed); 429's Retry-After is obeyed.
+    let got = rx.until(WAIT, |g| g.len() >= 3).await;
+    assert_eq!(
+        (got[0].status, got[1].status, got[2].status),
+        (302, 429, 200)
+    );
+    let gap = got[2].timestamp.parse::<u64>().unwrap() - got[1].timestamp.parse::<u64>().unwrap();
     assert!(
         gap >= 1,
         "Retry-After: 2 was not obeyed (retried {gap} s later)"
     );
-    assert_eq!(got[1].attempt, 2);
+    assert_eq!(got[2].attempt, 3);
 
     // 410: disabled, nothing more is sent, until a resume.
     rx.set(|b| b.script = [(410, None)].into());
@@ -561,24 +558,13 @@ async fn sinks_need_an_admin_token() {
         .unwrap();
     assert_eq!(r.status(), 201);
     let def = json!({"name": "s", "source": {"topic": "t"}, "url": "http://127.0.0.1:9/"});
-    let r = c.post(s.url("/v1/sinks")).json(&def).send().await.unwrap();
-    assert_eq!(r.status(), 401);
-    let r = c
-        .post(s.url("/v1/sinks"))
-        .bearer_auth(&user)
-        .json(&def)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 403);
-    let r = c
-        .post(s.url("/v1/sinks"))
-        .bearer_auth(&admin)
-        .json(&def)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    for (token, status) in [(None, 401), (Some(&user), 403), (Some(&admin), 201)] {
+        let mut req = c.post(s.url("/v1/sinks")).json(&def);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        assert_eq!(req.send().await.unwrap().status(), status);
+    }
     for (method, path) in [
         ("GET", "/v1/sinks"),
         ("GET", "/v1/sinks/s"),

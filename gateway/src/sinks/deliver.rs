@@ -356,11 +356,6 @@ pub(crate) struct Client {
 
 impl Client {
     pub(crate) fn new(allow: AllowList) -> anyhow::Result<Client> {
-        // One TLS provider for the process; a second install is refused, and
-        // that is fine. *ring* (deprecated for lacking post-quantum key
-        // exchange) builds with a C compiler alone; aws-lc-rs needs more.
-        #[allow(deprecated)]
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let allow = Arc::new(allow);
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())

@@ -410,6 +410,8 @@ impl Runner {
             if last_own.is_none_or(|t| t.elapsed() >= OWN_EVERY) {
                 self.own().await;
                 last_own = Some(Instant::now());
+                // Appends wake the runner; this is the net under a missed one.
+                self.at_end.clear();
             }
             self.read().await;
             let wait_until = self.dispatch();
@@ -470,15 +472,13 @@ impl Runner {
                     self.at_end.clear();
                 }
                 _ = table_changed(&mut self.table_changes) => {}
-                _ = tokio::time::sleep(sleep) => {
-                    self.at_end.clear();
-                }
+                _ = tokio::time::sleep(sleep) => {}
             }
         }
     }
 
     fn commit_pending(&self) -> bool {
-        self.machine.in_flight() > 0 || !self.writers.is_empty()
+        self.machine.dirty()
     }
 
     /// Takes in a changed stored definition.

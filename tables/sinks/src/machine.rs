@@ -603,6 +603,11 @@ impl<T: Clone> Sink<T> {
         out
     }
 
+    /// Whether a partition's progress changed since its last checkpoint.
+    pub fn dirty(&self) -> bool {
+        self.parts.values().any(|p| p.dirty)
+    }
+
     /// Marks partitions changed again, after a checkpoint failed to commit.
     pub fn unsaved(&mut self, partitions: &[u32]) {
         for p in partitions {
