@@ -1,6 +1,8 @@
-//! Tables over Kafka with two gateways on the same cluster (the same topic
-//! prefix): a table made through one is served by both, writes are read through
-//! either, and a restarted gateway goes on from its local copy.
+//! Tables and sinks over Kafka with two gateways on the same cluster (the same
+//! topic prefix): a table made through one is served by both, writes are read
+//! through either, and a restarted gateway goes on from its local copy; a
+//! sink's partitions are delivered by one gateway each, and taken over when it
+//! dies.
 
 use std::time::{Duration, Instant};
 
@@ -13,10 +15,16 @@ use sluice_tests::{
 
 /// Two gateways sharing one topic prefix in the test cluster.
 fn pair(test: &str) -> Option<(Server, Server)> {
+    pair_with(test, &[])
+}
+
+/// [`pair`], with extra flags for both.
+fn pair_with(test: &str, extra: &[&str]) -> Option<(Server, Server)> {
     let bootstrap = kafka_bootstrap(test)?;
     let prefix = format!("kt{:08x}.", rand::random::<u32>());
     let args = shared_kafka_args(&bootstrap, &prefix);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let mut args: Vec<&str> = args.iter().map(String::as_str).collect();
+    args.extend_from_slice(extra);
     Some((Server::start_with(&args), Server::start_with(&args)))
 }
 
@@ -499,4 +507,107 @@ async fn a_table_has_at_most_the_shards_it_is_given() {
         assert_eq!(rows.len(), 8);
         assert!(rows.values().all(|r| r["n"] == 10), "{rows:?}");
     }
+}
+
+/// Which partitions of sink `name` gateway `s` delivers, as it says.
+async fn delivered_here(c: &reqwest::Client, s: &Server, name: &str) -> Vec<bool> {
+    get_json(c, s, &format!("/v1/sinks/{name}")).await["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["delivered_here"] == json!(true))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sink_s_partitions_are_shared_and_taken_over_when_a_gateway_dies() {
+    let Some((a, mut b)) = pair_with(
+        "a_sink_s_partitions_are_shared_and_taken_over_when_a_gateway_dies",
+        &["--sink-allow-net", "127.0.0.0/8"],
+    ) else {
+        return;
+    };
+    let c = client();
+    let rx = sluice_tests::receiver::Receiver::start().await;
+    create_topic(&c, &a, "events", 4).await;
+    let r = c
+        .post(a.url("/v1/sinks"))
+        .json(
+            &json!({"name": "out", "source": {"topic": "events"}, "url": rx.url,
+            "start": "earliest", "retry": {"initial_ms": 20, "max_ms": 200}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    // Each partition is delivered by one gateway, and each gateway delivers some.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ha, hb) = (
+            delivered_here(&c, &a, "out").await,
+            delivered_here(&c, &b, "out").await,
+        );
+        if ha.len() == 4
+            && hb.len() == 4
+            && ha.iter().zip(&hb).all(|(x, y)| x != y)
+            && ha.contains(&true)
+            && hb.contains(&true)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "delivered here: {ha:?} on one, {hb:?} on the other"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let records = |from: u32| -> Vec<Value> {
+        (from..from + 200)
+            .map(|i| json!({"key": format!("k{}", i % 31), "value": {"i": i}}))
+            .collect()
+    };
+    produce(&c, &b, "events", records(0)).await;
+    let unique = |got: &[sluice_tests::receiver::Received]| {
+        got.iter()
+            .filter(|r| r.status == 200)
+            .map(|r| r.webhook_id.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    rx.until(Duration::from_secs(60), |g| unique(g) == 200)
+        .await;
+
+    // One gateway dies; the other takes over its partitions and delivers the rest.
+    b.kill();
+    produce(&c, &a, "events", records(200)).await;
+    let got = rx
+        .until(Duration::from_secs(120), |g| unique(g) == 400)
+        .await;
+    let here = delivered_here(&c, &a, "out").await;
+    assert_eq!(here, vec![true; 4], "the survivor delivers every partition");
+    // A key's records were first delivered in offset order, across the takeover.
+    let mut seen = std::collections::HashSet::new();
+    let mut last: std::collections::HashMap<String, u64> = Default::default();
+    for r in got.iter().filter(|r| r.status == 200) {
+        if !seen.insert(r.webhook_id.clone()) {
+            continue;
+        }
+        let key = r.key.clone().unwrap();
+        if let Some(&before) = last.get(&key) {
+            assert!(r.offset > before, "{key}: {} after {before}", r.offset);
+        }
+        last.insert(key, r.offset);
+    }
+    // What the dead gateway delivered without committing yet is delivered
+    // again (with the same ids), and the sink catches up.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let info = get_json(&c, &a, "/v1/sinks/out").await;
+        if info["lag_records"] == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{info}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(unique(&rx.got()), 400);
 }
