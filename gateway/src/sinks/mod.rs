@@ -346,7 +346,8 @@ impl Sinks {
                         .into(),
                 )
             })?;
-            Some(sluice_sinks::sign::new_secret()).map(|s| (sealer.seal(&def.name, &s), s))
+            let secret = sluice_sinks::sign::new_secret();
+            Some((sealer.seal(&def.name, &secret), secret))
         } else {
             None
         };
@@ -360,6 +361,7 @@ impl Sinks {
             generation: 0,
             start,
             paused: false,
+            resumed_ms: 0,
             disabled: None,
             secrets: secret
                 .as_ref()
@@ -376,7 +378,7 @@ impl Sinks {
         let dlq = sluice_sinks::dead_letter_topic(&name);
         let t = topic.clone();
         let mut stored = stored;
-        let bytes = tokio::task::spawn_blocking(move || -> Result<Vec<u8>> {
+        tokio::task::spawn_blocking(move || -> Result<()> {
             let partitions = t.partition_count();
             stored.shards = log.shards(partitions);
             let offsets = (0..partitions)
@@ -392,18 +394,15 @@ impl Sinks {
                     Err(e) => return Err(e.into()),
                 }
             }
-            let bytes = stored.encode();
             let store = sluice_sinks::store_name(&stored.sink.name);
             sluice_log::wait(|r| {
-                log.create_store(&store, bytes.clone(), offsets, stored.shards, r)
+                log.create_store(&store, stored.encode(), offsets, stored.shards, r)
             })?;
             // Retention keeps what the sink has not delivered.
-            sluice_log::wait(|r| log.hold_retention(&store, Some(&t), r))?;
-            Ok(bytes)
+            sluice_log::wait(|r| log.hold_retention(&store, Some(&t), r)).map_err(Fault::from)
         })
         .await
         .map_err(|_| Fault::Log(sluice_log::Error::Closed))??;
-        let _ = bytes;
         self.refresh().await;
         let mut info = self.info(&name).await?;
         info.secret = secret.map(|(_, s)| s);
@@ -444,6 +443,7 @@ impl Sinks {
             .update(name, |s| {
                 s.paused = false;
                 s.disabled = None;
+                s.resumed_ms = now_ms();
                 Ok(())
             })
             .await?;
@@ -456,11 +456,6 @@ impl Sinks {
         })
         .await
         .map_err(|_| Fault::Log(sluice_log::Error::Closed))??;
-        if let Some(l) = self.live(name) {
-            l.status.lock().expect("status lock").resume = true;
-            l.version.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            l.wake.notify_one();
-        }
         self.info(name).await
     }
 

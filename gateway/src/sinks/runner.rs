@@ -49,8 +49,6 @@ pub(crate) struct Status {
     pub failing: bool,
     pub next_attempt_ms: Option<u64>,
     pub last_error: Option<SinkError>,
-    /// Set by a resume: retry at once.
-    pub resume: bool,
 }
 
 /// The secrets that sign now, opened, with when each stops.
@@ -489,13 +487,12 @@ impl Runner {
         }
         self.seen_version = version;
         let cur = self.live.stored.lock().expect("stored lock").clone();
-        let resume = std::mem::take(&mut self.live.status.lock().expect("status lock").resume);
-        if resume {
-            self.machine.retry_now();
-            self.reported_gone = false;
-        }
         if cur == self.stored {
             return;
+        }
+        if cur.resumed_ms != self.stored.resumed_ms {
+            self.machine.retry_now();
+            self.reported_gone = false;
         }
         if cur.secrets != self.stored.secrets {
             match open_secrets(self.sealer.as_ref(), &cur) {

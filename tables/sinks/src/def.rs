@@ -207,6 +207,10 @@ pub struct Stored {
     pub start: SinkStart,
     #[serde(default)]
     pub paused: bool,
+    /// When an operator last resumed it: every gateway delivering it retries
+    /// at once when this changes.
+    #[serde(default)]
+    pub resumed_ms: u64,
     /// Why it is disabled (the endpoint answered 410), when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disabled: Option<String>,
