@@ -30,6 +30,8 @@ pub struct Received {
     pub status: u16,
     /// When it arrived, in microseconds since the epoch.
     pub at_us: u64,
+    /// Every header, by lower-case name.
+    pub headers: std::collections::BTreeMap<String, String>,
 }
 
 /// How the receiver answers.
@@ -157,6 +159,15 @@ fn record(headers: &HeaderMap, body: Bytes, status: u16, key: Option<String>) ->
         at_us: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64),
+        headers: headers
+            .iter()
+            .map(|(k, v)| {
+                (
+                    k.as_str().to_string(),
+                    v.to_str().unwrap_or_default().to_string(),
+                )
+            })
+            .collect(),
     }
 }
 

@@ -719,3 +719,48 @@ async fn a_table_sink_pushes_row_changes_in_order() {
     let p: Value = bad.json().await.unwrap();
     assert_eq!(p["code"], "table_not_found");
 }
+
+/// Binary CloudEvents: the value is the body, the attributes are `ce-*`
+/// headers, the record's own event type kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_cloudevents_carry_their_attributes_in_headers() {
+    let s = server();
+    let c = client();
+    let rx = Receiver::start().await;
+    create_topic(&c, &s, "ce", 1).await;
+    make_sink(
+        &c,
+        &s,
+        json!({"name": "ce", "source": {"topic": "ce"}, "url": rx.url, "start": "earliest",
+               "format": "cloudevents-binary"}),
+    )
+    .await;
+    // A record that came in as a CloudEvent, and a plain one.
+    let r = c
+        .post(s.url("/v1/topics/ce/records"))
+        .header("content-type", "application/cloudevents+json")
+        .json(
+            &json!({"specversion": "1.0", "id": "e1", "source": "/shop", "type": "order.placed",
+                      "subject": "o-1", "data": {"total": 12}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    produce_records(&c, &s, "ce", vec![json!({"key": "k", "value": {"n": 1}})]).await;
+    let got = rx.until(WAIT, |g| g.len() >= 2).await;
+    let h = |i: usize, n: &str| got[i].headers.get(n).cloned().unwrap_or_default();
+    assert_eq!(h(0, "ce-specversion"), "1.0");
+    assert_eq!(h(0, "ce-type"), "order.placed");
+    assert_eq!(h(0, "ce-source"), "/sluice/topics/ce");
+    assert_eq!(h(0, "ce-partitionkey"), "o-1");
+    assert_eq!(h(0, "ce-id"), got[0].webhook_id);
+    assert_eq!(h(0, "ce-sequence"), format!("{:020}", 0));
+    assert_eq!(
+        serde_json::from_slice::<Value>(&got[0].body).unwrap(),
+        json!({"total": 12})
+    );
+    assert_eq!(h(1, "ce-type"), "sluice.record");
+    assert_eq!(h(1, "ce-sequence"), format!("{:020}", 1));
+    assert_eq!(got[1].content_type, "application/json");
+}
