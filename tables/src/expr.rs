@@ -1,5 +1,7 @@
-//! JSON paths (`$.a.b`, `$.items[0]`) and WHERE filters (SQL expressions parsed by
-//! sqlparser) evaluated against a record's JSON value.
+//! JSON paths (`$.a.b`, `$.items[0]`), WHERE filters and scalar expressions (SQL
+//! expressions parsed by sqlparser: fields, literals, comparisons, `AND`/`OR`/
+//! `NOT`, `IS [NOT] NULL`, arithmetic and `||`) evaluated against a record's JSON
+//! value.
 
 use serde_json::Value;
 use sqlparser::ast::{BinaryOperator, Expr, UnaryOperator, Value as SqlValue};
@@ -104,35 +106,7 @@ impl Filter {
     }
 
     fn check(&self, e: &Expr) -> Result<(), Error> {
-        match e {
-            Expr::BinaryOp { left, op, right } => {
-                use BinaryOperator as B;
-                if !matches!(
-                    op,
-                    B::And | B::Or | B::Eq | B::NotEq | B::Lt | B::LtEq | B::Gt | B::GtEq
-                ) {
-                    return Err(Error::Invalid(format!(
-                        "filter: operator {op} is not supported"
-                    )));
-                }
-                self.check(left)?;
-                self.check(right)
-            }
-            Expr::UnaryOp {
-                op: UnaryOperator::Not,
-                expr,
-            }
-            | Expr::Nested(expr) => self.check(expr),
-            Expr::UnaryOp {
-                op: UnaryOperator::Minus,
-                expr,
-            } => self.check(expr),
-            Expr::IsNull(e) | Expr::IsNotNull(e) => self.check(e),
-            Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Value(_) => Ok(()),
-            other => Err(Error::Invalid(format!(
-                "filter: `{other}` is not supported"
-            ))),
-        }
+        check(e, "filter")
     }
 
     /// Whether the record value passes.
@@ -144,6 +118,121 @@ impl Filter {
     pub fn sql(&self) -> String {
         self.expr.to_string()
     }
+}
+
+/// Checks that `e` uses only what [`eval`] supports; `what` names it in errors.
+fn check(e: &Expr, what: &str) -> Result<(), Error> {
+    match e {
+        Expr::BinaryOp { left, op, right } => {
+            use BinaryOperator as B;
+            if !matches!(
+                op,
+                B::And
+                    | B::Or
+                    | B::Eq
+                    | B::NotEq
+                    | B::Lt
+                    | B::LtEq
+                    | B::Gt
+                    | B::GtEq
+                    | B::Plus
+                    | B::Minus
+                    | B::Multiply
+                    | B::Divide
+                    | B::Modulo
+                    | B::StringConcat
+            ) {
+                return Err(Error::Invalid(format!(
+                    "{what}: operator {op} is not supported"
+                )));
+            }
+            check(left, what)?;
+            check(right, what)
+        }
+        Expr::UnaryOp {
+            op: UnaryOperator::Not | UnaryOperator::Minus,
+            expr,
+        }
+        | Expr::Nested(expr) => check(expr, what),
+        Expr::IsNull(e) | Expr::IsNotNull(e) => check(e, what),
+        Expr::Identifier(_) | Expr::CompoundIdentifier(_) | Expr::Value(_) => Ok(()),
+        other => Err(Error::Invalid(format!(
+            "{what}: `{other}` is not supported"
+        ))),
+    }
+}
+
+/// A scalar SQL expression over a record's value: `amount * 100`,
+/// `first || ' ' || last`, `customer.id`.
+#[derive(Debug, Clone)]
+pub struct Scalar {
+    expr: Expr,
+}
+
+impl Scalar {
+    /// Parses and checks a SQL expression.
+    pub fn parse(sql: &str) -> Result<Scalar, Error> {
+        let expr = Parser::new(&GenericDialect {})
+            .try_with_sql(sql)
+            .and_then(|mut p| p.parse_expr())
+            .map_err(|e| Error::Invalid(format!("expression: {e}")))?;
+        Scalar::from_expr(expr)
+    }
+
+    /// Wraps an expression sqlparser already parsed.
+    pub fn from_expr(expr: Expr) -> Result<Scalar, Error> {
+        check(&expr, "expression")?;
+        Ok(Scalar { expr })
+    }
+
+    /// Its value for a record's value (null where a field is missing or an
+    /// operation does not apply).
+    pub fn eval(&self, v: &Value) -> Value {
+        eval(&self.expr, v)
+    }
+
+    /// The expression as SQL text.
+    pub fn sql(&self) -> String {
+        self.expr.to_string()
+    }
+}
+
+/// A number as JSON: whole numbers as integers.
+fn number(f: f64) -> Value {
+    if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
+        Value::from(f as i64)
+    } else {
+        serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
+    }
+}
+
+/// Arithmetic and concatenation; null when an operand does not fit.
+fn arithmetic(op: &BinaryOperator, l: &Value, r: &Value) -> Value {
+    use BinaryOperator as B;
+    if let B::StringConcat = op {
+        let text = |v: &Value| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            _ => None,
+        };
+        return match (text(l), text(r)) {
+            (Some(a), Some(b)) => Value::String(a + &b),
+            _ => Value::Null,
+        };
+    }
+    let (Some(a), Some(b)) = (l.as_f64(), r.as_f64()) else {
+        return Value::Null;
+    };
+    let x = match op {
+        B::Plus => a + b,
+        B::Minus => a - b,
+        B::Multiply => a * b,
+        B::Divide if b != 0.0 => a / b,
+        B::Modulo if b != 0.0 => a % b,
+        _ => return Value::Null,
+    };
+    number(x)
 }
 
 fn truthy(v: &Value) -> bool {
@@ -196,6 +285,9 @@ fn eval(e: &Expr, record: &Value) -> Value {
             match op {
                 B::And => Value::Bool(truthy(&eval(left, record)) && truthy(&eval(right, record))),
                 B::Or => Value::Bool(truthy(&eval(left, record)) || truthy(&eval(right, record))),
+                B::Plus | B::Minus | B::Multiply | B::Divide | B::Modulo | B::StringConcat => {
+                    arithmetic(op, &eval(left, record), &eval(right, record))
+                }
                 _ => {
                     let (l, r) = (eval(left, record), eval(right, record));
                     let ord = match (&l, &r) {
@@ -260,8 +352,27 @@ mod tests {
         );
         let f = Filter::parse("customer.region = 'eu' AND amount >= -5").unwrap();
         assert!(f.matches(&json!({"customer": {"region": "eu"}, "amount": -5})));
+        let f = Filter::parse("price * qty > 100 AND first || last = 'ab'").unwrap();
+        assert!(f.matches(&json!({"price": 20, "qty": 6, "first": "a", "last": "b"})));
+        assert!(!f.matches(&json!({"price": 20, "qty": 5, "first": "a", "last": "b"})));
         assert!(Filter::parse("amount LIKE 'x%'").is_err());
         assert!(Filter::parse("f(x) > 1").is_err());
         assert!(Filter::parse("amount >").is_err());
+    }
+
+    #[test]
+    fn scalars() {
+        let v = json!({"amount": 12.5, "qty": 4, "first": "Ada", "last": "L", "c": {"id": 7}});
+        let e = |sql: &str| Scalar::parse(sql).unwrap().eval(&v);
+        assert_eq!(e("amount * 100"), json!(1250));
+        assert_eq!(e("amount / 2"), json!(6.25));
+        assert_eq!(e("qty % 3 + -1"), json!(0));
+        assert_eq!(e("first || ' ' || last"), json!("Ada L"));
+        assert_eq!(e("c.id"), json!(7));
+        assert_eq!(e("qty / 0"), Value::Null);
+        assert_eq!(e("nope + 1"), Value::Null);
+        assert_eq!(e("qty > 3"), json!(true));
+        assert!(Scalar::parse("f(x)").is_err());
+        assert!(Scalar::parse("a >> 2").is_err());
     }
 }

@@ -3,8 +3,10 @@
 //!
 //! It owns table definitions (JSON, or a SQL subset parsed with sqlparser), the
 //! materializer that follows each table's source partitions, and point and prefix
-//! queries. It reads its sources and keeps its rows only through the storage seam
-//! ([`sluice_log::Backend`]): each table is a state store whose rows and source
+//! queries; and the expression engine (filters and scalar expressions) and the
+//! definitions of derived streams (`CREATE STREAM ... AS SELECT`, see `stream`:
+//! what a stream writes for each input record). It reads its sources and keeps
+//! its rows only through the storage seam ([`sluice_log::Backend`]): each table is a state store whose rows and source
 //! offsets commit together as one [`StateBatch`] of a fenced writer, so a crash
 //! neither loses nor counts an event twice, on any engine. Where the engine
 //! splits stores (over a cluster), a state table has one shard per source
@@ -18,6 +20,7 @@
 mod def;
 mod expr;
 mod fold;
+mod stream;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -31,8 +34,9 @@ use sluice_log::{Backend, StateBatch, Topic, wait};
 
 pub use crate::def::{Aggregate, TableDef, Window};
 use crate::def::{Compiled, Kind};
-pub use crate::expr::{Filter, Path};
+pub use crate::expr::{Filter, Path, Scalar};
 use crate::fold::{Change, Folded, StateRow, empty_state};
+pub use crate::stream::{CompiledStream, Derived, StreamDef};
 
 /// Table engine errors.
 #[derive(Debug, thiserror::Error)]
