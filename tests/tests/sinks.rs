@@ -525,6 +525,15 @@ async fn bad_sink_requests_get_problems() {
     assert_eq!(r.status(), 400);
     let list = get_json(&c, &s, "/v1/sinks").await;
     assert_eq!(list["sinks"].as_array().unwrap().len(), 1);
+    // Its source deleted, a sink says so and can still be deleted.
+    let r = c.delete(s.url("/v1/topics/t")).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    sink_until(&c, &s, "s", |v| {
+        v["last_error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is gone"))
+    })
+    .await;
     let r = c.delete(s.url("/v1/sinks/s")).send().await.unwrap();
     assert_eq!(r.status(), 204);
     let r = c.delete(s.url("/v1/sinks/s")).send().await.unwrap();

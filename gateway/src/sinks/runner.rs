@@ -322,6 +322,8 @@ struct Runner {
     table_changes: Option<tokio::sync::watch::Receiver<u64>>,
     /// The version of the stored definition taken in.
     seen_version: u64,
+    /// The source topic was deleted.
+    topic_gone: bool,
 }
 
 /// Runs sink `name` until its task is aborted.
@@ -392,6 +394,7 @@ pub(crate) async fn run(
         tables: tables.0,
         stored,
         seen_version: 0,
+        topic_gone: false,
         log,
         live,
     };
@@ -610,6 +613,9 @@ impl Runner {
 
     /// Reads records into the windows of the partitions held.
     async fn read(&mut self) {
+        if self.topic_gone {
+            return;
+        }
         // A table's sink reads only what the table applied.
         let applied = self
             .table
@@ -673,6 +679,16 @@ impl Runner {
                 }
                 Err(sluice_log::Error::OffsetOutOfRange { .. }) => {
                     self.at_end.insert(p);
+                }
+                Err(sluice_log::Error::TopicNotFound(_)) => {
+                    // The source was deleted: nothing more to read, and said
+                    // once, not at every turn.
+                    self.topic_gone = true;
+                    self.live.status.lock().expect("status lock").last_error = Some(SinkError {
+                        at_ms: now_ms(),
+                        status: None,
+                        message: format!("source topic '{}' is gone", self.topic.name()),
+                    });
                 }
                 Err(e) => {
                     tracing::warn!(sink = %self.name, partition = p, error = %e, "reading a sink's records");
