@@ -217,6 +217,24 @@ async fn a_refused_record_is_dead_lettered_after_its_attempts_and_its_key_goes_o
     assert_eq!(d["record"]["value"]["i"], 5);
     assert_eq!(d["id"], bad[0].webhook_id.as_str());
     assert!(d["answer"].as_str().unwrap().contains("422"));
+    // A dead-letter topic deleted meanwhile is made again for the next one.
+    let r = c
+        .delete(s.url("/v1/topics/dl.dead-letters"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    produce_records(
+        &c,
+        &s,
+        "orders",
+        vec![json!({"key": "bad", "value": {"i": 21, "poison": true}})],
+    )
+    .await;
+    sink_until(&c, &s, "dl", |v| v["dead_lettered"] == 2).await;
+    let again = fetch_all(&c, &s, "dl.dead-letters", 0).await;
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0]["value"]["offset"], 21);
     let text = c
         .get(s.url("/metrics"))
         .send()
@@ -227,7 +245,7 @@ async fn a_refused_record_is_dead_lettered_after_its_attempts_and_its_key_goes_o
         .unwrap();
     let m = |name| sluice_tests::metric(&text, name, "sink=\"dl\"");
     assert_eq!(m("sluice_sink_delivered_total"), Some(20.0), "{text}");
-    assert_eq!(m("sluice_sink_dead_lettered_total"), Some(1.0));
+    assert_eq!(m("sluice_sink_dead_lettered_total"), Some(2.0));
     assert_eq!(m("sluice_sink_lag_records"), Some(0.0));
     assert_eq!(m("sluice_sink_healthy"), Some(1.0));
     // Offset 20 (the key's next record) was delivered, after offset 5 was

@@ -819,12 +819,26 @@ impl Runner {
             self.name.clone(),
             self.stored.generation,
         );
-        let (l2, _) = (letters.clone(), ());
+        let l2 = letters.clone();
         let done = blocking(move || -> sluice_log::Result<Vec<(u32, u64, u64)>> {
             let dlq_name = sluice_sinks::dead_letter_topic(&name);
-            let dlq = log
-                .topic(&dlq_name)
-                .ok_or_else(|| sluice_log::Error::TopicNotFound(dlq_name.clone()))?;
+            // Made with the sink; made again if it was deleted since.
+            let dlq = match log.topic(&dlq_name) {
+                Some(t) => t,
+                None => {
+                    let config = sluice_log::TopicConfig {
+                        partitions: topic.partition_count(),
+                        ..sluice_log::TopicConfig::default()
+                    };
+                    match sluice_log::wait(|r| log.create_topic(&dlq_name, config, r)) {
+                        Ok(t) => t,
+                        Err(sluice_log::Error::TopicExists(_)) => log
+                            .find_topic(&dlq_name)
+                            .ok_or(sluice_log::Error::TopicNotFound(dlq_name.clone()))?,
+                        Err(e) => return Err(e),
+                    }
+                }
+            };
             let mut units = Vec::new();
             for l in &l2 {
                 let mut record = Vec::new();
