@@ -13,8 +13,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use sqlparser::ast::{
-    CreateTable, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, SelectItem,
-    SetExpr, Statement, TableFactor,
+    CreateTable, Expr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr, Select,
+    SelectItem, SetExpr, Statement, TableFactor,
 };
 use sqlparser::dialect::GenericDialect;
 use sqlparser::parser::Parser;
@@ -224,32 +224,7 @@ impl TableDef {
     pub fn from_sql(sql: &str) -> Result<TableDef, Error> {
         let (sql, window) = strip_window(sql)?;
         let bad = |m: &str| Error::Invalid(format!("SQL: {m}"));
-        let statements = Parser::parse_sql(&GenericDialect {}, &sql)
-            .map_err(|e| Error::Invalid(format!("SQL: {e}")))?;
-        let [
-            Statement::CreateTable(CreateTable {
-                name,
-                query: Some(query),
-                ..
-            }),
-        ] = statements.as_slice()
-        else {
-            return Err(bad(
-                "expected one CREATE TABLE <name> AS SELECT ... statement",
-            ));
-        };
-        let SetExpr::Select(select) = query.body.as_ref() else {
-            return Err(bad("expected a plain SELECT"));
-        };
-        let [from] = select.from.as_slice() else {
-            return Err(bad("SELECT from exactly one topic"));
-        };
-        if !from.joins.is_empty() {
-            return Err(bad("joins are not supported"));
-        }
-        let TableFactor::Table { name: source, .. } = &from.relation else {
-            return Err(bad("FROM must name a topic"));
-        };
+        let (name, select, source) = parse_create_as_select(&sql, "TABLE")?;
         let filter = select
             .selection
             .as_ref()
@@ -260,8 +235,8 @@ impl TableDef {
             GroupByExpr::All(_) => return Err(bad("GROUP BY ALL is not supported")),
         };
         let mut def = TableDef {
-            name: name.to_string(),
-            source: source.to_string(),
+            name,
+            source,
             key: None,
             columns: None,
             group_by: None,
@@ -370,6 +345,43 @@ fn column_path(e: &Expr) -> Result<String, Error> {
         )),
         other => Err(Error::Invalid(format!("SQL: `{other}` is not a column"))),
     }
+}
+
+/// `CREATE TABLE <name> AS SELECT ... FROM <topic>` taken apart: the name, the
+/// SELECT and its one source topic. `what` names the statement in errors
+/// (`TABLE`, or `STREAM` for the streams written in the same form).
+pub(crate) fn parse_create_as_select(
+    sql: &str,
+    what: &str,
+) -> Result<(String, Select, String), Error> {
+    let bad = |m: &str| Error::Invalid(format!("SQL: {m}"));
+    let statements = Parser::parse_sql(&GenericDialect {}, sql)
+        .map_err(|e| Error::Invalid(format!("SQL: {e}")))?;
+    let [
+        Statement::CreateTable(CreateTable {
+            name,
+            query: Some(query),
+            ..
+        }),
+    ] = statements.as_slice()
+    else {
+        return Err(bad(&format!(
+            "expected one CREATE {what} <name> AS SELECT ... statement"
+        )));
+    };
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return Err(bad("expected a plain SELECT"));
+    };
+    let [from] = select.from.as_slice() else {
+        return Err(bad("SELECT from exactly one topic"));
+    };
+    if !from.joins.is_empty() {
+        return Err(bad("joins are not supported"));
+    }
+    let TableFactor::Table { name: source, .. } = &from.relation else {
+        return Err(bad("FROM must name a topic"));
+    };
+    Ok((name.to_string(), (**select).clone(), source.to_string()))
 }
 
 /// Removes a trailing `WINDOW TUMBLING (SIZE n UNIT)` (not standard SQL) and

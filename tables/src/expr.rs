@@ -198,7 +198,7 @@ impl Scalar {
 }
 
 /// A number as JSON: whole numbers as integers.
-fn number(f: f64) -> Value {
+pub(crate) fn number(f: f64) -> Value {
     if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
         Value::from(f as i64)
     } else {
@@ -206,17 +206,21 @@ fn number(f: f64) -> Value {
     }
 }
 
+/// A JSON scalar as a key (or as text): strings, numbers and booleans.
+pub(crate) fn key_string(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
 /// Arithmetic and concatenation; null when an operand does not fit.
 fn arithmetic(op: &BinaryOperator, l: &Value, r: &Value) -> Value {
     use BinaryOperator as B;
     if let B::StringConcat = op {
-        let text = |v: &Value| match v {
-            Value::String(s) => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            Value::Bool(b) => Some(b.to_string()),
-            _ => None,
-        };
-        return match (text(l), text(r)) {
+        return match (key_string(l), key_string(r)) {
             (Some(a), Some(b)) => Value::String(a + &b),
             _ => Value::Null,
         };

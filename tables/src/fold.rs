@@ -10,6 +10,7 @@ use serde_json::{Map, Value};
 use sluice_log::{RecordView, ValueKind};
 
 use crate::def::{AggKind, Compiled, KeySpec, Kind};
+use crate::expr::{key_string, number};
 
 /// One aggregate's running state.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -67,15 +68,6 @@ fn opt(a: Option<f64>, b: Option<f64>, f: fn(f64, f64) -> f64) -> Option<f64> {
     match (a, b) {
         (Some(a), Some(b)) => Some(f(a, b)),
         (x, None) | (None, x) => x,
-    }
-}
-
-/// Whole numbers render as integers.
-fn number(f: f64) -> Value {
-    if f.fract() == 0.0 && f.abs() < 9_007_199_254_740_992.0 {
-        Value::from(f as i64)
-    } else {
-        serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)
     }
 }
 
@@ -168,15 +160,6 @@ pub struct Folded {
     pub skipped: u64,
     /// The newest record timestamp folded.
     pub newest: u64,
-}
-
-fn key_string(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
-    }
 }
 
 impl Folded {

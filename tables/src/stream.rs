@@ -18,12 +18,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use sqlparser::ast::{CreateTable, SelectItem, SetExpr, Statement, TableFactor};
-use sqlparser::dialect::GenericDialect;
-use sqlparser::parser::Parser;
+use sqlparser::ast::SelectItem;
 
 use crate::Error;
-use crate::expr::{Filter, Scalar};
+use crate::def::parse_create_as_select;
+use crate::expr::{Filter, Scalar, key_string};
 
 /// A derived stream, as defined.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -124,32 +123,8 @@ impl StreamDef {
             ),
             _ => (&trimmed[after_create..], None),
         };
-        let statements =
-            Parser::parse_sql(&GenericDialect {}, &format!("CREATE TABLE{body}")).map_err(bad)?;
-        let [
-            Statement::CreateTable(CreateTable {
-                name,
-                query: Some(query),
-                ..
-            }),
-        ] = statements.as_slice()
-        else {
-            return Err(bad(
-                "expected one CREATE STREAM <name> AS SELECT ... statement",
-            ));
-        };
-        let SetExpr::Select(select) = query.body.as_ref() else {
-            return Err(bad("expected a plain SELECT"));
-        };
-        let [from] = select.from.as_slice() else {
-            return Err(bad("SELECT from exactly one topic"));
-        };
-        if !from.joins.is_empty() {
-            return Err(bad("joins are not supported yet"));
-        }
-        let TableFactor::Table { name: source, .. } = &from.relation else {
-            return Err(bad("FROM must name a topic"));
-        };
+        let (name, select, source) =
+            parse_create_as_select(&format!("CREATE TABLE{body}"), "STREAM")?;
         let mut select_map = BTreeMap::new();
         for item in &select.projection {
             match item {
@@ -173,23 +148,14 @@ impl StreamDef {
             }
         }
         let def = StreamDef {
-            name: name.to_string(),
-            source: source.to_string(),
+            name,
+            source,
             select: Some(select_map),
             filter: select.selection.as_ref().map(ToString::to_string),
             key,
         };
         def.compile()?;
         Ok(def)
-    }
-}
-
-fn key_string(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        Value::Bool(b) => Some(b.to_string()),
-        _ => None,
     }
 }
 

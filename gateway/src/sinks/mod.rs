@@ -104,11 +104,7 @@ pub(crate) struct Sinks {
     by_topic: RwLock<HashMap<u64, Vec<Arc<Live>>>>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
+use sluice_log::now_ms;
 
 /// The sealer of signing secrets: from the configured passphrase, else (on an
 /// engine with a data directory) from a random key kept there.
