@@ -25,7 +25,8 @@ pub(crate) struct Formatted {
     pub id: String,
     pub key: Option<String>,
     /// The body of a request carrying this record alone; a line of a batch.
-    pub body: Vec<u8>,
+    /// Shared, so a request of one record sends it without a copy.
+    pub body: bytes::Bytes,
     pub content_type: &'static str,
     /// `ce-*` headers (binary CloudEvents).
     pub ce_headers: Vec<(HeaderName, HeaderValue)>,
@@ -169,7 +170,7 @@ pub(crate) fn format(
     Formatted {
         id,
         key,
-        body,
+        body: body.into(),
         content_type,
         ce_headers,
     }
@@ -217,7 +218,7 @@ fn extensions<'a>(r: &RecordView<'a>) -> impl Iterator<Item = (&'a str, &'a str)
 }
 
 /// The body and content type of a request carrying `records`.
-pub(crate) fn body(format: SinkFormat, records: &[(u64, Payload)]) -> (Vec<u8>, &'static str) {
+pub(crate) fn body(format: SinkFormat, records: &[(u64, Payload)]) -> (bytes::Bytes, &'static str) {
     if let [(_, one)] = records {
         return (one.body.clone(), one.content_type);
     }
@@ -232,7 +233,7 @@ pub(crate) fn body(format: SinkFormat, records: &[(u64, Payload)]) -> (Vec<u8>, 
             out.extend_from_slice(&r.body);
         }
         out.push(b']');
-        return (out, "application/cloudevents-batch+json");
+        return (out.into(), "application/cloudevents-batch+json");
     }
     for (_, r) in records {
         if r.content_type == "application/octet-stream" {
@@ -243,7 +244,7 @@ pub(crate) fn body(format: SinkFormat, records: &[(u64, Payload)]) -> (Vec<u8>, 
         }
         out.push(b'\n');
     }
-    (out, "application/x-ndjson")
+    (out.into(), "application/x-ndjson")
 }
 
 /// Which destinations sinks may reach.
@@ -489,7 +490,7 @@ fn describe(e: &reqwest::Error) -> String {
 pub(crate) struct Request {
     pub url: reqwest::Url,
     pub headers: HeaderMap,
-    pub body: Vec<u8>,
+    pub body: bytes::Bytes,
     pub timeout: Duration,
 }
 

@@ -539,7 +539,8 @@ impl Sinks {
         let body = serde_json::to_vec(&serde_json::json!({
             "type": "sluice.test", "sink": name, "id": id, "timestamp": now,
         }))
-        .expect("serializes");
+        .expect("serializes")
+        .into();
         let req = runner::request(
             runner::Endpoint {
                 url: None,

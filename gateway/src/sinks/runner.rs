@@ -91,7 +91,7 @@ pub(crate) struct Endpoint<'a> {
 pub(crate) fn request(
     to: Endpoint<'_>,
     meta: Meta<'_>,
-    body: Vec<u8>,
+    body: bytes::Bytes,
     content_type: &'static str,
     extra: &[(HeaderName, HeaderValue)],
 ) -> Result<Request, String> {

@@ -403,14 +403,20 @@ impl<T: Clone> Sink<T> {
                 return Next::Idle;
             }
         }
-        let partitions: Vec<u32> = self.parts.keys().copied().collect();
-        if partitions.is_empty() {
-            return Next::Idle;
-        }
-        let start = partitions.partition_point(|&p| p < self.turn);
         let mut wait: Option<u64> = None;
-        for i in 0..partitions.len() {
-            let partition = partitions[(start + i) % partitions.len()];
+        // Partitions take turns: from the one after the last served, round.
+        let mut at = self.turn;
+        for _ in 0..self.parts.len() {
+            let Some(&partition) = self
+                .parts
+                .range(at..)
+                .next()
+                .or_else(|| self.parts.iter().next())
+                .map(|(k, _)| k)
+            else {
+                return Next::Idle;
+            };
+            at = partition.saturating_add(1);
             let p = self.parts.get_mut(&partition).expect("held");
             match pick(p, &self.policy, probe, now_ms) {
                 Pick::Some(offsets) => {
