@@ -182,6 +182,17 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.kill();
+        // A failing test shows what its server warned about.
+        if std::thread::panicking() {
+            let warnings = self.warnings();
+            if !warnings.is_empty() {
+                let tail: Vec<&str> = warnings.lines().rev().take(40).collect();
+                eprintln!("server {} warned (last {} lines):", self.base, tail.len());
+                for l in tail.into_iter().rev() {
+                    eprintln!("  {l}");
+                }
+            }
+        }
         // A server of its own temporary directory on the Kafka engine leaves its
         // topics behind in the shared cluster: delete them.
         if self._tmp.is_some()
@@ -376,14 +387,15 @@ pub async fn get_text(c: &reqwest::Client, s: &Server, path: &str) -> String {
 /// Waits (bounded) until a table is live and has applied everything its topic
 /// holds; returns its description.
 pub async fn table_caught_up(c: &reqwest::Client, s: &Server, table: &str) -> Value {
+    let mut last = Value::Null;
     for _ in 0..600 {
-        let t = get_json(c, s, &format!("/v1/tables/{table}")).await;
-        if t["lag"] == 0 && t["state"] == "live" {
-            return t;
+        last = get_json(c, s, &format!("/v1/tables/{table}")).await;
+        if last["lag"] == 0 && last["state"] == "live" {
+            return last;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("table {table} never caught up");
+    panic!("table {table} never caught up: {last}");
 }
 
 /// Produces `records` to `topic` in one request, which must succeed; returns the
