@@ -84,6 +84,56 @@ fn hold_key(store: &str) -> String {
     format!("hold/{store}")
 }
 
+/// Whether `epoch` is `store`'s writer now (a refusal says why not).
+pub(crate) fn check_writer(txn: &WriteTransaction, store: &str, epoch: u64) -> Result<Result<()>> {
+    let current = read_epoch(txn, store)?;
+    if current != epoch {
+        return Ok(Err(Error::Fenced {
+            store: store.to_string(),
+            epoch,
+            current,
+        }));
+    }
+    if txn.open_table(STATS)?.get(store)?.is_none() {
+        return Ok(Err(Error::StoreNotFound(store.to_string())));
+    }
+    Ok(Ok(()))
+}
+
+/// Writes a batch's rows, offsets and counters into `txn` (its writer
+/// checked with [`check_writer`]).
+pub(crate) fn apply_batch(txn: &WriteTransaction, store: &str, batch: &StateBatch) -> Result<()> {
+    let mut stats = txn.open_table(STATS)?;
+    let (mut count, mut skipped) = stats
+        .get(store)?
+        .map(|v| v.value())
+        .ok_or_else(|| Error::StoreNotFound(store.to_string()))?;
+    skipped += batch.skipped;
+    let mut rows = txn.open_table(ROWS)?;
+    for (key, value) in &batch.rows {
+        match value {
+            Some(v) => {
+                if rows.insert((store, key.as_str()), v.as_slice())?.is_none() {
+                    count += 1;
+                }
+            }
+            None => {
+                if rows.remove((store, key.as_str()))?.is_some() {
+                    count -= 1;
+                }
+            }
+        }
+    }
+    if let Some(offsets) = &batch.offsets {
+        let mut o = txn.open_table(OFFSETS)?;
+        for (p, a) in offsets.iter().enumerate() {
+            o.insert((store, p as u32), *a)?;
+        }
+    }
+    stats.insert(store, (count, skipped))?;
+    Ok(())
+}
+
 /// The `meta` key holding a store's writer epoch.
 fn writer_key(store: &str) -> String {
     format!("writer/{store}")
@@ -100,6 +150,10 @@ pub struct StateBatch {
     pub offsets: Option<Vec<u64>>,
     /// Records skipped by this batch, added to the store's counter.
     pub skipped: u64,
+    /// Records appended in the same commit (a processor's outputs): readable
+    /// once the batch is durable, and never without it. Their dedupe keys are
+    /// not used.
+    pub appends: Vec<crate::AppendRequest>,
 }
 
 /// A store's counters.
@@ -293,49 +347,12 @@ impl Log {
     /// refused with [`Error::Fenced`] if a newer writer was opened, and with
     /// [`Error::StoreNotFound`] if the store is gone.
     pub fn commit_state(&self, store: &str, epoch: u64, batch: StateBatch, reply: Reply<()>) {
-        let store = store.to_string();
-        self.write(
-            Box::new(move |txn| {
-                let n = store.as_str();
-                let current = read_epoch(txn, n)?;
-                if current != epoch {
-                    return Ok(Err(Error::Fenced {
-                        store: store.clone(),
-                        epoch,
-                        current,
-                    }));
-                }
-                let mut stats = txn.open_table(STATS)?;
-                let Some((mut count, mut skipped)) = stats.get(n)?.map(|v| v.value()) else {
-                    return Ok(Err(Error::StoreNotFound(store.clone())));
-                };
-                skipped += batch.skipped;
-                let mut rows = txn.open_table(ROWS)?;
-                for (key, value) in &batch.rows {
-                    match value {
-                        Some(v) => {
-                            if rows.insert((n, key.as_str()), v.as_slice())?.is_none() {
-                                count += 1;
-                            }
-                        }
-                        None => {
-                            if rows.remove((n, key.as_str()))?.is_some() {
-                                count -= 1;
-                            }
-                        }
-                    }
-                }
-                if let Some(offsets) = &batch.offsets {
-                    let mut o = txn.open_table(OFFSETS)?;
-                    for (p, a) in offsets.iter().enumerate() {
-                        o.insert((n, p as u32), *a)?;
-                    }
-                }
-                stats.insert(n, (count, skipped))?;
-                Ok(Ok(()))
-            }),
+        self.send(crate::writer::Command::CommitState {
+            store: store.to_string(),
+            epoch,
+            batch,
             reply,
-        );
+        });
     }
 
     /// Rows of `store` by key, and its offsets (for `partitions` partitions), from

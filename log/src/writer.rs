@@ -91,6 +91,13 @@ pub(crate) enum Command {
         apply: WriteFn,
         reply: Reply<()>,
     },
+    /// A state store's batch as its writer `epoch`, with the records it appends.
+    CommitState {
+        store: String,
+        epoch: u64,
+        batch: crate::StateBatch,
+        reply: Reply<()>,
+    },
     /// Compaction: replace stored batches of a partition (`None` deletes one).
     Compact {
         topic: Arc<Topic>,
@@ -492,6 +499,15 @@ impl Writer {
                     settle(round, reply, delete_group(&txn, &name).map(Ok))?;
                 }
                 Command::Write { apply, reply } => settle(round, reply, apply(&txn))?,
+                Command::CommitState {
+                    store,
+                    epoch,
+                    batch,
+                    reply,
+                } => {
+                    let r = commit_state(&self.shared, &txn, round, &store, epoch, batch);
+                    settle(round, reply, r)?;
+                }
                 Command::Compact {
                     topic,
                     partition,
@@ -629,6 +645,7 @@ fn reject(cmd: Command, err: impl Fn() -> Error) {
         Command::CommitOffsets { reply, .. } => reply(Err(err())),
         Command::DeleteGroup { reply, .. } => reply(Err(err())),
         Command::Write { reply, .. } => reply(Err(err())),
+        Command::CommitState { reply, .. } => reply(Err(err())),
         Command::Snapshot { reply } => reply(Err(err())),
         Command::Compact { reply, .. } => reply(Err(err())),
         Command::Shutdown => {}
@@ -721,6 +738,42 @@ fn append(
         }
     }
     Ok(Ok(out))
+}
+
+/// A state store's batch and its appends, all or nothing: the writer and every
+/// append are checked before anything is written.
+fn commit_state(
+    shared: &Shared,
+    txn: &WriteTransaction,
+    round: &mut Round,
+    store: &str,
+    epoch: u64,
+    mut batch: crate::StateBatch,
+) -> Result<Result<()>> {
+    if let Err(e) = crate::state::check_writer(txn, store, epoch)? {
+        return Ok(Err(e));
+    }
+    for a in &batch.appends {
+        let topic = match round.topic(shared, &a.topic) {
+            Some(t) if t.id == a.topic_id => t,
+            _ => return Ok(Err(Error::TopicNotFound(a.topic.clone()))),
+        };
+        if let Err(e) = a.check(topic.partition_count(), topic.config.compaction.is_some()) {
+            return Ok(Err(e));
+        }
+    }
+    for mut a in std::mem::take(&mut batch.appends) {
+        for u in &mut a.units {
+            u.dedupe_key = None;
+        }
+        if let Err(e) = append(shared, txn, round, a)? {
+            return Err(Error::CommitFailed(format!(
+                "an append checked beforehand failed: {e}"
+            )));
+        }
+    }
+    crate::state::apply_batch(txn, store, &batch)?;
+    Ok(Ok(()))
 }
 
 /// Writes the round's records as batches, one cursor per partition, and each

@@ -79,6 +79,7 @@ fn a_store_holds_back_retention_by_time_until_it_passes() {
         rows: Vec::new(),
         offsets: Some(vec![7, 2]),
         skipped: 0,
+        appends: Vec::new(),
     };
     wait(|r| log.commit_state("_sink.s", w, batch, r)).unwrap();
     starts_reach(&topic, [7, 2]);

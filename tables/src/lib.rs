@@ -917,6 +917,7 @@ fn step_shard(shared: &Shared, name: &str, t: &Table, topic: &Topic, shard: u32)
         rows,
         offsets: Some(next.clone()),
         skipped: folded.skipped,
+        appends: Vec::new(),
     };
     commit(shared, name, shard, epoch, batch)?;
     t.stream_time.fetch_max(newest, Ordering::AcqRel);
@@ -970,6 +971,7 @@ fn expire_windows(shared: &Shared, name: &str, t: &Table) -> Result<()> {
             rows: keys.iter().map(|k| (k.clone(), None)).collect(),
             offsets: None,
             skipped: 0,
+            appends: Vec::new(),
         };
         commit(shared, name, shard, writers[&shard], batch)?;
         if !shared.remote.load(Ordering::Acquire)

@@ -69,6 +69,10 @@ pub const CHECKS: &[(&str, Check)] = &[
     ),
     ("state_shards_write_apart", state_shards_write_apart),
     (
+        "state_batches_append_with_their_commit",
+        state_batches_append_with_their_commit,
+    ),
+    (
         "retention_start_moves_only_forward",
         retention_start_moves_only_forward,
     ),
@@ -615,6 +619,7 @@ pub fn state_batches_are_atomic(s: &Suite) {
         ],
         offsets: Some(vec![5, 7]),
         skipped: 1,
+        appends: Vec::new(),
     };
     wait(|r| b.commit_state(&st, 0, w, batch, r)).unwrap();
     let read = b.read_state(&st, &["k1", "k2", "k3"], 2).unwrap();
@@ -627,6 +632,7 @@ pub fn state_batches_are_atomic(s: &Suite) {
         rows: vec![("k1".into(), None)],
         offsets: Some(vec![6, 7]),
         skipped: 0,
+        appends: Vec::new(),
     };
     wait(|r| b.commit_state(&st, 0, w, delete, r)).unwrap();
     let mut keys = Vec::new();
@@ -671,6 +677,7 @@ pub fn an_older_state_writer_is_fenced(s: &Suite) {
         rows: vec![("k".into(), Some(v.to_vec()))],
         offsets: Some(vec![o]),
         skipped: 0,
+        appends: Vec::new(),
     };
     assert!(matches!(
         wait(|r| b.commit_state(&st, 0, old, batch(b"old", 1), r)),
@@ -682,6 +689,96 @@ pub fn an_older_state_writer_is_fenced(s: &Suite) {
         (read.rows[0].as_deref(), read.offsets[0]),
         (Some(&b"new"[..]), 2)
     );
+}
+
+/// Records a batch appends are written with it, all or nothing: a fenced
+/// writer's or a refused batch's appends are not written, nor its rows.
+pub fn state_batches_append_with_their_commit(s: &Suite) {
+    let b = &s.backend;
+    let out = create(
+        b,
+        &s.name("derived"),
+        TopicConfig {
+            partitions: 2,
+            ..Default::default()
+        },
+    );
+    let st = s.name("p");
+    wait(|r| b.create_store(&st, Vec::new(), vec![0], 1, r)).unwrap();
+    let old = b.open_writer(&st, 0).unwrap();
+    let new = b.open_writer(&st, 0).unwrap();
+    let appends = |topic: &Topic, values: &[(u32, &str)]| {
+        vec![AppendRequest {
+            topic: topic.name().to_string(),
+            topic_id: topic.id(),
+            units: vec![AppendUnit {
+                dedupe_key: None,
+                records: values
+                    .iter()
+                    .map(|(p, v)| NewRecord {
+                        partition: *p,
+                        bytes: record(Some("k"), v, 1_000),
+                    })
+                    .collect(),
+            }],
+        }]
+    };
+    let batch = |row: &[u8], o: u64, appends: Vec<AppendRequest>| StateBatch {
+        rows: vec![("k".into(), Some(row.to_vec()))],
+        offsets: Some(vec![o]),
+        skipped: 0,
+        appends,
+    };
+    assert!(matches!(
+        wait(|r| b.commit_state(&st, 0, old, batch(b"old", 1, appends(&out, &[(0, "x")])), r)),
+        Err(Error::Fenced { .. })
+    ));
+    wait(|r| {
+        b.commit_state(
+            &st,
+            0,
+            new,
+            batch(b"new", 3, appends(&out, &[(0, "a"), (1, "b"), (0, "c")])),
+            r,
+        )
+    })
+    .unwrap();
+    // A batch naming a topic that is not there writes nothing.
+    let gone = Topic::describe(u64::MAX, &s.name("gone"), TopicConfig::default(), 0);
+    assert!(matches!(
+        wait(|r| b.commit_state(
+            &st,
+            0,
+            new,
+            batch(b"lost", 9, appends(&gone, &[(0, "z")])),
+            r
+        )),
+        Err(Error::TopicNotFound(_))
+    ));
+    let read_state = b.read_state(&st, &["k"], 1).unwrap();
+    assert_eq!(
+        (read_state.rows[0].as_deref(), read_state.offsets[0]),
+        (Some(&b"new"[..]), 3)
+    );
+    // The appended records are read in order (an engine with transactions may
+    // leave a marker's offset after them).
+    let values = |p: u32| -> Vec<String> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let got: Vec<String> = read(b, &out, p, 0, 100)
+                .into_iter()
+                .map(|(_, v)| v)
+                .collect();
+            let want = if p == 0 { 2 } else { 1 };
+            if got.len() >= want || std::time::Instant::now() > deadline {
+                return got;
+            }
+            b.refresh_sizes(&out);
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    };
+    assert_eq!(values(0), vec!["a".to_string(), "c".to_string()]);
+    assert_eq!(values(1), vec!["b".to_string()]);
 }
 
 /// A store of several shards (where the engine splits stores) has a writer per
@@ -713,6 +810,7 @@ pub fn state_shards_write_apart(s: &Suite) {
         // Every partition named; only the shard's own are taken.
         offsets: Some(vec![o; 4]),
         skipped: 1,
+        appends: Vec::new(),
     };
     wait(|r| b.commit_state(&st, 0, w0, batch(0, 10), r)).unwrap();
     wait(|r| b.commit_state(&st, 1, w1, batch(1, 20), r)).unwrap();
@@ -736,6 +834,7 @@ pub fn state_shards_write_apart(s: &Suite) {
         rows: vec![(sluice_log::shard_key("k", 0), None)],
         offsets: None,
         skipped: 0,
+        appends: Vec::new(),
     };
     wait(|r| b.commit_state(&st, 0, w0, delete, r)).unwrap();
     assert_eq!(

@@ -91,6 +91,7 @@ engine_checks!(embedded, prefixed: false, checks: [
     state_batches_are_atomic,
     an_older_state_writer_is_fenced,
     state_shards_write_apart,
+    state_batches_append_with_their_commit,
     retention_start_moves_only_forward,
 ], not_yet: [
     cluster_members_are_fenced_and_move: "the gateway keeps group membership (groups::Coordinator)",
@@ -110,6 +111,7 @@ engine_checks!(kafka, prefixed: true, checks: [
     state_batches_are_atomic,
     an_older_state_writer_is_fenced,
     state_shards_write_apart,
+    state_batches_append_with_their_commit,
 ], not_yet: [
     fencing_tokens_never_repeat: "members are fenced by the cluster's epochs, not the gateway's tokens",
     group_commits_are_fenced: "the gateway's coordinator is not used: cluster_members_are_fenced_and_move",

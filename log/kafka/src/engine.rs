@@ -1166,9 +1166,13 @@ impl Backend for Kafka {
         batch: StateBatch,
         reply: Reply<()>,
     ) {
+        let outputs = match self.outputs(&batch.appends) {
+            Ok(o) => o,
+            Err(e) => return reply(Err(e)),
+        };
         reply(
             self.states()
-                .and_then(|s| s.commit(store, shard, epoch, batch)),
+                .and_then(|s| s.commit(store, shard, epoch, batch, &outputs)),
         );
     }
     fn read_state(&self, store: &str, keys: &[&str], partitions: u32) -> Result<StateRead> {
@@ -1470,6 +1474,24 @@ impl Kafka {
             written[i] = (p, at);
         }
         Ok(written)
+    }
+
+    /// A state batch's appends, checked against their topics, under their
+    /// Kafka names.
+    fn outputs(&self, appends: &[AppendRequest]) -> Result<Vec<crate::state::Output>> {
+        let inner = &self.inner;
+        appends
+            .iter()
+            .map(|a| {
+                let topic = match inner.topic(&a.topic) {
+                    Some(t) if t.id() == a.topic_id => t,
+                    _ => return Err(Error::TopicNotFound(a.topic.clone())),
+                };
+                a.check(topic.partition_count(), topic.config().compaction.is_some())?;
+                let records = a.units.iter().flat_map(|u| u.records.clone()).collect();
+                Ok((inner.kafka_name(topic.name()), records))
+            })
+            .collect()
     }
 
     fn append_now(&self, request: AppendRequest, reply: Reply<Vec<(u32, u64)>>) {

@@ -50,6 +50,10 @@ use sluice_log::{Error, KEY_END, Result, StateBatch, StateHook, StateRead, Store
 
 use crate::engine::unavailable;
 
+/// Records a batch appends to a topic in its transaction: the topic's Kafka
+/// name and the records, their partitions chosen.
+pub(crate) type Output = (String, Vec<sluice_log::NewRecord>);
+
 /// The definitions topic's name (after the gateway's topic prefix).
 pub(crate) const DEFS: &str = "_sluice.tables";
 
@@ -564,7 +568,7 @@ impl States {
         });
         // Whatever the writers before it committed is in the local copy before
         // this one reads where to go on from.
-        self.transact(store, &writer, Vec::new(), FENCE, Vec::new())?;
+        self.transact(store, &writer, Vec::new(), &[], FENCE, Vec::new())?;
         self.writers
             .lock()
             .expect("writers lock")
@@ -581,6 +585,7 @@ impl States {
         shard: u32,
         epoch: u64,
         batch: StateBatch,
+        outputs: &[Output],
     ) -> Result<()> {
         let writer = self
             .writers
@@ -605,22 +610,44 @@ impl States {
             offsets: batch.offsets.unwrap_or(copy.offsets),
             skipped: copy.skipped.get(shard as usize).copied().unwrap_or(0) + batch.skipped,
         };
-        self.transact(store, &writer, batch.rows, MARK, json(&mark))
+        self.transact(store, &writer, batch.rows, outputs, MARK, json(&mark))
     }
 
-    /// One transaction of `rows` and a last record (`key`, `value`); answers
-    /// once the local copy applied it.
+    /// One transaction of `rows`, the records of `outputs` and a last record
+    /// (`key`, `value`); answers once the local copy applied it.
     fn transact(
         &self,
         store: &str,
         writer: &Writer,
         rows: Vec<(String, Option<Vec<u8>>)>,
+        outputs: &[Output],
         key: &[u8],
         value: Vec<u8>,
     ) -> Result<()> {
         let p = &writer.producer;
         p.begin_transaction()
             .map_err(|e| self.failed(store, writer, e))?;
+        let mut delivered = Vec::new();
+        for (topic, records) in outputs {
+            for r in records {
+                let view = sluice_log::RecordView::decode(&r.bytes)
+                    .ok_or_else(|| Error::Invalid("a record does not decode".into()))?;
+                let out = crate::record::outgoing(&view);
+                let mut record = FutureRecord::to(topic)
+                    .partition(r.partition as i32)
+                    .timestamp(out.timestamp);
+                if let Some(k) = out.key {
+                    record = record.key(k.as_bytes());
+                }
+                if let Some(v) = out.value {
+                    record = record.payload(v);
+                }
+                if let Some(h) = out.headers {
+                    record = record.headers(h);
+                }
+                delivered.push(self.enqueue(store, writer, record)?);
+            }
+        }
         for (k, v) in &rows {
             let mut record = FutureRecord::to(&writer.changelog)
                 .partition(writer.shard as i32)
@@ -647,6 +674,16 @@ impl States {
                 return Err(Error::Unavailable("a delivery report was lost".into()));
             }
         };
+        for d in delivered {
+            match futures_executor::block_on(d) {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(self.failed(store, writer, e)),
+                Err(_) => {
+                    let _ = writer.producer.abort_transaction(self.timeout);
+                    return Err(Error::Unavailable("a delivery report was lost".into()));
+                }
+            }
+        }
         let flushed = Instant::now() + self.timeout;
         while p.in_flight_count() > 0 && Instant::now() < flushed {
             std::thread::sleep(Duration::from_micros(200));

@@ -135,6 +135,7 @@ pub fn checkpoint_batch(points: &[(u32, u64, PartRow)], cursors: &[u64]) -> Stat
         rows,
         offsets: Some(offsets),
         skipped: 0,
+        appends: Vec::new(),
     }
 }
 
