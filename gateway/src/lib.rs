@@ -65,6 +65,7 @@ pub use crate::telemetry::install as install_metrics;
         (name = "streaming", description = "WebSocket and Server-Sent Events"),
         (name = "tables", description = "Declarative tables maintained from topics"),
         (name = "sinks", description = "Topics pushed to HTTP endpoints"),
+        (name = "processors", description = "Streams derived from topics, exactly once"),
         (name = "operations", description = "Health, readiness and metrics"),
     ),
     components(schemas(
@@ -126,6 +127,14 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(api::tables::get_table, api::tables::delete_table))
         .routes(routes!(api::tables::get_row))
         .routes(routes!(api::tables::scan_rows))
+        .routes(routes!(
+            api::processors::create_processor,
+            api::processors::list_processors
+        ))
+        .routes(routes!(
+            api::processors::get_processor,
+            api::processors::delete_processor
+        ))
         .routes(routes!(api::sinks::create_sink, api::sinks::list_sinks))
         .routes(routes!(api::sinks::get_sink, api::sinks::delete_sink))
         .routes(routes!(api::sinks::pause_sink))
@@ -365,6 +374,7 @@ pub fn build_state(
             hook_waiters.notify(table, keys)
         })),
     )?);
+    let processors = Arc::new(sluice_tables::Processors::open(log.clone())?);
     let group_changes = Arc::new(crate::state::Signals::default());
     let groups = Arc::new(sluice_log::groups::Coordinator::new(
         Box::new({
@@ -427,6 +437,7 @@ pub fn build_state(
         metrics,
         tables,
         sinks,
+        processors,
         table_waiters,
         stats: Arc::new(crate::stats::Stats::new(config.data_dir.clone())),
     }))
@@ -513,6 +524,7 @@ pub async fn run(
     println!("listening on http://{addr}");
     let delay = Duration::from_millis(config.shutdown_delay_ms);
     let tables = state.tables.clone();
+    let processors = state.processors.clone();
     let sinks = state.sinks.clone();
     let router = app(&config, state);
     server::run(
@@ -543,6 +555,7 @@ pub async fn run(
     let release = log.clone();
     let _ = tokio::task::spawn_blocking(move || {
         tables.stop();
+        processors.stop();
         release.release_stores();
     })
     .await;

@@ -112,6 +112,7 @@ pub(crate) const CODES: &[(&str, u16, &str)] = &[
     ("table_not_found", 404, "The table does not exist."),
     ("row_not_found", 404, "The table has no row with that key."),
     ("sink_not_found", 404, "The sink does not exist."),
+    ("processor_not_found", 404, "The processor does not exist."),
     (
         "method_not_allowed",
         405,
@@ -125,6 +126,12 @@ pub(crate) const CODES: &[(&str, u16, &str)] = &[
     ("topic_exists", 409, "A topic of that name exists."),
     ("table_exists", 409, "A table of that name exists."),
     ("sink_exists", 409, "A sink of that name exists."),
+    ("processor_exists", 409, "A processor of that name exists."),
+    (
+        "topic_is_derived",
+        409,
+        "The topic is a processor's output: only the processor writes it; produce to its source.",
+    ),
     (
         "stale_generation",
         409,
@@ -164,6 +171,11 @@ pub(crate) const CODES: &[(&str, u16, &str)] = &[
         "invalid_sink",
         422,
         "A sink definition is well formed but cannot be kept: a bad URL, filter, batch, rate or retry setting; the detail says which.",
+    ),
+    (
+        "invalid_processor",
+        422,
+        "A processor definition is well formed but cannot be kept: a bad expression or unsupported SQL, an output topic that exists, or a source derived from its own output; the detail says which.",
     ),
     (
         "sink_destination_not_allowed",

@@ -22,6 +22,16 @@ pub(crate) async fn write(
     mut units: Vec<AppendUnit>,
     idempotency_key: Option<Vec<u8>>,
 ) -> Result<Vec<RecordOffset>, ApiError> {
+    if let Some(processor) = state.processors.writer_of(topic) {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "topic_is_derived",
+            format!(
+                "topic '{}' is written by processor '{processor}' only; produce to its source",
+                topic.name()
+            ),
+        ));
+    }
     if units.iter().all(|u| u.records.is_empty()) {
         // An empty batch is nothing to do, not a mistake.
         return Ok(Vec::new());

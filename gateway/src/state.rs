@@ -59,6 +59,8 @@ pub struct Shared {
     pub(crate) tables: Arc<sluice_tables::Engine>,
     /// The sinks' runners.
     pub(crate) sinks: Arc<crate::sinks::Sinks>,
+    /// The processors (derived streams).
+    pub(crate) processors: Arc<sluice_tables::Processors>,
     /// Long polls on table changes park here.
     pub(crate) table_waiters: Arc<TableWaiters>,
     /// Start-up time and delivery counts for `/v1/stats`.

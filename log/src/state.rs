@@ -61,6 +61,10 @@ pub fn scan_rows(
 /// table engine passes such stores over, and no table is named so.
 pub const SINK_STORES: &str = "_sink.";
 
+/// Before the name of every store that keeps a processor (the derived streams
+/// of `sluice-tables`); the table engine passes such stores over.
+pub const PROCESSOR_STORES: &str = "_proc.";
+
 /// Between a row's key and its shard in the row keys of a store of several
 /// shards. A row such a store holds is kept once per shard that wrote it, as
 /// `key` NUL `shard`, and its readers merge the parts; keys holding a NUL are

@@ -7,6 +7,7 @@
 
 mod groups;
 pub mod num;
+mod processors;
 mod produce;
 mod sinks;
 mod stats;
@@ -15,6 +16,7 @@ mod types;
 mod ws;
 
 pub use crate::groups::*;
+pub use crate::processors::*;
 pub use crate::produce::{
     HeaderList, MapOnly, ProduceBatch, ProduceBody, ProduceRecord, ProduceRecordSchema,
 };

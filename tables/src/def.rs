@@ -136,11 +136,15 @@ impl TableDef {
                 "table names are 1 to 249 characters of [A-Za-z0-9._-]".into(),
             ));
         }
-        if self.name.starts_with(sluice_log::SINK_STORES) {
-            return Err(Error::Invalid(format!(
-                "table names do not start with '{}' (the stores of sinks do)",
-                sluice_log::SINK_STORES
-            )));
+        for (prefix, of) in [
+            (sluice_log::SINK_STORES, "sinks"),
+            (sluice_log::PROCESSOR_STORES, "processors"),
+        ] {
+            if self.name.starts_with(prefix) {
+                return Err(Error::Invalid(format!(
+                    "table names do not start with '{prefix}' (the stores of {of} do)"
+                )));
+            }
         }
         let filter = self.filter.as_deref().map(Filter::parse).transpose()?;
         let kind = match (&self.key, &self.group_by) {

@@ -20,6 +20,7 @@
 mod def;
 mod expr;
 mod fold;
+mod processor;
 mod stream;
 
 use std::collections::HashMap;
@@ -36,7 +37,11 @@ pub use crate::def::{Aggregate, TableDef, Window};
 use crate::def::{Compiled, Kind};
 pub use crate::expr::{Filter, Path, Scalar};
 use crate::fold::{Change, Folded, StateRow, empty_state};
-pub use crate::stream::{CompiledStream, Derived, StreamDef};
+pub use crate::processor::{
+    Counts, DEAD_LETTERS, ERROR_HEADER, ProcessorState, ProcessorStatus, Processors, SOURCE_OFFSET,
+    SOURCE_PARTITION, SOURCE_TOPIC, dead_letter_topic,
+};
+pub use crate::stream::{CompiledStream, Derived, OnError, StreamDef};
 
 /// Table engine errors.
 #[derive(Debug, thiserror::Error)]
@@ -275,7 +280,7 @@ fn load(
 /// The engine applied a batch of `store`, written here or by another gateway:
 /// the table now reflects what its store does.
 fn applied_elsewhere(shared: &Shared, store: &str, keys: &[String]) {
-    if store.starts_with(sluice_log::SINK_STORES) {
+    if !is_table_store(store) {
         return;
     }
     let table = shared
@@ -310,10 +315,15 @@ fn follow_store(shared: &Shared, name: &str, t: &Table) -> Result<()> {
     Ok(())
 }
 
-/// The engine's stores that keep tables (not sinks).
+/// Whether a store keeps a table (not a sink or a processor).
+fn is_table_store(store: &str) -> bool {
+    !store.starts_with(sluice_log::SINK_STORES) && !store.starts_with(sluice_log::PROCESSOR_STORES)
+}
+
+/// The engine's stores that keep tables (not sinks or processors).
 fn table_stores(log: &dyn Backend) -> Result<Vec<(String, Vec<u8>)>> {
     let mut stores = log.stores()?;
-    stores.retain(|(n, _)| !n.starts_with(sluice_log::SINK_STORES));
+    stores.retain(|(n, _)| is_table_store(n));
     Ok(stores)
 }
 

@@ -42,6 +42,32 @@ pub struct StreamDef {
     /// The output key, a SQL expression (`PARTITION BY`); absent: the input key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// Partitions of the output topic; absent: as many as the source has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partitions: Option<u32>,
+    /// What a record the stream cannot derive (a value that is not JSON) does.
+    #[serde(default, skip_serializing_if = "OnError::is_default")]
+    pub on_error: OnError,
+}
+
+/// What happens to an input record a stream cannot derive an output from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    /// It goes to the stream's dead-letter topic, `<name>.dead-letters`, with
+    /// the reason in the header `sluice-error`.
+    #[default]
+    DeadLetter,
+    /// It is passed over and counted.
+    Skip,
+    /// The stream stops (failed) before it.
+    Stop,
+}
+
+impl OnError {
+    fn is_default(&self) -> bool {
+        *self == OnError::DeadLetter
+    }
 }
 
 /// A record a stream writes.
@@ -79,6 +105,15 @@ impl StreamDef {
         }
         if self.name == self.source {
             return Err(Error::Invalid("a stream cannot read its own output".into()));
+        }
+        if self
+            .partitions
+            .is_some_and(|n| !(1..=sluice_log::MAX_PARTITIONS).contains(&n))
+        {
+            return Err(Error::Invalid(format!(
+                "partitions is 1 to {}",
+                sluice_log::MAX_PARTITIONS
+            )));
         }
         let mut all = self.select.is_none();
         let mut columns = Vec::new();
@@ -153,6 +188,8 @@ impl StreamDef {
             select: Some(select_map),
             filter: select.selection.as_ref().map(ToString::to_string),
             key,
+            partitions: None,
+            on_error: OnError::default(),
         };
         def.compile()?;
         Ok(def)
@@ -213,6 +250,12 @@ impl CompiledStream {
             Some(e) => key_string(&e.eval(v)),
             None => key.map(str::to_string),
         }
+    }
+
+    /// Whether the stream passes a value through as it is (no filter, no
+    /// columns, no key expression), so any value, JSON or not, can be written.
+    pub fn passes_values(&self) -> bool {
+        self.all && self.columns.is_empty() && self.filter.is_none() && self.key.is_none()
     }
 
     /// Whether the output key is the input key (so the output partition can be
@@ -276,6 +319,8 @@ mod tests {
             ])),
             filter: None,
             key: None,
+            partitions: None,
+            on_error: OnError::Skip,
         }
         .compile()
         .unwrap();

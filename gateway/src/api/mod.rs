@@ -4,6 +4,7 @@ pub(crate) mod backup;
 pub(crate) mod events;
 pub(crate) mod fetch;
 pub(crate) mod groups;
+pub(crate) mod processors;
 pub(crate) mod produce;
 pub(crate) mod sinks;
 pub(crate) mod stats;

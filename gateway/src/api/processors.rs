@@ -1,0 +1,239 @@
+//! Processors over HTTP: make (admin; JSON or SQL), list and describe (those
+//! whose output the token may read), delete (admin).
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use sluice_openapi::{
+    Problem, ProcessorCounts, ProcessorDefinition, ProcessorInfo, ProcessorList,
+    ProcessorPartition, ProcessorSql,
+};
+use sluice_tables::{Error as TableError, OnError, ProcessorStatus, StreamDef};
+
+use crate::auth::{Object, Principal};
+use crate::error::{ApiError, Body, Path, parse_json, reject_duplicate_keys};
+use crate::state::AppState;
+
+/// A processor engine error as a problem.
+fn problem(e: TableError) -> ApiError {
+    match e {
+        TableError::Invalid(m) => {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_processor", m)
+        }
+        TableError::NotFound(n) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "processor_not_found",
+            format!("processor '{n}' does not exist"),
+        ),
+        TableError::Exists(n) => ApiError::new(
+            StatusCode::CONFLICT,
+            "processor_exists",
+            format!("processor '{n}' already exists"),
+        ),
+        other => other.into(),
+    }
+}
+
+fn on_error(v: Option<&str>) -> Result<OnError, ApiError> {
+    match v {
+        None | Some("dead_letter") => Ok(OnError::DeadLetter),
+        Some("skip") => Ok(OnError::Skip),
+        Some("stop") => Ok(OnError::Stop),
+        Some(other) => Err(ApiError::bad_request(
+            "invalid_body",
+            format!("on_error is dead_letter, skip or stop, not '{other}'"),
+        )),
+    }
+}
+
+fn on_error_name(o: OnError) -> Option<String> {
+    match o {
+        OnError::DeadLetter => None,
+        OnError::Skip => Some("skip".into()),
+        OnError::Stop => Some("stop".into()),
+    }
+}
+
+/// The wire form of a processor's status.
+fn info(s: ProcessorStatus) -> ProcessorInfo {
+    let partitions: Vec<ProcessorPartition> = s
+        .partitions
+        .iter()
+        .map(|&(partition, processed, end)| ProcessorPartition {
+            partition,
+            processed_offset: processed,
+            end_offset: end,
+            lag: end.saturating_sub(processed),
+            processed_here: s.processed_here.as_ref().map(|ps| ps.contains(&partition)),
+        })
+        .collect();
+    let c = s.counts;
+    ProcessorInfo {
+        name: s.def.name.clone(),
+        definition: ProcessorDefinition {
+            name: s.def.name.clone(),
+            source: s.def.source.clone(),
+            select: s.def.select.clone(),
+            filter: s.def.filter.clone(),
+            key: s.def.key.clone(),
+            partitions: s.def.partitions,
+            on_error: on_error_name(s.def.on_error),
+        },
+        sql: s.sql,
+        state: match s.state {
+            sluice_tables::ProcessorState::Running => "running".into(),
+            sluice_tables::ProcessorState::Failed => "failed".into(),
+        },
+        reason: s.reason,
+        created_ms: s.created_ms,
+        lag: partitions.iter().map(|p| p.lag).sum(),
+        counts: ProcessorCounts {
+            read: c.read,
+            written: c.written,
+            filtered: c.filtered,
+            dead_lettered: c.dead_lettered,
+            skipped: c.skipped,
+        },
+        partitions,
+    }
+}
+
+/// Make a processor (admin), in JSON or SQL: it makes its output topic and
+/// derives it from the source's first retained record on, exactly once.
+#[utoipa::path(post, path = "/v1/processors", tag = "processors",
+    request_body(content(
+        (ProcessorDefinition = "application/json"),
+        (ProcessorSql = "application/json"),
+    )),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Made.", body = ProcessorInfo),
+        (status = 400, description = "`invalid_json`, `invalid_body`.", body = Problem, content_type = "application/problem+json"),
+        (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: needs admin.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`topic_not_found`: the source topic.", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "`processor_exists`.", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "`invalid_processor`: a bad expression or unsupported SQL, an output topic that exists, a source derived from the processor's own output; the detail says which.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn create_processor(
+    State(state): State<AppState>,
+    principal: Principal,
+    Body(body, _in_flight): Body,
+) -> Result<(StatusCode, Json<ProcessorInfo>), ApiError> {
+    principal.require(Object::Admin)?;
+    reject_duplicate_keys(&body)?;
+    let value: serde_json::Value = parse_json(&body)?;
+    let bad = |e: serde_json::Error| ApiError::bad_request("invalid_body", e.to_string());
+    let (def, sql) = if value.get("sql").is_some() {
+        let ProcessorSql {
+            sql,
+            partitions,
+            on_error: oe,
+        } = serde_json::from_value(value).map_err(bad)?;
+        let mut def = StreamDef::from_sql(&sql).map_err(problem)?;
+        def.partitions = partitions;
+        def.on_error = on_error(oe.as_deref())?;
+        (def, Some(sql))
+    } else {
+        let d: ProcessorDefinition = serde_json::from_value(value).map_err(bad)?;
+        let def = StreamDef {
+            name: d.name,
+            source: d.source,
+            select: d.select,
+            filter: d.filter,
+            key: d.key,
+            partitions: d.partitions,
+            on_error: on_error(d.on_error.as_deref())?,
+        };
+        (def, None)
+    };
+    let engine = state.processors.clone();
+    let status = tokio::task::spawn_blocking(move || engine.create(def, sql))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(problem)?;
+    Ok((StatusCode::CREATED, Json(info(status))))
+}
+
+/// List processors: those whose output topic the token may read.
+#[utoipa::path(get, path = "/v1/processors", tag = "processors",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The processors.", body = ProcessorList),
+        (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn list_processors(
+    State(state): State<AppState>,
+    principal: Principal,
+) -> Result<Json<ProcessorList>, ApiError> {
+    let engine = state.processors.clone();
+    let all = tokio::task::spawn_blocking(move || {
+        engine
+            .names()
+            .into_iter()
+            .filter_map(|n| engine.status(&n).ok())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|_| ApiError::internal())?;
+    let processors = all
+        .into_iter()
+        .filter(|s| principal.may(Object::Consume(&s.def.name)))
+        .map(info)
+        .collect();
+    Ok(Json(ProcessorList { processors }))
+}
+
+/// Describe a processor: definition, state, counters, progress per source
+/// partition (needs read access to its output topic).
+#[utoipa::path(get, path = "/v1/processors/{processor}", tag = "processors",
+    params(("processor" = String, Path, description = "Processor name", pattern = "^[A-Za-z0-9._-]{1,249}$")),
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The processor.", body = ProcessorInfo),
+        (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`processor_not_found`.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn get_processor(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<Json<ProcessorInfo>, ApiError> {
+    principal.require(Object::Consume(&name))?;
+    let engine = state.processors.clone();
+    let status = tokio::task::spawn_blocking(move || engine.status(&name))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(problem)?;
+    Ok(Json(info(status)))
+}
+
+/// Delete a processor (admin). Its output and dead-letter topics stay, as
+/// ordinary topics that clients may then write.
+#[utoipa::path(delete, path = "/v1/processors/{processor}", tag = "processors",
+    params(("processor" = String, Path, description = "Processor name", pattern = "^[A-Za-z0-9._-]{1,249}$")),
+    security(("bearer" = [])),
+    responses(
+        (status = 204, description = "Deleted."),
+        (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
+        (status = 403, description = "`forbidden`: needs admin.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`processor_not_found`.", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn delete_processor(
+    State(state): State<AppState>,
+    principal: Principal,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    principal.require(Object::Admin)?;
+    let engine = state.processors.clone();
+    tokio::task::spawn_blocking(move || engine.delete(&name))
+        .await
+        .map_err(|_| ApiError::internal())?
+        .map_err(problem)?;
+    Ok(StatusCode::NO_CONTENT)
+}
