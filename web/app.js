@@ -884,6 +884,87 @@ function sinkPage(main, cleanup, name) {
   panel('Partitions', parts), panel('Replay', replay), panel('Recent attempts (this gateway)', attempts));
 }
 
+// ---------- processors ----------
+
+function processorsTable(list) {
+  return table([
+    { label: 'Processor', cell: (x) => h('a', { href: `#/processors/${enc(x.name)}` }, x.name) },
+    { label: 'Source', cell: (x) => h('a', { href: `#/topics/${enc(x.definition.source)}` }, x.definition.source) },
+    { label: 'State', cell: (x) => h('span', { class: `badge ${x.state}` }, x.state) },
+    { label: 'Lag', num: true, cell: (x) => num(x.lag) },
+    { label: 'Read', num: true, cell: (x) => num(x.counts.read) },
+    { label: 'Written', num: true, cell: (x) => num(x.counts.written) },
+    { label: 'Dead letters', num: true, cell: (x) => num(x.counts.dead_lettered) },
+  ], list, 'No processors yet. Make one below or with POST /v1/processors.');
+}
+
+function createProcessorForm() {
+  const out = h('div', { class: 'result' });
+  const sql = h('textarea', {
+    name: 'sql', required: true, rows: 3, 'aria-label': 'SQL',
+    placeholder: 'CREATE STREAM big_orders AS SELECT id, customer_id, amount * 100 AS cents FROM orders WHERE amount > 1000 PARTITION BY customer_id',
+  });
+  const form = h('form', {}, sql,
+    h('div', { class: 'inline' },
+      h('label', {}, 'A record that is not JSON', h('select', { name: 'on_error' },
+        h('option', { value: 'dead_letter' }, 'goes to the dead-letter topic'),
+        h('option', { value: 'skip' }, 'is skipped'),
+        h('option', { value: 'stop' }, 'stops the processor'))),
+      h('button', { type: 'submit' }, 'Create processor')));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    try {
+      const x = await api('POST', '/v1/processors', { sql: sql.value, on_error: new FormData(form).get('on_error') });
+      say(out, `Created ${x.name}: it writes the topic ${x.name}.`, true);
+      form.reset();
+    } catch (err) { say(out, explain(err), false); }
+  });
+  return panel('New processor', form, out);
+}
+
+function processorsPage(main, cleanup) {
+  const body = h('div', {});
+  every(2000, async () => body.replaceChildren(processorsTable((await api('GET', '/v1/processors')).processors)), cleanup);
+  append(main, h('h1', {}, 'Processors'), panel(null, body), createProcessorForm());
+}
+
+function processorPage(main, cleanup, name) {
+  const path = `/v1/processors/${enc(name)}`;
+  const title = h('h1', {}, 'Processor ', h('span', {}, name));
+  const summary = h('div', {});
+  const parts = h('div', {});
+  const definition = h('div', {});
+  every(2000, async () => {
+    const x = await api('GET', path);
+    const c = x.counts;
+    summary.replaceChildren(kv([
+      ['State', [h('span', { class: `badge ${x.state}`, 'data-state': x.state }, x.state), x.reason ? ` ${x.reason}` : '']],
+      ['Source', h('a', { href: `#/topics/${enc(x.definition.source)}` }, x.definition.source)],
+      ['Output', h('a', { href: `#/topics/${enc(x.name)}` }, x.name)],
+      ['Lag', num(x.lag)],
+      ['Read', num(c.read)],
+      ['Written', num(c.written)],
+      ['Filtered out', num(c.filtered)],
+      ['Dead letters', [num(c.dead_lettered), ' in ',
+        h('a', { href: `#/topics/${enc(`${x.name}.dead-letters`)}` }, `${x.name}.dead-letters`)]],
+      ['Skipped', num(c.skipped)],
+      ['Created', time(x.created_ms)],
+    ]));
+    parts.replaceChildren(table([
+      { label: 'Partition', cell: (p) => p.partition },
+      { label: 'Processed to', num: true, cell: (p) => num(p.processed_offset) },
+      { label: 'End offset', num: true, cell: (p) => num(p.end_offset) },
+      { label: 'Lag', num: true, cell: (p) => num(p.lag) },
+      { label: 'Here', cell: (p) => (p.processed_here === undefined ? '–' : p.processed_here ? 'yes' : 'another gateway') },
+    ], x.partitions, ''));
+    const text = x.sql || JSON.stringify(x.definition, null, 2);
+    if (definition.textContent !== text) definition.replaceChildren(h('pre', {}, text));
+  }, cleanup);
+  title.append(deleteButton('Delete processor', `Delete processor ${name}? Its output topic stays, as an ordinary topic.`, path, '#/processors'));
+  append(main, title, h('div', { class: 'grid' }, panel('Status', summary), panel('Definition', definition)),
+    panel('Source partitions', parts));
+}
+
 // ---------- routing ----------
 
 const routes = [
@@ -896,6 +977,8 @@ const routes = [
   [/^#\/tables\/(.+)$/, tablePage, 'tables'],
   [/^#\/sinks$/, sinksPage, 'sinks'],
   [/^#\/sinks\/(.+)$/, sinkPage, 'sinks'],
+  [/^#\/processors$/, processorsPage, 'processors'],
+  [/^#\/processors\/(.+)$/, processorPage, 'processors'],
 ];
 
 let cleanup = [];

@@ -219,6 +219,27 @@ async function pages() {
     }
   });
 
+  await step('a processor made with the form derives its topic', async () => {
+    await page.goto(`${base}/#/processors`);
+    await page.locator('.empty', { hasText: 'No processors yet' }).waitFor({ timeout: 10000 });
+    await page.fill('textarea[name="sql"]', 'CREATE STREAM orders_copy AS SELECT * FROM orders');
+    await page.click('button:has-text("Create processor")');
+    await page.locator('.result.ok', { hasText: 'Created orders_copy' }).waitFor({ timeout: 10000 });
+    await page.locator('a[href="#/processors/orders_copy"]').first().waitFor({ timeout: 10000 });
+    await page.goto(`${base}/#/processors/orders_copy`);
+    await page.locator('[data-state="running"]').waitFor({ timeout: 10000 });
+    const ends = async (t) => (await api('GET', `/v1/topics/${t}`)).partitions.reduce((a, p) => a + p.end_offset, 0);
+    const want = await ends('orders');
+    let have = 0;
+    for (let i = 0; i < 200 && have < want; i += 1) {
+      have = await ends('orders_copy');
+      if (have < want) await page.waitForTimeout(50);
+    }
+    check(have === want, `the processor wrote ${have} of ${want} records`);
+    await page.locator('a[href="#/topics/orders_copy"]').first().waitFor({ timeout: 10000 });
+    await shot(page, 'dashboard-processor');
+  });
+
   await step('phone width', async () => {
     const phone = await openPage(390, 844);
     await phone.goto(`${base}/`);
