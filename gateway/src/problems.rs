@@ -130,7 +130,7 @@ pub(crate) const CODES: &[(&str, u16, &str)] = &[
     (
         "topic_is_derived",
         409,
-        "The topic is a processor's output: only the processor writes it; produce to its source.",
+        "The topic is a processor's output or a table's changelog: only the processor or table writes it; produce to its source.",
     ),
     (
         "stale_generation",

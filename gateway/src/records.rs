@@ -22,12 +22,19 @@ pub(crate) async fn write(
     mut units: Vec<AppendUnit>,
     idempotency_key: Option<Vec<u8>>,
 ) -> Result<Vec<RecordOffset>, ApiError> {
-    if let Some(processor) = state.processors.writer_of(topic) {
+    let writer = match state.processors.writer_of(topic) {
+        Some(p) => Some(format!("processor '{p}'")),
+        None => state
+            .tables
+            .changelog_of(topic)
+            .map(|t| format!("table '{t}' (its changelog)")),
+    };
+    if let Some(writer) = writer {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "topic_is_derived",
             format!(
-                "topic '{}' is written by processor '{processor}' only; produce to its source",
+                "topic '{}' is written by {writer} only; produce to its source",
                 topic.name()
             ),
         ));

@@ -41,6 +41,11 @@ pub struct TableDefinition {
     /// A SQL boolean expression over the record's fields: `amount > 10 AND tier = 'gold'`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// A topic (which must not exist yet) the table makes and appends every row
+    /// change to, in the commit that changes the row: `{"key", "op":
+    /// "upsert"|"delete", "row"}`, keyed by the row key. Only the table writes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changelog: Option<String>,
 }
 
 /// A table defined in SQL.
@@ -51,6 +56,9 @@ pub struct SqlDefinition {
     /// `CREATE TABLE <name> AS SELECT ... FROM <topic> [WHERE ...] [GROUP BY <col>]
     /// [WINDOW TUMBLING (SIZE <n> <unit>)]`.
     pub sql: String,
+    /// As in the JSON definition.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changelog: Option<String>,
 }
 
 /// One source partition's progress.

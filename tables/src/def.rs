@@ -50,6 +50,11 @@ pub struct TableDef {
     /// Only records matching this SQL expression count (`amount > 10 AND tier = 'gold'`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub filter: Option<String>,
+    /// A topic the table makes and appends every row change to, in the commit
+    /// that changes the row: `{"key", "op": "upsert"|"delete", "row"}`, keyed by
+    /// the row key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub changelog: Option<String>,
 }
 
 /// One aggregate.
@@ -145,6 +150,13 @@ impl TableDef {
                     "table names do not start with '{prefix}' (the stores of {of} do)"
                 )));
             }
+        }
+        if let Some(c) = &self.changelog
+            && (!sluice_log::valid_name(c) || *c == self.source)
+        {
+            return Err(Error::Invalid(
+                "changelog names a new topic: 1 to 249 characters of [A-Za-z0-9._-], not the source".into(),
+            ));
         }
         let filter = self.filter.as_deref().map(Filter::parse).transpose()?;
         let kind = match (&self.key, &self.group_by) {
@@ -247,6 +259,7 @@ impl TableDef {
             aggregates: None,
             window,
             filter,
+            changelog: None,
         };
         match group.as_slice() {
             [] => {

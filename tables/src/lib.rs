@@ -91,6 +91,9 @@ struct StoredDef {
     /// folded by shard `p % shards`, each with its own writer.
     #[serde(default = "one")]
     shards: u32,
+    /// Id of the changelog topic the table made, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    changelog_id: Option<u64>,
 }
 
 fn one() -> u32 {
@@ -147,6 +150,8 @@ struct Table {
     /// Where each source partition ended when the table started here: the
     /// backfill is done once they are applied.
     backfill_to: Vec<u64>,
+    /// The changelog topic (name and id), if the table keeps one.
+    changelog: Option<(String, u64)>,
 }
 
 impl Table {
@@ -172,7 +177,58 @@ impl Table {
             shards: stored.shards.max(1),
             writers: Mutex::default(),
             stream_time: AtomicU64::new(0),
+            changelog: stored.def.changelog.clone().zip(stored.changelog_id),
         }
+    }
+
+    /// The changelog records of row changes (`rows`: stored key and value),
+    /// for a table that keeps a changelog (always of one shard).
+    fn changelog(
+        &self,
+        log: &dyn Backend,
+        rows: &[(String, Option<Vec<u8>>)],
+        timestamp: u64,
+    ) -> Result<Vec<sluice_log::AppendRequest>> {
+        let Some((name, id)) = &self.changelog else {
+            return Ok(Vec::new());
+        };
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let topic = log
+            .topic(name)
+            .filter(|t| t.id() == *id)
+            .ok_or_else(|| Error::Invalid(format!("changelog topic '{name}' was deleted")))?;
+        let n = topic.partition_count();
+        let records = rows
+            .iter()
+            .map(|(key, value)| {
+                let change = match value {
+                    Some(v) => serde_json::json!({"key": key, "op": "upsert", "row": render(&self.compiled, v)}),
+                    None => serde_json::json!({"key": key, "op": "delete", "row": null}),
+                };
+                let bytes = serde_json::to_vec(&change).expect("JSON serializes");
+                sluice_log::NewRecord {
+                    partition: sluice_log::partition_for_key(key.as_bytes(), n),
+                    bytes: sluice_log::RecordParts {
+                        timestamp,
+                        key: Some(key),
+                        headers: &[],
+                        kind: sluice_log::ValueKind::Json,
+                        value: &bytes,
+                    }
+                    .encode(),
+                }
+            })
+            .collect();
+        Ok(vec![sluice_log::AppendRequest {
+            topic: topic.name().to_string(),
+            topic_id: topic.id(),
+            units: vec![sluice_log::AppendUnit {
+                dedupe_key: None,
+                records,
+            }],
+        }])
     }
 
     /// Moves the applied offsets up to `offsets` where they are behind (they
@@ -496,9 +552,25 @@ impl Engine {
         let log = &self.shared.log;
         // Aggregates combine from parts, so a state table's work can be split by
         // source partition; a projection's rows are folded by one writer.
+        // A changelog is written in order by one writer.
         let shards = match compiled.kind {
-            Kind::State { .. } => log.shards(topic.partition_count()),
-            Kind::Projection { .. } => 1,
+            Kind::State { .. } if def.changelog.is_none() => log.shards(topic.partition_count()),
+            _ => 1,
+        };
+        let changelog = match &def.changelog {
+            Some(c) => {
+                if log.find_topic(c).is_some() {
+                    return Err(Error::Invalid(format!(
+                        "topic '{c}' exists: a table makes its changelog topic, so name one that does not"
+                    )));
+                }
+                let config = sluice_log::TopicConfig {
+                    partitions: topic.partition_count(),
+                    ..Default::default()
+                };
+                Some(wait(|r| log.create_topic(c, config, r))?)
+            }
+            None => None,
         };
         let stored = StoredDef {
             def: def.clone(),
@@ -506,16 +578,24 @@ impl Engine {
             created_ms: sluice_log::now_ms(),
             sql,
             shards,
+            changelog_id: changelog.as_ref().map(|t| t.id()),
         };
         // Start at each partition's first retained record.
         let applied: Vec<u64> = topic.partitions().iter().map(|p| p.start_offset).collect();
         let json = serde_json::to_vec(&stored).expect("definition serializes");
-        wait(|r| log.create_store(&def.name, json, applied.clone(), shards, r)).map_err(
-            |e| match e {
-                sluice_log::Error::StoreExists(_) => Error::Exists(def.name.clone()),
-                e => e.into(),
-            },
-        )?;
+        let made =
+            wait(|r| log.create_store(&def.name, json, applied.clone(), shards, r)).map_err(|e| {
+                match e {
+                    sluice_log::Error::StoreExists(_) => Error::Exists(def.name.clone()),
+                    e => e.into(),
+                }
+            });
+        if let Err(e) = made {
+            if let Some(c) = &changelog {
+                let _ = wait(|r| log.delete_topic(c.name(), r));
+            }
+            return Err(e);
+        }
         let table = Table::new(
             compiled,
             Some(topic),
@@ -605,6 +685,22 @@ impl Engine {
         let t = table_of(&self.shared, name)?;
         let applied = t.applied.lock().expect("applied lock").clone();
         Ok((applied, t.version.load(Ordering::Acquire)))
+    }
+
+    /// The table whose changelog `topic` is, if one's is: clients do not
+    /// produce to it.
+    pub fn changelog_of(&self, topic: &Topic) -> Option<String> {
+        self.shared
+            .tables
+            .read()
+            .expect("tables lock")
+            .iter()
+            .find(|(_, t)| {
+                t.changelog
+                    .as_ref()
+                    .is_some_and(|(n, id)| n == topic.name() && *id == topic.id())
+            })
+            .map(|(n, _)| n.clone())
     }
 
     /// The source topic a table folds (`None` when it is gone).
@@ -923,11 +1019,12 @@ fn step_shard(shared: &Shared, name: &str, t: &Table, topic: &Topic, shard: u32)
         };
         rows.push((t.stored_key(key, shard), value));
     }
+    let appends = t.changelog(&*shared.log, &rows, newest)?;
     let batch = StateBatch {
         rows,
         offsets: Some(next.clone()),
         skipped: folded.skipped,
-        appends: Vec::new(),
+        appends,
     };
     commit(shared, name, shard, epoch, batch)?;
     t.stream_time.fetch_max(newest, Ordering::AcqRel);
@@ -977,11 +1074,13 @@ fn expire_windows(shared: &Shared, name: &str, t: &Table) -> Result<()> {
         true
     })?;
     for (shard, keys) in doomed {
+        let rows: Vec<(String, Option<Vec<u8>>)> = keys.iter().map(|k| (k.clone(), None)).collect();
+        let appends = t.changelog(&*shared.log, &rows, now)?;
         let batch = StateBatch {
-            rows: keys.iter().map(|k| (k.clone(), None)).collect(),
+            rows,
             offsets: None,
             skipped: 0,
-            appends: Vec::new(),
+            appends,
         };
         commit(shared, name, shard, writers[&shard], batch)?;
         if !shared.remote.load(Ordering::Acquire)

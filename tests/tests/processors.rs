@@ -500,3 +500,99 @@ async fn outputs_are_exact_across_kill_9() {
         );
     }
 }
+
+/// Folds a changelog topic: the last change per key, deletes removing it.
+async fn fold_changelog(
+    c: &reqwest::Client,
+    s: &Server,
+    topic: &str,
+    partitions: u32,
+) -> BTreeMap<String, Value> {
+    let mut rows = BTreeMap::new();
+    for p in 0..partitions {
+        for r in fetch_all(c, s, topic, p).await {
+            let change = &r["value"];
+            let key = change["key"].as_str().unwrap().to_string();
+            assert_eq!(
+                r["key"].as_str(),
+                Some(key.as_str()),
+                "keyed by the row key"
+            );
+            match change["op"].as_str().unwrap() {
+                "upsert" => {
+                    rows.insert(key, change["row"].clone());
+                }
+                "delete" => {
+                    rows.remove(&key);
+                }
+                other => panic!("op {other}"),
+            }
+        }
+    }
+    rows
+}
+
+/// A table's changelog, folded, is the table, across restarts; only the table
+/// writes it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changelog_folds_into_its_table() {
+    let mut s = Server::start_with(&["--rate-limit-requests", "0", "--rate-limit-records", "0"]);
+    let c = client();
+    create_topic(&c, &s, "people", 3).await;
+    for body in [
+        json!({"name": "latest", "source": "people", "key": "key", "changelog": "latest.changes"}),
+        json!({"sql": "CREATE TABLE visits AS SELECT COUNT(*) AS n, SUM(v) AS total FROM people GROUP BY round",
+               "changelog": "visits.changes"}),
+    ] {
+        let r = post(&c, &s, "/v1/tables", body).await;
+        assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    }
+    for round in 0..6u64 {
+        let mut records = Vec::new();
+        for i in 0..300u64 {
+            let key = format!("p{}", (i * 7 + round) % 40);
+            if i % 13 == 5 {
+                records.push(json!({"key": key, "value": null}));
+            } else {
+                records.push(json!({"key": key, "value": {"v": i, "round": round}}));
+            }
+        }
+        let r = post(
+            &c,
+            &s,
+            "/v1/topics/people/records",
+            json!({ "records": records }),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        if round % 2 == 1 {
+            s.restart();
+        }
+    }
+    for table in ["latest", "visits"] {
+        let info = sluice_tests::table_caught_up(&c, &s, table).await;
+        let want = sluice_tests::all_rows(&c, &s, table).await;
+        assert!(!want.is_empty(), "{info}");
+        let got = fold_changelog(&c, &s, &format!("{table}.changes"), 3).await;
+        assert_eq!(got, want, "the changelog of {table}");
+    }
+    let r = post(
+        &c,
+        &s,
+        "/v1/topics/latest.changes/records",
+        json!({"records": [{"key": "x", "value": 1}]}),
+    )
+    .await;
+    assert_eq!(r.status(), 409);
+    let p: Value = r.json().await.unwrap();
+    assert_eq!(p["code"], "topic_is_derived");
+    // A changelog names a new topic.
+    let r = post(
+        &c,
+        &s,
+        "/v1/tables",
+        json!({"name": "again", "source": "people", "key": "key", "changelog": "people"}),
+    )
+    .await;
+    assert_eq!(r.status(), 422);
+}

@@ -75,9 +75,12 @@ pub(crate) async fn create_table(
     reject_duplicate_keys(&body)?;
     let value: serde_json::Value = parse_json(&body)?;
     let (def, sql) = if value.get("sql").is_some() {
-        let SqlDefinition { sql } = serde_json::from_value(value)
+        let SqlDefinition { sql, changelog } = serde_json::from_value(value)
             .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;
-        (TableDef::from_sql(&sql)?, Some(sql))
+        let mut def = TableDef::from_sql(&sql)?;
+        def.changelog = changelog;
+        def.compile()?;
+        (def, Some(sql))
     } else {
         let def: TableDef = serde_json::from_value(value)
             .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))?;

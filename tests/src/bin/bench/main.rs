@@ -14,6 +14,7 @@
 //! cluster `SLUICE_KAFKA_BOOTSTRAP` names (see `kafka.rs`).
 
 mod kafka;
+mod processors;
 mod sinks;
 
 use std::collections::HashMap;
@@ -1062,6 +1063,9 @@ async fn run_embedded(
     }
     if want(7) {
         group_lines.extend(sinks::sinks_bench(duration).await?);
+    }
+    if want(8) {
+        group_lines.extend(processors::processors_bench(duration).await?);
     }
     let peak = peak_rss_bytes(server.pid()).unwrap_or(peak);
     print_rows(&machine, rows);
