@@ -374,7 +374,10 @@ pub fn build_state(
             hook_waiters.notify(table, keys)
         })),
     )?);
-    let processors = Arc::new(sluice_tables::Processors::open(log.clone())?);
+    let processors = Arc::new(sluice_tables::Processors::open(
+        log.clone(),
+        tables.clone(),
+    )?);
     let group_changes = Arc::new(crate::state::Signals::default());
     let groups = Arc::new(sluice_log::groups::Coordinator::new(
         Box::new({

@@ -40,6 +40,41 @@ pub struct ProcessorDefinition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^(dead_letter|skip|stop)$")]
     pub on_error: Option<String>,
+    /// A table each record is joined with (looked up by key in its committed
+    /// state; no co-partitioning needed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<ProcessorJoin>,
+}
+
+/// A stream–table join. Expressions of the processor then see the record's
+/// fields (also as `<source_as>.field`) and the row as `<as>` (`c.name`).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+#[schema(example = json!({"table": "customers", "as": "c", "on": "customer_id", "type": "left", "wait_ms": 2000}))]
+pub struct ProcessorJoin {
+    /// The table.
+    pub table: String,
+    /// The row's name in expressions; default: the table's name.
+    #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// The record's name in expressions; default: the source topic's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_as: Option<String>,
+    /// A SQL expression over the record: the key of the row to join.
+    pub on: String,
+    /// The table column `on` was compared with in SQL (it must key the table).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_column: Option<String>,
+    /// `left` (default: a record without a row joins null) or `inner` (it is
+    /// passed over).
+    #[serde(default, rename = "type", skip_serializing_if = "Option::is_none")]
+    #[schema(pattern = "^(left|inner)$")]
+    pub kind: Option<String>,
+    /// Before joining, wait up to this long (at most 60000) until the table has
+    /// applied everything its source held when the records were read, so a
+    /// row written before the record is found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
 }
 
 /// A processor defined in SQL.
@@ -47,7 +82,8 @@ pub struct ProcessorDefinition {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"sql": "CREATE STREAM big_orders AS SELECT id, customer_id, amount * 100 AS cents FROM orders WHERE amount > 1000 PARTITION BY customer_id"}))]
 pub struct ProcessorSql {
-    /// `CREATE STREAM <name> AS SELECT ... FROM <topic> [WHERE ...] [PARTITION BY <expr>]`.
+    /// `CREATE STREAM <name> AS SELECT ... FROM <topic> [<alias>] [[LEFT] JOIN
+    /// <table> [<alias>] ON <expr> = <alias>.<key>] [WHERE ...] [PARTITION BY <expr>]`.
     pub sql: String,
     /// As in the JSON definition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -56,6 +92,9 @@ pub struct ProcessorSql {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^(dead_letter|skip|stop)$")]
     pub on_error: Option<String>,
+    /// For a join: as the JSON definition's `join.wait_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
 }
 
 /// One source partition's progress.

@@ -240,7 +240,18 @@ impl TableDef {
     pub fn from_sql(sql: &str) -> Result<TableDef, Error> {
         let (sql, window) = strip_window(sql)?;
         let bad = |m: &str| Error::Invalid(format!("SQL: {m}"));
-        let (name, select, source) = parse_create_as_select(&sql, "TABLE")?;
+        let AsSelect {
+            name,
+            select,
+            source,
+            join,
+            ..
+        } = parse_create_as_select(&sql, "TABLE")?;
+        if join.is_some() {
+            return Err(bad(
+                "joins are for streams (CREATE STREAM ... JOIN), not tables",
+            ));
+        }
         let filter = select
             .selection
             .as_ref()
@@ -367,10 +378,27 @@ fn column_path(e: &Expr) -> Result<String, Error> {
 /// `CREATE TABLE <name> AS SELECT ... FROM <topic>` taken apart: the name, the
 /// SELECT and its one source topic. `what` names the statement in errors
 /// (`TABLE`, or `STREAM` for the streams written in the same form).
-pub(crate) fn parse_create_as_select(
-    sql: &str,
-    what: &str,
-) -> Result<(String, Select, String), Error> {
+/// A parsed `CREATE <what> name AS SELECT ... FROM source [alias] [JOIN ...]`.
+pub(crate) struct AsSelect {
+    pub name: String,
+    pub select: Select,
+    pub source: String,
+    /// The source's alias (`FROM orders o`).
+    pub alias: Option<String>,
+    /// One join, if there is one.
+    pub join: Option<SqlJoin>,
+}
+
+/// `[LEFT | INNER] JOIN table [alias] ON a = b`.
+pub(crate) struct SqlJoin {
+    pub table: String,
+    pub alias: Option<String>,
+    pub left: bool,
+    pub on: sqlparser::ast::Expr,
+}
+
+pub(crate) fn parse_create_as_select(sql: &str, what: &str) -> Result<AsSelect, Error> {
+    use sqlparser::ast::{JoinConstraint, JoinOperator};
     let bad = |m: &str| Error::Invalid(format!("SQL: {m}"));
     let statements = Parser::parse_sql(&GenericDialect {}, sql)
         .map_err(|e| Error::Invalid(format!("SQL: {e}")))?;
@@ -392,13 +420,49 @@ pub(crate) fn parse_create_as_select(
     let [from] = select.from.as_slice() else {
         return Err(bad("SELECT from exactly one topic"));
     };
-    if !from.joins.is_empty() {
-        return Err(bad("joins are not supported"));
-    }
-    let TableFactor::Table { name: source, .. } = &from.relation else {
+    let TableFactor::Table {
+        name: source,
+        alias,
+        ..
+    } = &from.relation
+    else {
         return Err(bad("FROM must name a topic"));
     };
-    Ok((name.to_string(), (**select).clone(), source.to_string()))
+    let join = match from.joins.as_slice() {
+        [] => None,
+        [j] => {
+            let (left, constraint) = match &j.join_operator {
+                JoinOperator::Left(c) | JoinOperator::LeftOuter(c) => (true, c),
+                JoinOperator::Join(c) | JoinOperator::Inner(c) => (false, c),
+                _ => return Err(bad("a join is LEFT JOIN or (INNER) JOIN")),
+            };
+            let JoinConstraint::On(on) = constraint else {
+                return Err(bad("a join needs ON <stream expression> = <table>.<key>"));
+            };
+            let TableFactor::Table {
+                name: table,
+                alias: table_alias,
+                ..
+            } = &j.relation
+            else {
+                return Err(bad("JOIN must name a table"));
+            };
+            Some(SqlJoin {
+                table: table.to_string(),
+                alias: table_alias.as_ref().map(|a| a.name.value.clone()),
+                left,
+                on: on.clone(),
+            })
+        }
+        _ => return Err(bad("one join at most")),
+    };
+    Ok(AsSelect {
+        name: name.to_string(),
+        select: (**select).clone(),
+        source: source.to_string(),
+        alias: alias.as_ref().map(|a| a.name.value.clone()),
+        join,
+    })
 }
 
 /// Removes a trailing `WINDOW TUMBLING (SIZE n UNIT)` (not standard SQL) and

@@ -89,13 +89,17 @@ impl Filter {
     /// Parses a SQL boolean expression (`amount > 10 AND tier = 'gold'`), checking
     /// that it uses only what the evaluator supports.
     pub fn parse(sql: &str) -> Result<Filter, Error> {
-        let expr = Parser::new(&GenericDialect {})
-            .try_with_sql(sql)
-            .and_then(|mut p| p.parse_expr())
-            .map_err(|e| Error::Invalid(format!("filter: {e}")))?;
-        let f = Filter { expr };
-        f.check(&f.expr)?;
-        Ok(f)
+        Filter::parse_in(sql, None)
+    }
+
+    /// Parses a SQL boolean expression in which `alias.x` means the field `x`
+    /// (see [`unqualify`]).
+    pub(crate) fn parse_in(sql: &str, alias: Option<&str>) -> Result<Filter, Error> {
+        let mut expr = parse_expr(sql, "filter")?;
+        if let Some(a) = alias {
+            unqualify(&mut expr, a);
+        }
+        Filter::from_expr(expr)
     }
 
     /// Wraps an expression sqlparser already parsed.
@@ -169,13 +173,44 @@ pub struct Scalar {
     expr: Expr,
 }
 
+/// Rewrites `alias.a.b` to `a.b` throughout `expr`: names qualified with the
+/// stream's own alias (in a join) are its record's fields.
+pub(crate) fn unqualify(expr: &mut Expr, alias: &str) {
+    use std::ops::ControlFlow;
+    let _ = sqlparser::ast::visit_expressions_mut(expr, |e| {
+        if let Expr::CompoundIdentifier(parts) = e
+            && parts.len() >= 2
+            && parts[0].value == alias
+        {
+            *e = match parts.len() {
+                2 => Expr::Identifier(parts[1].clone()),
+                _ => Expr::CompoundIdentifier(parts[1..].to_vec()),
+            };
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+fn parse_expr(sql: &str, what: &str) -> Result<Expr, Error> {
+    Parser::new(&GenericDialect {})
+        .try_with_sql(sql)
+        .and_then(|mut p| p.parse_expr())
+        .map_err(|e| Error::Invalid(format!("{what}: {e}")))
+}
+
 impl Scalar {
     /// Parses and checks a SQL expression.
     pub fn parse(sql: &str) -> Result<Scalar, Error> {
-        let expr = Parser::new(&GenericDialect {})
-            .try_with_sql(sql)
-            .and_then(|mut p| p.parse_expr())
-            .map_err(|e| Error::Invalid(format!("expression: {e}")))?;
+        Scalar::from_expr(parse_expr(sql, "expression")?)
+    }
+
+    /// Parses a SQL expression in which `alias.x` means the field `x` (see
+    /// [`unqualify`]).
+    pub(crate) fn parse_in(sql: &str, alias: Option<&str>) -> Result<Scalar, Error> {
+        let mut expr = parse_expr(sql, "expression")?;
+        if let Some(a) = alias {
+            unqualify(&mut expr, a);
+        }
         Scalar::from_expr(expr)
     }
 

@@ -41,7 +41,7 @@ pub use crate::processor::{
     Counts, DEAD_LETTERS, ERROR_HEADER, ProcessorState, ProcessorStatus, Processors, SOURCE_OFFSET,
     SOURCE_PARTITION, SOURCE_TOPIC, dead_letter_topic,
 };
-pub use crate::stream::{CompiledStream, Derived, OnError, StreamDef};
+pub use crate::stream::{CompiledStream, Derived, Join, JoinKind, OnError, StreamDef};
 
 /// Table engine errors.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,9 @@ pub enum Error {
     /// The source topic does not exist.
     #[error("source topic '{0}' does not exist")]
     NoSource(String),
+    /// A table named by a definition (a join's) does not exist.
+    #[error("table '{0}' does not exist")]
+    NoTable(String),
     /// The storage engine failed.
     #[error(transparent)]
     Log(#[from] sluice_log::Error),
@@ -742,6 +745,28 @@ impl Engine {
                 true
             })?;
         Ok(merge_parts(&t.compiled, &parts).map(|row| (row, offsets)))
+    }
+
+    /// Rows by key, from one consistent view of a table of one shard (and
+    /// key by key from a table of several).
+    pub fn get_many(&self, name: &str, keys: &[&str]) -> Result<Vec<Option<Value>>> {
+        let t = table_of(&self.shared, name)?;
+        if t.shards == 1 {
+            let read = self.shared.log.read_state(name, keys, 0)?;
+            return Ok(read
+                .rows
+                .into_iter()
+                .map(|r| r.map(|v| render(&t.compiled, &v)))
+                .collect());
+        }
+        keys.iter()
+            .map(|k| Ok(self.get(name, k)?.map(|(row, _)| row)))
+            .collect()
+    }
+
+    /// A table's definition.
+    pub fn definition(&self, name: &str) -> Result<TableDef> {
+        Ok(table_of(&self.shared, name)?.compiled.def.clone())
     }
 
     /// Rows whose keys start with `prefix`, after `after`, at most `limit`; and

@@ -161,6 +161,8 @@ impl Processor {
 
 struct Shared {
     log: Arc<dyn Backend>,
+    /// The tables joins look rows up in.
+    tables: Arc<crate::Engine>,
     procs: RwLock<HashMap<String, Arc<Processor>>>,
     wake: (Mutex<bool>, Condvar),
     stop: AtomicBool,
@@ -228,10 +230,12 @@ fn load(log: &dyn Backend, bytes: &[u8]) -> Option<Processor> {
 }
 
 impl Processors {
-    /// Loads the processors the log keeps and starts running them.
-    pub fn open(log: Arc<dyn Backend>) -> Result<Processors> {
+    /// Loads the processors the log keeps and starts running them; joins
+    /// read the tables of `tables`.
+    pub fn open(log: Arc<dyn Backend>, tables: Arc<crate::Engine>) -> Result<Processors> {
         let shared = Arc::new(Shared {
             log,
+            tables,
             procs: RwLock::default(),
             wake: (Mutex::new(false), Condvar::new()),
             stop: AtomicBool::new(false),
@@ -291,6 +295,14 @@ impl Processors {
             .find_topic(&def.source)
             .ok_or_else(|| Error::NoSource(def.source.clone()))?;
         self.refuse_cycle(&def)?;
+        if let Some(j) = &def.join {
+            let table = self
+                .shared
+                .tables
+                .definition(&j.table)
+                .map_err(|_| Error::NoTable(j.table.clone()))?;
+            check_join_key(j, &table)?;
+        }
         if log.find_topic(&name).is_some() {
             return Err(Error::Invalid(format!(
                 "topic '{name}' exists: a processor makes its output topic, so name one that does not"
@@ -466,6 +478,34 @@ impl Processors {
     }
 }
 
+/// Refuses a join on a windowed table (its rows are keyed by window too), and
+/// one whose SQL compares with a column that does not key the table.
+fn check_join_key(j: &crate::Join, table: &crate::TableDef) -> Result<()> {
+    if table.window.is_some() {
+        return Err(Error::Invalid(format!(
+            "table '{}' is windowed: a join looks rows up by key alone",
+            j.table
+        )));
+    }
+    let keyed_by = table
+        .key
+        .as_deref()
+        .or(table.group_by.as_deref())
+        .unwrap_or("key");
+    let Some(column) = &j.key_column else {
+        return Ok(());
+    };
+    let field = keyed_by.strip_prefix("$.").unwrap_or(keyed_by);
+    if keyed_by != "key" && column != field {
+        return Err(Error::Invalid(format!(
+            "table '{}' is keyed by {keyed_by}: join ON {}.{field}, not {column}",
+            j.table,
+            j.row_alias()
+        )));
+    }
+    Ok(())
+}
+
 /// Brings the processors in line with the stores the engine has (made or
 /// dropped through other gateways).
 fn reload(shared: &Shared) -> Result<()> {
@@ -585,6 +625,57 @@ enum Outcome {
     Failed(String),
 }
 
+/// An input record, read.
+struct Input {
+    partition: u32,
+    offset: u64,
+    timestamp: u64,
+    key: Option<String>,
+    headers: Vec<(String, String)>,
+    kind: ValueKind,
+    /// The value's bytes (JSON text, or the bytes of a binary value).
+    bytes: Vec<u8>,
+    /// The JSON value, parsed (`None` for a tombstone, a binary value or
+    /// JSON that does not parse, which `bytes` then keeps).
+    value: Option<Value>,
+}
+
+impl Input {
+    fn read(partition: u32, offset: u64, r: &RecordView<'_>) -> Input {
+        let value = match r.kind {
+            ValueKind::Json => serde_json::from_slice(r.value).ok(),
+            _ => None,
+        };
+        Input {
+            partition,
+            offset,
+            timestamp: r.timestamp,
+            key: r.key.map(str::to_string),
+            headers: r
+                .headers()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            kind: r.kind,
+            bytes: r.value.to_vec(),
+            value,
+        }
+    }
+
+    /// The record's headers without lineage, then its lineage.
+    fn lineage(&self, source: &Topic) -> Vec<(String, String)> {
+        let mut headers: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .filter(|(n, _)| ![SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET].contains(&n.as_str()))
+            .cloned()
+            .collect();
+        headers.push((SOURCE_TOPIC.into(), source.name().to_string()));
+        headers.push((SOURCE_PARTITION.into(), self.partition.to_string()));
+        headers.push((SOURCE_OFFSET.into(), self.offset.to_string()));
+        headers
+    }
+}
+
 fn step_shard(
     shared: &Shared,
     p: &Processor,
@@ -613,13 +704,11 @@ fn step_shard(
         .unwrap_or_default();
     let applied = read.offsets;
     let mut next = applied.clone();
-    let mut outputs = Vec::new();
-    let mut dead = Vec::new();
-    let mut stop = None;
+    let mut inputs = Vec::new();
     let shards = p.stored.shards;
     for (part, from) in applied.iter().enumerate() {
         let part = part as u32;
-        if part % shards != shard || stop.is_some() {
+        if part % shards != shard {
             continue;
         }
         let Some(info) = source.partition(part) else {
@@ -630,41 +719,51 @@ fn step_shard(
         if from >= info.end_offset {
             continue;
         }
-        let mut cut = None;
         let outcome = log.read(source, part, from, BATCH, usize::MAX, &mut |offset, r| {
-            if cut.is_some() {
-                return;
-            }
-            counts.read += 1;
-            match derive(p, output, source, part, offset, &r) {
-                Outcome::Written(rec) => {
-                    counts.written += 1;
-                    outputs.push(rec);
-                }
-                Outcome::Filtered => counts.filtered += 1,
-                Outcome::Failed(why) => match p.stored.def.on_error {
-                    OnError::DeadLetter => {
-                        counts.dead_lettered += 1;
-                        dead.push(dead_letter(source, part, offset, &r, &why));
-                    }
-                    OnError::Skip => counts.skipped += 1,
-                    OnError::Stop => {
-                        counts.read -= 1;
-                        cut = Some((offset, why));
-                    }
-                },
-            }
+            inputs.push(Input::read(part, offset, &r));
         })?;
-        next[part as usize] = match &cut {
-            Some((offset, _)) => *offset,
-            None => outcome.next_offset,
-        };
-        if let Some((offset, why)) = cut {
-            stop = Some(format!(
-                "record {offset} of partition {part} of '{}': {why}",
-                source.name()
-            ));
+        next[part as usize] = outcome.next_offset;
+    }
+    if next == applied {
+        return Ok(false);
+    }
+    let rows = join_rows(shared, p, &inputs)?;
+    let mut outputs = Vec::new();
+    let mut dead = Vec::new();
+    let mut stop = None;
+    // `on_error: stop`: a partition stops before its refused record; the
+    // others go on to the end of what was read.
+    let mut stopped: HashMap<u32, u64> = HashMap::new();
+    for (input, row) in inputs.iter().zip(rows) {
+        if stopped.contains_key(&input.partition) {
+            continue;
         }
+        match derive(p, output, source, input, row) {
+            Outcome::Written(rec) => {
+                counts.written += 1;
+                outputs.push(rec);
+            }
+            Outcome::Filtered => counts.filtered += 1,
+            Outcome::Failed(why) => match p.stored.def.on_error {
+                OnError::DeadLetter => {
+                    counts.dead_lettered += 1;
+                    dead.push(dead_letter(source, input, &why));
+                }
+                OnError::Skip => counts.skipped += 1,
+                OnError::Stop => {
+                    stopped.insert(input.partition, input.offset);
+                    next[input.partition as usize] = input.offset;
+                    stop.get_or_insert(format!(
+                        "record {} of partition {} of '{}': {why}",
+                        input.offset,
+                        input.partition,
+                        source.name()
+                    ));
+                    continue;
+                }
+            },
+        }
+        counts.read += 1;
     }
     if next == applied {
         if let Some(why) = stop {
@@ -714,6 +813,41 @@ fn step_shard(
     Ok(true)
 }
 
+/// The rows the inputs join (all `None` without a join): looked up in the
+/// table's committed state, after waiting (bounded, if the join asks) until
+/// the table has applied what its source held once the inputs were read.
+fn join_rows(shared: &Shared, p: &Processor, inputs: &[Input]) -> Result<Vec<Option<Value>>> {
+    let Some(join) = &p.stored.def.join else {
+        return Ok(vec![None; inputs.len()]);
+    };
+    let tables = &shared.tables;
+    if let Some(wait_ms) = join.wait_ms.filter(|w| *w > 0)
+        && let Some(topic) = tables.source(&join.table)?
+    {
+        let ends: Vec<u64> = (0..topic.partition_count())
+            .map(|q| shared.log.end_offset(&topic, q))
+            .collect();
+        let deadline = Instant::now() + Duration::from_millis(wait_ms);
+        loop {
+            let (applied, _) = tables.progress(&join.table)?;
+            if applied.iter().zip(&ends).all(|(a, e)| a >= e) || Instant::now() >= deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+    let keys: Vec<Option<String>> = inputs
+        .iter()
+        .map(|i| i.value.as_ref().and_then(|v| p.compiled.join_key(v)))
+        .collect();
+    let wanted: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
+    let mut found = tables.get_many(&join.table, &wanted)?.into_iter();
+    Ok(keys
+        .iter()
+        .map(|k| k.as_ref().and_then(|_| found.next().flatten()))
+        .collect())
+}
+
 fn request(topic: &Topic, records: Vec<NewRecord>) -> AppendRequest {
     AppendRequest {
         topic: topic.name().to_string(),
@@ -725,52 +859,36 @@ fn request(topic: &Topic, records: Vec<NewRecord>) -> AppendRequest {
     }
 }
 
-/// The lineage headers of a record derived from `source`'s `partition` at `offset`,
-/// after the input's own headers.
-fn lineage(
-    r: &RecordView<'_>,
-    source: &Topic,
-    partition: u32,
-    offset: u64,
-) -> Vec<(String, String)> {
-    let mut headers: Vec<(String, String)> = r
-        .headers()
-        .filter(|(n, _)| ![SOURCE_TOPIC, SOURCE_PARTITION, SOURCE_OFFSET].contains(n))
-        .map(|(n, v)| (n.to_string(), v.to_string()))
-        .collect();
-    headers.push((SOURCE_TOPIC.into(), source.name().to_string()));
-    headers.push((SOURCE_PARTITION.into(), partition.to_string()));
-    headers.push((SOURCE_OFFSET.into(), offset.to_string()));
-    headers
-}
-
-/// What the processor writes for one input record.
+/// What the processor writes for one input record (`row`: the row it joins).
 fn derive(
     p: &Processor,
     output: &Topic,
     source: &Topic,
-    partition: u32,
-    offset: u64,
-    r: &RecordView<'_>,
+    input: &Input,
+    row: Option<Value>,
 ) -> Outcome {
     let stream = &p.compiled;
-    let headers = lineage(r, source, partition, offset);
-    let (key, kind, bytes) = match r.kind {
-        ValueKind::Binary if stream.passes_values() => (
-            r.key.map(str::to_string),
-            ValueKind::Binary,
-            r.value.to_vec(),
-        ),
+    let (key, kind, bytes) = match input.kind {
+        ValueKind::Binary if stream.passes_values() => {
+            (input.key.clone(), ValueKind::Binary, input.bytes.clone())
+        }
         ValueKind::Binary => return Outcome::Failed("the value is not JSON".into()),
+        ValueKind::Json if input.value.is_none() => {
+            return Outcome::Failed("the value is not JSON".into());
+        }
         ValueKind::Null | ValueKind::Json => {
-            let value: Option<Value> = match r.kind {
-                ValueKind::Json => match serde_json::from_slice(r.value) {
-                    Ok(v) => Some(v),
-                    Err(e) => return Outcome::Failed(format!("the value is not JSON: {e}")),
+            let joined;
+            let value = match (&input.value, &stream.def.join) {
+                (Some(v), Some(_)) => match stream.joined(v, row) {
+                    Some(j) => {
+                        joined = j;
+                        Some(&joined)
+                    }
+                    None => return Outcome::Filtered,
                 },
-                _ => None,
+                (v, _) => v.as_ref(),
             };
-            let Some(derived) = stream.apply(r.key, value.as_ref()) else {
+            let Some(derived) = stream.apply(input.key.as_deref(), value) else {
                 return Outcome::Filtered;
             };
             match derived.value {
@@ -789,15 +907,16 @@ fn derive(
     }
     let count = output.partition_count();
     let target = if stream.keeps_key() && count == source.partition_count() {
-        partition
+        input.partition
     } else {
         match &key {
             Some(k) => sluice_log::partition_for_key(k.as_bytes(), count),
-            None => partition % count,
+            None => input.partition % count,
         }
     };
+    let headers = input.lineage(source);
     let bytes = RecordParts {
-        timestamp: r.timestamp,
+        timestamp: input.timestamp,
         key: key.as_deref(),
         headers: &headers,
         kind,
@@ -812,23 +931,17 @@ fn derive(
 
 /// The dead letter of an input record: the record as it was, with its lineage
 /// and the reason; on its input's partition (modulo the topic's count).
-fn dead_letter(
-    source: &Topic,
-    partition: u32,
-    offset: u64,
-    r: &RecordView<'_>,
-    why: &str,
-) -> NewRecord {
-    let mut headers = lineage(r, source, partition, offset);
+fn dead_letter(source: &Topic, input: &Input, why: &str) -> NewRecord {
+    let mut headers = input.lineage(source);
     headers.push((ERROR_HEADER.into(), why.to_string()));
     NewRecord {
-        partition,
+        partition: input.partition,
         bytes: RecordParts {
-            timestamp: r.timestamp,
-            key: r.key,
+            timestamp: input.timestamp,
+            key: input.key.as_deref(),
             headers: &headers,
-            kind: r.kind,
-            value: r.value,
+            kind: input.kind,
+            value: &input.bytes,
         }
         .encode(),
     }

@@ -21,7 +21,7 @@ use serde_json::{Map, Value};
 use sqlparser::ast::SelectItem;
 
 use crate::Error;
-use crate::def::parse_create_as_select;
+use crate::def::{AsSelect, SqlJoin, parse_create_as_select};
 use crate::expr::{Filter, Scalar, key_string};
 
 /// A derived stream, as defined.
@@ -48,6 +48,62 @@ pub struct StreamDef {
     /// What a record the stream cannot derive (a value that is not JSON) does.
     #[serde(default, skip_serializing_if = "OnError::is_default")]
     pub on_error: OnError,
+    /// A table each record is joined with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub join: Option<Join>,
+}
+
+/// A stream–table join: each record looks up one row of the table, by key,
+/// in the table's committed state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Join {
+    /// The table.
+    pub table: String,
+    /// The name the row goes by in expressions (`c.name`); the table's name
+    /// by default.
+    #[serde(default, rename = "as", skip_serializing_if = "Option::is_none")]
+    pub alias: Option<String>,
+    /// The name the stream's record goes by (`o.id`, the same as `id`); the
+    /// source topic's name by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_as: Option<String>,
+    /// A SQL expression over the stream's record: the key of the row to join.
+    pub on: String,
+    /// The table's column `on` is compared with, as written (`c.id`), when
+    /// the definition came from SQL: it must be what keys the table.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_column: Option<String>,
+    /// `left` (default: a record without a row is joined with null) or `inner`
+    /// (it is passed over).
+    #[serde(default, rename = "type")]
+    pub kind: JoinKind,
+    /// Before joining a batch, wait up to this long until the table has
+    /// applied everything its source held once the batch was read, so a row
+    /// written before the stream record is found.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait_ms: Option<u64>,
+}
+
+/// Which records a join keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JoinKind {
+    /// Every record; the row is null when there is none.
+    #[default]
+    Left,
+    /// Records that have a row.
+    Inner,
+}
+
+/// The longest wait a join may ask for.
+pub const MAX_JOIN_WAIT_MS: u64 = 60_000;
+
+impl Join {
+    /// The name the row goes by.
+    pub fn row_alias(&self) -> &str {
+        self.alias.as_deref().unwrap_or(&self.table)
+    }
 }
 
 /// What happens to an input record a stream cannot derive an output from.
@@ -82,6 +138,8 @@ pub struct Derived {
 #[derive(Debug, Clone)]
 pub struct CompiledStream {
     pub def: StreamDef,
+    /// The join's key expression.
+    join_on: Option<Scalar>,
     filter: Option<Filter>,
     /// Keep the whole input value, then set the columns.
     all: bool,
@@ -115,6 +173,29 @@ impl StreamDef {
                 sluice_log::MAX_PARTITIONS
             )));
         }
+        let alias = self
+            .join
+            .as_ref()
+            .map(|j| j.source_as.as_deref().unwrap_or(&self.source));
+        let join_on = match &self.join {
+            Some(j) => {
+                if !sluice_log::valid_name(&j.table) {
+                    return Err(Error::Invalid(format!("'{}' is not a table name", j.table)));
+                }
+                if j.wait_ms.is_some_and(|w| w > MAX_JOIN_WAIT_MS) {
+                    return Err(Error::Invalid(format!(
+                        "a join waits at most {MAX_JOIN_WAIT_MS} ms"
+                    )));
+                }
+                if alias == Some(j.row_alias()) {
+                    return Err(Error::Invalid(
+                        "the stream and the table need different names in a join".into(),
+                    ));
+                }
+                Some(Scalar::parse_in(&j.on, alias)?)
+            }
+            None => None,
+        };
         let mut all = self.select.is_none();
         let mut columns = Vec::new();
         for (name, sql) in self.select.iter().flatten() {
@@ -128,14 +209,23 @@ impl StreamDef {
                     "output field '{name}' has an empty part"
                 )));
             }
-            columns.push((path, Scalar::parse(sql)?));
+            columns.push((path, Scalar::parse_in(sql, alias)?));
         }
         Ok(CompiledStream {
             def: self.clone(),
-            filter: self.filter.as_deref().map(Filter::parse).transpose()?,
+            join_on,
+            filter: self
+                .filter
+                .as_deref()
+                .map(|f| Filter::parse_in(f, alias))
+                .transpose()?,
             all,
             columns,
-            key: self.key.as_deref().map(Scalar::parse).transpose()?,
+            key: self
+                .key
+                .as_deref()
+                .map(|k| Scalar::parse_in(k, alias))
+                .transpose()?,
         })
     }
 
@@ -158,8 +248,14 @@ impl StreamDef {
             ),
             _ => (&trimmed[after_create..], None),
         };
-        let (name, select, source) =
-            parse_create_as_select(&format!("CREATE TABLE{body}"), "STREAM")?;
+        let AsSelect {
+            name,
+            select,
+            source,
+            alias,
+            join,
+        } = parse_create_as_select(&format!("CREATE TABLE{body}"), "STREAM")?;
+        let join = join.map(|j| sql_join(j, alias, &source)).transpose()?;
         let mut select_map = BTreeMap::new();
         for item in &select.projection {
             match item {
@@ -190,10 +286,55 @@ impl StreamDef {
             key,
             partitions: None,
             on_error: OnError::default(),
+            join,
         };
         def.compile()?;
         Ok(def)
     }
+}
+
+/// A SQL join as a definition's: `ON` compares the stream's expression with
+/// the table's key column, in either order.
+fn sql_join(j: SqlJoin, alias: Option<String>, source: &str) -> Result<Join, Error> {
+    use sqlparser::ast::{BinaryOperator, Expr};
+    let row_alias = j.alias.clone().unwrap_or_else(|| j.table.clone());
+    let stream_alias = alias.clone().unwrap_or_else(|| source.to_string());
+    let Expr::BinaryOp {
+        left,
+        op: BinaryOperator::Eq,
+        right,
+    } = &j.on
+    else {
+        return Err(bad("a join's ON is <stream expression> = <table>.<key>"));
+    };
+    let column = |e: &Expr| match e {
+        Expr::CompoundIdentifier(p) if p.len() == 2 && p[0].value == row_alias => {
+            Some(p[1].value.clone())
+        }
+        _ => None,
+    };
+    let (on, key_column) = match (column(left), column(right)) {
+        (Some(c), None) => (right, c),
+        (None, Some(c)) => (left, c),
+        _ => {
+            return Err(bad(&format!(
+                "a join's ON compares one expression of the stream '{stream_alias}' with                  '{row_alias}.<key>'"
+            )));
+        }
+    };
+    Ok(Join {
+        table: j.table,
+        alias: j.alias,
+        source_as: alias,
+        on: on.to_string(),
+        key_column: Some(key_column),
+        kind: if j.left {
+            JoinKind::Left
+        } else {
+            JoinKind::Inner
+        },
+        wait_ms: None,
+    })
 }
 
 fn set(out: &mut Map<String, Value>, path: &[String], v: Value) {
@@ -245,6 +386,26 @@ impl CompiledStream {
         })
     }
 
+    /// The key of the row a record joins (`None`: no row can match).
+    pub fn join_key(&self, value: &Value) -> Option<String> {
+        key_string(&self.join_on.as_ref()?.eval(value))
+    }
+
+    /// A record joined with its row (`None`: no row): the record's fields with
+    /// the row under the table's alias; `None` when an inner join has no row.
+    pub fn joined(&self, value: &Value, row: Option<Value>) -> Option<Value> {
+        let j = self.def.join.as_ref()?;
+        if row.is_none() && j.kind == JoinKind::Inner {
+            return None;
+        }
+        let mut m = match value {
+            Value::Object(m) => m.clone(),
+            _ => Map::new(),
+        };
+        m.insert(j.row_alias().to_string(), row.unwrap_or(Value::Null));
+        Some(Value::Object(m))
+    }
+
     fn key_of(&self, key: Option<&str>, v: &Value) -> Option<String> {
         match &self.key {
             Some(e) => key_string(&e.eval(v)),
@@ -255,7 +416,11 @@ impl CompiledStream {
     /// Whether the stream passes a value through as it is (no filter, no
     /// columns, no key expression), so any value, JSON or not, can be written.
     pub fn passes_values(&self) -> bool {
-        self.all && self.columns.is_empty() && self.filter.is_none() && self.key.is_none()
+        self.all
+            && self.columns.is_empty()
+            && self.filter.is_none()
+            && self.key.is_none()
+            && self.def.join.is_none()
     }
 
     /// Whether the output key is the input key (so the output partition can be
@@ -321,6 +486,7 @@ mod tests {
             key: None,
             partitions: None,
             on_error: OnError::Skip,
+            join: None,
         }
         .compile()
         .unwrap();

@@ -596,3 +596,124 @@ async fn a_changelog_folds_into_its_table() {
     .await;
     assert_eq!(r.status(), 422);
 }
+
+/// A stream–table join needs no co-partitioning; with `wait_ms`, a row written
+/// before the stream record is always found, even while the table is updated
+/// concurrently; an inner join passes over records without a row.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_joins_a_table_and_the_wait_closes_the_race() {
+    let s = Server::start_with(&["--rate-limit-requests", "0", "--rate-limit-records", "0"]);
+    let c = client();
+    create_topic(&c, &s, "customers", 3).await;
+    create_topic(&c, &s, "orders", 5).await;
+    let r = post(
+        &c,
+        &s,
+        "/v1/tables",
+        json!({"name": "customers_by_id", "source": "customers", "key": "$.id"}),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let r = post(
+        &c,
+        &s,
+        "/v1/processors",
+        json!({"sql": "CREATE STREAM enriched AS SELECT o.id AS id, amount, c.name AS name, c.id AS cid \
+                       FROM orders o LEFT JOIN customers_by_id c ON o.customer_id = c.id",
+               "wait_ms": 10000}),
+    )
+    .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    let r = post(
+        &c,
+        &s,
+        "/v1/processors",
+        json!({"name": "known", "source": "orders", "select": {"id": "id", "who": "c.name"},
+               "join": {"table": "customers_by_id", "as": "c", "on": "customer_id", "type": "inner"}}),
+    )
+    .await;
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+    // The customer is renamed, then an order is placed: the order must see the
+    // name it was placed under.
+    let mut expected = BTreeMap::new();
+    for i in 0..60u64 {
+        let id = format!("c{}", i % 4);
+        let name = format!("name-{i}");
+        let r = post(
+            &c,
+            &s,
+            "/v1/topics/customers/records",
+            json!({"records": [{"key": id, "value": {"id": id, "name": name}}]}),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        let r = post(
+            &c,
+            &s,
+            "/v1/topics/orders/records",
+            json!({"records": [{"key": format!("o{i}"), "value": {"id": i, "customer_id": id, "amount": i}}]}),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+        expected.insert(i, json!({"id": i, "amount": i, "name": name, "cid": id}));
+    }
+    // An order whose customer does not exist.
+    let r = post(
+        &c,
+        &s,
+        "/v1/topics/orders/records",
+        json!({"records": [{"key": "o-x", "value": {"id": 999, "customer_id": "nobody", "amount": 1}}]}),
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    expected.insert(
+        999,
+        json!({"id": 999, "amount": 1, "name": null, "cid": null}),
+    );
+    caught_up(&c, &s, "enriched").await;
+    caught_up(&c, &s, "known").await;
+    let mut got = BTreeMap::new();
+    for p in 0..5 {
+        for r in fetch_all(&c, &s, "enriched", p).await {
+            got.insert(r["value"]["id"].as_u64().unwrap(), r["value"].clone());
+        }
+    }
+    assert_eq!(got, expected);
+    let mut inner = 0;
+    for p in 0..5 {
+        for r in fetch_all(&c, &s, "known", p).await {
+            assert!(
+                r["value"]["who"].as_str().unwrap().starts_with("name-"),
+                "{r}"
+            );
+            inner += 1;
+        }
+    }
+    assert_eq!(inner, 60);
+    let info = get_json(&c, &s, "/v1/processors/known").await;
+    assert_eq!(info["counts"]["filtered"], 1, "{info}");
+    assert_eq!(info["definition"]["join"]["type"], "inner", "{info}");
+    // A join names a table that exists, by what keys it.
+    for (body, status, code) in [
+        (
+            json!({"name": "x1", "source": "orders", "join": {"table": "nope", "on": "customer_id"}}),
+            404,
+            "table_not_found",
+        ),
+        (
+            json!({"sql": "CREATE STREAM x2 AS SELECT * FROM orders o JOIN customers_by_id c ON o.customer_id = c.name"}),
+            422,
+            "invalid_processor",
+        ),
+        (
+            json!({"sql": "CREATE STREAM x3 AS SELECT * FROM orders o RIGHT JOIN customers_by_id c ON o.customer_id = c.id"}),
+            422,
+            "invalid_processor",
+        ),
+    ] {
+        let r = post(&c, &s, "/v1/processors", body.clone()).await;
+        assert_eq!(r.status(), status, "{body}");
+        let p: Value = r.json().await.unwrap();
+        assert_eq!(p["code"], code, "{body}");
+    }
+}

@@ -30,6 +30,11 @@ fn problem(e: TableError) -> ApiError {
             "processor_exists",
             format!("processor '{n}' already exists"),
         ),
+        TableError::NoTable(t) => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "table_not_found",
+            format!("table '{t}' does not exist"),
+        ),
         other => other.into(),
     }
 }
@@ -52,6 +57,14 @@ fn on_error_name(o: OnError) -> Option<String> {
         OnError::Skip => Some("skip".into()),
         OnError::Stop => Some("stop".into()),
     }
+}
+
+/// A join in the other crate's type: the wire type and the engine's have the
+/// same JSON shape.
+fn same_shape<A: serde::Serialize, B: serde::de::DeserializeOwned>(
+    a: &A,
+) -> Result<B, serde_json::Error> {
+    serde_json::to_value(a).and_then(serde_json::from_value)
 }
 
 /// The wire form of a processor's status.
@@ -78,6 +91,11 @@ fn info(s: ProcessorStatus) -> ProcessorInfo {
             key: s.def.key.clone(),
             partitions: s.def.partitions,
             on_error: on_error_name(s.def.on_error),
+            join: s
+                .def
+                .join
+                .as_ref()
+                .map(|j| same_shape(j).expect("a join is a wire join")),
         },
         sql: s.sql,
         state: match s.state {
@@ -111,7 +129,7 @@ fn info(s: ProcessorStatus) -> ProcessorInfo {
         (status = 400, description = "`invalid_json`, `invalid_body`.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
         (status = 403, description = "`forbidden`: needs admin.", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "`topic_not_found`: the source topic.", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "`topic_not_found`: the source topic; `table_not_found`: the joined table.", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "`processor_exists`.", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "`invalid_processor`: a bad expression or unsupported SQL, an output topic that exists, a source derived from the processor's own output; the detail says which.", body = Problem, content_type = "application/problem+json"),
         (status = 429, description = "`rate_limited`.", body = Problem, content_type = "application/problem+json"),
@@ -130,10 +148,21 @@ pub(crate) async fn create_processor(
             sql,
             partitions,
             on_error: oe,
+            wait_ms,
         } = serde_json::from_value(value).map_err(bad)?;
         let mut def = StreamDef::from_sql(&sql).map_err(problem)?;
         def.partitions = partitions;
         def.on_error = on_error(oe.as_deref())?;
+        match (&mut def.join, wait_ms) {
+            (Some(j), w) => j.wait_ms = w,
+            (None, Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "invalid_body",
+                    "wait_ms is for a join, and the SQL has none",
+                ));
+            }
+            (None, None) => {}
+        }
         (def, Some(sql))
     } else {
         let d: ProcessorDefinition = serde_json::from_value(value).map_err(bad)?;
@@ -145,6 +174,7 @@ pub(crate) async fn create_processor(
             key: d.key,
             partitions: d.partitions,
             on_error: on_error(d.on_error.as_deref())?,
+            join: d.join.map(|j| same_shape(&j)).transpose().map_err(bad)?,
         };
         (def, None)
     };
