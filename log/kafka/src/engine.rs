@@ -1170,10 +1170,24 @@ impl Backend for Kafka {
             Ok(o) => o,
             Err(e) => return reply(Err(e)),
         };
-        reply(
-            self.states()
-                .and_then(|s| s.commit(store, shard, epoch, batch, &outputs)),
-        );
+        let topics: Vec<String> = batch.appends.iter().map(|a| a.topic.clone()).collect();
+        let written = self
+            .states()
+            .and_then(|s| s.commit(store, shard, epoch, batch, &outputs));
+        // The appended records are readable here at once, as an append's are.
+        if let Ok(written) = &written {
+            for (name, ends) in topics.iter().zip(written) {
+                if let Some(topic) = self.inner.topic(name) {
+                    for &(p, end) in ends {
+                        let now = topic.partition(p).map_or(0, |i| i.end_offset);
+                        if end > now {
+                            self.inner.grew(&topic, p, end);
+                        }
+                    }
+                }
+            }
+        }
+        reply(written.map(drop));
     }
     fn read_state(&self, store: &str, keys: &[&str], partitions: u32) -> Result<StateRead> {
         self.states()?.read(store, keys, partitions)

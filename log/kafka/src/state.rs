@@ -54,6 +54,10 @@ use crate::engine::unavailable;
 /// name and the records, their partitions chosen.
 pub(crate) type Output = (String, Vec<sluice_log::NewRecord>);
 
+/// Where a batch's appends to one topic went: per partition, the offset after
+/// its last record.
+pub(crate) type Written = Vec<(u32, u64)>;
+
 /// The definitions topic's name (after the gateway's topic prefix).
 pub(crate) const DEFS: &str = "_sluice.tables";
 
@@ -568,7 +572,8 @@ impl States {
         });
         // Whatever the writers before it committed is in the local copy before
         // this one reads where to go on from.
-        self.transact(store, &writer, Vec::new(), &[], FENCE, Vec::new())?;
+        self.transact(store, &writer, Vec::new(), &[], FENCE, Vec::new())
+            .map(drop)?;
         self.writers
             .lock()
             .expect("writers lock")
@@ -586,7 +591,7 @@ impl States {
         epoch: u64,
         batch: StateBatch,
         outputs: &[Output],
-    ) -> Result<()> {
+    ) -> Result<Vec<Written>> {
         let writer = self
             .writers
             .lock()
@@ -614,7 +619,8 @@ impl States {
     }
 
     /// One transaction of `rows`, the records of `outputs` and a last record
-    /// (`key`, `value`); answers once the local copy applied it.
+    /// (`key`, `value`); answers once the local copy applied it, with where
+    /// the outputs' records went.
     fn transact(
         &self,
         store: &str,
@@ -623,12 +629,12 @@ impl States {
         outputs: &[Output],
         key: &[u8],
         value: Vec<u8>,
-    ) -> Result<()> {
+    ) -> Result<Vec<Written>> {
         let p = &writer.producer;
         p.begin_transaction()
             .map_err(|e| self.failed(store, writer, e))?;
         let mut delivered = Vec::new();
-        for (topic, records) in outputs {
+        for (index, (topic, records)) in outputs.iter().enumerate() {
             for r in records {
                 let view = sluice_log::RecordView::decode(&r.bytes)
                     .ok_or_else(|| Error::Invalid("a record does not decode".into()))?;
@@ -645,7 +651,7 @@ impl States {
                 if let Some(h) = out.headers {
                     record = record.headers(h);
                 }
-                delivered.push(self.enqueue(store, writer, record)?);
+                delivered.push((index, self.enqueue(store, writer, record)?));
             }
         }
         for (k, v) in &rows {
@@ -674,9 +680,17 @@ impl States {
                 return Err(Error::Unavailable("a delivery report was lost".into()));
             }
         };
-        for d in delivered {
+        let mut written: Vec<Written> = vec![Vec::new(); outputs.len()];
+        for (index, d) in delivered {
             match futures_executor::block_on(d) {
-                Ok(Ok(_)) => {}
+                Ok(Ok(d)) => {
+                    let ends = &mut written[index];
+                    let end = (d.partition as u32, d.offset as u64 + 1);
+                    match ends.iter_mut().find(|(p, _)| *p == end.0) {
+                        Some(e) => e.1 = e.1.max(end.1),
+                        None => ends.push(end),
+                    }
+                }
                 Ok(Err((e, _))) => return Err(self.failed(store, writer, e)),
                 Err(_) => {
                     let _ = writer.producer.abort_transaction(self.timeout);
@@ -690,7 +704,8 @@ impl States {
         }
         p.commit_transaction(self.timeout)
             .map_err(|e| self.failed(store, writer, e))?;
-        self.wait_store(store, writer.shard, offset + 1)
+        self.wait_store(store, writer.shard, offset + 1)?;
+        Ok(written)
     }
 
     fn enqueue<'a>(
