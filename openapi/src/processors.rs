@@ -44,6 +44,12 @@ pub struct ProcessorDefinition {
     /// state; no co-partitioning needed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub join: Option<ProcessorJoin>,
+    /// Replace the definition of the processor of this name if there is one
+    /// (as `CREATE OR REPLACE STREAM`): it goes on from its committed offsets,
+    /// and a processor `on_error: stop` stopped resumes. Its source, key and
+    /// partitions cannot change that way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replace: Option<bool>,
 }
 
 /// A stream–table join. Expressions of the processor then see the record's
@@ -82,7 +88,7 @@ pub struct ProcessorJoin {
 #[serde(deny_unknown_fields)]
 #[schema(example = json!({"sql": "CREATE STREAM big_orders AS SELECT id, customer_id, amount * 100 AS cents FROM orders WHERE amount > 1000 PARTITION BY customer_id"}))]
 pub struct ProcessorSql {
-    /// `CREATE STREAM <name> AS SELECT ... FROM <topic> [<alias>] [[LEFT] JOIN
+    /// `CREATE [OR REPLACE] STREAM <name> AS SELECT ... FROM <topic> [<alias>] [[LEFT] JOIN
     /// <table> [<alias>] ON <expr> = <alias>.<key>] [WHERE ...] [PARTITION BY <expr>]`.
     pub sql: String,
     /// As in the JSON definition.

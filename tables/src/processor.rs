@@ -139,6 +139,8 @@ pub struct ProcessorStatus {
 }
 
 struct Processor {
+    /// The stored definition as the store keeps it (a change elsewhere shows).
+    raw: Vec<u8>,
     stored: Stored,
     compiled: CompiledStream,
     source: Option<Arc<Topic>>,
@@ -220,6 +222,7 @@ fn load(log: &dyn Backend, bytes: &[u8]) -> Option<Processor> {
         ),
     };
     Some(Processor {
+        raw: bytes.to_vec(),
         stored,
         compiled,
         source,
@@ -280,7 +283,6 @@ impl Processors {
     /// store; it starts from its source's first retained record.
     pub fn create(&self, def: StreamDef, sql: Option<String>) -> Result<ProcessorStatus> {
         let compiled = def.compile()?;
-        let log = &self.shared.log;
         let name = def.name.clone();
         if self
             .shared
@@ -291,6 +293,101 @@ impl Processors {
         {
             return Err(Error::Exists(name));
         }
+        self.make(def, compiled, sql)
+    }
+
+    /// Makes a processor, or replaces the definition of the one of that name
+    /// (`CREATE OR REPLACE`), which goes on from its committed offsets: only
+    /// what it derives from each record may change, not its source, its output
+    /// key or its output's partitions (those need it made again, from the
+    /// start). Answers whether it was replaced.
+    pub fn create_or_replace(
+        &self,
+        def: StreamDef,
+        sql: Option<String>,
+    ) -> Result<(ProcessorStatus, bool)> {
+        let compiled = def.compile()?;
+        let name = def.name.clone();
+        let Ok(old) = self.shared.get(&name) else {
+            return Ok((self.make(def, compiled, sql)?, false));
+        };
+        let was = &old.stored.def;
+        for (same, what) in [
+            (was.source == def.source, "source"),
+            (was.key == def.key, "output key (PARTITION BY)"),
+            (was.partitions == def.partitions, "output partitions"),
+        ] {
+            if !same {
+                return Err(Error::Invalid(format!(
+                    "replacing '{name}' would change its {what}: that needs it made again from \
+                     the start (delete the processor and its output topic, then make it)"
+                )));
+            }
+        }
+        if let Some(j) = &def.join {
+            let table = self
+                .shared
+                .tables
+                .definition(&j.table)
+                .map_err(|_| Error::NoTable(j.table.clone()))?;
+            check_join_key(j, &table)?;
+        }
+        let log = &self.shared.log;
+        if def.on_error == OnError::DeadLetter {
+            let dlq = dead_letter_topic(&name);
+            if log.find_topic(&dlq).is_none()
+                && let Some(source) = &old.source
+            {
+                let config = TopicConfig {
+                    partitions: source.partition_count(),
+                    ..Default::default()
+                };
+                match wait(|r| log.create_topic(&dlq, config, r)) {
+                    Ok(_) | Err(sluice_log::Error::TopicExists(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        let stored = Stored {
+            def,
+            sql,
+            ..old.stored.clone()
+        };
+        let json = serde_json::to_vec(&stored).expect("a processor serializes");
+        wait(|r| log.update_store(&store_of(&name), json.clone(), r))?;
+        // The new one opens its writers afresh, which fences a step of the old
+        // one that may be under way.
+        let new = Processor {
+            raw: json,
+            stored,
+            compiled,
+            source: old.source.clone(),
+            output: old.output.clone(),
+            // A processor `on_error: stop` stopped goes on under its new
+            // definition; one whose topics are gone stays failed.
+            state: Mutex::new(match (&old.source, &old.output) {
+                (Some(_), Some(_)) => (ProcessorState::Running, None),
+                _ => old.state.lock().expect("state lock").clone(),
+            }),
+            writers: Mutex::default(),
+        };
+        self.shared
+            .procs
+            .write()
+            .expect("processors lock")
+            .insert(name.clone(), Arc::new(new));
+        self.shared.notify();
+        Ok((self.status(&name)?, true))
+    }
+
+    fn make(
+        &self,
+        def: StreamDef,
+        compiled: CompiledStream,
+        sql: Option<String>,
+    ) -> Result<ProcessorStatus> {
+        let log = &self.shared.log;
+        let name = def.name.clone();
         let source = log
             .find_topic(&def.source)
             .ok_or_else(|| Error::NoSource(def.source.clone()))?;
@@ -340,9 +437,11 @@ impl Processors {
             let offsets: Vec<u64> = source.partitions().iter().map(|p| p.start_offset).collect();
             let json = serde_json::to_vec(&stored).expect("a processor serializes");
             let store = store_of(&name);
-            wait(|r| log.create_store(&store, json, offsets, shards, r)).map_err(|e| match e {
-                sluice_log::Error::StoreExists(_) => Error::Exists(name.clone()),
-                e => e.into(),
+            wait(|r| log.create_store(&store, json.clone(), offsets, shards, r)).map_err(|e| {
+                match e {
+                    sluice_log::Error::StoreExists(_) => Error::Exists(name.clone()),
+                    e => e.into(),
+                }
             })?;
             // What the processor has not read stays until it has (where the
             // engine runs retention itself).
@@ -354,6 +453,7 @@ impl Processors {
                 .entry(name.clone())
                 .or_insert_with(|| {
                     Arc::new(Processor {
+                        raw: json,
                         stored,
                         compiled,
                         source: Some(source.clone()),
@@ -514,10 +614,11 @@ fn reload(shared: &Shared) -> Result<()> {
         .iter()
         .filter_map(|(n, v)| name_of(n).map(|n| (n, v.as_slice())))
         .collect();
+    // Those made elsewhere, and those whose definition changed elsewhere.
     let missing: Vec<(&str, &[u8])> = {
         let procs = shared.procs.read().expect("processors lock");
         ours.iter()
-            .filter(|(n, _)| !procs.contains_key(*n))
+            .filter(|(n, v)| procs.get(*n).is_none_or(|p| p.raw != *v))
             .copied()
             .collect()
     };
@@ -528,7 +629,7 @@ fn reload(shared: &Shared) -> Result<()> {
     let mut procs = shared.procs.write().expect("processors lock");
     procs.retain(|n, _| ours.iter().any(|(o, _)| o == n));
     for (n, p) in loaded {
-        procs.entry(n).or_insert_with(|| Arc::new(p));
+        procs.insert(n, Arc::new(p));
     }
     Ok(())
 }

@@ -232,12 +232,30 @@ impl StreamDef {
     /// Compiles `CREATE STREAM name AS SELECT ... FROM topic [WHERE ...]
     /// [PARTITION BY expr]` into a definition.
     pub fn from_sql(sql: &str) -> Result<StreamDef, Error> {
+        Self::from_sql_replacing(sql).map(|(def, _)| def)
+    }
+
+    /// [`StreamDef::from_sql`], also taking `CREATE OR REPLACE STREAM`; says
+    /// whether it was that.
+    pub fn from_sql_replacing(sql: &str) -> Result<(StreamDef, bool), Error> {
         let trimmed = sql.trim().trim_end_matches(';');
         let upper = trimmed.to_ascii_uppercase();
-        let rest = upper
+        let create = upper
             .strip_prefix("CREATE")
             .map(str::trim_start)
-            .and_then(|r| r.strip_prefix("STREAM"))
+            .ok_or_else(|| bad("expected CREATE STREAM <name> AS SELECT ..."))?;
+        let (replace, create) = match create.strip_prefix("OR") {
+            Some(r) if r.starts_with(char::is_whitespace) => (
+                true,
+                r.trim_start()
+                    .strip_prefix("REPLACE")
+                    .map(str::trim_start)
+                    .ok_or_else(|| bad("expected CREATE OR REPLACE STREAM"))?,
+            ),
+            _ => (false, create),
+        };
+        let rest = create
+            .strip_prefix("STREAM")
             .ok_or_else(|| bad("expected CREATE STREAM <name> AS SELECT ..."))?;
         let after_create = trimmed.len() - rest.len();
         // sqlparser knows CREATE TABLE ... AS SELECT; PARTITION BY goes last.
@@ -289,7 +307,7 @@ impl StreamDef {
             join,
         };
         def.compile()?;
-        Ok(def)
+        Ok((def, replace))
     }
 }
 

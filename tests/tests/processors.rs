@@ -254,6 +254,26 @@ async fn definitions_are_checked() {
     assert_eq!(r.status(), 409);
     let p: Value = r.json().await.unwrap();
     assert_eq!(p["code"], "processor_exists");
+    // Replacing may change what is derived, not the key, partitions or source.
+    let r = post(
+        &c,
+        &s,
+        "/v1/processors",
+        json!({"sql": "CREATE OR REPLACE STREAM out AS SELECT v * 3 AS v FROM in"}),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let info: Value = r.json().await.unwrap();
+    assert_eq!(info["definition"]["select"], json!({"v": "v * 3"}));
+    for sql in [
+        "CREATE OR REPLACE STREAM out AS SELECT * FROM in PARTITION BY v",
+        "CREATE OR REPLACE STREAM out AS SELECT * FROM taken",
+    ] {
+        let r = post(&c, &s, "/v1/processors", json!({ "sql": sql })).await;
+        assert_eq!(r.status(), 422, "{sql}");
+        let p: Value = r.json().await.unwrap();
+        assert!(p["detail"].as_str().unwrap().contains("made again"), "{p}");
+    }
     // A chain is fine; it cannot feed back into its start, whose name (and
     // output topic) is taken.
     let r = post(
@@ -314,6 +334,25 @@ async fn on_error_stop_fails_before_the_record() {
     let out = fetch_all(&c, &s, "out", 0).await;
     assert_eq!(out.len(), 1);
     assert_eq!(out[0]["value"], json!({"v": 1}));
+
+    // Replaced to skip such records, it goes on from where it stopped.
+    let r = post(
+        &c,
+        &s,
+        "/v1/processors",
+        json!({"name": "out", "source": "in", "select": {"v": "v"}, "on_error": "skip", "replace": true}),
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let info = caught_up(&c, &s, "out").await;
+    assert_eq!(info["counts"]["skipped"], 1, "{info}");
+    assert_eq!(info["counts"]["written"], 2, "{info}");
+    let out: Vec<Value> = fetch_all(&c, &s, "out", 0)
+        .await
+        .into_iter()
+        .map(|r| r["value"].clone())
+        .collect();
+    assert_eq!(out, vec![json!({"v": 1}), json!({"v": 3})]);
 }
 
 /// Kills: each restart over Kafka waits for the killed process's leases.

@@ -91,6 +91,7 @@ fn info(s: ProcessorStatus) -> ProcessorInfo {
             key: s.def.key.clone(),
             partitions: s.def.partitions,
             on_error: on_error_name(s.def.on_error),
+            replace: None,
             join: s
                 .def
                 .join
@@ -117,7 +118,8 @@ fn info(s: ProcessorStatus) -> ProcessorInfo {
 }
 
 /// Make a processor (admin), in JSON or SQL: it makes its output topic and
-/// derives it from the source's first retained record on, exactly once.
+/// derives it from the source's first retained record on, exactly once. Or
+/// replace one's definition (`CREATE OR REPLACE STREAM`, `replace: true`).
 #[utoipa::path(post, path = "/v1/processors", tag = "processors",
     request_body(content(
         (ProcessorDefinition = "application/json"),
@@ -125,6 +127,7 @@ fn info(s: ProcessorStatus) -> ProcessorInfo {
     )),
     security(("bearer" = [])),
     responses(
+        (status = 200, description = "Replaced (`CREATE OR REPLACE`, or `replace: true`): it goes on from its committed offsets.", body = ProcessorInfo),
         (status = 201, description = "Made.", body = ProcessorInfo),
         (status = 400, description = "`invalid_json`, `invalid_body`.", body = Problem, content_type = "application/problem+json"),
         (status = 401, description = "`unauthorized`.", body = Problem, content_type = "application/problem+json"),
@@ -143,14 +146,14 @@ pub(crate) async fn create_processor(
     reject_duplicate_keys(&body)?;
     let value: serde_json::Value = parse_json(&body)?;
     let bad = |e: serde_json::Error| ApiError::bad_request("invalid_body", e.to_string());
-    let (def, sql) = if value.get("sql").is_some() {
+    let (def, sql, replace) = if value.get("sql").is_some() {
         let ProcessorSql {
             sql,
             partitions,
             on_error: oe,
             wait_ms,
         } = serde_json::from_value(value).map_err(bad)?;
-        let mut def = StreamDef::from_sql(&sql).map_err(problem)?;
+        let (mut def, replace) = StreamDef::from_sql_replacing(&sql).map_err(problem)?;
         def.partitions = partitions;
         def.on_error = on_error(oe.as_deref())?;
         match (&mut def.join, wait_ms) {
@@ -163,7 +166,7 @@ pub(crate) async fn create_processor(
             }
             (None, None) => {}
         }
-        (def, Some(sql))
+        (def, Some(sql), replace)
     } else {
         let d: ProcessorDefinition = serde_json::from_value(value).map_err(bad)?;
         let def = StreamDef {
@@ -176,14 +179,25 @@ pub(crate) async fn create_processor(
             on_error: on_error(d.on_error.as_deref())?,
             join: d.join.map(|j| same_shape(&j)).transpose().map_err(bad)?,
         };
-        (def, None)
+        (def, None, d.replace == Some(true))
     };
     let engine = state.processors.clone();
-    let status = tokio::task::spawn_blocking(move || engine.create(def, sql))
-        .await
-        .map_err(|_| ApiError::internal())?
-        .map_err(problem)?;
-    Ok((StatusCode::CREATED, Json(info(status))))
+    let (status, replaced) = tokio::task::spawn_blocking(move || {
+        if replace {
+            engine.create_or_replace(def, sql)
+        } else {
+            engine.create(def, sql).map(|s| (s, false))
+        }
+    })
+    .await
+    .map_err(|_| ApiError::internal())?
+    .map_err(problem)?;
+    let code = if replaced {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
+    Ok((code, Json(info(status))))
 }
 
 /// List processors: those whose output topic the token may read.
