@@ -385,10 +385,12 @@ pub async fn get_text(c: &reqwest::Client, s: &Server, path: &str) -> String {
 }
 
 /// Waits (bounded) until a table is live and has applied everything its topic
-/// holds; returns its description.
+/// holds; returns its description. Over Kafka a server restarted after
+/// `kill -9` writes its tables again once the killed process's leases expire
+/// (the cluster's session timeout, 30 s), so the bound is longer than that.
 pub async fn table_caught_up(c: &reqwest::Client, s: &Server, table: &str) -> Value {
     let mut last = Value::Null;
-    for _ in 0..600 {
+    for _ in 0..1800 {
         last = get_json(c, s, &format!("/v1/tables/{table}")).await;
         if last["lag"] == 0 && last["state"] == "live" {
             return last;
