@@ -5,10 +5,12 @@
 //! materializer that follows each table's source partitions, and point and prefix
 //! queries; and the expression engine (filters and scalar expressions) and the
 //! definitions of derived streams (`CREATE STREAM ... AS SELECT`, see `stream`:
-//! what a stream writes for each input record). It reads its sources and keeps
+//! what a stream writes for each input record) and the processors that keep
+//! derived streams as topics (see `processor`). It reads its sources and keeps
 //! its rows only through the storage seam ([`sluice_log::Backend`]): each table is a state store whose rows and source
-//! offsets commit together as one [`StateBatch`] of a fenced writer, so a crash
-//! neither loses nor counts an event twice, on any engine. Where the engine
+//! offsets (and changelog records) commit together as one [`StateBatch`] of a
+//! fenced writer, so a crash neither loses nor counts an event twice, on any
+//! engine; a processor's outputs commit with its offsets the same way. Where the engine
 //! splits stores (over a cluster), a state table has one shard per source
 //! partition, each with its own writer, possibly on another gateway; a row is
 //! then kept in parts, one per shard that folded records into it, merged when
