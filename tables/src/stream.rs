@@ -335,8 +335,9 @@ fn sql_join(j: SqlJoin, alias: Option<String>, source: &str) -> Result<Join, Err
         (Some(c), None) => (right, c),
         (None, Some(c)) => (left, c),
         _ => {
-            return Err(bad(&format!(
-                "a join's ON compares one expression of the stream '{stream_alias}' with                  '{row_alias}.<key>'"
+            return Err(bad(format!(
+                "a join's ON compares one expression of the stream '{stream_alias}' with \
+                 '{row_alias}.<key>'"
             )));
         }
     };
