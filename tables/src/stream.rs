@@ -520,8 +520,12 @@ mod tests {
         for (sql, why) in [
             ("CREATE TABLE t AS SELECT a FROM x", "CREATE STREAM"),
             (
-                "CREATE STREAM s AS SELECT a FROM x JOIN y ON x.a = y.a",
-                "joins",
+                "CREATE STREAM s AS SELECT a FROM x RIGHT JOIN y ON x.a = y.a",
+                "LEFT JOIN or (INNER) JOIN",
+            ),
+            (
+                "CREATE STREAM s AS SELECT a FROM x JOIN y ON x.a = x.b",
+                "compares one expression",
             ),
             (
                 "CREATE STREAM s AS SELECT f(a) AS b FROM x",
@@ -533,5 +537,49 @@ mod tests {
             let e = StreamDef::from_sql(sql).unwrap_err().to_string();
             assert!(e.contains(why), "{sql}: {e}");
         }
+    }
+
+    #[test]
+    fn a_join_sees_the_record_and_the_row() {
+        let (def, replace) = StreamDef::from_sql_replacing(
+            "CREATE OR REPLACE STREAM named AS SELECT o.id AS id, c.name AS who, amount * 2 AS twice \
+             FROM orders o LEFT JOIN customers c ON c.id = o.customer_id WHERE o.amount > 1",
+        )
+        .unwrap();
+        assert!(replace);
+        let j = def.join.clone().unwrap();
+        assert_eq!(
+            (
+                j.table.as_str(),
+                j.row_alias(),
+                j.on.as_str(),
+                j.key_column.as_deref(),
+                j.kind
+            ),
+            (
+                "customers",
+                "c",
+                "o.customer_id",
+                Some("id"),
+                JoinKind::Left
+            )
+        );
+        let s = def.compile().unwrap();
+        let order = json!({"id": 1, "customer_id": "c9", "amount": 5});
+        assert_eq!(s.join_key(&order).as_deref(), Some("c9"));
+        let joined = s
+            .joined(&order, Some(json!({"id": "c9", "name": "Ada"})))
+            .unwrap();
+        let out = s.apply(Some("k"), Some(&joined)).unwrap();
+        assert_eq!(out.value, Some(json!({"id": 1, "who": "Ada", "twice": 10})));
+        // Left: no row joins null; inner: passed over.
+        let joined = s.joined(&order, None).unwrap();
+        assert_eq!(
+            s.apply(None, Some(&joined)).unwrap().value,
+            Some(json!({"id": 1, "who": null, "twice": 10}))
+        );
+        let mut inner = def.clone();
+        inner.join.as_mut().unwrap().kind = JoinKind::Inner;
+        assert!(inner.compile().unwrap().joined(&order, None).is_none());
     }
 }
