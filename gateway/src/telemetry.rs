@@ -252,6 +252,26 @@ fn sample(state: &AppState) -> Result<(), ApiError> {
         gauge!("sluice_table_rows", "table" => name.clone()).set(t.rows as f64);
         counter!("sluice_table_skipped_records_total", "table" => name).absolute(t.skipped);
     }
+    for name in state.processors.names() {
+        let Ok(s) = state.processors.status(&name) else {
+            continue;
+        };
+        let lag: u64 = s.partitions.iter().map(|(_, at, end)| end - at).sum();
+        let c = s.counts;
+        gauge!("sluice_processor_lag_records", "processor" => name.clone()).set(lag as f64);
+        gauge!("sluice_processor_running", "processor" => name.clone()).set(f64::from(u8::from(
+            s.state == sluice_tables::ProcessorState::Running,
+        )));
+        for (outcome, n) in [
+            ("written", c.written),
+            ("filtered", c.filtered),
+            ("dead_lettered", c.dead_lettered),
+            ("skipped", c.skipped),
+        ] {
+            counter!("sluice_processor_records_total", "processor" => name.clone(), "outcome" => outcome)
+                .absolute(n);
+        }
+    }
     let health = state.log.health();
     if let Some(bytes) = health.file_bytes {
         gauge!("sluice_storage_bytes").set(bytes as f64);

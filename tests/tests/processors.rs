@@ -149,6 +149,33 @@ async fn a_stream_filters_reshapes_and_rekeys() {
             .contains("not JSON")
     );
 
+    // Its counters are metrics too.
+    let text = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let m = |name, labels: &str| sluice_tests::metric(&text, name, labels);
+    assert_eq!(
+        m(
+            "sluice_processor_records_total",
+            "outcome=\"dead_lettered\""
+        ),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        m("sluice_processor_lag_records", "processor=\"big_orders\""),
+        Some(0.0)
+    );
+    assert_eq!(
+        m("sluice_processor_running", "processor=\"big_orders\""),
+        Some(1.0)
+    );
+
     // Only the processor writes its output.
     let r = post(
         &c,
