@@ -26,6 +26,7 @@ mod records;
 mod server;
 mod session;
 mod sinks;
+mod sources;
 mod state;
 mod stats;
 mod stream;
@@ -66,6 +67,7 @@ pub use crate::telemetry::install as install_metrics;
         (name = "tables", description = "Declarative tables maintained from topics"),
         (name = "sinks", description = "Topics pushed to HTTP endpoints"),
         (name = "processors", description = "Streams derived from topics, exactly once"),
+        (name = "sources", description = "Signed webhooks from other systems into topics"),
         (name = "operations", description = "Health, readiness and metrics"),
     ),
     components(schemas(
@@ -134,6 +136,19 @@ fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(
             api::processors::get_processor,
             api::processors::delete_processor
+        ))
+        .routes(routes!(
+            api::sources::create_source,
+            api::sources::list_sources
+        ))
+        .routes(routes!(
+            api::sources::get_source,
+            api::sources::delete_source
+        ))
+        .routes(routes!(api::sources::rotate_source_secret))
+        .routes(routes!(
+            api::sources::receive_hook,
+            api::sources::validate_hook
         ))
         .routes(routes!(api::sinks::create_sink, api::sinks::list_sinks))
         .routes(routes!(api::sinks::get_sink, api::sinks::delete_sink))
@@ -397,17 +412,23 @@ pub fn build_state(
         move |topic, partition, _end| waiters.notify(topic, partition)
     }));
     let cluster = log.cluster_groups();
+    let sealer = crate::sinks::sealer(
+        config.sink_secret_key.as_deref(),
+        (config.backend == crate::config::BackendKind::Embedded)
+            .then_some(config.data_dir.as_path()),
+    )?;
+    let sources = Arc::new(crate::sources::Sources::new(
+        log.clone(),
+        sealer.clone(),
+        config.dedupe_window_secs,
+    ));
     let sinks = crate::sinks::Sinks::new(
         log.clone(),
         (tables.clone(), table_waiters.clone()),
         crate::sinks::deliver::Client::new(crate::sinks::deliver::AllowList {
             nets: config.sink_allow_nets.clone(),
         })?,
-        crate::sinks::sealer(
-            config.sink_secret_key.as_deref(),
-            (config.backend == crate::config::BackendKind::Embedded)
-                .then_some(config.data_dir.as_path()),
-        )?,
+        sealer,
     );
     Ok(AppState::new(crate::state::Shared {
         log,
@@ -441,6 +462,7 @@ pub fn build_state(
         tables,
         sinks,
         processors,
+        sources,
         table_waiters,
         stats: Arc::new(crate::stats::Stats::new(config.data_dir.clone())),
     }))

@@ -88,6 +88,21 @@ pub(crate) const CODES: &[(&str, u16, &str)] = &[
         "No valid bearer token: missing, malformed, expired, badly signed or for another issuer or audience.",
     ),
     (
+        "signature_missing",
+        401,
+        "A webhook to a source lacks a header its scheme signs with, or has it malformed; nothing was written.",
+    ),
+    (
+        "signature_stale",
+        401,
+        "A webhook's signed timestamp is further from now than the source's tolerance (a replay, or a clock off); nothing was written.",
+    ),
+    (
+        "signature_invalid",
+        401,
+        "No secret of the source signs the webhook as it came (a wrong secret, or the body changed); nothing was written.",
+    ),
+    (
         "forbidden",
         403,
         "The token does not cover the topic, group or table, or the consumer id belongs to another token subject.",
@@ -113,6 +128,7 @@ pub(crate) const CODES: &[(&str, u16, &str)] = &[
     ("row_not_found", 404, "The table has no row with that key."),
     ("sink_not_found", 404, "The sink does not exist."),
     ("processor_not_found", 404, "The processor does not exist."),
+    ("source_not_found", 404, "The event source does not exist."),
     (
         "method_not_allowed",
         405,
@@ -127,6 +143,7 @@ pub(crate) const CODES: &[(&str, u16, &str)] = &[
     ("table_exists", 409, "A table of that name exists."),
     ("sink_exists", 409, "A sink of that name exists."),
     ("processor_exists", 409, "A processor of that name exists."),
+    ("source_exists", 409, "An event source of that name exists."),
     (
         "topic_is_derived",
         409,
@@ -171,6 +188,11 @@ pub(crate) const CODES: &[(&str, u16, &str)] = &[
         "invalid_sink",
         422,
         "A sink definition is well formed but cannot be kept: a bad URL, filter, batch, rate or retry setting; the detail says which.",
+    ),
+    (
+        "invalid_source",
+        422,
+        "An event source definition cannot be kept: an unknown scheme, a bad key, dedupe path or header name, a missing secret; the detail says which.",
     ),
     (
         "invalid_processor",

@@ -61,6 +61,8 @@ pub struct Shared {
     pub(crate) sinks: Arc<crate::sinks::Sinks>,
     /// The processors (derived streams).
     pub(crate) processors: Arc<sluice_tables::Processors>,
+    /// The event sources (webhooks in).
+    pub(crate) sources: Arc<crate::sources::Sources>,
     /// Long polls on table changes park here.
     pub(crate) table_waiters: Arc<TableWaiters>,
     /// Start-up time and delivery counts for `/v1/stats`.

@@ -52,8 +52,8 @@ pub use crate::murmur2::{murmur2, partition_for_key};
 pub use crate::record::{RecordParts, RecordView, ValueKind};
 pub use crate::schema::MAX_PARTITIONS;
 pub use crate::state::{
-    KEY_END, PROCESSOR_STORES, SHARD_SEP, SINK_STORES, StateBatch, StateRead, StoreStats,
-    scan_rows, shard_key, split_shard_key,
+    KEY_END, PROCESSOR_STORES, SHARD_SEP, SINK_STORES, SOURCE_STORES, StateBatch, StateRead,
+    StoreStats, scan_rows, shard_key, split_shard_key,
 };
 pub use crate::topic::{Compaction, PartitionInfo, Topic, TopicConfig};
 

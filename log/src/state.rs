@@ -65,6 +65,10 @@ pub const SINK_STORES: &str = "_sink.";
 /// of `sluice-tables`); the table engine passes such stores over.
 pub const PROCESSOR_STORES: &str = "_proc.";
 
+/// Before the name of every store that keeps an event source's definition (the
+/// gateway's webhook sources); the table engine passes such stores over.
+pub const SOURCE_STORES: &str = "_source.";
+
 /// Between a row's key and its shard in the row keys of a store of several
 /// shards. A row such a store holds is kept once per shard that wrote it, as
 /// `key` NUL `shard`, and its readers merge the parts; keys holding a NUL are

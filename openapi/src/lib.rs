@@ -10,6 +10,7 @@ pub mod num;
 mod processors;
 mod produce;
 mod sinks;
+mod sources;
 mod stats;
 mod tables;
 mod types;
@@ -21,6 +22,7 @@ pub use crate::produce::{
     HeaderList, MapOnly, ProduceBatch, ProduceBody, ProduceRecord, ProduceRecordSchema,
 };
 pub use crate::sinks::*;
+pub use crate::sources::*;
 pub use crate::stats::*;
 pub use crate::tables::*;
 pub use crate::types::*;

@@ -144,6 +144,7 @@ impl TableDef {
         for (prefix, of) in [
             (sluice_log::SINK_STORES, "sinks"),
             (sluice_log::PROCESSOR_STORES, "processors"),
+            (sluice_log::SOURCE_STORES, "sources"),
         ] {
             if self.name.starts_with(prefix) {
                 return Err(Error::Invalid(format!(

@@ -376,9 +376,15 @@ fn follow_store(shared: &Shared, name: &str, t: &Table) -> Result<()> {
     Ok(())
 }
 
-/// Whether a store keeps a table (not a sink or a processor).
+/// Whether a store keeps a table (not a sink, processor or source).
 fn is_table_store(store: &str) -> bool {
-    !store.starts_with(sluice_log::SINK_STORES) && !store.starts_with(sluice_log::PROCESSOR_STORES)
+    ![
+        sluice_log::SINK_STORES,
+        sluice_log::PROCESSOR_STORES,
+        sluice_log::SOURCE_STORES,
+    ]
+    .iter()
+    .any(|p| store.starts_with(p))
 }
 
 /// The engine's stores that keep tables (not sinks or processors).

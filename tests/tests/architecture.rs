@@ -89,6 +89,7 @@ fn crate_boundaries_hold() {
         "sluice-kafka",
         "sluice-tables",
         "sluice-sinks",
+        "sluice-sources",
         "sluice-openapi",
     ] {
         let deps = closure(&meta, krate);
@@ -107,6 +108,11 @@ fn crate_boundaries_hold() {
             "{krate} keeps its state through the storage seam only: {deps:?}"
         );
     }
+    let deps = direct_deps(&meta, "sluice-sources");
+    assert!(
+        !deps.iter().any(|d| d.starts_with("sluice-")),
+        "sluice-sources stands alone: {deps:?}"
+    );
     // The check sees through to what the gateway does pull in.
     assert!(closure(&meta, "sluice-gateway").contains("tokio"));
 }
@@ -248,6 +254,7 @@ fn each_crate_says_what_it_owns_and_what_it_must_not_depend_on() {
         "log/kafka/src/lib.rs",
         "tables/src/lib.rs",
         "tables/sinks/src/lib.rs",
+        "tables/sources/src/lib.rs",
         "openapi/src/lib.rs",
         "gateway/src/lib.rs",
     ] {

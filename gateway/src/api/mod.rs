@@ -7,6 +7,7 @@ pub(crate) mod groups;
 pub(crate) mod processors;
 pub(crate) mod produce;
 pub(crate) mod sinks;
+pub(crate) mod sources;
 pub(crate) mod stats;
 pub(crate) mod tables;
 pub(crate) mod topics;
