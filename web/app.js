@@ -965,6 +965,86 @@ function processorPage(main, cleanup, name) {
     panel('Source partitions', parts));
 }
 
+// ---------- sources ----------
+
+function sourcesTable(list) {
+  return table([
+    { label: 'Source', cell: (x) => h('a', { href: `#/sources/${enc(x.name)}` }, x.name) },
+    { label: 'Topic', cell: (x) => h('a', { href: `#/topics/${enc(x.definition.topic)}` }, x.definition.topic) },
+    { label: 'Verified by', cell: (x) => x.definition.verify.scheme },
+    { label: 'Senders post to', cell: (x) => h('code', {}, location.origin + x.hook_path) },
+    { label: 'Accepted', num: true, cell: (x) => num(x.counts.accepted) },
+    { label: 'Refused', num: true, cell: (x) => num(x.counts.refused) },
+  ], list, 'No sources yet. Make one below or with POST /v1/sources.');
+}
+
+function createSourceForm() {
+  const out = h('div', { class: 'result' });
+  const form = h('form', { class: 'inline' },
+    h('label', {}, 'Name', h('input', { name: 'name', required: true, pattern: '[A-Za-z0-9._\\-]{1,200}', placeholder: 'github' })),
+    h('label', {}, 'Topic', h('input', { name: 'topic', required: true, placeholder: 'repo-events' })),
+    h('label', {}, 'Senders sign with', h('select', { name: 'scheme' },
+      ...['standard-webhooks', 'github', 'stripe', 'slack', 'hmac', 'token'].map((v) => h('option', { value: v }, v)))),
+    h('label', {}, 'Secret', h('input', { name: 'secret', type: 'password', required: true, autocomplete: 'off' })),
+    h('label', {}, 'Key (optional)', h('input', { name: 'key', placeholder: '$.repository.full_name' })),
+    h('button', { type: 'submit' }, 'Create source'));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const f = new FormData(form);
+    const body = { name: f.get('name'), topic: f.get('topic'), verify: { scheme: f.get('scheme'), secret: f.get('secret') } };
+    if (f.get('key')) body.key = f.get('key');
+    try {
+      const x = await api('POST', '/v1/sources', body);
+      say(out, `Created ${x.name}: senders post to ${location.origin}${x.hook_path}.`, true);
+      form.reset();
+    } catch (err) { say(out, explain(err), false); }
+  });
+  return panel('New source', form, out);
+}
+
+function sourcesPage(main, cleanup) {
+  const body = h('div', {});
+  every(2000, async () => body.replaceChildren(sourcesTable((await api('GET', '/v1/sources')).sources)), cleanup);
+  append(main, h('h1', {}, 'Sources'), panel(null, body), createSourceForm());
+}
+
+function sourcePage(main, cleanup, name) {
+  const path = `/v1/sources/${enc(name)}`;
+  const title = h('h1', {}, 'Source ', h('span', {}, name));
+  const summary = h('div', {});
+  const definition = h('div', {});
+  every(2000, async () => {
+    const x = await api('GET', path);
+    summary.replaceChildren(kv([
+      ['Topic', h('a', { href: `#/topics/${enc(x.definition.topic)}` }, x.definition.topic)],
+      ['Senders post to', h('code', { 'data-hook': x.hook_path }, location.origin + x.hook_path)],
+      ['Verified by', x.definition.verify.scheme],
+      ['Deduplicated by', x.definition.dedupe || 'nothing (every request is written)'],
+      ['Secrets accepted', x.secrets.map((k) => (k.expires_ms ? `one until ${time(k.expires_ms)}` : 'the current one')).join(', ')],
+      ['Accepted here', num(x.counts.accepted)],
+      ['Refused here', num(x.counts.refused)],
+      ['Created', time(x.created_ms)],
+    ]));
+    const text = JSON.stringify(x.definition, null, 2);
+    if (definition.textContent !== text) definition.replaceChildren(h('pre', {}, text));
+  }, cleanup);
+  const out = h('div', { class: 'result' });
+  const secret = h('input', { name: 'secret', type: 'password', required: true, autocomplete: 'off', 'aria-label': 'New secret' });
+  const rotate = h('form', { class: 'inline' }, h('label', {}, 'New secret (the old one works for a day more)', secret),
+    h('button', { type: 'submit' }, 'Rotate'));
+  rotate.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    try {
+      await api('POST', `${path}/secret/rotate`, { secret: secret.value });
+      say(out, 'Rotated.', true);
+      rotate.reset();
+    } catch (err) { say(out, explain(err), false); }
+  });
+  title.append(deleteButton('Delete source', `Delete source ${name}? Its topic and records stay.`, path, '#/sources'));
+  append(main, title, h('div', { class: 'grid' }, panel('Status', summary), panel('Definition', definition)),
+    panel('Rotate the secret', rotate, out));
+}
+
 // ---------- routing ----------
 
 const routes = [
@@ -979,6 +1059,8 @@ const routes = [
   [/^#\/sinks\/(.+)$/, sinkPage, 'sinks'],
   [/^#\/processors$/, processorsPage, 'processors'],
   [/^#\/processors\/(.+)$/, processorPage, 'processors'],
+  [/^#\/sources$/, sourcesPage, 'sources'],
+  [/^#\/sources\/(.+)$/, sourcePage, 'sources'],
 ];
 
 let cleanup = [];

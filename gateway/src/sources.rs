@@ -273,7 +273,7 @@ impl Sources {
         let c = self.counts(&s.name);
         let mut def = s.stored.def.clone();
         def.verify.secret = None;
-        def.verify.tolerance_s = Some(s.tolerance_s);
+        def.verify.tolerance_s = s.scheme.timed().then_some(s.tolerance_s);
         def.dedupe = s.dedupe.as_ref().map(ToString::to_string);
         def.dedupe_window_s = Some(def.dedupe_window_s.unwrap_or(self.dedupe_window_s));
         SourceInfo {

@@ -252,6 +252,17 @@ fn sample(state: &AppState) -> Result<(), ApiError> {
         gauge!("sluice_table_rows", "table" => name.clone()).set(t.rows as f64);
         counter!("sluice_table_skipped_records_total", "table" => name).absolute(t.skipped);
     }
+    if let Ok(sources) = state.sources.list() {
+        for x in sources {
+            for (outcome, n) in [
+                ("accepted", x.counts.accepted),
+                ("refused", x.counts.refused),
+            ] {
+                counter!("sluice_source_requests_total", "source" => x.name.clone(), "outcome" => outcome)
+                    .absolute(n);
+            }
+        }
+    }
     for name in state.processors.names() {
         let Ok(s) = state.processors.status(&name) else {
             continue;

@@ -240,6 +240,28 @@ async function pages() {
     await shot(page, 'dashboard-processor');
   });
 
+  await step('a source made with the form takes a signed webhook', async () => {
+    await page.goto(`${base}/#/sources`);
+    await page.locator('.empty', { hasText: 'No sources yet' }).waitFor({ timeout: 10000 });
+    await page.fill('input[name="name"]', 'inbound');
+    await page.fill('input[name="topic"]', 'orders');
+    await page.selectOption('select[name="scheme"]', 'token');
+    await page.fill('input[name="secret"]', 'sesame');
+    await page.click('button:has-text("Create source")');
+    await page.locator('.result.ok', { hasText: 'Created inbound' }).waitFor({ timeout: 10000 });
+    const before = (await api('GET', '/v1/topics/orders')).partitions.reduce((a, p) => a + p.end_offset, 0);
+    const res = await fetch(`${base}/v1/hooks/inbound`, {
+      method: 'POST', headers: { authorization: 'Bearer sesame', 'content-type': 'application/json' }, body: '{"from":"hook"}',
+    });
+    check(res.status === 200, `the hook answered ${res.status}`);
+    const after = (await api('GET', '/v1/topics/orders')).partitions.reduce((a, p) => a + p.end_offset, 0);
+    check(after === before + 1, `the hook wrote ${after - before} records`);
+    await page.goto(`${base}/#/sources/inbound`);
+    await page.locator('[data-hook="/v1/hooks/inbound"]').waitFor({ timeout: 10000 });
+    await page.locator('dd', { hasText: /^1$/ }).first().waitFor({ timeout: 10000 });
+    await shot(page, 'dashboard-source');
+  });
+
   await step('phone width', async () => {
     const phone = await openPage(390, 844);
     await phone.goto(`${base}/`);
