@@ -367,6 +367,23 @@ async fn each_scheme_takes_only_what_its_sender_signed() {
     let info = get_json(&c, &s, "/v1/sources/sw").await;
     assert_eq!(info["counts"]["accepted"], 2, "{info}");
     assert_eq!(info["counts"]["refused"], 5, "{info}");
+    let text = c
+        .get(s.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        sluice_tests::metric(
+            &text,
+            "sluice_source_requests_total",
+            "source=\"sw\",outcome=\"refused\""
+        ),
+        Some(5.0),
+        "{text}"
+    );
 }
 
 /// A redelivery (the same delivery id) answers the first offsets and writes
