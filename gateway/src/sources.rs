@@ -383,7 +383,7 @@ impl Sources {
             .get(name)
             .ok_or_else(|| Fault::NotFound(name.to_string()))?;
         let now = sluice_log::now_ms();
-        let until = now + keep_old_s * 1000;
+        let until = now.saturating_add(keep_old_s.saturating_mul(1000));
         let mut stored = s.stored.clone();
         stored
             .secrets

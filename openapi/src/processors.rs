@@ -31,7 +31,11 @@ pub struct ProcessorDefinition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// Partitions of the output topic; absent: as many as the source has.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_u32"
+    )]
     pub partitions: Option<u32>,
     /// A record it cannot derive from (a value that is not JSON):
     /// `dead_letter` (default: to `<name>.dead-letters`, the reason in the
@@ -79,7 +83,11 @@ pub struct ProcessorJoin {
     /// Before joining, wait up to this long (at most 60000) until the table has
     /// applied everything its source held when the records were read, so a
     /// row written before the record is found.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_u64"
+    )]
     pub wait_ms: Option<u64>,
 }
 
@@ -92,14 +100,22 @@ pub struct ProcessorSql {
     /// <table> [<alias>] ON <expr> = <alias>.<key>] [WHERE ...] [PARTITION BY <expr>]`.
     pub sql: String,
     /// As in the JSON definition.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_u32"
+    )]
     pub partitions: Option<u32>,
     /// As in the JSON definition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(pattern = "^(dead_letter|skip|stop)$")]
     pub on_error: Option<String>,
     /// For a join: as the JSON definition's `join.wait_ms`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_u64"
+    )]
     pub wait_ms: Option<u64>,
 }
 

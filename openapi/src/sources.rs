@@ -19,7 +19,11 @@ pub struct SourceVerify {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret: Option<String>,
     /// How far a signed timestamp may be from now, in seconds (default 300).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_u64"
+    )]
     pub tolerance_s: Option<u64>,
     /// For `hmac` and `token`: the header the signature or token is in
     /// (default `x-signature`, `authorization`).
@@ -51,7 +55,11 @@ pub struct SourceDefinition {
     pub dedupe: Option<String>,
     /// How long a delivery id is remembered, in seconds: at most the gateway's
     /// `--dedupe-window-secs` (the default).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_u64"
+    )]
     pub dedupe_window_s: Option<u64>,
     /// Request headers kept on the record besides the content type and the known
     /// senders' event and delivery headers.
@@ -106,7 +114,11 @@ pub struct SourceRotate {
     /// The new secret.
     pub secret: String,
     /// How long the previous secret is still accepted, in seconds (default 86400).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::num::opt_u64"
+    )]
     pub keep_old_s: Option<u64>,
 }
 

@@ -159,8 +159,9 @@ pub(crate) async fn create_processor(
         match (&mut def.join, wait_ms) {
             (Some(j), w) => j.wait_ms = w,
             (None, Some(_)) => {
-                return Err(ApiError::bad_request(
-                    "invalid_body",
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "invalid_processor",
                     "wait_ms is for a join, and the SQL has none",
                 ));
             }

@@ -16,6 +16,7 @@
 mod kafka;
 mod processors;
 mod sinks;
+mod sources;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -1066,6 +1067,9 @@ async fn run_embedded(
     }
     if want(8) {
         group_lines.extend(processors::processors_bench(duration).await?);
+    }
+    if want(9) {
+        group_lines.extend(sources::sources_bench(duration).await?);
     }
     let peak = peak_rss_bytes(server.pid()).unwrap_or(peak);
     print_rows(&machine, rows);
