@@ -419,13 +419,42 @@ fn reload(shared: &Shared) -> Result<()> {
     Ok(())
 }
 
+/// Wakes a worker thread that otherwise sleeps up to a timeout: a flag set by
+/// `notify` and taken by `wait`.
+#[derive(Default)]
+pub(crate) struct Wake {
+    woken: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Wake {
+    /// Wakes the waiting thread (or the next wait returns at once).
+    pub(crate) fn notify(&self) {
+        let mut woken = self.woken.lock().expect("wake lock");
+        if !*woken {
+            *woken = true;
+            self.cv.notify_one();
+        }
+    }
+
+    /// Sleeps until woken or `timeout` passed.
+    pub(crate) fn wait(&self, timeout: Duration) {
+        let guard = self.woken.lock().expect("wake lock");
+        let (mut guard, _) = self
+            .cv
+            .wait_timeout_while(guard, timeout, |woken| !*woken)
+            .expect("wake lock");
+        *guard = false;
+    }
+}
+
 /// Called after each applied batch with the table's name and the keys it changed.
 pub type ChangeHook = Arc<dyn Fn(&str, &[String]) + Send + Sync>;
 
 struct Shared {
     log: Arc<dyn Backend>,
     tables: RwLock<HashMap<String, Arc<Table>>>,
-    wake: (Mutex<bool>, Condvar),
+    wake: Wake,
     stop: AtomicBool,
     on_change: Option<ChangeHook>,
     /// Whether the engine reports every batch its stores apply, whoever wrote
@@ -451,12 +480,7 @@ impl Drop for Engine {
 impl Shared {
     /// Wakes the materializer.
     fn notify(&self) {
-        let (flag, cv) = &self.wake;
-        let mut woken = flag.lock().expect("wake lock");
-        if !*woken {
-            *woken = true;
-            cv.notify_one();
-        }
+        self.wake.notify();
     }
 
     /// A topic grew: wakes the materializer if a table reads that topic.
@@ -496,7 +520,7 @@ impl Engine {
         let shared = Arc::new(Shared {
             log,
             tables: RwLock::new(tables),
-            wake: (Mutex::new(false), Condvar::new()),
+            wake: Wake::default(),
             stop: AtomicBool::new(false),
             on_change,
             remote: AtomicBool::new(false),
@@ -905,12 +929,7 @@ fn materialize(shared: &Shared) {
             }
         }
         if !busy {
-            let (flag, cv) = &shared.wake;
-            let guard = flag.lock().expect("wake lock");
-            let (mut guard, _) = cv
-                .wait_timeout_while(guard, Duration::from_millis(500), |woken| !*woken)
-                .expect("wake lock");
-            *guard = false;
+            shared.wake.wait(Duration::from_millis(500));
         }
     }
 }
@@ -920,15 +939,17 @@ fn gone(source: &str) -> String {
     format!("source topic '{source}' was deleted")
 }
 
-/// Whether an error leaves a table able to go on (once the cluster is back, the
-/// disk has room, or this gateway writes it again).
-fn passing(e: &Error) -> bool {
+/// Whether an error leaves a table or processor able to go on (once the
+/// cluster is back, the disk has room, the log is reopened, or this gateway
+/// writes it again).
+pub(crate) fn passing(e: &Error) -> bool {
     matches!(
         e,
         Error::Log(
             sluice_log::Error::Fenced { .. }
                 | sluice_log::Error::Unavailable(_)
                 | sluice_log::Error::InsufficientStorage { .. }
+                | sluice_log::Error::CommitFailed(_)
         )
     )
 }

@@ -20,7 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -166,18 +166,13 @@ struct Shared {
     /// The tables joins look rows up in.
     tables: Arc<crate::Engine>,
     procs: RwLock<HashMap<String, Arc<Processor>>>,
-    wake: (Mutex<bool>, Condvar),
+    wake: crate::Wake,
     stop: AtomicBool,
 }
 
 impl Shared {
     fn notify(&self) {
-        let (flag, cv) = &self.wake;
-        let mut woken = flag.lock().expect("wake lock");
-        if !*woken {
-            *woken = true;
-            cv.notify_one();
-        }
+        self.wake.notify();
     }
 
     fn get(&self, name: &str) -> Result<Arc<Processor>> {
@@ -240,7 +235,7 @@ impl Processors {
             log,
             tables,
             procs: RwLock::default(),
-            wake: (Mutex::new(false), Condvar::new()),
+            wake: crate::Wake::default(),
             stop: AtomicBool::new(false),
         });
         reload(&shared)?;
@@ -324,29 +319,12 @@ impl Processors {
                 )));
             }
         }
-        if let Some(j) = &def.join {
-            let table = self
-                .shared
-                .tables
-                .definition(&j.table)
-                .map_err(|_| Error::NoTable(j.table.clone()))?;
-            check_join_key(j, &table)?;
-        }
+        self.check_join(&def)?;
         let log = &self.shared.log;
-        if def.on_error == OnError::DeadLetter {
-            let dlq = dead_letter_topic(&name);
-            if log.find_topic(&dlq).is_none()
-                && let Some(source) = &old.source
-            {
-                let config = TopicConfig {
-                    partitions: source.partition_count(),
-                    ..Default::default()
-                };
-                match wait(|r| log.create_topic(&dlq, config, r)) {
-                    Ok(_) | Err(sluice_log::Error::TopicExists(_)) => {}
-                    Err(e) => return Err(e.into()),
-                }
-            }
+        if def.on_error == OnError::DeadLetter
+            && let Some(source) = &old.source
+        {
+            dead_letters(log.as_ref(), &name, source)?;
         }
         let stored = Stored {
             def,
@@ -392,14 +370,7 @@ impl Processors {
             .find_topic(&def.source)
             .ok_or_else(|| Error::NoSource(def.source.clone()))?;
         self.refuse_cycle(&def)?;
-        if let Some(j) = &def.join {
-            let table = self
-                .shared
-                .tables
-                .definition(&j.table)
-                .map_err(|_| Error::NoTable(j.table.clone()))?;
-            check_join_key(j, &table)?;
-        }
+        self.check_join(&def)?;
         if log.find_topic(&name).is_some() {
             return Err(Error::Invalid(format!(
                 "topic '{name}' exists: a processor makes its output topic, so name one that does not"
@@ -413,17 +384,7 @@ impl Processors {
         let output = wait(|r| log.create_topic(&name, config, r))?;
         let made = (|| -> Result<()> {
             if def.on_error == OnError::DeadLetter {
-                let dlq = dead_letter_topic(&name);
-                if log.find_topic(&dlq).is_none() {
-                    let config = TopicConfig {
-                        partitions: source.partition_count(),
-                        ..Default::default()
-                    };
-                    match wait(|r| log.create_topic(&dlq, config, r)) {
-                        Ok(_) | Err(sluice_log::Error::TopicExists(_)) => {}
-                        Err(e) => return Err(e.into()),
-                    }
-                }
+                dead_letters(log.as_ref(), &name, &source)?;
             }
             let shards = log.shards(source.partition_count());
             let stored = Stored {
@@ -470,6 +431,20 @@ impl Processors {
         }
         self.shared.notify();
         self.status(&name)
+    }
+
+    /// Refuses a join whose table does not exist or cannot be looked up by the
+    /// key the definition compares.
+    fn check_join(&self, def: &StreamDef) -> Result<()> {
+        let Some(j) = &def.join else {
+            return Ok(());
+        };
+        let table = self
+            .shared
+            .tables
+            .definition(&j.table)
+            .map_err(|_| Error::NoTable(j.table.clone()))?;
+        check_join_key(j, &table)
     }
 
     /// Refuses a definition whose source is derived, directly or through other
@@ -578,6 +553,26 @@ impl Processors {
     }
 }
 
+/// A processor's dead-letter topic, made (with its source's partition count)
+/// if it is not there.
+fn dead_letters(log: &dyn Backend, name: &str, source: &Topic) -> Result<Arc<Topic>> {
+    let dlq = dead_letter_topic(name);
+    if let Some(t) = log.topic(&dlq).or_else(|| log.find_topic(&dlq)) {
+        return Ok(t);
+    }
+    let config = TopicConfig {
+        partitions: source.partition_count(),
+        ..Default::default()
+    };
+    match wait(|r| log.create_topic(&dlq, config, r)) {
+        Ok(t) => Ok(t),
+        Err(sluice_log::Error::TopicExists(_)) => log
+            .find_topic(&dlq)
+            .ok_or_else(|| Error::Invalid(format!("topic '{dlq}' is being made elsewhere"))),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Refuses a join on a windowed table (its rows are keyed by window too), and
 /// one whose SQL compares with a column that does not key the table.
 fn check_join_key(j: &crate::Join, table: &crate::TableDef) -> Result<()> {
@@ -657,7 +652,7 @@ fn run(shared: &Shared) {
             }
             match step(shared, &p) {
                 Ok(did) => busy |= did,
-                Err(e) if passing(&e) => {
+                Err(e) if crate::passing(&e) => {
                     // Whatever reached the store, the next round opens the
                     // writer again and goes on from what the store holds.
                     p.writers.lock().expect("writers lock").clear();
@@ -667,27 +662,9 @@ fn run(shared: &Shared) {
             }
         }
         if !busy {
-            let (flag, cv) = &shared.wake;
-            let guard = flag.lock().expect("wake lock");
-            let (mut guard, _) = cv
-                .wait_timeout_while(guard, Duration::from_millis(250), |woken| !*woken)
-                .expect("wake lock");
-            *guard = false;
+            shared.wake.wait(Duration::from_millis(250));
         }
     }
-}
-
-/// Whether an error leaves a processor able to go on later.
-fn passing(e: &Error) -> bool {
-    matches!(
-        e,
-        Error::Log(
-            sluice_log::Error::Fenced { .. }
-                | sluice_log::Error::Unavailable(_)
-                | sluice_log::Error::InsufficientStorage { .. }
-                | sluice_log::Error::CommitFailed(_)
-        )
-    )
 }
 
 /// One step of each shard of a processor this engine writes; whether there
@@ -877,21 +854,8 @@ fn step_shard(
         appends.push(request(output, outputs));
     }
     if !dead.is_empty() {
-        let name = dead_letter_topic(&p.stored.def.name);
-        let dlq = match log.topic(&name) {
-            Some(t) => t,
-            // Deleted since: made again for the next dead letter.
-            None => wait(|r| {
-                log.create_topic(
-                    &name,
-                    TopicConfig {
-                        partitions: source.partition_count(),
-                        ..Default::default()
-                    },
-                    r,
-                )
-            })?,
-        };
+        // Made again for the next dead letter if it was deleted.
+        let dlq = dead_letters(log.as_ref(), &p.stored.def.name, source)?;
         let n = dlq.partition_count();
         for d in &mut dead {
             d.partition %= n;

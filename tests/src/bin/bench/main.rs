@@ -277,6 +277,52 @@ async fn load(c: &reqwest::Client, url: &str, total: u64) -> Result<()> {
     Ok(())
 }
 
+/// Produces `total` records, 1,000 a request, 4 requests at a time, from 8
+/// request bodies made up front (record `n` of body `j` is `record(j * 1000 +
+/// n)`); returns records/s.
+async fn post_batches(
+    c: &reqwest::Client,
+    url: &str,
+    total: u64,
+    record: impl Fn(u64) -> Value,
+) -> Result<f64> {
+    let bodies: Vec<bytes::Bytes> = (0..8u64)
+        .map(|j| {
+            let records: Vec<Value> = (0..1000).map(|i| record(j * 1000 + i)).collect();
+            serde_json::to_vec(&json!({ "records": records }))
+                .unwrap()
+                .into()
+        })
+        .collect();
+    let bodies = Arc::new(bodies);
+    let next = Arc::new(AtomicU64::new(0));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..4 {
+        let (c, url, bodies, next) = (c.clone(), url.to_string(), bodies.clone(), next.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let n = next.fetch_add(1000, Ordering::Relaxed);
+                if n >= total {
+                    break;
+                }
+                let r = c
+                    .post(&url)
+                    .header("content-type", "application/json")
+                    .body(bodies[(n / 1000 % 8) as usize].clone())
+                    .send()
+                    .await
+                    .expect("load");
+                assert!(r.status().is_success(), "load: {}", r.status());
+            }
+        }));
+    }
+    for t in tasks {
+        t.await?;
+    }
+    Ok(total as f64 / start.elapsed().as_secs_f64())
+}
+
 /// Scenario 4: four members of one group drain `total` records from an 8-partition
 /// topic with `limit=1000` and a commit per poll (`auto_commit`). Returns records/s.
 async fn drain_group(c: &reqwest::Client, base: &str, total: u64) -> Result<f64> {

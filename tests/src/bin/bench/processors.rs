@@ -38,41 +38,7 @@ fn order(i: u64) -> Value {
 
 /// Produces `total` orders, 1,000 a request, 4 requests at a time; returns records/s.
 async fn load_orders(c: &reqwest::Client, url: &str, total: u64) -> Result<f64> {
-    let bodies: Vec<bytes::Bytes> = (0..8u64)
-        .map(|j| {
-            let records: Vec<Value> = (0..1000).map(|i| order(j * 1000 + i)).collect();
-            serde_json::to_vec(&json!({ "records": records }))
-                .unwrap()
-                .into()
-        })
-        .collect();
-    let bodies = Arc::new(bodies);
-    let next = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let start = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let (c, url, bodies, next) = (c.clone(), url.to_string(), bodies.clone(), next.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let n = next.fetch_add(1000, Ordering::Relaxed);
-                if n >= total {
-                    break;
-                }
-                let r = c
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(bodies[(n / 1000 % 8) as usize].clone())
-                    .send()
-                    .await
-                    .expect("load");
-                assert!(r.status().is_success());
-            }
-        }));
-    }
-    for t in tasks {
-        t.await?;
-    }
-    Ok(total as f64 / start.elapsed().as_secs_f64())
+    crate::post_batches(c, url, total, order).await
 }
 
 /// Waits until a processor has read `total` records; returns when it had.

@@ -50,40 +50,14 @@ async fn sink(c: &reqwest::Client, s: &Server, def: Value) -> Result<()> {
 
 /// Produces `total` keyed records (`keys` distinct keys), 1,000 a request, 4 at a time.
 async fn load_keyed(c: &reqwest::Client, url: &str, total: u64, keys: u64) -> Result<()> {
-    let bodies: Vec<bytes::Bytes> = (0..8u64)
-        .map(|j| {
-            let records: Vec<Value> = (0..1000u64)
-                .map(|i| json!({"key": format!("k{}", (j * 1000 + i) % keys), "value": value_200(i)}))
-                .collect();
-            serde_json::to_vec(&json!({ "records": records })).unwrap().into()
-        })
-        .collect();
-    let bodies = Arc::new(bodies);
-    let sent = Arc::new(AtomicU64::new(0));
-    let mut tasks = Vec::new();
-    for _ in 0..4 {
-        let (c, url, bodies, sent) = (c.clone(), url.to_string(), bodies.clone(), sent.clone());
-        tasks.push(tokio::spawn(async move {
-            loop {
-                let n = sent.fetch_add(1000, Ordering::Relaxed);
-                if n >= total {
-                    break;
-                }
-                let r = c
-                    .post(&url)
-                    .header("content-type", "application/json")
-                    .body(bodies[(n / 1000 % 8) as usize].clone())
-                    .send()
-                    .await
-                    .expect("load");
-                assert!(r.status().is_success());
-            }
-        }));
-    }
-    for t in tasks {
-        t.await?;
-    }
-    Ok(())
+    crate::post_batches(
+        c,
+        url,
+        total,
+        |n| json!({"key": format!("k{}", n % keys), "value": value_200(n % 1000)}),
+    )
+    .await
+    .map(drop)
 }
 
 /// Records the receiver acknowledges per second over `duration`, after a warm-up.
