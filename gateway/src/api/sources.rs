@@ -3,6 +3,8 @@
 //! by the sender's signature instead of a token, with the CloudEvents webhook
 //! validation handshake (`OPTIONS`).
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -16,7 +18,7 @@ use sluice_sources::Refusal;
 use crate::auth::{Object, Principal};
 use crate::error::{ApiError, Body, Path, parse_json, reject_duplicate_keys};
 use crate::records::{encode_parts, write};
-use crate::sources::Fault;
+use crate::sources::{Fault, Source};
 use crate::state::AppState;
 
 impl From<Fault> for ApiError {
@@ -175,6 +177,17 @@ pub(crate) async fn delete_source(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// The source a hook names (one made through another gateway a moment ago is
+/// looked for in the engine).
+async fn find(state: &AppState, name: &str) -> Result<Arc<Source>, ApiError> {
+    let sources = state.sources.clone();
+    let lookup = name.to_string();
+    let found = tokio::task::spawn_blocking(move || sources.get(&lookup))
+        .await
+        .map_err(|_| ApiError::internal())?;
+    Ok(found.ok_or_else(|| Fault::NotFound(name.to_string()))?)
+}
+
 fn refused(r: &Refusal) -> ApiError {
     let code = match r {
         Refusal::Missing(_) => "signature_missing",
@@ -208,12 +221,7 @@ pub(crate) async fn receive_hook(
     headers: HeaderMap,
     Body(body, _in_flight): Body,
 ) -> Result<Response, ApiError> {
-    let sources = state.sources.clone();
-    let lookup = name.clone();
-    let source = tokio::task::spawn_blocking(move || sources.get(&lookup))
-        .await
-        .map_err(|_| ApiError::internal())?
-        .ok_or_else(|| Fault::NotFound(name.clone()))?;
+    let source = find(&state, &name).await?;
     // Sources are rate limited per source, like a token's subject.
     let principal = Principal {
         sub: Some(format!("source:{name}")),
@@ -307,12 +315,7 @@ pub(crate) async fn validate_hook(
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let sources = state.sources.clone();
-    let lookup = name.clone();
-    tokio::task::spawn_blocking(move || sources.get(&lookup))
-        .await
-        .map_err(|_| ApiError::internal())?
-        .ok_or_else(|| Fault::NotFound(name.clone()))?;
+    find(&state, &name).await?;
     let origin = headers
         .get("webhook-request-origin")
         .filter(|v| !v.is_empty())
