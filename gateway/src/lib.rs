@@ -334,6 +334,7 @@ pub fn router(state: AppState, request_timeout: std::time::Duration) -> Router {
         .route("/problems", axum::routing::get(problems::page))
         .route("/", axum::routing::get(web::index))
         .route("/ui/{file}", axum::routing::get(web::asset))
+        .route("/sdk/{file}", axum::routing::get(web::sdk))
         .route(
             "/asyncapi.json",
             axum::routing::get(|| async { axum::Json(asyncapi_doc()) }),

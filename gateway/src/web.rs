@@ -1,5 +1,6 @@
 //! The dashboard: the files under `web/`, compiled into the binary and served at `/`
-//! and `/ui/`, with a content security policy that keeps every request on this host.
+//! and `/ui/`, with a content security policy that keeps every request on this host;
+//! and the JavaScript client, `web/sdk/`, at `/sdk/`.
 
 use axum::extract::Path;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -27,6 +28,12 @@ pub(crate) async fn asset(Path(file): Path<String>, headers: HeaderMap) -> Respo
     serve(&file, &headers)
 }
 
+/// `GET /sdk/{file}`: the JavaScript client (`sluice.js`, its types
+/// `sluice.d.ts`, and `package.json`), for pages to import with no build step.
+pub(crate) async fn sdk(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    serve(&format!("sdk/{file}"), &headers)
+}
+
 fn serve(name: &str, headers: &HeaderMap) -> Response {
     let Some(file) = Assets::get(name) else {
         return ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such file").into_response();
@@ -48,6 +55,8 @@ fn serve(name: &str, headers: &HeaderMap) -> Response {
         Some("js") => "text/javascript; charset=utf-8",
         Some("css") => "text/css; charset=utf-8",
         Some("svg") => "image/svg+xml",
+        Some("ts") => "application/typescript; charset=utf-8",
+        Some("json") => "application/json",
         _ => "application/octet-stream",
     };
     let mut response = if fresh {

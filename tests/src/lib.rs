@@ -754,6 +754,7 @@ pub struct RoundRobin {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    targets: std::sync::Arc<std::sync::RwLock<Vec<String>>>,
 }
 
 impl RoundRobin {
@@ -762,12 +763,10 @@ impl RoundRobin {
         use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind proxy");
         let base = format!("http://{}", listener.local_addr().expect("proxy address"));
-        let targets: Vec<String> = backends
-            .iter()
-            .map(|b| b.trim_start_matches("http://").to_string())
-            .collect();
+        let targets = std::sync::Arc::new(std::sync::RwLock::new(Self::addresses(backends)));
         let stop = std::sync::Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let shared = targets.clone();
         std::thread::spawn(move || {
             let next = AtomicUsize::new(0);
             for inbound in listener.incoming() {
@@ -776,6 +775,7 @@ impl RoundRobin {
                 }
                 let Ok(inbound) = inbound else { continue };
                 let first = next.fetch_add(1, Ordering::Relaxed);
+                let targets = shared.read().expect("targets lock").clone();
                 let outbound = (0..targets.len()).find_map(|i| {
                     let t = &targets[(first + i) % targets.len()];
                     std::net::TcpStream::connect(t).ok()
@@ -795,7 +795,24 @@ impl RoundRobin {
                 }
             }
         });
-        RoundRobin { base, stop }
+        RoundRobin {
+            base,
+            stop,
+            targets,
+        }
+    }
+
+    fn addresses(backends: &[&str]) -> Vec<String> {
+        backends
+            .iter()
+            .map(|b| b.trim_start_matches("http://").to_string())
+            .collect()
+    }
+
+    /// Sends new connections to these backends from now on (a gateway restarted
+    /// on another port, as a load balancer would be told).
+    pub fn retarget(&self, backends: &[&str]) {
+        *self.targets.write().expect("targets lock") = Self::addresses(backends);
     }
 
     /// Full URL of a path.
