@@ -1,7 +1,8 @@
-// The Sluice dashboard: a single page over the public HTTP and WebSocket API.
-// No framework and no build step; every element is built with `h`, so text from
-// the server never becomes markup.
-'use strict';
+// The Sluice dashboard: a single page over the public HTTP and WebSocket API,
+// through the gateway's own JavaScript client (/sdk/sluice.js). No framework and
+// no build step; every element is built with `h`, so text from the server never
+// becomes markup.
+import { Sluice } from '/sdk/sluice.js';
 
 // ---------- small helpers ----------
 
@@ -71,29 +72,11 @@ function pretty(v) {
 const TOKEN_KEY = 'sluice.token';
 const token = () => sessionStorage.getItem(TOKEN_KEY) || '';
 
-class ApiError extends Error {
-  constructor(status, problem) {
-    super(problem.detail || problem.title || `HTTP ${status}`);
-    this.status = status;
-    this.code = problem.code || problem.type || '';
-  }
-}
+// Every call goes through the client, with the token of this browser tab.
+const sluice = new Sluice({ url: location.origin, token: token() || undefined });
 
-async function api(method, path, body) {
-  const headers = { Accept: 'application/json' };
-  if (token()) headers.Authorization = `Bearer ${token()}`;
-  if (body !== undefined) headers['Content-Type'] = 'application/json';
-  const res = await fetch(path, {
-    method,
-    headers,
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  if (res.status === 204) return null;
-  const text = await res.text();
-  let json = null;
-  try { json = text ? JSON.parse(text) : null; } catch { json = { detail: text }; }
-  if (!res.ok) throw new ApiError(res.status, json || {});
-  return json;
+function api(method, path, body) {
+  return sluice.request(method, path, { body, headers: { Accept: 'application/json' } });
 }
 
 // What to tell a person about a failed call.
@@ -216,52 +199,6 @@ function chart(title, values, format, period = 1000) {
       h('span', { class: 'now' }, format(now))),
     svg,
     h('div', { class: 'muted' }, `peak ${format(Math.max(0, ...values))} · last ${duration(values.length * period)}`));
-}
-
-// ---------- WebSocket with resubscription ----------
-
-class Socket {
-  constructor(onFrame, onState) {
-    this.onFrame = onFrame;
-    this.onState = onState || (() => {});
-    this.subs = new Map(); // id -> function returning the subscribe frame
-    this.closed = false;
-    this.connect();
-  }
-
-  connect() {
-    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const q = token() ? `?access_token=${enc(token())}` : '';
-    this.ws = new WebSocket(`${proto}//${location.host}/v1/ws${q}`);
-    this.ws.onopen = () => {
-      this.onState('live');
-      for (const make of this.subs.values()) this.ws.send(JSON.stringify(make()));
-    };
-    this.ws.onmessage = (e) => {
-      try { this.onFrame(JSON.parse(e.data)); } catch (err) { banner(String(err)); }
-    };
-    this.ws.onclose = () => {
-      if (this.closed) return;
-      this.onState('reconnecting');
-      this.retry = setTimeout(() => this.connect(), 2000);
-    };
-  }
-
-  subscribe(id, make) {
-    this.subs.set(id, make);
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(make()));
-  }
-
-  unsubscribe(id) {
-    if (!this.subs.delete(id)) return;
-    if (this.ws.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify({ op: 'unsubscribe', id }));
-  }
-
-  close() {
-    this.closed = true;
-    clearTimeout(this.retry);
-    this.ws.close(1000);
-  }
 }
 
 // ---------- pages ----------
@@ -492,9 +429,6 @@ function tailPanel(topic, cleanup) {
   const KEEP = 500;
   let records = []; // newest first
   let paused = false;
-  let seq = 0;
-  let subId = null;
-  let positions = {}; // partition -> next offset, to resume after a reconnect
   let from = 'latest';
   const list = h('div', { class: 'tail', 'aria-live': 'polite' });
   const status = h('span', { class: 'badge' }, 'connecting');
@@ -525,35 +459,25 @@ function tailPanel(topic, cleanup) {
       r.headers ? h('span', {}, Object.entries(r.headers).map(([k, v]) => `${k}=${v}`).join(' ')) : null),
     r.value_base64 !== undefined ? h('pre', {}, `base64: ${r.value_base64}`) : h('pre', {}, pretty(r.value)));
 
-  const sock = new Socket((frame) => {
-    if (frame.type === 'records' && frame.id === subId) {
-      for (const r of frame.records) {
-        r.el = recordEl(r);
-        records.unshift(r);
-      }
-      positions[frame.partition] = frame.next_offset;
-      if (records.length > KEEP) records = records.slice(0, KEEP);
-      render();
-    } else if (frame.type === 'error') {
-      banner(`Live tail: ${frame.message}`);
-    }
-  }, (s) => { status.textContent = s; status.className = `badge ${s === 'live' ? 'live' : 'backfilling'}`; });
-  cleanup.push(() => sock.close());
-
+  // The client resumes after the last record shown when the socket drops.
+  let sub = null;
+  cleanup.push(() => sub?.close());
   const start = () => {
-    if (subId) sock.unsubscribe(subId);
-    seq += 1;
-    subId = `tail${seq}`;
+    sub?.close();
     records = [];
-    positions = {};
     render();
-    const first = from;
-    sock.subscribe(subId, () => ({
-      op: 'subscribe',
-      id: subId,
-      topic,
-      from: Object.keys(positions).length ? { offset: { ...positions } } : first,
-    }));
+    sub = sluice.subscribe({ topic, from }, {
+      onRecords(rs) {
+        for (const r of rs) {
+          r.el = recordEl(r);
+          records.unshift(r);
+        }
+        if (records.length > KEEP) records = records.slice(0, KEEP);
+        render();
+      },
+      onState(s) { status.textContent = s; status.className = `badge ${s === 'live' ? 'live' : 'backfilling'}`; },
+      onError(err) { banner(`Live tail: ${err.message}`); },
+    });
   };
 
   go.addEventListener('click', () => {
@@ -723,19 +647,17 @@ function tablePage(main, cleanup, name) {
   // Live row changes.
   const changes = h('div', {}, h('div', { class: 'empty' }, 'Row changes appear here as they happen.'));
   let n = 0;
-  const sock = new Socket((frame) => {
-    if (frame.type === 'row') {
+  const sub = sluice.subscribe({ table: name }, {
+    onRow(key, row) {
       if (n === 0) changes.replaceChildren();
       n += 1;
-      changes.prepend(h('div', { class: 'row-change' }, `${new Date().toLocaleTimeString()} ${frame.key}: `,
-        frame.row === null ? 'deleted' : JSON.stringify(frame.row)));
+      changes.prepend(h('div', { class: 'row-change' }, `${new Date().toLocaleTimeString()} ${key}: `,
+        row === null ? 'deleted' : JSON.stringify(row)));
       while (changes.childElementCount > 100) changes.lastElementChild.remove();
-    } else if (frame.type === 'error') {
-      banner(`Live rows: ${frame.message}`);
-    }
+    },
+    onError(err) { banner(`Live rows: ${err.message}`); },
   });
-  sock.subscribe('rows', () => ({ op: 'subscribe', id: 'rows', table: name }));
-  cleanup.push(() => sock.close());
+  cleanup.push(() => sub.close());
 
   append(main, title, h('div', { class: 'grid' }, panel('Status', summary), panel('Definition', definition)),
     h('div', { class: 'grid' }, panel('Look up a key', lookup, found), panel('Live changes', changes)),
@@ -1088,11 +1010,13 @@ function setup() {
   document.getElementById('token-form').addEventListener('submit', (e) => {
     e.preventDefault();
     sessionStorage.setItem(TOKEN_KEY, input.value.trim());
+    sluice.token = token() || null;
     banner('Token saved for this browser tab.', 'info');
     setTimeout(route, 600);
   });
   document.getElementById('token-clear').addEventListener('click', () => {
     sessionStorage.removeItem(TOKEN_KEY);
+    sluice.token = null;
     input.value = '';
     route();
   });

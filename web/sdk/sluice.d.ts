@@ -99,6 +99,8 @@ export interface SubscribeHandlers {
   onRow?(key: string, row: unknown): void | Promise<void>;
   onSubscribed?(frame: { id: string; log_epoch?: string; positions?: { [partition: string]: number } }): void;
   onAssigned?(assignment: number[], generation: number): void;
+  /** `live` once (re)subscribed; `reconnecting` while the connection is down. */
+  onState?(state: 'live' | 'reconnecting'): void;
   /** The server's data was replaced: the subscription stopped rather than read again. */
   onEpochChange?(before: string, now: string): void;
   onError?(error: unknown): void;

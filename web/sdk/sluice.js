@@ -275,7 +275,10 @@ class Subscription {
     this.socket = ws;
     ws.onopen = () => ws.send(JSON.stringify(this.frame()));
     ws.onmessage = (m) => this.onFrame(JSON.parse(m.data));
-    ws.onclose = () => this.again();
+    ws.onclose = () => {
+      if (!this.closed) this.handlers.onState?.('reconnecting');
+      this.again();
+    };
     ws.onerror = () => {};
   }
 
@@ -318,6 +321,7 @@ class Subscription {
           return;
         }
         this.epoch = f.log_epoch || this.epoch;
+        h.onState?.('live');
         if (f.positions && !this.spec.group) {
           for (const [p, o] of Object.entries(f.positions)) if (!this.positions.has(Number(p))) this.positions.set(Number(p), o);
         }
