@@ -1,5 +1,6 @@
 //! The JavaScript client (`web/sdk/`) against the real binary: its Node test
-//! suites (`tests/sdk/*.test.mjs`, Node's test runner), a page in headless
+//! suites (`tests/sdk/*.test.mjs`, Node's test runner; one checks its types
+//! against the OpenAPI document), a page in headless
 //! Chromium that keeps a live subscription across a server restart, its types
 //! under `tsc --noEmit`, and its size.
 
@@ -53,6 +54,7 @@ fn node_suites_pass_against_the_binary() {
         return;
     }
     let s = Server::start();
+    node_suite("tests/sdk/openapi.test.mjs", &[], &s);
     node_suite("tests/sdk/client.test.mjs", &[("SLUICE_URL", &s.base)], &s);
     let secret = "sdk-test-secret-of-enough-length-for-hs256";
     let authed = Server::start_with(&["--jwt-secret", secret]);
@@ -166,4 +168,25 @@ fn types_check_and_the_client_stays_small() {
         out.stdout.len()
     );
     assert!(gzipped < 15 * 1024, "the client is {gzipped} bytes gzipped");
+    // It packs for npm with its module and types.
+    let out = Command::new("npm")
+        .args(["pack", "--dry-run", "--json"])
+        .current_dir(workspace_root().join("web/sdk"))
+        .output()
+        .expect("run npm");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let packed: serde_json::Value = serde_json::from_slice(&out.stdout).expect("npm's JSON");
+    let files: Vec<&str> = packed[0]["files"]
+        .as_array()
+        .expect("files")
+        .iter()
+        .filter_map(|f| f["path"].as_str())
+        .collect();
+    for f in ["sluice.js", "sluice.d.ts", "package.json"] {
+        assert!(files.contains(&f), "the package lacks {f}: {files:?}");
+    }
 }
