@@ -10,11 +10,13 @@
 //! - scan: raw redb range reads of 1,000 records from a 1M-record table.
 //!
 //! Run: `cargo run --release -p sluice-tests --bin bench` (add `-- --seconds 3`
-//! for a shorter run). `-- --kafka` measures the Kafka engine instead, against the
+//! for a shorter run, `-- --only N` for one scenario, `-- --sdk-seconds N` for
+//! a shorter scenario 10 than its 10 minutes). `-- --kafka` measures the Kafka engine instead, against the
 //! cluster `SLUICE_KAFKA_BOOTSTRAP` names (see `kafka.rs`).
 
 mod kafka;
 mod processors;
+mod sdk;
 mod sinks;
 mod sources;
 
@@ -54,6 +56,13 @@ fn main() -> Result<()> {
         .and_then(|i| args.get(i + 1))
         .map(|s| s.parse())
         .transpose()?;
+    let sdk_seconds: u64 = args
+        .iter()
+        .position(|a| a == "--sdk-seconds")
+        .and_then(|i| args.get(i + 1))
+        .map(|s| s.parse())
+        .transpose()?
+        .unwrap_or(600);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -62,7 +71,7 @@ fn main() -> Result<()> {
             .context("--kafka needs SLUICE_KAFKA_BOOTSTRAP (tests/kafka/cluster start)")?;
         return runtime.block_on(kafka::run(Duration::from_secs(seconds), &bootstrap, only));
     }
-    runtime.block_on(run(Duration::from_secs(seconds), only))
+    runtime.block_on(run(Duration::from_secs(seconds), only, sdk_seconds))
 }
 
 /// A 200-byte JSON value.
@@ -908,13 +917,13 @@ struct Row {
     target: f64,
 }
 
-async fn run(duration: Duration, only: Option<u32>) -> Result<()> {
+async fn run(duration: Duration, only: Option<u32>, sdk_seconds: u64) -> Result<()> {
     let want = |n: u32| only.is_none_or(|o| o == n);
     let machine = machine();
     eprintln!("machine: {machine}; {duration:?} per scenario");
     let mut rows = Vec::new();
     let tmp = tempfile::tempdir()?;
-    run_embedded(duration, want, machine, &mut rows, tmp.path()).await
+    run_embedded(duration, sdk_seconds, want, machine, &mut rows, tmp.path()).await
 }
 
 /// The machine's cores and processor.
@@ -940,6 +949,7 @@ fn machine() -> String {
 
 async fn run_embedded(
     duration: Duration,
+    sdk_seconds: u64,
     want: impl Fn(u32) -> bool,
     machine: String,
     rows: &mut Vec<Row>,
@@ -1116,6 +1126,9 @@ async fn run_embedded(
     }
     if want(9) {
         group_lines.extend(sources::sources_bench(duration).await?);
+    }
+    if want(10) {
+        group_lines.extend(sdk::sdk_bench(sdk_seconds).await?);
     }
     let peak = peak_rss_bytes(server.pid()).unwrap_or(peak);
     print_rows(&machine, rows);
