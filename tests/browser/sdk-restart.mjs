@@ -35,9 +35,14 @@ try {
       onRecords: (rs) => { window.got.push(...rs); },
       onEpochChange: () => { window.epochChanged = true; },
     });
+    // The same over Server-Sent Events, as where there is no WebSocket.
+    window.gotSse = [];
+    window.subSse = new Sluice({ WebSocket: null }).subscribe({ topic: 'live', from: 'earliest' }, {
+      onRecords: (rs) => { window.gotSse.push(...rs); },
+    });
     await sluice.produce('live', Array.from({ length: 20 }, (_, i) => ({ key: `k${i % 5}`, value: i })));
   });
-  await page.waitForFunction(() => window.got.length === 20, null, { timeout: 20000 });
+  await page.waitForFunction(() => window.got.length === 20 && window.gotSse.length === 20, null, { timeout: 20000 });
   console.log('restart now');
   // Produced while the server goes down and comes back: retried until it lands.
   await page.evaluate(() => {
@@ -48,16 +53,18 @@ try {
   await page.evaluate(() => window.during);
   check(!(await page.evaluate(() => window.duringError)), `the produce across the restart failed: ${await page.evaluate(() => window.duringError)}`);
   await page.evaluate(() => window.sluice.produce('live', Array.from({ length: 20 }, (_, i) => ({ key: `k${i % 5}`, value: 20 + i }))));
-  await page.waitForFunction(() => window.got.length >= 41, null, { timeout: 30000 }).catch(() => {});
+  await page.waitForFunction(() => window.got.length >= 41 && window.gotSse.length >= 41, null, { timeout: 30000 }).catch(() => {});
   // Let anything extra arrive before counting.
   await page.waitForTimeout(500);
-  const got = await page.evaluate(() => window.got.map((r) => [r.partition, r.offset, r.value]));
-  check(got.length === 41, `the page saw ${got.length} records, not 41`);
-  for (const p of [0, 1]) {
-    const offsets = got.filter((r) => r[0] === p).map((r) => r[1]);
-    check(offsets.every((o, i) => o === i), `partition ${p} offsets ${offsets.join(',')}: a gap or a duplicate`);
+  for (const [name, list] of [['WebSocket', 'got'], ['SSE', 'gotSse']]) {
+    const got = await page.evaluate((l) => window[l].map((r) => [r.partition, r.offset, r.value]), list);
+    check(got.length === 41, `over ${name} the page saw ${got.length} records, not 41`);
+    for (const p of [0, 1]) {
+      const offsets = got.filter((r) => r[0] === p).map((r) => r[1]);
+      check(offsets.every((o, i) => o === i), `over ${name}, partition ${p} offsets ${offsets.join(',')}: a gap or a duplicate`);
+    }
+    check(got.filter((r) => r[2] === 'during').length === 1, `over ${name} the produce across the restart was seen other than once`);
   }
-  check(got.filter((r) => r[2] === 'during').length === 1, 'the produce across the restart landed other than once');
   let stored = 0;
   for (const p of [0, 1]) {
     const r = await page.evaluate(async (p) => (await window.sluice.fetch('live', p, { offset: 0, maxRecords: 1000 })).records.length, p);
@@ -66,7 +73,7 @@ try {
   check(stored === 41, `the topic holds ${stored} records, not 41`);
   check(!(await page.evaluate(() => window.epochChanged)), 'a restart on the same data was taken for an epoch change');
   check(!errors.length, `page errors: ${errors.join(' | ')}`);
-  await page.evaluate(() => window.sub.close());
+  await page.evaluate(() => { window.sub.close(); window.subSse.close(); });
 } catch (err) {
   failures.push(String(err));
 } finally {
