@@ -1085,3 +1085,87 @@ async fn idle_declared_bodies_hold_no_body_budget() {
     assert_eq!(r.status(), 200);
     drop(idle);
 }
+
+/// Processors and sources are made and deleted by admins; a processor is
+/// read by those who may read its output; a webhook needs no token (its
+/// signature is its credential).
+#[tokio::test]
+async fn processors_and_sources_need_their_permissions() {
+    let s = Server::start_with(&["--jwt-secret", SECRET]);
+    let c = client();
+    let admin = admin();
+    let reader = sign(
+        Algorithm::HS256,
+        None,
+        SECRET.as_bytes(),
+        &claims(json!({"consume": ["big"], "produce": ["orders"]})),
+    );
+    let (st, _) = status(
+        c.post(s.url("/v1/topics"))
+            .bearer_auth(&admin)
+            .json(&json!({"name": "orders"})),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let def = json!({"name": "big", "source": "orders", "filter": "amount > 10"});
+    let (st, p) = status(
+        c.post(s.url("/v1/processors"))
+            .bearer_auth(&reader)
+            .json(&def),
+    )
+    .await;
+    assert_eq!(
+        (st, &p["code"]),
+        (StatusCode::FORBIDDEN, &json!("forbidden"))
+    );
+    let (st, _) = status(
+        c.post(s.url("/v1/processors"))
+            .bearer_auth(&admin)
+            .json(&def),
+    )
+    .await;
+    assert_eq!(st, 201);
+    let (st, _) = status(c.get(s.url("/v1/processors/big")).bearer_auth(&reader)).await;
+    assert_eq!(st, 200);
+    let (st, list) = status(c.get(s.url("/v1/processors")).bearer_auth(&reader)).await;
+    assert_eq!(
+        (st, list["processors"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(1))
+    );
+    let (st, _) = status(c.delete(s.url("/v1/processors/big")).bearer_auth(&reader)).await;
+    assert_eq!(st, 403);
+    let (st, _) = status(c.get(s.url("/v1/processors/big"))).await;
+    assert_eq!(st, 401);
+
+    let source =
+        json!({"name": "hook", "topic": "orders", "verify": {"scheme": "token", "secret": "t0k"}});
+    let (st, _) = status(
+        c.post(s.url("/v1/sources"))
+            .bearer_auth(&reader)
+            .json(&source),
+    )
+    .await;
+    assert_eq!(st, 403);
+    let (st, _) = status(c.get(s.url("/v1/sources")).bearer_auth(&reader)).await;
+    assert_eq!(st, 403);
+    let (st, _) = status(
+        c.post(s.url("/v1/sources"))
+            .bearer_auth(&admin)
+            .json(&source),
+    )
+    .await;
+    assert_eq!(st, 201);
+    // The sender has no JWT: its token is the source's secret.
+    let (st, answer) = status(
+        c.post(s.url("/v1/hooks/hook"))
+            .header("authorization", "Bearer t0k")
+            .json(&json!({"amount": 12})),
+    )
+    .await;
+    assert_eq!(st, 200, "{answer}");
+    let (st, p) = status(c.post(s.url("/v1/hooks/hook")).json(&json!({}))).await;
+    assert_eq!(
+        (st, &p["code"]),
+        (StatusCode::UNAUTHORIZED, &json!("signature_missing"))
+    );
+}
