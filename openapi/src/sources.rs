@@ -53,8 +53,10 @@ pub struct SourceDefinition {
     /// `hmac` and `token`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dedupe: Option<String>,
-    /// How long a delivery id is remembered, in seconds: at most the gateway's
-    /// `--dedupe-window-secs` (the default).
+    /// How long a delivery id must be remembered, in seconds. Ids are remembered
+    /// for the gateway's `--dedupe-window-secs` (the default here), so a source
+    /// may not ask for longer; a shorter value still dedupes for the whole
+    /// gateway window.
     #[serde(
         default,
         skip_serializing_if = "Option::is_none",
