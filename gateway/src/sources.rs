@@ -236,11 +236,16 @@ impl Sources {
         Ok(())
     }
 
+    /// A source in the cache (does not block).
+    pub(crate) fn cached(&self, name: &str) -> Option<Arc<Source>> {
+        self.cache.read().expect("sources lock").get(name).cloned()
+    }
+
     /// A source by name; one not cached yet is looked for in the engine once
     /// (made through another gateway a moment ago). Blocking.
     pub(crate) fn get(&self, name: &str) -> Option<Arc<Source>> {
-        if let Some(s) = self.cache.read().expect("sources lock").get(name) {
-            return Some(s.clone());
+        if let Some(s) = self.cached(name) {
+            return Some(s);
         }
         if !sluice_log::valid_name(name) {
             return None;

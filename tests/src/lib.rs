@@ -682,6 +682,45 @@ pub fn tool_available(group: &str, test: &str, missing: Option<String>, install:
     false
 }
 
+/// Whether Debian's Chromium and playwright-core (in `tests/browser`) are there
+/// for a browser test; see [`tool_available`].
+pub fn chromium_available(test: &str) -> bool {
+    let dir = workspace_root().join("tests/browser");
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    let missing = if !Path::new(&chromium).exists() {
+        Some(format!("Chromium is not installed at {chromium}"))
+    } else if !dir.join("node_modules/playwright-core").exists() {
+        Some("playwright-core is not installed in tests/browser".to_string())
+    } else {
+        None
+    };
+    tool_available(
+        "browser",
+        test,
+        missing,
+        "apt-get install chromium && (cd tests/browser && npm ci)",
+    )
+}
+
+/// Runs `node` with `args` in `dir` (relative to the workspace) and `env`;
+/// panics with its output and `server`'s warnings when it fails.
+pub fn run_node(dir: &str, args: &[&str], env: &[(&str, &str)], server: &Server) {
+    let out = Command::new("node")
+        .args(args)
+        .envs(env.iter().copied())
+        .current_dir(workspace_root().join(dir))
+        .output()
+        .expect("run node");
+    assert!(
+        out.status.success(),
+        "node {} failed:\n{}{}\nthe server's warnings:\n{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        server.warnings()
+    );
+}
+
 /// The test Kafka cluster's bootstrap servers (`SLUICE_KAFKA_BOOTSTRAP`, which
 /// `bash tests/run` sets after starting the cluster); `None` only when
 /// `SLUICE_TEST_SKIP` names `kafka`, else the test fails with how to start one.

@@ -3,46 +3,19 @@
 //! with the install hint (or, with `SLUICE_TEST_SKIP=browser`, are listed as
 //! skipped at the end of the run).
 
-use std::path::Path;
-use std::process::Command;
+use sluice_tests::{Server, workspace_root};
 
-use sluice_tests::{Server, tool_available, workspace_root};
-
-/// Whether Chromium and playwright-core are there; see [`tool_available`].
 fn browser(test: &str) -> bool {
-    let dir = workspace_root().join("tests/browser");
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let missing = if !Path::new(&chromium).exists() {
-        Some(format!("Chromium is not installed at {chromium}"))
-    } else if !dir.join("node_modules/playwright-core").exists() {
-        Some("playwright-core is not installed in tests/browser".to_string())
-    } else {
-        None
-    };
-    tool_available(
-        "browser",
-        test,
-        missing,
-        "apt-get install chromium && (cd tests/browser && npm ci)",
-    )
+    sluice_tests::chromium_available(test)
 }
 
 /// Runs a script of `tests/browser` with `args` against `server`; panics with its
 /// output and the server's warnings on failure.
 fn node(server: &Server, script: &str, args: &[&str]) {
-    let out = Command::new("node")
-        .arg(script)
-        .args(args)
-        .current_dir(workspace_root().join("tests/browser"))
-        .output()
-        .expect("run node");
-    assert!(
-        out.status.success(),
-        "{script} failed in Chromium:\n{}{}\nthe server's warnings:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        server.warnings()
-    );
+    let all: Vec<&str> = std::iter::once(script)
+        .chain(args.iter().copied())
+        .collect();
+    sluice_tests::run_node("tests/browser", &all, &[], server);
 }
 
 /// Where screenshots go: `target/screenshots`.

@@ -5,7 +5,6 @@
 //! under `tsc --noEmit`, and its size.
 
 use std::io::{BufRead, BufReader, Write};
-use std::path::Path;
 use std::process::{Command, Stdio};
 
 use sluice_tests::{RoundRobin, Server, tool_available, workspace_root};
@@ -27,25 +26,14 @@ fn node(test: &str) -> bool {
 
 /// Runs Node's test runner over one suite with `env`; panics with its output.
 fn node_suite(suite: &str, env: &[(&str, &str)], server: &Server) {
-    let out = Command::new("node")
-        // Node 20 has WebSocket behind this flag (later versions by default).
-        .args([
-            "--experimental-websocket",
-            "--test",
-            "--test-reporter=spec",
-            suite,
-        ])
-        .envs(env.iter().copied())
-        .current_dir(workspace_root())
-        .output()
-        .expect("run node");
-    assert!(
-        out.status.success(),
-        "{suite} failed:\n{}{}\nthe server's warnings:\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-        server.warnings()
-    );
+    // Node 20 has WebSocket behind this flag (later versions by default).
+    let args = [
+        "--experimental-websocket",
+        "--test",
+        "--test-reporter=spec",
+        suite,
+    ];
+    sluice_tests::run_node(".", &args, env, server);
 }
 
 #[test]
@@ -70,28 +58,14 @@ fn node_suites_pass_against_the_binary() {
 /// while the server was down lands once.
 #[test]
 fn a_page_keeps_its_subscription_across_a_restart() {
-    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
-    let dir = workspace_root().join("tests/browser");
-    let missing = if !Path::new(&chromium).exists() {
-        Some(format!("Chromium is not installed at {chromium}"))
-    } else if !dir.join("node_modules/playwright-core").exists() {
-        Some("playwright-core is not installed in tests/browser".to_string())
-    } else {
-        None
-    };
-    if !tool_available(
-        "browser",
-        "a_page_keeps_its_subscription_across_a_restart",
-        missing,
-        "apt-get install chromium && (cd tests/browser && npm ci)",
-    ) {
+    if !sluice_tests::chromium_available("a_page_keeps_its_subscription_across_a_restart") {
         return;
     }
     let mut s = Server::start();
     let proxy = RoundRobin::start(&[&s.base]);
     let mut child = Command::new("node")
         .args(["sdk-restart.mjs", &proxy.base])
-        .current_dir(&dir)
+        .current_dir(workspace_root().join("tests/browser"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

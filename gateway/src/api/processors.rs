@@ -8,7 +8,7 @@ use sluice_openapi::{
     Problem, ProcessorCounts, ProcessorDefinition, ProcessorInfo, ProcessorList,
     ProcessorPartition, ProcessorSql,
 };
-use sluice_tables::{Error as TableError, OnError, ProcessorStatus, StreamDef};
+use sluice_tables::{Error as TableError, ProcessorStatus, StreamDef};
 
 use crate::auth::{Object, Principal};
 use crate::error::{ApiError, Body, Path, parse_json, reject_duplicate_keys};
@@ -39,28 +39,8 @@ fn problem(e: TableError) -> ApiError {
     }
 }
 
-fn on_error(v: Option<&str>) -> Result<OnError, ApiError> {
-    match v {
-        None | Some("dead_letter") => Ok(OnError::DeadLetter),
-        Some("skip") => Ok(OnError::Skip),
-        Some("stop") => Ok(OnError::Stop),
-        Some(other) => Err(ApiError::bad_request(
-            "invalid_body",
-            format!("on_error is dead_letter, skip or stop, not '{other}'"),
-        )),
-    }
-}
-
-fn on_error_name(o: OnError) -> Option<String> {
-    match o {
-        OnError::DeadLetter => None,
-        OnError::Skip => Some("skip".into()),
-        OnError::Stop => Some("stop".into()),
-    }
-}
-
-/// A join in the other crate's type: the wire type and the engine's have the
-/// same JSON shape.
+/// A definition (or a part of one) in the other crate's type: the wire types and
+/// the engine's have the same JSON shape.
 fn same_shape<A: serde::Serialize, B: serde::de::DeserializeOwned>(
     a: &A,
 ) -> Result<B, serde_json::Error> {
@@ -83,21 +63,7 @@ fn info(s: ProcessorStatus) -> ProcessorInfo {
     let c = s.counts;
     ProcessorInfo {
         name: s.def.name.clone(),
-        definition: ProcessorDefinition {
-            name: s.def.name.clone(),
-            source: s.def.source.clone(),
-            select: s.def.select.clone(),
-            filter: s.def.filter.clone(),
-            key: s.def.key.clone(),
-            partitions: s.def.partitions,
-            on_error: on_error_name(s.def.on_error),
-            replace: None,
-            join: s
-                .def
-                .join
-                .as_ref()
-                .map(|j| same_shape(j).expect("a join is a wire join")),
-        },
+        definition: same_shape(&s.def).expect("a stream definition is a wire definition"),
         sql: s.sql,
         state: match s.state {
             sluice_tables::ProcessorState::Running => "running".into(),
@@ -155,7 +121,9 @@ pub(crate) async fn create_processor(
         } = serde_json::from_value(value).map_err(bad)?;
         let (mut def, replace) = StreamDef::from_sql_replacing(&sql).map_err(problem)?;
         def.partitions = partitions;
-        def.on_error = on_error(oe.as_deref())?;
+        if let Some(oe) = oe {
+            def.on_error = same_shape(&oe).map_err(bad)?;
+        }
         match (&mut def.join, wait_ms) {
             (Some(j), w) => j.wait_ms = w,
             (None, Some(_)) => {
@@ -169,18 +137,10 @@ pub(crate) async fn create_processor(
         }
         (def, Some(sql), replace)
     } else {
-        let d: ProcessorDefinition = serde_json::from_value(value).map_err(bad)?;
-        let def = StreamDef {
-            name: d.name,
-            source: d.source,
-            select: d.select,
-            filter: d.filter,
-            key: d.key,
-            partitions: d.partitions,
-            on_error: on_error(d.on_error.as_deref())?,
-            join: d.join.map(|j| same_shape(&j)).transpose().map_err(bad)?,
-        };
-        (def, None, d.replace == Some(true))
+        let mut d: ProcessorDefinition = serde_json::from_value(value).map_err(bad)?;
+        let replace = d.replace.take() == Some(true);
+        let def: StreamDef = same_shape(&d).map_err(bad)?;
+        (def, None, replace)
     };
     let engine = state.processors.clone();
     let (status, replaced) = tokio::task::spawn_blocking(move || {

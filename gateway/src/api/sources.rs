@@ -180,6 +180,9 @@ pub(crate) async fn delete_source(
 /// The source a hook names (one made through another gateway a moment ago is
 /// looked for in the engine).
 async fn find(state: &AppState, name: &str) -> Result<Arc<Source>, ApiError> {
+    if let Some(s) = state.sources.cached(name) {
+        return Ok(s);
+    }
     let sources = state.sources.clone();
     let lookup = name.to_string();
     let found = tokio::task::spawn_blocking(move || sources.get(&lookup))

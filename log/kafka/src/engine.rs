@@ -1163,26 +1163,24 @@ impl Backend for Kafka {
         store: &str,
         shard: u32,
         epoch: u64,
-        batch: StateBatch,
+        mut batch: StateBatch,
         reply: Reply<()>,
     ) {
-        let outputs = match self.outputs(&batch.appends) {
-            Ok(o) => o,
-            Err(e) => return reply(Err(e)),
-        };
-        let topics: Vec<String> = batch.appends.iter().map(|a| a.topic.clone()).collect();
+        let (topics, outputs): (Vec<Arc<Topic>>, Vec<crate::state::Output>) =
+            match self.outputs(std::mem::take(&mut batch.appends)) {
+                Ok(o) => o.into_iter().unzip(),
+                Err(e) => return reply(Err(e)),
+            };
         let written = self
             .states()
             .and_then(|s| s.commit(store, shard, epoch, batch, &outputs));
         // The appended records are readable here at once, as an append's are.
         if let Ok(written) = &written {
-            for (name, ends) in topics.iter().zip(written) {
-                if let Some(topic) = self.inner.topic(name) {
-                    for &(p, end) in ends {
-                        let now = topic.partition(p).map_or(0, |i| i.end_offset);
-                        if end > now {
-                            self.inner.grew(&topic, p, end);
-                        }
+            for (topic, ends) in topics.iter().zip(written) {
+                for &(p, end) in ends {
+                    let now = topic.partition(p).map_or(0, |i| i.end_offset);
+                    if end > now {
+                        self.inner.grew(topic, p, end);
                     }
                 }
             }
@@ -1490,20 +1488,24 @@ impl Kafka {
         Ok(written)
     }
 
-    /// A state batch's appends, checked against their topics, under their
-    /// Kafka names.
-    fn outputs(&self, appends: &[AppendRequest]) -> Result<Vec<crate::state::Output>> {
+    /// A state batch's appends, checked against their topics: each topic, and
+    /// its records under its Kafka name.
+    fn outputs(
+        &self,
+        appends: Vec<AppendRequest>,
+    ) -> Result<Vec<(Arc<Topic>, crate::state::Output)>> {
         let inner = &self.inner;
         appends
-            .iter()
+            .into_iter()
             .map(|a| {
                 let topic = match inner.topic(&a.topic) {
                     Some(t) if t.id() == a.topic_id => t,
-                    _ => return Err(Error::TopicNotFound(a.topic.clone())),
+                    _ => return Err(Error::TopicNotFound(a.topic)),
                 };
                 a.check(topic.partition_count(), topic.config().compaction.is_some())?;
-                let records = a.units.iter().flat_map(|u| u.records.clone()).collect();
-                Ok((inner.kafka_name(topic.name()), records))
+                let records = a.units.into_iter().flat_map(|u| u.records).collect();
+                let name = inner.kafka_name(topic.name());
+                Ok((topic, (name, records)))
             })
             .collect()
     }
