@@ -15,7 +15,7 @@ use crate::api::topic;
 use crate::auth::{Object, Principal};
 use crate::error::{ApiError, Path, Query};
 use crate::state::AppState;
-use crate::stream::encode::{JsonRecords, push_u64};
+use crate::stream::encode::{JsonRecords, answer_buffer, push_u64};
 use crate::stream::poll::LongPoll;
 use crate::stream::{DEFAULT_LIMIT, DEFAULT_MAX_BYTES, MAX_LIMIT, MAX_MAX_BYTES, MAX_WAIT_MS};
 
@@ -99,7 +99,7 @@ pub(crate) async fn fetch(
         let log = state.log.clone();
         let topic = topic.clone();
         let (body, outcome) = tokio::task::spawn_blocking(move || {
-            let mut body = Vec::with_capacity(4096);
+            let mut body = answer_buffer(limit, max_bytes);
             body.extend_from_slice(b"{\"records\":[");
             let mut records = JsonRecords::new(body, false);
             let outcome = records.read(&log, &topic, partition, offset, limit, max_bytes)?;

@@ -22,7 +22,7 @@ use crate::auth::{Object, Principal};
 use crate::error::{ApiError, Body, Path, Query, parse_json};
 use crate::session::Member;
 use crate::state::AppState;
-use crate::stream::encode::JsonRecords;
+use crate::stream::encode::{JsonRecords, answer_buffer};
 use crate::stream::poll::LongPoll;
 use crate::stream::{DEFAULT_LIMIT, DEFAULT_MAX_BYTES, MAX_LIMIT, MAX_MAX_BYTES, MAX_WAIT_MS};
 use crate::views::{group_names, group_topics};
@@ -202,7 +202,7 @@ async fn read_assigned(
     let log = state.log.clone();
     let topic = topic.clone();
     tokio::task::spawn_blocking(move || {
-        let mut body = JsonRecords::new(Vec::with_capacity(4096), false);
+        let mut body = JsonRecords::new(answer_buffer(limit, max_bytes), false);
         let mut read = Vec::with_capacity(positions.len());
         let (mut left, mut bytes_left) = (limit, max_bytes);
         // Start at a different partition each time so none starves the others.

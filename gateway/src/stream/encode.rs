@@ -59,6 +59,18 @@ impl JsonRecords {
     }
 }
 
+/// The buffer to write up to `limit` records (about `max_bytes`) into, sized for
+/// records of a few hundred bytes so that a full answer is rarely copied while
+/// it grows.
+pub(crate) fn answer_buffer(limit: usize, max_bytes: usize) -> Vec<u8> {
+    Vec::with_capacity(
+        limit
+            .saturating_mul(384)
+            .min(max_bytes)
+            .clamp(4096, 4 << 20),
+    )
+}
+
 pub(crate) fn push_u64(out: &mut Vec<u8>, v: u64) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }

@@ -62,11 +62,15 @@ pub(crate) struct Readers {
 impl Readers {
     pub(crate) fn new(mut config: ClientConfig) -> Readers {
         // librdkafka fetches ahead until its queue holds this many records (100,000
-        // by default): a reader that moves elsewhere throws that away, so keep it to
-        // about two reads' worth.
+        // by default) or bytes (16 MiB as the engine sets it). A reader that moves
+        // elsewhere throws that away, so keep it to about ten 1,000-record reads, in
+        // at most 4 MiB. A full queue is looked at again after 10 ms (1 s by
+        // default): often enough that a reader going through a partition never
+        // finds it empty, seldom enough that an idle one costs little.
         config
-            .set("queued.min.messages", "2000")
-            .set("fetch.queue.backoff.ms", "1");
+            .set("queued.min.messages", "10000")
+            .set("queued.max.messages.kbytes", "4096")
+            .set("fetch.queue.backoff.ms", "10");
         Readers {
             config,
             idle: Mutex::new(Vec::new()),

@@ -185,7 +185,7 @@ pub(crate) async fn run(duration: Duration, bootstrap: &str, only: Option<u32>) 
             &mut ceil,
             0.5,
         );
-        cpu_lines.push(format!("K1: gateway CPU {cpu:.1} s per 1M records"));
+        cpu_lines.push(format!("K1: gateway CPU {cpu:.2} s per 1M records"));
     }
 
     if wanted(2) {
@@ -212,7 +212,7 @@ pub(crate) async fn run(duration: Duration, bootstrap: &str, only: Option<u32>) 
         )
         .await;
         cpu_lines.push(format!(
-            "K2: gateway CPU {:.1} s per 1M records",
+            "K2: gateway CPU {:.2} s per 1M records",
             (cpu_seconds(server.pid()) - before) / s.records.max(1) as f64 * 1e6
         ));
         push(
@@ -240,7 +240,7 @@ pub(crate) async fn run(duration: Duration, bootstrap: &str, only: Option<u32>) 
             || fetch_load(&c, fetch_base.clone(), FETCH_TOTAL, duration),
         )
         .await?;
-        cpu_lines.push(format!("K3: gateway CPU {cpu:.1} s per 1M records"));
+        cpu_lines.push(format!("K3: gateway CPU {cpu:.2} s per 1M records"));
         push(
             &mut rows,
             "K3. fetch 1000 records/request, 4 clients",
@@ -268,7 +268,7 @@ pub(crate) async fn run(duration: Duration, bootstrap: &str, only: Option<u32>) 
         let (mut s, reowned) = groups::drain(&c, [&server, &other], &topic).await?;
         let cpu = cpu_seconds(server.pid()) - before + cpu_seconds(other.pid()) - before_other;
         cpu_lines.push(format!(
-            "K4: gateways' CPU {:.1} s per 1M records; after a leave, every partition owned again in {reowned:.2} s",
+            "K4: gateways' CPU {:.2} s per 1M records; after a leave, every partition owned again in {reowned:.2} s",
             cpu / s.records.max(1) as f64 * 1e6
         ));
         push(
@@ -358,7 +358,13 @@ where
 {
     let (mut ceilings, mut ours, mut cpu) = (Vec::new(), Vec::new(), 0.0);
     for _ in 0..3 {
-        ceilings.push(ceiling().await?);
+        let before = cpu_seconds(std::process::id());
+        let c = ceiling().await?;
+        eprintln!(
+            "  ceiling CPU {:.2} s per 1M records",
+            (cpu_seconds(std::process::id()) - before) / c.records.max(1) as f64 * 1e6
+        );
+        ceilings.push(c);
         let before = cpu_seconds(pid);
         let s = gateway().await;
         cpu += (cpu_seconds(pid) - before) / s.records.max(1) as f64 * 1e6;
