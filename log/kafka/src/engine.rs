@@ -54,6 +54,9 @@ fn size_asks(
 /// How long reading partition sizes may take, per call.
 const SIZES_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long a pooled read consumer stays assigned with nobody reading through it.
+const READERS_REST: Duration = Duration::from_secs(5);
+
 /// How to reach the cluster.
 #[derive(Debug, Clone)]
 pub struct KafkaOptions {
@@ -844,6 +847,7 @@ impl Tail {
                     Err(e) => tracing::warn!(error = %e, "reading the cluster's metadata failed"),
                 }
                 self.reassign(&inner);
+                inner.readers.rest(READERS_REST);
             }
         }
     }

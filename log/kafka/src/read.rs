@@ -126,6 +126,27 @@ impl Readers {
         }
     }
 
+    /// Unassigns the idle consumers last used more than `after` ago: an assigned
+    /// consumer goes on fetching whether or not anyone reads (at a partition's
+    /// end, a request every `fetch.wait.max.ms`), which loads the brokers and this
+    /// process for nothing once its readers are gone.
+    pub(crate) fn rest(&self, after: Duration) {
+        let resting: Vec<Reader> = {
+            let mut idle = self.idle.lock().expect("readers lock");
+            let (rest, keep) = std::mem::take(&mut *idle)
+                .into_iter()
+                .partition(|r| r.at.is_some() && r.used.elapsed() >= after);
+            *idle = keep;
+            rest
+        };
+        for mut reader in resting {
+            let _ = reader.consumer.unassign();
+            reader.at = None;
+            self.idle.lock().expect("readers lock").push(reader);
+            self.free.notify_one();
+        }
+    }
+
     fn give_back(&self, mut reader: Reader) {
         reader.used = Instant::now();
         self.idle.lock().expect("readers lock").push(reader);
