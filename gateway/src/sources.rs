@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use sluice_log::{Backend, SOURCE_STORES, wait};
 use sluice_openapi::{SourceCounts, SourceDefinition, SourceInfo, SourceSecret};
+use sluice_sinks::StoredSecret;
 use sluice_sinks::sign::Sealer;
 use sluice_sources::{Pick, Scheme};
 
@@ -33,15 +34,6 @@ impl From<sluice_log::Error> for Fault {
     fn from(e: sluice_log::Error) -> Self {
         Fault::Log(e)
     }
-}
-
-/// A secret as stored: sealed, with its life.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct StoredSecret {
-    sealed: String,
-    added_ms: u64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    expires_ms: Option<u64>,
 }
 
 /// A source as its store's definition keeps it.
@@ -182,7 +174,7 @@ impl Sources {
         let secrets = stored
             .secrets
             .iter()
-            .filter_map(|s| Some((sealer.open(&aad(name), &s.sealed).ok()?, s.expires_ms)))
+            .filter_map(|s| Some((sealer.open(&aad(name), &s.sealed).ok()?, s.until_ms)))
             .collect();
         Some(Source {
             name: name.to_string(),
@@ -291,7 +283,7 @@ impl Sources {
                 .iter()
                 .map(|x| SourceSecret {
                     added_ms: x.added_ms,
-                    expires_ms: x.expires_ms,
+                    expires_ms: x.until_ms,
                 })
                 .collect(),
             created_ms: s.stored.created_ms,
@@ -349,11 +341,10 @@ impl Sources {
             .ok_or_else(|| Fault::NoTopic(def.topic.clone()))?;
         let now = sluice_log::now_ms();
         let stored = Stored {
-            secrets: vec![StoredSecret {
-                sealed: sealer.seal(&aad(&def.name), &secret),
-                added_ms: now,
-                expires_ms: None,
-            }],
+            secrets: vec![StoredSecret::new(
+                sealer.seal(&aad(&def.name), &secret),
+                now,
+            )],
             topic_id: topic.id(),
             created_ms: now,
             def,
@@ -390,17 +381,12 @@ impl Sources {
         let now = sluice_log::now_ms();
         let until = now.saturating_add(keep_old_s.saturating_mul(1000));
         let mut stored = s.stored.clone();
-        stored
-            .secrets
-            .retain(|x| x.expires_ms.is_none_or(|e| e > now));
-        for x in &mut stored.secrets {
-            x.expires_ms = Some(x.expires_ms.map_or(until, |e| e.min(until)));
-        }
-        stored.secrets.push(StoredSecret {
-            sealed: sealer.seal(&aad(name), &secret),
-            added_ms: now,
-            expires_ms: None,
-        });
+        sluice_sinks::rotate(
+            &mut stored.secrets,
+            StoredSecret::new(sealer.seal(&aad(name), &secret), now),
+            now,
+            until,
+        );
         let json = serde_json::to_vec(&stored).expect("a source serializes");
         wait(|r| self.log.update_store(&store_of(name), json, r)).map_err(|e| match e {
             sluice_log::Error::StoreNotFound(_) => Fault::NotFound(name.to_string()),

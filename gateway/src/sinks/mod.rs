@@ -361,12 +361,7 @@ impl Sinks {
             disabled: None,
             secrets: secret
                 .as_ref()
-                .map(|(sealed, _)| {
-                    vec![StoredSecret {
-                        sealed: sealed.clone(),
-                        until_ms: None,
-                    }]
-                })
+                .map(|(sealed, _)| vec![StoredSecret::new(sealed.clone(), now_ms())])
                 .unwrap_or_default(),
             shards: 1,
         };
@@ -482,16 +477,11 @@ impl Sinks {
                 )));
             }
             let now = now_ms();
-            s.secrets.retain(|x| x.until_ms.is_none_or(|u| u > now));
-            for old in &mut s.secrets {
-                old.until_ms.get_or_insert(now + ROTATION_MS);
-            }
-            s.secrets.insert(
-                0,
-                StoredSecret {
-                    sealed: sealer.seal(&sink, &s2),
-                    until_ms: None,
-                },
+            sluice_sinks::rotate(
+                &mut s.secrets,
+                StoredSecret::new(sealer.seal(&sink, &s2), now),
+                now,
+                now + ROTATION_MS,
             );
             Ok(())
         })

@@ -181,13 +181,43 @@ pub fn check(def: &SinkDefinition) -> Result<(Policy, Option<Filter>)> {
     ))
 }
 
-/// A signing secret, sealed (see [`crate::sign::Sealer`]).
+/// A secret, sealed (see [`crate::sign::Sealer`]): a sink's signing secret, or
+/// an event source's verifying one.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct StoredSecret {
     pub sealed: String,
-    /// When it stops co-signing, for a secret rotated out.
+    /// When it was made.
+    #[serde(default)]
+    pub added_ms: u64,
+    /// When it stops being used, for a secret rotated out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub until_ms: Option<u64>,
+}
+
+impl StoredSecret {
+    /// A secret made at `now_ms`, used until it is rotated out.
+    pub fn new(sealed: String, now_ms: u64) -> Self {
+        StoredSecret {
+            sealed,
+            added_ms: now_ms,
+            until_ms: None,
+        }
+    }
+
+    /// Whether it is still used at `now_ms`.
+    pub fn live(&self, now_ms: u64) -> bool {
+        self.until_ms.is_none_or(|u| u > now_ms)
+    }
+}
+
+/// A rotation: `new` goes first, the secrets no longer used at `now_ms` are
+/// dropped, and the others stay in use until `old_until_ms` at the latest.
+pub fn rotate(secrets: &mut Vec<StoredSecret>, new: StoredSecret, now_ms: u64, old_until_ms: u64) {
+    secrets.retain(|s| s.live(now_ms));
+    for old in secrets.iter_mut() {
+        old.until_ms = Some(old.until_ms.map_or(old_until_ms, |u| u.min(old_until_ms)));
+    }
+    secrets.insert(0, new);
 }
 
 /// What a sink's store keeps as its definition.
@@ -233,9 +263,7 @@ impl Stored {
 
     /// The secrets that sign now, newest first.
     pub fn live_secrets(&self, now_ms: u64) -> impl Iterator<Item = &StoredSecret> {
-        self.secrets
-            .iter()
-            .filter(move |s| s.until_ms.is_none_or(|u| u > now_ms))
+        self.secrets.iter().filter(move |s| s.live(now_ms))
     }
 }
 
@@ -298,5 +326,36 @@ mod tests {
             let e = check(&def(v)).unwrap_err().to_string();
             assert!(e.contains(why), "{e} should mention {why}");
         }
+    }
+
+    #[test]
+    fn a_rotation_puts_the_new_secret_first_and_ends_the_old_ones() {
+        let old = |until_ms| StoredSecret {
+            sealed: format!("{until_ms:?}"),
+            added_ms: 0,
+            until_ms,
+        };
+        let mut secrets = vec![old(None), old(Some(50)), old(Some(500)), old(Some(5000))];
+        rotate(
+            &mut secrets,
+            StoredSecret::new("new".into(), 100),
+            100,
+            1000,
+        );
+        let seen: Vec<(&str, Option<u64>)> = secrets
+            .iter()
+            .map(|s| (s.sealed.as_str(), s.until_ms))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("new", None),
+                ("None", Some(1000)),
+                ("Some(500)", Some(500)),
+                ("Some(5000)", Some(1000)),
+            ]
+        );
+        assert_eq!(secrets[0].added_ms, 100);
+        assert!(secrets[1].live(999) && !secrets[1].live(1000));
     }
 }

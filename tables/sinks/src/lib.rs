@@ -31,7 +31,7 @@ pub mod sign;
 use sha2::{Digest, Sha256};
 use sluice_log::{SINK_STORES, StateBatch};
 
-pub use crate::def::{MAX_RETRY_AFTER_MS, Policy, Stored, StoredSecret, check, start_of};
+pub use crate::def::{MAX_RETRY_AFTER_MS, Policy, Stored, StoredSecret, check, rotate, start_of};
 pub use crate::machine::{
     DeadLetter, Delivery, Entry, Failure, Next, Outcome, PartRow, PartView, Sink, WINDOW,
     WINDOW_BYTES,
