@@ -257,6 +257,19 @@ async fn fetch_load(c: &reqwest::Client, url: String, total: u64, duration: Dura
     s
 }
 
+/// Waits until the table at `url` is live with no lag (at most 10 minutes).
+async fn table_live(c: &reqwest::Client, url: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let t: Value = c.get(url).send().await?.json().await?;
+        if t["lag"] == 0 && t["state"] == "live" {
+            return Ok(());
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the table did not fill: {t}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Produces `total` records of 200 bytes to `url`, 10,000 per request, 4 at a time.
 async fn load(c: &reqwest::Client, url: &str, total: u64) -> Result<()> {
     let records: Vec<Value> = (0..10_000u64)
@@ -719,18 +732,7 @@ pub(crate) async fn tables_bench(
         .send()
         .await?;
     anyhow::ensure!(r.status() == 201, "create table: {}", r.text().await?);
-    loop {
-        let t: Value = c
-            .get(format!("{base}/v1/tables/{sums}"))
-            .send()
-            .await?
-            .json()
-            .await?;
-        if t["lag"] == 0 && t["state"] == "live" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    table_live(c, &format!("{base}/v1/tables/{sums}")).await?;
     let backfill = total as f64 / start.elapsed().as_secs_f64();
     let mut lines = vec![format!(
         "{label} count+sum table over {total} events, 8 partitions: backfill {backfill:.0} events/s (target ≥ 300000)"

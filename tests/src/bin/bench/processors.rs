@@ -133,20 +133,7 @@ pub(crate) async fn processors_bench(duration: Duration) -> Result<Vec<String>> 
             json!({"name": "cust8", "source": "cust8", "key": "key"}),
         )
         .await?;
-        let deadline = Instant::now() + Duration::from_secs(600);
-        loop {
-            let t: Value = c
-                .get(s.url("/v1/tables/cust8"))
-                .send()
-                .await?
-                .json()
-                .await?;
-            if t["lag"] == 0 && t["state"] == "live" {
-                break;
-            }
-            anyhow::ensure!(Instant::now() < deadline, "the table did not fill: {t}");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        crate::table_live(&c, &s.url("/v1/tables/cust8")).await?;
         eprintln!("loading 1M orders ...");
         load_orders(&c, &s.url("/v1/topics/ord8/records"), total).await?;
         let start = Instant::now();
